@@ -1,0 +1,209 @@
+"""The `sdflow` command: run, validate and list nodes."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from sdflow.errors import Location, UserError, WorkflowError
+from sdflow.graphs.model import Workflow
+from sdflow.graphs.validate import validate
+from sdflow.graphs.yaml_io import load
+from sdflow.nodes import registry
+from sdflow.nodes.fields import fields_of, type_label
+
+EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"error: {exc}".replace("\n", "\nerror: "), file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a workflow")
+    run.add_argument("workflow")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a workflow input (repeatable)",
+    )
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run once per value, reusing the caches (repeatable: all combinations)",
+    )
+    run.add_argument("--output-dir", default="outputs")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    run.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="default: fp16 on cuda, fp32 elsewhere",
+    )
+    run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("validate", help="check a workflow without running it")
+    check.add_argument("workflow")
+    check.set_defaults(handler=_validate)
+
+    nodes = commands.add_parser("nodes", help="list node types, or describe one")
+    nodes.add_argument("type", nargs="?")
+    nodes.set_defaults(handler=_nodes)
+
+    return parser
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sdflow.files import write_new_path
+    from sdflow.runner.executor import Runner
+    from sdflow.runner.progress import ProgressPrinter
+
+    workflow = load(args.workflow)
+    validate(workflow)
+    fixed = dict(parse_assignment(workflow, text) for text in args.set)
+    combinations = sweep_combinations(workflow, args.sweep)
+    try:
+        runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
+    except ValueError as exc:
+        raise UserError(str(exc), Location(field="--device")) from None
+    if not args.quiet:
+        runner.subscribe(ProgressPrinter(sys.stderr))
+    runs = []
+    for index, varied in enumerate(combinations):
+        inputs = {**fixed, **varied}
+        if len(combinations) > 1 and not args.quiet:
+            print(f"run {index + 1}/{len(combinations)}: {inputs}", file=sys.stderr)
+        result = runner.run(workflow, inputs=inputs)
+        runs.append(result.report.to_dict())
+        for path in result.report.files:
+            print(path)
+    if args.report:
+        document = {"workflow": args.workflow, "runs": runs}
+        written = write_new_path(args.report, json.dumps(document, indent=2).encode())
+        if not args.quiet:
+            print(f"report: {written}", file=sys.stderr)
+    return EXIT_OK
+
+
+def parse_assignment(workflow: Workflow, text: str) -> tuple[str, Any]:
+    """'NAME=VALUE' -> (name, value typed as the workflow input declares)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise UserError(f"expected NAME=VALUE, got '{text}'", Location(field="--set"))
+    return name, coerce(workflow, name, raw)
+
+
+def coerce(workflow: Workflow, name: str, raw: str) -> Any:
+    """A command-line string as the type of input ``name`` (strings stay verbatim)."""
+    spec = workflow.inputs.get(name)
+    if spec is not None and spec.type == "str":
+        return raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def sweep_combinations(workflow: Workflow, sweeps: list[str]) -> list[dict[str, Any]]:
+    """Every combination of the swept values (one empty combination when nothing is swept)."""
+    axes = []
+    for text in sweeps:
+        name, sep, raw = text.partition("=")
+        if not sep or not name or not raw:
+            raise UserError(f"expected NAME=V1,V2,..., got '{text}'", Location(field="--sweep"))
+        values = [v.replace("\\,", ",") for v in _split_commas(raw)]
+        axes.append([(name, coerce(workflow, name, v)) for v in values])
+    return [dict(choice) for choice in itertools.product(*axes)]
+
+
+def _split_commas(raw: str) -> list[str]:
+    """Split on commas not preceded by a backslash."""
+    parts, current, escaped = [], "", False
+    for char in raw:
+        if char == "," and not escaped:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+        escaped = char == "\\" and not escaped
+    return [*parts, current]
+
+
+# -- validate and nodes -------------------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace) -> int:
+    workflow = load(args.workflow)
+    validate(workflow)
+    print(f"{args.workflow}: valid ({len(workflow.nodes)} nodes)")
+    return EXIT_OK
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    types = registry.all_types()
+    if args.type is None:
+        width = max(map(len, types))
+        for name, cls in types.items():
+            print(f"{name:<{width}}  {cls.summary()}")
+        return EXIT_OK
+    cls = types.get(args.type)
+    if cls is None:
+        hint = registry.closest(args.type, types)
+        more = f"; did you mean '{hint}'?" if hint else ""
+        raise WorkflowError(f"unknown node type '{args.type}'{more}", Location(field="TYPE"))
+    print(describe(cls))
+    return EXIT_OK
+
+
+def describe(cls: type) -> str:
+    """A node type's help: summary, typed inputs with defaults and ranges, outputs."""
+    lines = [f"{cls.type_name} (version {cls.version}): {cls.summary()}", "inputs:"]
+    for name, field in fields_of(cls).items():
+        text = f"  {name}: {type_label(field.annotation)}"
+        if field.is_port:
+            text += " (link)" if field.required else " (optional link)"
+        elif field.required:
+            text += " (required)"
+        else:
+            text += f" = {field.default!r}"
+        limits = field.constraints()
+        if limits and not limits.startswith("one of"):
+            text += f" [{limits}]"
+        if field.description:
+            text += f" — {field.description}"
+        lines.append(text)
+    lines.append("outputs:")
+    lines += [f"  {name}: {kind.__name__}" for name, kind in cls.outputs.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""sdflow's exceptions: every user-facing error carries where it happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a workflow: file, 1-based line and column, node id and field (each optional)."""
+
+    file: str | None = None
+    line: int | None = None
+    col: int | None = None
+    node: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<workflow>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        parts = [where]
+        if self.node is not None:
+            parts.append(f"node '{self.node}'")
+        if self.field is not None:
+            parts.append(f"field '{self.field}'")
+        return ", ".join(parts)
+
+
+class SdflowError(Exception):
+    """Base of every error sdflow raises on purpose."""
+
+
+class UserError(SdflowError):
+    """A mistake the user can fix (bad workflow, missing file, value out of range): exit code 2."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        self.message = message
+        self.location = location or Location()
+        super().__init__(f"{self.location}: {message}")
+
+
+class WorkflowError(UserError):
+    """The workflow does not load or validate."""
+
+
+class WorkflowErrors(UserError):
+    """Several validation errors found in one pass; ``errors`` holds each one."""
+
+    def __init__(self, errors: list[UserError]) -> None:
+        self.errors = errors
+        super().__init__(errors[0].message, errors[0].location)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class NodeError(UserError):
+    """A node refused its inputs while running (e.g. a missing image file)."""

@@ -1,0 +1,1 @@
+"""Built-in node types, one theme per module."""

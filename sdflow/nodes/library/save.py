@@ -1,0 +1,61 @@
+"""SaveImage: PNG files with the workflow embedded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from PIL import Image as PILImage
+from PIL.PngImagePlugin import PngInfo
+from pydantic import Field
+
+from sdflow.files import write_new
+from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.pixels import to_pil
+from sdflow.nodes.types import Image, SavedFiles
+
+
+class SaveImage(Node):
+    """Write each image as a new PNG in the output folder, with the workflow as text metadata."""
+
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, type]] = {"files": SavedFiles}
+    is_output: ClassVar[bool] = True
+
+    image: Image = Field(description="the images to save")
+    filename_prefix: str = Field(
+        "sdflow",
+        min_length=1,
+        pattern=r"^[^\\]+$",
+        description="file name start, may include sub-folders: PREFIX_00001.png",
+    )
+
+    @classmethod
+    def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
+        metadata = json.dumps(ctx.metadata, sort_keys=True)
+        return hashlib.sha256(f"{Path(ctx.output_dir).resolve()}\n{metadata}".encode()).hexdigest()
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        prefix = PurePosixPath(constants["filename_prefix"])
+        if prefix.is_absolute() or ".." in prefix.parts:
+            return [("filename_prefix", "must stay inside the output folder (no '..', not absolute)")]
+        return []
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        info = PngInfo()
+        for key, value in ctx.metadata.items():
+            info.add_text(key, value)
+        prefix = PurePosixPath(self.filename_prefix)
+        folder = Path(ctx.output_dir, *prefix.parent.parts)
+        paths = []
+        for picture in to_pil(self.image):
+            path = write_new(folder, prefix.name, ".png", _png_writer(picture, info))
+            paths.append(str(path))
+        return {"files": SavedFiles(tuple(paths))}
+
+
+def _png_writer(picture: PILImage.Image, info: PngInfo):
+    return lambda handle: picture.save(handle, format="PNG", pnginfo=info)

@@ -1,0 +1,15 @@
+"""Execution: ordering, caching, devices and memory, progress events and the run report."""
+
+from sdflow.runner.events import NodeFinished, NodeStarted, StepProgress
+from sdflow.runner.executor import Runner, RunResult
+from sdflow.runner.report import NodeRecord, RunReport
+
+__all__ = [
+    "NodeFinished",
+    "NodeRecord",
+    "NodeStarted",
+    "RunReport",
+    "RunResult",
+    "Runner",
+    "StepProgress",
+]

@@ -1,0 +1,286 @@
+"""The Runner: validate, order, look up the cache, run what is missing, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.graphs.model import InputRef, Link, Workflow
+from sdflow.graphs.validate import validate
+from sdflow.graphs.yaml_io import dumps
+from sdflow.nodes import registry
+from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.fields import fields_of
+from sdflow.nodes.types import SavedFiles
+from sdflow.runner.cache import LRUCache, ModelCache
+from sdflow.runner.device import dtype_name, pick_device, pick_dtype
+from sdflow.runner.events import Listener, NodeFinished, NodeStarted, StepProgress
+from sdflow.runner.keys import node_key, output_key
+from sdflow.runner.report import NodeRecord, RunReport
+
+GiB = 1024**3
+
+
+@dataclass
+class RunResult:
+    """What a run produced: ``outputs[node_id][output_name]``, and the report."""
+
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: RunReport = field(default_factory=RunReport)
+
+    def __getitem__(self, ref: str) -> Any:
+        """``result["node.output"]``, or ``result["node"]`` for a node with one output."""
+        node, _, output = ref.partition(".")
+        values = self.outputs[node]
+        return values[output] if output else next(iter(values.values()))
+
+
+@dataclass
+class _Step:
+    """One node of the plan, with its constants resolved and its key computed."""
+
+    id: str
+    cls: type[Node]
+    constants: dict[str, Any]
+    links: dict[str, Link]
+    key: str = ""
+
+
+class Runner:
+    """Runs workflows, keeping node outputs and models cached between runs."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        dtype: str | None = None,
+        output_dir: str = "outputs",
+        output_cache_bytes: int = 4 * GiB,
+        model_cache_bytes: int = 16 * GiB,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.output_dir = output_dir
+        self.outputs = LRUCache(output_cache_bytes)
+        self.models = ModelCache(model_cache_bytes, self.device)
+        self.listeners: list[Listener] = list(listeners)
+        self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def clear(self) -> None:
+        """Empty both caches (frees the memory they held)."""
+        self.outputs.clear()
+        self.models.clear()
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(
+        self,
+        workflow: Workflow,
+        inputs: dict[str, Any] | None = None,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | None = None,
+    ) -> RunResult:
+        """Run what ``outputs`` (node ids; default: the output nodes) need, reusing the caches."""
+        started = time.perf_counter()
+        graph = validate(workflow)
+        values = resolve_inputs(workflow, inputs or {})
+        ctx_base = RunContext(
+            device=self.device,
+            dtype=self.dtype,
+            output_dir=output_dir or self.output_dir,
+            metadata=_metadata(workflow, values),
+        )
+        plan = self._plan(workflow, graph, values, outputs, ctx_base)
+        result = RunResult(report=RunReport(inputs=values))
+        produced: dict[str, dict[str, Any]] = {}
+        for step in plan:
+            produced[step.id] = self._execute(workflow, step, produced, ctx_base, result.report)
+        result.outputs = produced
+        result.report.seconds = time.perf_counter() - started
+        for values_ in produced.values():
+            for value in values_.values():
+                if isinstance(value, SavedFiles):
+                    result.report.files.extend(value.paths)
+        return result
+
+    def _plan(
+        self,
+        workflow: Workflow,
+        graph: nx.DiGraph,
+        values: dict[str, Any],
+        outputs: Iterable[str] | None,
+        ctx: RunContext,
+    ) -> list[_Step]:
+        targets = _targets(workflow, graph, outputs)
+        needed = set(targets)
+        for target in targets:
+            needed |= nx.ancestors(graph, target)
+        order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+        steps, errors = [], []
+        for node_id in order:
+            spec = workflow.nodes[node_id]
+            cls = registry.get(spec.type)
+            constants, links = {}, {}
+            for name, value in spec.fields.items():
+                if isinstance(value, Link):
+                    links[name] = value
+                    continue
+                constants[name] = values[value.name] if isinstance(value, InputRef) else value
+            constants = {**_defaults(cls), **constants}
+            errors += _check_constants(cls, constants, spec.location)
+            steps.append(_Step(node_id, cls, constants, links))
+        if errors:
+            raise WorkflowErrors(errors)
+        keys: dict[str, str] = {}
+        for step in steps:
+            upstream = {
+                name: output_key(keys[link.node], _output_name(workflow, link))
+                for name, link in step.links.items()
+            }
+            fingerprint = step.cls.fingerprint(step.constants, ctx)
+            step.key = node_key(
+                step.cls.type_name,
+                step.cls.version,
+                step.constants,
+                upstream,
+                fingerprint,
+                self._environment,
+            )
+            keys[step.id] = step.key
+        return steps
+
+    def _execute(
+        self,
+        workflow: Workflow,
+        step: _Step,
+        produced: dict[str, dict[str, Any]],
+        ctx_base: RunContext,
+        report: RunReport,
+    ) -> dict[str, Any]:
+        cls, spec = step.cls, workflow.nodes[step.id]
+        cache = self.models if cls.cache == "model" else self.outputs
+        self._emit(NodeStarted(step.id, cls.type_name))
+        started = time.perf_counter()
+        values = cache.get(step.key)
+        status = "cached"
+        if values is None:
+            status = "ran"
+            arguments = dict(step.constants)
+            for name, link in step.links.items():
+                arguments[name] = produced[link.node][_output_name(workflow, link)]
+            node = cls.model_construct(**arguments)
+            ctx = RunContext(
+                device=ctx_base.device,
+                dtype=ctx_base.dtype,
+                node_id=step.id,
+                output_dir=ctx_base.output_dir,
+                metadata=ctx_base.metadata,
+                on_step=self._step_reporter(step.id),
+                locate=spec.location,
+            )
+            values = node.run(ctx)
+            _check_outputs(cls, values)
+            cache.put(step.key, values)
+        seconds = time.perf_counter() - started
+        report.nodes.append(NodeRecord(step.id, cls.type_name, status, round(seconds, 6)))
+        self._emit(NodeFinished(step.id, cls.type_name, status, seconds))
+        return values
+
+    def _step_reporter(self, node_id: str):
+        if not self.listeners:
+            return None
+        return lambda index, total, latent: self._emit(StepProgress(node_id, index, total, latent))
+
+    def _emit(self, event: Any) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+
+def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with ``given``; unknown names, missing required ones and wrong types fail."""
+    errors: list[UserError] = []
+    where = Location(workflow.file)
+    for name in given:
+        if name not in workflow.inputs:
+            hint = registry.closest(name, workflow.inputs)
+            more = (
+                f"; did you mean '{hint}'?" if hint else f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+            )
+            errors.append(WorkflowError(f"unknown workflow input '{name}'{more}", where))
+    values = {}
+    for name, spec in workflow.inputs.items():
+        loc = spec.loc or where
+        if name in given:
+            try:
+                values[name] = spec.check(given[name])
+            except ValueError as exc:
+                errors.append(WorkflowError(str(exc), loc))
+        elif spec.required:
+            errors.append(WorkflowError(f"input '{name}' has no default: set it (--set {name}=...)", loc))
+        else:
+            values[name] = spec.default
+    if errors:
+        raise WorkflowErrors(errors)
+    return values
+
+
+def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | None) -> list[str]:
+    if outputs is not None:
+        targets = [o.partition(".")[0] for o in outputs]
+        for target in targets:
+            if target not in workflow.nodes:
+                hint = registry.closest(target, workflow.nodes)
+                more = f"; did you mean '{hint}'?" if hint else ""
+                raise WorkflowError(f"no node '{target}' to compute{more}", Location(workflow.file))
+        return targets
+    marked = [n for n, s in workflow.nodes.items() if registry.get(s.type).is_output]
+    return marked or [n for n in graph if graph.out_degree(n) == 0]
+
+
+def _defaults(cls: type[Node]) -> dict[str, Any]:
+    return {n: f.default for n, f in fields_of(cls).items() if not f.required and not f.is_port}
+
+
+def _check_constants(cls: type[Node], constants: dict[str, Any], locate) -> list[UserError]:
+    """Constants after workflow inputs are substituted: field types and ranges, then precheck."""
+    errors: list[UserError] = []
+    fields = fields_of(cls)
+    for name, value in constants.items():
+        if fields[name].is_port:
+            continue
+        try:
+            fields[name].validate(value)
+        except ValueError as exc:
+            errors.append(WorkflowError(f"{exc} (got {value!r})", locate(name)))
+    if not errors:
+        errors += [WorkflowError(msg, locate(name)) for name, msg in cls.precheck(constants)]
+    return errors
+
+
+def _output_name(workflow: Workflow, link: Link) -> str:
+    if link.output is not None:
+        return link.output
+    return next(iter(registry.get(workflow.nodes[link.node].type).outputs))
+
+
+def _check_outputs(cls: type[Node], values: dict[str, Any]) -> None:
+    for name, kind in cls.outputs.items():
+        if not isinstance(values.get(name), kind):
+            raise TypeError(f"{cls.type_name}.run returned {type(values.get(name))} for '{name}'")
+
+
+def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
+    """Text chunks for saved images: the workflow and the inputs of this run."""
+    return {
+        "sdflow:workflow": workflow.source if workflow.source is not None else dumps(workflow),
+        "sdflow:inputs": json.dumps(values, sort_keys=True),
+    }
