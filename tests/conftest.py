@@ -1,0 +1,39 @@
+"""Test set-up: no hub, one torch thread, and the shared fixtures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BUILTIN = ROOT / "sdflow" / "builtin"
+
+
+@pytest.fixture
+def runner(tmp_path: Path):
+    """A CPU fp32 runner writing into a temporary folder."""
+    from sdflow.runner import Runner
+
+    return Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path / "outputs"))
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path):
+    """Write YAML text to a file in tmp_path and return its path."""
+
+    def write(text: str, name: str = "workflow.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
