@@ -16,12 +16,12 @@ class Location:
     field: str | None = None
 
     def __str__(self) -> str:
-        where = self.file or "<workflow>"
+        where = self.file or ("<workflow>" if self.line is not None else "")
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        parts = [where]
+        parts = [where] if where else []
         if self.node is not None:
             parts.append(f"node '{self.node}'")
         if self.field is not None:
@@ -39,7 +39,8 @@ class UserError(SdflowError):
     def __init__(self, message: str, location: Location | None = None) -> None:
         self.message = message
         self.location = location or Location()
-        super().__init__(f"{self.location}: {message}")
+        where = str(self.location)
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class WorkflowError(UserError):
