@@ -1,0 +1,250 @@
+"""The txt2img graph reproduces diffusers' StableDiffusionPipeline on the same components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+
+from sdflow.graphs import loads
+from sdflow.nodes.samplers import SAMPLERS
+from sdflow.runner import Runner
+
+CHECKPOINT = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "tiny-sd15"
+TOLERANCE = 1e-4
+PROMPT = "a red circle on a blue background"
+NEGATIVE = "blurry, green"
+SIZE = 64
+STEPS = 8
+
+# What each sampler name means in diffusers terms: the class and the overrides on the checkpoint's config.
+DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+EXPECTED_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "ddim": (DDIMScheduler, {}),
+    "ddpm": (DDPMScheduler, {}),
+    "pndm": (PNDMScheduler, {}),
+    "lms": (LMSDiscreteScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, DPMPP_2M),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {**DPMPP_2M, "use_karras_sigmas": True}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+
+WORKFLOW = """
+version: 1
+inputs:
+  prompt: ""
+  negative: ""
+  clip_skip: 0
+  seed: 0
+  steps: 8
+  cfg: 5.0
+  sampler: ddim
+  batch: 1
+nodes:
+  ckpt:
+    type: LoadCheckpoint
+    checkpoint: "builtin:tiny-sd15"
+  positive:
+    type: CLIPEncode
+    clip: !link ckpt.clip
+    text: !input prompt
+    clip_skip: !input clip_skip
+  negative:
+    type: CLIPEncode
+    clip: !link ckpt.clip
+    text: !input negative
+    clip_skip: !input clip_skip
+  empty:
+    type: EmptyLatent
+    width: 64
+    height: 64
+    batch_size: !input batch
+  schedule:
+    type: Scheduler
+    model: !link ckpt.model
+    sampler: !input sampler
+    steps: !input steps
+  noised:
+    type: AddNoise
+    latent: !link empty
+    schedule: !link schedule
+    seed: !input seed
+  denoised:
+    type: DenoiseLoop
+    model: !link ckpt.model
+    positive: !link positive
+    negative: !link negative
+    latent: !link noised
+    cfg: !input cfg
+  decoded:
+    type: VAEDecode
+    vae: !link ckpt.vae
+    latent: !link denoised
+"""
+
+
+@pytest.fixture(scope="module")
+def graph_runner() -> Runner:
+    return Runner(device="cpu", dtype="fp32")
+
+
+class Reference:
+    """diffusers' own txt2img on the tiny checkpoint, with the scheduler a sampler name stands for."""
+
+    def __init__(self) -> None:
+        self.pipe = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT))
+        self.pipe.set_progress_bar_config(disable=True)
+        # Swap from the checkpoint's own config each time: a swapped-in config carries its overrides.
+        self.base_config = dict(self.pipe.scheduler.config)
+
+    def image(self, sampler: str, seed: int, **kwargs: Any) -> np.ndarray:
+        """The pipeline's numpy output, (batch, height, width, 3)."""
+        cls, overrides = EXPECTED_SCHEDULERS[sampler]
+        self.pipe.scheduler = cls.from_config(self.base_config, **overrides)
+        output = self.pipe(
+            height=SIZE,
+            width=SIZE,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed),
+            **kwargs,
+        )
+        return output.images
+
+
+@pytest.fixture(scope="module")
+def reference() -> Reference:
+    return Reference()
+
+
+def graph_image(runner: Runner, **inputs: Any) -> np.ndarray:
+    """The workflow's VAEDecode pixels as (batch, height, width, 3), like the pipeline's numpy output."""
+    result = runner.run(loads(WORKFLOW, "parity.yaml"), inputs=inputs, outputs=["decoded"])
+    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+
+
+def clip_skip_embeds(pipe: StableDiffusionPipeline, text: str, clip_skip: int) -> torch.Tensor:
+    """Prompt embeddings from the layer ``clip_skip`` before the last, as diffusers' clip_skip computes
+    them (its own argument reaches for `text_model`, which transformers 5 removed)."""
+    ids = pipe.tokenizer(
+        text,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    with torch.no_grad():
+        hidden = pipe.text_encoder(ids, output_hidden_states=True).hidden_states
+        return pipe.text_encoder.final_layer_norm(hidden[-(clip_skip + 1)])
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a - b).max())
+
+
+def test_every_sampler_has_a_parity_case() -> None:
+    assert set(EXPECTED_SCHEDULERS) == set(SAMPLERS)
+
+
+@pytest.mark.parametrize("sampler", list(EXPECTED_SCHEDULERS))
+def test_graph_matches_pipeline_for_sampler(graph_runner: Runner, reference: Reference, sampler: str) -> None:
+    ours = graph_image(
+        graph_runner, prompt=PROMPT, negative=NEGATIVE, seed=7, steps=STEPS, cfg=5.0, sampler=sampler
+    )
+    theirs = reference.image(
+        sampler,
+        seed=7,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+    )
+    assert ours.shape == (1, SIZE, SIZE, 3)
+    assert max_diff(ours, theirs) <= TOLERANCE
+
+
+def test_graph_matches_pipeline_with_clip_skip(graph_runner: Runner, reference: Reference) -> None:
+    ours = graph_image(
+        graph_runner,
+        prompt=PROMPT,
+        negative=NEGATIVE,
+        clip_skip=1,
+        seed=3,
+        steps=STEPS,
+        cfg=5.0,
+        sampler="euler",
+    )
+    theirs = reference.image(
+        "euler",
+        seed=3,
+        prompt_embeds=clip_skip_embeds(reference.pipe, PROMPT, 1),
+        negative_prompt_embeds=clip_skip_embeds(reference.pipe, NEGATIVE, 1),
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+    )
+    without_skip = graph_image(
+        graph_runner, prompt=PROMPT, negative=NEGATIVE, seed=3, steps=STEPS, cfg=5.0, sampler="euler"
+    )
+    assert max_diff(ours, theirs) <= TOLERANCE
+    assert max_diff(ours, without_skip) > 1e-3  # clip skip really changed the image
+
+
+def test_graph_matches_pipeline_for_a_batch_of_two(graph_runner: Runner, reference: Reference) -> None:
+    ours = graph_image(
+        graph_runner,
+        prompt=PROMPT,
+        negative=NEGATIVE,
+        seed=11,
+        steps=STEPS,
+        cfg=5.0,
+        sampler="euler_ancestral",
+        batch=2,
+    )
+    theirs = reference.image(
+        "euler_ancestral",
+        seed=11,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        num_images_per_prompt=2,
+    )
+    assert ours.shape == (2, SIZE, SIZE, 3)
+    assert max_diff(ours, theirs) <= TOLERANCE
+    assert max_diff(ours[0], ours[1]) > 1e-3  # two different images, not one twice
+
+
+@pytest.mark.parametrize("cfg", [1.0, 0.5])
+def test_graph_matches_pipeline_without_guidance(
+    graph_runner: Runner, reference: Reference, cfg: float
+) -> None:
+    ours = graph_image(
+        graph_runner, prompt=PROMPT, negative=NEGATIVE, seed=5, steps=STEPS, cfg=cfg, sampler="ddim"
+    )
+    theirs = reference.image(
+        "ddim",
+        seed=5,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=cfg,
+    )
+    assert max_diff(ours, theirs) <= TOLERANCE
