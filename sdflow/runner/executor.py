@@ -91,15 +91,7 @@ class Runner:
     ) -> RunResult:
         """Run what ``outputs`` (node ids; default: the output nodes) need, reusing the caches."""
         started = time.perf_counter()
-        graph = validate(workflow)
-        values = resolve_inputs(workflow, inputs or {})
-        ctx_base = RunContext(
-            device=self.device,
-            dtype=self.dtype,
-            output_dir=output_dir or self.output_dir,
-            metadata=_metadata(workflow, values),
-        )
-        plan = self._plan(workflow, graph, values, outputs, ctx_base)
+        values, plan, ctx_base = self._prepare(workflow, inputs, outputs, output_dir)
         result = RunResult(report=RunReport(inputs=values))
         produced: dict[str, dict[str, Any]] = {}
         for step in plan:
@@ -111,6 +103,35 @@ class Runner:
                 if isinstance(value, SavedFiles):
                     result.report.files.extend(value.paths)
         return result
+
+    def keys(
+        self,
+        workflow: Workflow,
+        inputs: dict[str, Any] | None = None,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | None = None,
+    ) -> dict[str, str]:
+        """The cache key of each node ``run`` would execute, by node id, without running anything."""
+        _, plan, _ = self._prepare(workflow, inputs, outputs, output_dir)
+        return {step.id: step.key for step in plan}
+
+    def _prepare(
+        self,
+        workflow: Workflow,
+        inputs: dict[str, Any] | None,
+        outputs: Iterable[str] | None,
+        output_dir: str | None,
+    ) -> tuple[dict[str, Any], list[_Step], RunContext]:
+        """Validate, resolve the inputs and plan: the input values, the keyed steps, the base context."""
+        graph = validate(workflow)
+        values = resolve_inputs(workflow, inputs or {})
+        ctx_base = RunContext(
+            device=self.device,
+            dtype=self.dtype,
+            output_dir=output_dir or self.output_dir,
+            metadata=_metadata(workflow, values),
+        )
+        return values, self._plan(workflow, graph, values, outputs, ctx_base), ctx_base
 
     def _plan(
         self,
