@@ -48,6 +48,9 @@ class Node(BaseModel):
     outputs: ClassVar[dict[str, type]] = {}
     cache: ClassVar[CacheKind] = "output"
     is_output: ClassVar[bool] = False
+    # String fields naming input files: the runner makes relative ones absolute against the
+    # workflow file's folder before prechecks, cache keys and run (and expands '~').
+    path_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -76,6 +76,7 @@ class Schedule(Port):
     steps: int
     scheduler_class: type
     scheduler_config: dict[str, Any]
+    inpainting_model: bool = False  # for a 9-channel UNet: AddNoise draws in diffusers' order
 
     def make(self, device: torch.device | str) -> Any:
         """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop)."""
@@ -96,14 +97,45 @@ class NoiseState(Port):
 
 
 @dataclass(frozen=True, eq=False)
+class MaskedImage(Port):
+    """The VAE posterior of the image with its repaint area blanked: a 9-channel UNet's extra input.
+
+    diffusers samples it after drawing the noise, from the same generator, so VAEEncode keeps the
+    distribution and AddNoise draws the sample (``latents``) in that order."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    scaling_factor: float
+    sample: bool
+    stream_start: torch.Tensor  # generator state before VAEEncode drew the image's own sample
+    latents: torch.Tensor | None = None
+
+    def drawn(self, generator: torch.Generator) -> MaskedImage:
+        """This with ``latents`` set: a posterior sample from ``generator`` (or the mean), scaled."""
+        if not self.sample:
+            return replace(self, latents=self.mean * self.scaling_factor)
+        # As diffusers' randn_tensor: drawn on the generator's (CPU) device in the posterior's dtype.
+        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype).to(self.mean.device)
+        return replace(self, latents=(self.mean + self.std * eps) * self.scaling_factor)
+
+    def value(self) -> torch.Tensor:
+        """The scaled masked-image latents: the drawn sample, or the mean if none was drawn yet."""
+        return self.latents if self.latents is not None else self.mean * self.scaling_factor
+
+
+@dataclass(frozen=True, eq=False)
 class Latent(Port):
-    """Latent samples (batch, 4, h, w) plus optional noise mask, noise state and RNG stream."""
+    """Latent samples (batch, 4, h, w) plus optional noise mask, noise state and RNG stream.
+
+    ``noise_mask`` (batch or 1, 1, h, w), 1 = repaint, makes DenoiseLoop inpaint; ``masked_image``
+    feeds a 9-channel inpainting UNet."""
 
     samples: torch.Tensor
     noise_mask: torch.Tensor | None = None
     noise: NoiseState | None = None
     rng_state: torch.Tensor | None = None
     is_empty: bool = False
+    masked_image: MaskedImage | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

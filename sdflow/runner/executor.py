@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -156,7 +157,7 @@ class Runner:
                     links[name] = value
                     continue
                 constants[name] = values[value.name] if isinstance(value, InputRef) else value
-            constants = {**_defaults(cls), **constants}
+            constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
             errors += _check_constants(cls, constants, spec.location)
             steps.append(_Step(node_id, cls, constants, links))
         if errors:
@@ -269,6 +270,19 @@ def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | Non
 
 def _defaults(cls: type[Node]) -> dict[str, Any]:
     return {n: f.default for n, f in fields_of(cls).items() if not f.required and not f.is_port}
+
+
+def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workflow) -> dict[str, Any]:
+    """The node's file-path constants made absolute against the workflow file's folder (or cwd)."""
+    if not cls.path_fields:
+        return constants
+    source = Path(workflow.file) if workflow.file else None
+    base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+    resolved = dict(constants)
+    for name in cls.path_fields:
+        if isinstance(resolved.get(name), str) and resolved[name]:
+            resolved[name] = str(base / Path(resolved[name]).expanduser())
+    return resolved
 
 
 def _check_constants(cls: type[Node], constants: dict[str, Any], locate) -> list[UserError]:
