@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
+    from sdflow.golden.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

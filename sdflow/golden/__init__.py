@@ -1,0 +1,1 @@
+"""Golden-image regression checks: record a workflow's images once, then check later runs against them."""
