@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdflow.errors import Location
+from sdflow.nodes import registry
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 INPUT_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -94,5 +95,17 @@ class Workflow:
         return {
             "version": self.version,
             "inputs": {n: (i.type, i.default, i.required, i.description) for n, i in self.inputs.items()},
-            "nodes": {n: (s.type, dict(s.fields)) for n, s in self.nodes.items()},
+            "nodes": {
+                n: (s.type, {k: self._canonical(v) for k, v in s.fields.items()})
+                for n, s in self.nodes.items()
+            },
         }
+
+    def _canonical(self, value: Any) -> Any:
+        """``!link node`` and ``!link node.out`` are the same edge when ``out`` is node's only output."""
+        if not isinstance(value, Link) or value.output is not None or value.node not in self.nodes:
+            return value
+        cls = registry.get(self.nodes[value.node].type)
+        if cls is None or len(cls.outputs) != 1:
+            return value
+        return Link(value.node, next(iter(cls.outputs)))

@@ -25,6 +25,14 @@ def validate(workflow: Workflow) -> nx.DiGraph:
     return graph
 
 
+def check_node(workflow: Workflow, spec: NodeSpec) -> list[UserError]:
+    """Every problem of one node against its workflow (type, fields, links, inputs); the Python
+    builder calls this as each node is added, so both front ends report mistakes alike."""
+    checker = _Checker(workflow)
+    checker.check_spec(spec)
+    return checker.errors
+
+
 def build_graph(workflow: Workflow) -> nx.DiGraph:
     """Nodes are node ids; an edge u -> v carries the fields of v that u's outputs feed."""
     graph = nx.DiGraph()
@@ -56,14 +64,17 @@ class _Checker:
 
     def check(self) -> list[UserError]:
         for spec in self.workflow.nodes.values():
-            cls = registry.get(spec.type)
-            if cls is None:
-                hint = registry.closest(spec.type, registry.all_types())
-                more = f"; did you mean '{hint}'?" if hint else " (see `sdflow nodes`)"
-                self.error(spec, "type", f"unknown node type '{spec.type}'{more}")
-                continue
-            self.check_node(spec, cls)
+            self.check_spec(spec)
         return self.errors
+
+    def check_spec(self, spec: NodeSpec) -> None:
+        cls = registry.get(spec.type)
+        if cls is None:
+            hint = registry.closest(spec.type, registry.all_types())
+            more = f"; did you mean '{hint}'?" if hint else " (see `sdflow nodes`)"
+            self.error(spec, "type", f"unknown node type '{spec.type}'{more}")
+            return
+        self.check_node(spec, cls)
 
     def check_node(self, spec: NodeSpec, cls: type[Node]) -> None:
         fields = fields_of(cls)

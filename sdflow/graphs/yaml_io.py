@@ -240,6 +240,15 @@ def _type_name(value: Any) -> str | None:
 class _Dumper(yaml.SafeDumper):
     """SafeDumper that writes Links and InputRefs with our tags."""
 
+    def choose_scalar_style(self) -> str:
+        """Links and input names unquoted, as people write them: ``!link ckpt.clip``."""
+        if self.event.tag in (LINK_TAG, INPUT_TAG):
+            if self.analysis is None:
+                self.analysis = self.analyze_scalar(self.event.value)
+            if self.analysis.allow_block_plain and not self.analysis.empty:
+                return ""
+        return super().choose_scalar_style()
+
 
 _Dumper.add_representer(Link, lambda d, v: d.represent_scalar(LINK_TAG, str(v)))
 _Dumper.add_representer(InputRef, lambda d, v: d.represent_scalar(INPUT_TAG, v.name))

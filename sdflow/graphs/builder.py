@@ -1,0 +1,427 @@
+"""Building and changing workflows in Python: node types are typed calls that return output handles.
+
+A ``Graph`` *is* a ``Workflow`` (the model the YAML loader makes), so ``validate``, ``dumps`` and the
+runner take it unchanged. Every addition or change is checked at once with the loader's own per-node
+checks (``validate.check_node``), so mistakes are reported alike, here with the Python file and line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import inspect
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import networkx as nx
+
+from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.graphs import yaml_io
+from sdflow.graphs.model import INPUT_TYPES, NAME, InputRef, InputSpec, Link, NodeSpec, Workflow
+from sdflow.graphs.node_calls import NodeCalls
+from sdflow.graphs.validate import build_graph, check_node
+from sdflow.nodes import registry
+from sdflow.nodes.base import Node
+from sdflow.nodes.fields import fields_of
+from sdflow.nodes.types import Port
+
+P = TypeVar("P", bound=Port, covariant=True)
+_MISSING: Any = object()
+
+# Attributes of a node handle; an output with one of these names is reachable only as .output(name).
+HANDLE_ATTRIBUTES = ("id", "type", "graph", "spec", "outputs", "output", "set")
+
+
+class Linkable(Generic[P]):
+    """What a port field accepts: a node's Output, or (in the stubs) a node with exactly one output."""
+
+
+class Output(Linkable[P]):
+    """One output of a node; pass it to another node's field to connect the two."""
+
+    def __init__(self, node: NodeHandle, name: str) -> None:
+        self.node, self.name = node, name
+
+    @property
+    def type(self) -> builtins.type:
+        """The port type this output carries."""
+        return self.node.outputs[self.name]
+
+    def ref(self) -> Link:
+        return Link(self.node.id, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.node.id}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<Output {self}: {self.type.__name__}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Output) and (other.node, other.name) == (self.node, self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.node, self.name))
+
+
+class Input:
+    """A workflow input; pass it to a constant field and choose its value per run."""
+
+    def __init__(self, graph: Graph, name: str) -> None:
+        self.graph, self.name = graph, name
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.graph.inputs[self.name]
+
+    def ref(self) -> InputRef:
+        return InputRef(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Input {self.name}: {self.spec.type}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Input) and other.graph is self.graph and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self.graph), self.name))
+
+
+class NodeHandle:
+    """A node of a Graph: its attributes are its outputs, its items (``node["text"]``) its fields."""
+
+    def __init__(self, graph: Graph, node_id: str) -> None:
+        object.__setattr__(self, "graph", graph)
+        object.__setattr__(self, "id", node_id)
+
+    graph: Graph
+    id: str
+
+    @property
+    def spec(self) -> NodeSpec:
+        return self.graph.nodes[self.id]
+
+    @property
+    def type(self) -> str:
+        return self.spec.type
+
+    @property
+    def outputs(self) -> dict[str, builtins.type]:
+        """The node's outputs and the types they carry."""
+        cls = registry.get(self.type)
+        return dict(cls.outputs) if cls else {}
+
+    def output(self, name: str) -> Output[Any]:
+        """The output ``name`` (same as the attribute, also for names the handle itself uses)."""
+        if name not in self.outputs:
+            hint = registry.closest(name, list(self.outputs))
+            more = f"; did you mean '{hint}'?" if hint else ""
+            raise AttributeError(
+                f"{self.type} '{self.id}' has no output '{name}'{more} "
+                f"(outputs: {', '.join(self.outputs) or 'none'}; fields are read as node['{name}'])"
+            )
+        return Output(self, name)
+
+    def ref(self) -> Link:
+        return Link(self.id)
+
+    def set(self, **values: Any) -> NodeHandle:
+        """Change fields (constants, outputs or inputs), checked as when the node was added."""
+        self.graph._change(self.id, values, _caller())
+        return self
+
+    def __getattr__(self, name: str) -> Output[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.output(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"set fields with node['{name}'] = ... or node.set({name}=...)")
+
+    def __getitem__(self, name: str) -> Any:
+        """A field's value: a constant, an Output, a NodeHandle or an Input; its default if unset."""
+        fields = _fields(self.type)
+        if name in self.spec.fields:
+            return self.graph._handle(self.spec.fields[name])
+        if name in fields:
+            return fields[name].default
+        hint = registry.closest(name, list(fields))
+        raise KeyError(f"{self.type} has no field '{name}'" + (f"; did you mean '{hint}'?" if hint else ""))
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.graph._change(self.id, {name: value}, _caller())
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"<{self.type} '{self.id}'>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NodeHandle) and other.graph is self.graph and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash((id(self.graph), self.id))
+
+
+class Graph(Workflow, NodeCalls):
+    """A workflow built or changed in Python. ``g.CLIPEncode(clip=ckpt.clip, text="...")`` adds a
+    node and returns its handle; any registered node type is a method (typed in node_calls.pyi)."""
+
+    @classmethod
+    def from_workflow(cls, workflow: Workflow) -> Graph:
+        """A Graph holding a copy of ``workflow`` (e.g. one the YAML loader made)."""
+        return cls(
+            nodes=copy.deepcopy(workflow.nodes),
+            inputs=copy.deepcopy(workflow.inputs),
+            version=workflow.version,
+            file=workflow.file,
+            source=workflow.source,
+        )
+
+    def copy(self) -> Graph:
+        """An independent copy: changing it leaves this graph as it is."""
+        return Graph.from_workflow(self)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def input(
+        self,
+        name: str,
+        default: Any = _MISSING,
+        *,
+        type: str | builtins.type | None = None,
+        description: str = "",
+    ) -> Input:
+        """Declare a workflow input (its type from ``type`` or the default), or get a declared one."""
+        where = _caller()
+        if name in self.inputs:
+            if default is _MISSING and type is None and not description:
+                return Input(self, name)
+            raise WorkflowError(f"input '{name}' is already declared; use g.input('{name}')", where)
+        if not NAME.match(name):
+            raise WorkflowError(f"input name '{name}' must be letters, digits, '_' or '-'", where)
+        kind = _input_type(name, default, type, where)
+        spec = InputSpec(name, kind, None, default is _MISSING, description, where)
+        if default is not _MISSING:
+            try:
+                spec.default = spec.check(default)
+            except ValueError as exc:
+                raise WorkflowError(str(exc), where) from None
+        self.inputs[name] = spec
+        self.source = None
+        return Input(self, name)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def add(self, type_name: str, /, id: str | None = None, **fields: Any) -> NodeHandle:
+        """Add a node of type ``type_name``; ``g.add("CLIPEncode", ...)`` is ``g.CLIPEncode(...)``."""
+        where = _caller()
+        node_id = id if id is not None else self._fresh_id(type_name)
+        spec = NodeSpec(node_id, type_name, loc=Location(where.file, where.line, node=node_id))
+        if not isinstance(node_id, str) or not NAME.match(node_id):
+            raise WorkflowError(f"node id {node_id!r} must be letters, digits, '_' or '-'", spec.location())
+        if node_id in self.nodes:
+            used = self.nodes[node_id].type
+            raise WorkflowError(f"node id '{node_id}' is already used by a {used}", spec.location())
+        spec.fields, errors = self._values(spec, fields)
+        errors += check_node(self, spec)
+        if errors:
+            raise WorkflowErrors(errors)
+        self.nodes[node_id] = spec
+        self.source = None
+        return NodeHandle(self, node_id)
+
+    def remove(self, node_id: str) -> None:
+        """Remove a node that no other node links to."""
+        users = [s.id for s in self.nodes.values() for link in s.links().values() if link.node == node_id]
+        if users:
+            where = _caller()
+            raise WorkflowError(
+                f"cannot remove '{node_id}': {', '.join(sorted(set(users)))} link to it",
+                Location(where.file, where.line, node=node_id),
+            )
+        self[node_id]  # a KeyError naming the closest id when there is no such node
+        del self.nodes[node_id]
+        self.source = None
+
+    def __getitem__(self, node_id: str) -> NodeHandle:
+        if node_id not in self.nodes:
+            hint = registry.closest(node_id, list(self.nodes))
+            raise KeyError(f"no node '{node_id}'" + (f"; did you mean '{hint}'?" if hint else ""))
+        return NodeHandle(self, node_id)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.nodes
+
+    # -- YAML -----------------------------------------------------------------------------------
+
+    def to_yaml(self) -> str:
+        """The workflow as YAML; ``sdflow.loads`` reads it back to an equal graph."""
+        return yaml_io.dumps(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the workflow as YAML to ``path`` (replacing it) and return the path. Relative file
+        paths (LoadImage's ``path``...) are rewritten so that they still name the same files."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        moved = self.copy()
+        moved._rebase(path.resolve().parent)
+        path.write_text(moved.to_yaml(), encoding="utf-8")
+        return path
+
+    # -- internals ------------------------------------------------------------------------------
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """Node types as methods, found in the registry (so new node classes need no edit here)."""
+            cls = registry.get(name) if not name.startswith("_") else None
+            if cls is None:
+                hint = registry.closest(name, registry.all_types()) if name[:1].isupper() else None
+                more = f"; did you mean the node type '{hint}'?" if hint else ""
+                raise AttributeError(f"'Graph' object has no attribute '{name}'{more}")
+            return _NodeCall(self, cls)
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *registry.all_types()]
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(self.inputs) or "none"
+        return f"<Graph: {len(self.nodes)} nodes, inputs: {inputs}>"
+
+    def _fresh_id(self, type_name: str) -> str:
+        base = type_name.lower()
+        node_id, number = base, 1
+        while node_id in self.nodes:
+            number += 1
+            node_id = f"{base}_{number}"
+        return node_id
+
+    def _rebase(self, folder: Path) -> None:
+        """Make relative path constants relative to ``folder`` instead of where they resolve now
+        (the workflow file's folder, else the working directory, as the runner resolves them)."""
+        source = Path(self.file) if self.file else None
+        base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+        for spec in self.nodes.values():
+            cls = registry.get(spec.type)
+            for name in cls.path_fields if cls else ():
+                value = spec.fields.get(name)
+                if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                    spec.fields[name] = Path(os.path.relpath(base / value, folder)).as_posix()
+
+    def _values(self, spec: NodeSpec, given: dict[str, Any]) -> tuple[dict[str, Any], list[UserError]]:
+        """Field values as the model stores them: handles become Links and InputRefs."""
+        values, errors = dict(spec.fields), list[UserError]()
+        for name, value in given.items():
+            if isinstance(value, (Output, NodeHandle, Input)):
+                owner = value.node.graph if isinstance(value, Output) else value.graph
+                if owner is not self:
+                    message = f"{value!r} belongs to another Graph; link nodes of one graph only"
+                    errors.append(WorkflowError(message, spec.location(name)))
+                    continue
+                value = value.ref()
+            values[name] = value
+        return values, errors
+
+    def _handle(self, value: Any) -> Any:
+        """A stored field value as the builder hands it out."""
+        if isinstance(value, InputRef):
+            return Input(self, value.name)
+        if isinstance(value, Link) and value.node in self.nodes:
+            node = NodeHandle(self, value.node)
+            return node if value.output is None else Output(node, value.output)
+        return value
+
+    def _change(self, node_id: str, given: dict[str, Any], where: Location) -> None:
+        old = self.nodes[node_id]
+        spec = NodeSpec(old.id, old.type, dict(old.fields), old.loc, dict(old.field_locs))
+        for name in given:
+            spec.field_locs[name] = Location(where.file, where.line)
+        spec.fields, errors = self._values(spec, given)
+        errors += check_node(self, spec)
+        graph = build_graph(self)
+        for name, value in spec.fields.items():
+            cyclic = (
+                isinstance(value, Link) and value.node in graph and nx.has_path(graph, node_id, value.node)
+            )
+            if name in given and cyclic:
+                message = f"linking {value} here would make a cycle: '{node_id}' feeds '{value.node}'"
+                errors.append(WorkflowError(message, spec.location(name)))
+        if errors:
+            raise WorkflowErrors(errors)
+        self.nodes[node_id] = spec
+        self.source = None
+
+
+class _NodeCall:
+    """``graph.SomeType``: call it with the node's fields to add a node; has a real signature."""
+
+    def __init__(self, graph: Graph, cls: type[Node]) -> None:
+        self._graph, self._type = graph, cls.type_name
+        self.__name__ = self.__qualname__ = cls.type_name
+        self.__doc__ = cls.summary()
+        self.__signature__ = signature(cls)
+
+    def __call__(self, id: str | None = None, **fields: Any) -> NodeHandle:
+        return self._graph.add(self._type, id=id, **fields)
+
+    def __repr__(self) -> str:
+        return f"<node call {self._type}{self.__signature__}>"
+
+
+@cache
+def signature(cls: type[Node]) -> inspect.Signature:
+    """The keyword-only signature of a node call: ``id`` then the node's fields with their defaults."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("id", keyword, default=None, annotation=str | None)]
+    for name, field in fields_of(cls).items():
+        default = inspect.Parameter.empty if field.required else field.default
+        parameters.append(inspect.Parameter(name, keyword, default=default, annotation=field.annotation))
+    return inspect.Signature(parameters, return_annotation=NodeHandle)
+
+
+def _fields(type_name: str) -> dict[str, Any]:
+    cls = registry.get(type_name)
+    return fields_of(cls) if cls else {}
+
+
+def _input_type(name: str, default: Any, given: str | builtins.type | None, where: Location) -> str:
+    """An input's type name from ``type=`` (a name or int/float/str/bool) or from its default."""
+    if given is not None:
+        kind = given if isinstance(given, str) else getattr(given, "__name__", "")
+        if kind not in INPUT_TYPES:
+            raise WorkflowError(f"input '{name}': type must be one of {', '.join(INPUT_TYPES)}", where)
+        return kind
+    if default is _MISSING:
+        raise WorkflowError(f"input '{name}' needs a default or a type= (for a required input)", where)
+    for kind, accepted in INPUT_TYPES.items():
+        if isinstance(default, bool) == (kind == "bool") and isinstance(default, accepted):
+            return kind
+    raise WorkflowError(f"input '{name}': a default must be a number, string or boolean", where)
+
+
+def _caller() -> Location:
+    """The user's file and line: the first frame outside this module."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    if frame is None:
+        return Location()
+    file = frame.f_code.co_filename
+    if os.path.isabs(file) and file.startswith(os.getcwd() + os.sep):
+        file = os.path.relpath(file)
+    return Location(file, frame.f_lineno)
+
+
+def load(path: str | Path) -> Graph:
+    """Load a YAML workflow as a Graph to change, run or save again."""
+    return Graph.from_workflow(yaml_io.load(path))
+
+
+def loads(text: str, file: str | None = None) -> Graph:
+    """Parse YAML workflow text as a Graph (``file`` is only used in messages)."""
+    return Graph.from_workflow(yaml_io.loads(text, file))
