@@ -175,26 +175,7 @@ class Runner:
         outputs: Iterable[str] | None,
         ctx: RunContext,
     ) -> list[_Step]:
-        targets = _targets(workflow, graph, outputs)
-        needed = set(targets)
-        for target in targets:
-            needed |= nx.ancestors(graph, target)
-        order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
-        steps, errors = [], []
-        for node_id in order:
-            spec = workflow.nodes[node_id]
-            cls = registry.get(spec.type)
-            constants, links = {}, {}
-            for name, value in spec.fields.items():
-                if isinstance(value, Link):
-                    links[name] = value
-                    continue
-                constants[name] = values[value.name] if isinstance(value, InputRef) else value
-            constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
-            errors += _check_constants(cls, constants, spec.location)
-            steps.append(_Step(node_id, cls, constants, links))
-        if errors:
-            raise WorkflowErrors(errors)
+        steps = _steps(workflow, graph, values, outputs)
         keys: dict[str, str] = {}
         for step in steps:
             upstream = {
@@ -288,6 +269,46 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def check(
+    workflow: Workflow, inputs: dict[str, Any] | None = None, outputs: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
+    prechecks such as a missing checkpoint), without a runner; returns the input values."""
+    graph = validate(workflow)
+    values = resolve_inputs(workflow, inputs or {})
+    _steps(workflow, graph, values, outputs)
+    return values
+
+
+def _steps(
+    workflow: Workflow, graph: nx.DiGraph, values: dict[str, Any], outputs: Iterable[str] | None
+) -> list[_Step]:
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed)."""
+    targets = _targets(workflow, graph, outputs)
+    needed = set(targets)
+    for target in targets:
+        needed |= nx.ancestors(graph, target)
+    order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+    steps, errors = [], []
+    for node_id in order:
+        spec = workflow.nodes[node_id]
+        cls = registry.get(spec.type)
+        constants, links, sources = {}, {}, {}
+        for name, value in spec.fields.items():
+            if isinstance(value, Link):
+                links[name] = value
+                continue
+            if isinstance(value, InputRef):
+                sources[name] = value.name
+            constants[name] = values[value.name] if isinstance(value, InputRef) else value
+        constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
+        errors += _check_constants(cls, constants, sources, spec.location)
+        steps.append(_Step(node_id, cls, constants, links))
+    if errors:
+        raise WorkflowErrors(errors)
+    return steps
+
+
 def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | None) -> list[str]:
     if outputs is not None:
         targets = [o.partition(".")[0] for o in outputs]
@@ -318,8 +339,11 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
     return resolved
 
 
-def _check_constants(cls: type[Node], constants: dict[str, Any], locate) -> list[UserError]:
-    """Constants after workflow inputs are substituted: field types and ranges, then precheck."""
+def _check_constants(
+    cls: type[Node], constants: dict[str, Any], sources: dict[str, str], locate
+) -> list[UserError]:
+    """Constants after workflow inputs are substituted: field types and ranges, then precheck.
+    ``sources`` names the workflow input each substituted field came from, for the message."""
     errors: list[UserError] = []
     fields = fields_of(cls)
     for name, value in constants.items():
@@ -328,7 +352,8 @@ def _check_constants(cls: type[Node], constants: dict[str, Any], locate) -> list
         try:
             fields[name].validate(value)
         except ValueError as exc:
-            errors.append(WorkflowError(f"{exc} (got {value!r})", locate(name)))
+            origin = f" from input '{sources[name]}'" if name in sources else ""
+            errors.append(WorkflowError(f"{exc} (got {value!r}{origin})", locate(name)))
     if not errors:
         errors += [WorkflowError(msg, locate(name)) for name, msg in cls.precheck(constants)]
     return errors
