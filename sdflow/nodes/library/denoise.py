@@ -19,7 +19,13 @@ def guided(prediction: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class DenoiseLoop(Node):
-    """Denoise a noised latent with the UNet, guided by positive and negative conditioning."""
+    """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
+
+    A latent with a noise mask is inpainted as diffusers' StableDiffusionInpaintPipeline does: a
+    4-channel UNet's result is blended after every step with the original latent re-noised to the
+    next timestep (kept where the mask is 0); a 9-channel inpainting UNet instead reads the mask
+    and the masked-image latent next to the latent at every step.
+    """
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
@@ -46,16 +52,59 @@ class DenoiseLoop(Node):
         guide = self.cfg > 1.0
         x = self.latent.samples.to(unet.device, unet.dtype)
         embeds = self._embeddings(x.shape[0], guide).to(unet.device, unet.dtype)
+        extra = self._inpainting_channels(x, guide, ctx)
+        mask = self._blend_mask(x, ctx)
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
                 model_input = torch.cat([x, x]) if guide else x
                 model_input = scheduler.scale_model_input(model_input, t)
+                if extra is not None:
+                    model_input = torch.cat([model_input, extra], dim=1)
                 prediction = unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
                 if guide:
                     prediction = guided(prediction, self.cfg)
                 x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
+                if mask is not None:
+                    # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
+                    kept = state.clean.to(x.device, x.dtype)
+                    if index < len(timesteps) - 1:
+                        noise = state.noise.to(x.device, x.dtype)
+                        kept = scheduler.add_noise(kept, noise, timesteps[index + 1 : index + 2])
+                    x = (1 - mask) * kept + mask * x
                 ctx.step(index + 1, len(timesteps), x)
         return {"latent": self.latent.with_(samples=x, noise=None, rng_state=generator.get_state())}
+
+    def _inpainting_channels(self, x: torch.Tensor, guide: bool, ctx: RunContext) -> torch.Tensor | None:
+        """For a 9-channel UNet: [mask, masked-image latent] per batch item (twice when guiding)."""
+        if not self.model.is_inpainting:
+            return None
+        masked_image = self.latent.masked_image
+        if self.latent.noise_mask is None or masked_image is None:
+            raise ctx.error(
+                "this is a 9-channel inpainting model: it needs a latent from VAEEncode with a mask",
+                "latent",
+            )
+        mask = _batch_of(self._checked_mask(x, ctx), x.shape[0])
+        masked = _batch_of(masked_image.value(), x.shape[0])
+        extra = torch.cat([mask.to(x.device, x.dtype), masked.to(x.device, x.dtype)], dim=1)
+        return torch.cat([extra, extra]) if guide else extra
+
+    def _blend_mask(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor | None:
+        """The noise mask a 4-channel model blends with after every step (None: no blending)."""
+        if self.latent.noise_mask is None or self.model.is_inpainting:
+            return None
+        return self._checked_mask(x, ctx).to(x.device, x.dtype)
+
+    def _checked_mask(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        mask = self.latent.noise_mask
+        assert mask is not None
+        if mask.shape[-2:] != x.shape[-2:]:
+            raise ctx.error(
+                f"the latent's noise mask is {tuple(mask.shape[-2:])} but the latent is "
+                f"{tuple(x.shape[-2:])}: resize them together (LatentUpscale does)",
+                "latent",
+            )
+        return mask
 
     def _embeddings(self, batch: int, guide: bool) -> torch.Tensor:
         """Conditioning repeated to the latent batch; negative first when guiding."""
@@ -65,6 +114,10 @@ class DenoiseLoop(Node):
 
 def _repeat_to(embeds: torch.Tensor, batch: int) -> torch.Tensor:
     return embeds if embeds.shape[0] == batch else embeds.repeat_interleave(batch // embeds.shape[0], 0)
+
+
+def _batch_of(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    return tensor if tensor.shape[0] == batch else tensor.repeat(batch // tensor.shape[0], 1, 1, 1)
 
 
 def _takes(function: Any, name: str) -> bool:

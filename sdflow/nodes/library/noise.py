@@ -26,7 +26,8 @@ class Scheduler(Node):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cls, config = scheduler_for(self.sampler, self.model.scheduler_config)
-        return {"schedule": Schedule(self.sampler, self.steps, cls, config)}
+        schedule = Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)
+        return {"schedule": schedule}
 
 
 def start_index(steps: int, strength: float, order: int) -> int:
@@ -36,7 +37,15 @@ def start_index(steps: int, strength: float, order: int) -> int:
 
 
 class AddNoise(Node):
-    """Add seeded noise to a latent, to the level that strength selects on the schedule."""
+    """Add seeded noise to a latent, to the level that strength selects on the schedule.
+
+    As diffusers: img2img noises the latent to the first kept timestep, even at strength 1; an
+    empty latent (txt2img) or, at strength 1, an inpainting latent (one with a noise mask) starts
+    from pure noise times the scheduler's initial sigma. For an inpainting latent the masked-image
+    latent is sampled right after the noise, from the same stream, as diffusers' inpaint pipeline
+    does; with a 9-channel model at strength 1 and seed null, the stream restarts where VAEEncode
+    seeded it, since diffusers never samples the (unused) image latent then.
+    """
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
@@ -69,10 +78,17 @@ class AddNoise(Node):
                 scheduler.set_begin_index(first)
             timestep = scheduler.timesteps[first : first + 1].repeat(clean.shape[0])
             samples = scheduler.add_noise(clean, noise, timestep)
+        masked_image = latent.masked_image
+        if masked_image is not None and masked_image.latents is None:
+            masked_image = masked_image.drawn(generator)
         state = NoiseState(self.schedule, first, noise, clean, generator.get_state())
         return {
             "latent": latent.with_(
-                samples=samples, noise=state, rng_state=generator.get_state(), is_empty=False
+                samples=samples,
+                noise=state,
+                rng_state=generator.get_state(),
+                is_empty=False,
+                masked_image=masked_image,
             )
         }
 
@@ -85,5 +101,9 @@ class AddNoise(Node):
                 "seed is null but the latent carries no random stream to continue: give a seed",
                 "seed",
             )
-        generator.set_state(self.latent.rng_state)
+        masked_image = self.latent.masked_image
+        if self.schedule.inpainting_model and self.strength == 1.0 and masked_image is not None:
+            generator.set_state(masked_image.stream_start)
+        else:
+            generator.set_state(self.latent.rng_state)
         return generator
