@@ -7,6 +7,19 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_ImageScale_resample = Literal[
+    "nearest",
+    "bilinear",
+    "bicubic",
+    "lanczos",
+    "box",
+]
+_LatentUpscale_mode = Literal[
+    "nearest",
+    "bilinear",
+    "bicubic",
+    "area",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
@@ -51,6 +64,21 @@ class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class ImageScaleNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type ImageScale: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+
+class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentMaskBlend: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentUpscaleNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentUpscale: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class LoadCheckpointNode(NodeHandle):
     """Handle of a node of type LoadCheckpoint: its attributes are its outputs."""
     @property
@@ -71,6 +99,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class MaskBlendNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type MaskBlend: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -175,6 +208,72 @@ class NodeCalls:
             batch_size: images per run [>= 1, <= 64]
         """
 
+    def ImageScale(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        width: int | Input = 0,
+        height: int | Input = 0,
+        factor: float | Input = 1.0,
+        resample: _ImageScale_resample | Input = "lanczos",
+    ) -> ImageScaleNode:
+        """Resize an image to a width and height, or by a factor.
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            image: the image to resize
+            width: new width in pixels; 0 = from height or factor [>= 0, <= 16384]
+            height: new height in pixels; 0 = from width or factor [>= 0, <= 16384]
+            factor: scale factor, used when width and height are both 0 [> 0.0, <= 16.0]
+            resample: filter: nearest, bilinear, bicubic, lanczos or box (area average)
+        """
+
+    def LatentMaskBlend(
+        self,
+        *,
+        id: str | None = None,
+        background: Linkable[Latent],
+        foreground: Linkable[Latent],
+        mask: Linkable[Mask],
+        feather: float | Input = 0.0,
+    ) -> LatentMaskBlendNode:
+        """Blend two latents of the same size through a (pixel) mask, resized to the latent's size.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            background: kept where the mask is 0
+            foreground: used where the mask is 1; the result keeps its metadata
+            mask: 1 = foreground, 0 = background, at pixel (or any) size of the same shape
+            feather: soften the mask's edge by a gaussian blur of this sigma, in pixels; the soft edge lies
+                inside the mask, so pixels where the mask is 0 stay exactly the background (blurred before
+                shrinking) [>= 0.0, <= 256.0]
+        """
+
+    def LatentUpscale(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        width: int | Input = 0,
+        height: int | Input = 0,
+        factor: float | Input = 2.0,
+        mode: _LatentUpscale_mode | Input = "bilinear",
+    ) -> LatentUpscaleNode:
+        """Resize a latent (and its noise mask) by a factor or to a pixel size, e.g. for a hires fix.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latent to resize; its noise state is dropped (noise it again)
+            width: new image width; 0 = from height or factor [>= 0, <= 16384, multiple of 8]
+            height: new image height; 0 = from width or factor [>= 0, <= 16384, multiple of 8]
+            factor: scale factor, used when width and height are both 0 [> 0.0, <= 8.0]
+            mode: interpolation: nearest, bilinear, bicubic or area
+        """
+
     def LoadCheckpoint(
         self,
         *,
@@ -220,6 +319,28 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def MaskBlend(
+        self,
+        *,
+        id: str | None = None,
+        background: Linkable[Image],
+        foreground: Linkable[Image],
+        mask: Linkable[Mask],
+        feather: float | Input = 0.0,
+    ) -> MaskBlendNode:
+        """Blend two images through a mask, e.g. paste a generated image back over the original.
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            background: kept where the mask is 0 (the original image, for a paste-back)
+            foreground: used where the mask is 1; resized (Lanczos) to the background's size if it has its
+                shape
+            mask: 1 = foreground, 0 = background; resized to the images if needed
+            feather: soften the mask's edge by a gaussian blur of this sigma, in pixels; the soft edge lies
+                inside the mask, so pixels where the mask is 0 stay exactly the background [>= 0.0, <= 256.0]
         """
 
     def SaveImage(
