@@ -1,0 +1,189 @@
+"""The inpaint graph (LoadImage, LoadMask, VAEEncode with a mask, AddNoise, DenoiseLoop) reproduces
+diffusers' StableDiffusionInpaintPipeline, with a 4-channel model (blend after every step) and a
+9-channel inpainting model (mask and masked-image latent as UNet input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionInpaintPipeline
+from PIL import Image as PILImage
+
+from sdflow.graphs import loads
+from sdflow.nodes.samplers import SAMPLERS
+from sdflow.runner import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILTIN = ROOT / "sdflow" / "builtin"
+PICTURE = ROOT / "examples" / "inputs" / "shapes.png"
+MASK = ROOT / "examples" / "inputs" / "shapes_mask.png"
+MODELS = ["tiny-sd15", "tiny-sd15-inpaint"]  # 4 and 9 UNet input channels
+TOLERANCE = 1e-4
+PROMPT = "a green triangle"
+NEGATIVE = "blurry"
+STEPS = 10
+CFG = 5.0
+
+WORKFLOW = Template("""
+version: 1
+inputs:
+  checkpoint: "builtin:tiny-sd15"
+  mask: "$mask"
+  seed: 0
+  sampler: ddim
+  strength: 1.0
+nodes:
+  ckpt:
+    type: LoadCheckpoint
+    checkpoint: !input checkpoint
+  positive:
+    type: CLIPEncode
+    clip: !link ckpt.clip
+    text: "$prompt"
+  negative:
+    type: CLIPEncode
+    clip: !link ckpt.clip
+    text: "$negative"
+  picture:
+    type: LoadImage
+    path: "$picture"
+  mask:
+    type: LoadMask
+    path: !input mask
+  encoded:
+    type: VAEEncode
+    vae: !link ckpt.vae
+    image: !link picture.image
+    mask: !link mask
+    seed: !input seed
+  schedule:
+    type: Scheduler
+    model: !link ckpt.model
+    sampler: !input sampler
+    steps: $steps
+  noised:
+    type: AddNoise
+    latent: !link encoded
+    schedule: !link schedule
+    seed: null
+    strength: !input strength
+  denoised:
+    type: DenoiseLoop
+    model: !link ckpt.model
+    positive: !link positive
+    negative: !link negative
+    latent: !link noised
+    cfg: $cfg
+  decoded:
+    type: VAEDecode
+    vae: !link ckpt.vae
+    latent: !link denoised
+""").substitute(
+    picture=PICTURE,
+    mask=MASK,
+    prompt=PROMPT,
+    negative=NEGATIVE,
+    steps=STEPS,
+    cfg=CFG,
+)
+
+
+@pytest.fixture(scope="module")
+def graph_runner() -> Runner:
+    return Runner(device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def pipes() -> dict[str, tuple[StableDiffusionInpaintPipeline, dict[str, Any]]]:
+    """Each model's pipeline with its own scheduler config (kept before any test swaps schedulers)."""
+    loaded = {}
+    for name in MODELS:
+        pipeline = StableDiffusionInpaintPipeline.from_pretrained(str(BUILTIN / name))
+        pipeline.set_progress_bar_config(disable=True)
+        loaded[name] = (pipeline, dict(pipeline.scheduler.config))
+    return loaded
+
+
+def graph_image(runner: Runner, model: str, **inputs: Any) -> np.ndarray:
+    """The workflow's decoded pixels as (batch, height, width, 3), like the pipeline's numpy output."""
+    workflow = loads(WORKFLOW, "inpaint-parity.yaml")
+    inputs = {"checkpoint": f"builtin:{model}", **inputs}
+    result = runner.run(workflow, inputs=inputs, outputs=["decoded"])
+    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+
+
+def pipeline_image(
+    pipes, model: str, sampler: str, seed: int, strength: float, mask: Path = MASK
+) -> np.ndarray:
+    """diffusers' own inpainting with the scheduler ``sampler`` names (the mapping itself is checked
+    by the txt2img parity tests), on PIL pictures at the image's size."""
+    pipe, config = pipes[model]
+    cls, overrides = SAMPLERS[sampler]
+    pipe.scheduler = cls.from_config(config, **overrides)
+    output = pipe(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        image=PILImage.open(PICTURE).convert("RGB"),
+        mask_image=PILImage.open(mask),
+        height=64,
+        width=64,
+        strength=strength,
+        num_inference_steps=STEPS,
+        guidance_scale=CFG,
+        output_type="np",
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return output.images
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@pytest.mark.parametrize("model", MODELS)
+def test_graph_matches_inpaint_pipeline(graph_runner: Runner, pipes, model: str, sampler: str) -> None:
+    ours = graph_image(graph_runner, model, seed=4, sampler=sampler, strength=1.0)
+    theirs = pipeline_image(pipes, model, sampler, seed=4, strength=1.0)
+    assert ours.shape == (1, 64, 64, 3)
+    assert max_diff(ours, theirs) <= TOLERANCE
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "euler_ancestral", "dpmpp_2m"])
+@pytest.mark.parametrize("model", MODELS)
+def test_graph_matches_inpaint_pipeline_at_partial_strength(
+    graph_runner: Runner, pipes, model: str, sampler: str
+) -> None:
+    ours = graph_image(graph_runner, model, seed=9, sampler=sampler, strength=0.6)
+    theirs = pipeline_image(pipes, model, sampler, seed=9, strength=0.6)
+    assert max_diff(ours, theirs) <= TOLERANCE
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_smaller_mask_of_the_same_shape_is_resized_as_diffusers_does(
+    graph_runner: Runner, pipes, model: str, tmp_path: Path
+) -> None:
+    small = tmp_path / "small_mask.png"
+    PILImage.open(MASK).resize((24, 24), PILImage.Resampling.BILINEAR).save(small)
+    ours = graph_image(graph_runner, model, seed=1, sampler="euler_ancestral", mask=str(small))
+    theirs = pipeline_image(pipes, model, "euler_ancestral", seed=1, strength=1.0, mask=small)
+    assert max_diff(ours, theirs) <= TOLERANCE
+
+
+def test_four_channel_inpainting_ends_with_the_original_latent_outside_the_mask(
+    graph_runner: Runner,
+) -> None:
+    workflow = loads(WORKFLOW, "inpaint-parity.yaml")
+    result = graph_runner.run(workflow, inputs={"sampler": "euler"}, outputs=["denoised", "encoded"])
+    original = result["encoded.latent"]
+    denoised = result["denoised.latent"].samples
+    keep = (original.noise_mask == 0).expand_as(denoised)
+    assert 0 < int(keep.sum()) < keep.numel()
+    assert torch.equal(denoised[keep], original.samples[keep])
+    assert (denoised[~keep] - original.samples[~keep]).abs().mean() > 0.1
