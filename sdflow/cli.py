@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="check with this workflow input value (repeatable)",
+    )
     check.set_defaults(handler=_validate)
 
     nodes = commands.add_parser("nodes", help="list node types, or describe one")
@@ -86,13 +93,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
-    from sdflow.runner.executor import Runner
+    from sdflow.runner.executor import Runner, check
     from sdflow.runner.progress import ProgressPrinter
 
     workflow = load(args.workflow)
     validate(workflow)
     fixed = dict(parse_assignment(workflow, text) for text in args.set)
     combinations = sweep_combinations(workflow, args.sweep)
+    for varied in combinations:  # every run is checked before the first one starts
+        check(workflow, {**fixed, **varied})
     try:
         runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
     except ValueError as exc:
@@ -120,8 +129,21 @@ def parse_assignment(workflow: Workflow, text: str) -> tuple[str, Any]:
     """'NAME=VALUE' -> (name, value typed as the workflow input declares)."""
     name, sep, raw = text.partition("=")
     if not sep or not name:
-        raise UserError(f"expected NAME=VALUE, got '{text}'", Location(field="--set"))
-    return name, coerce(workflow, name, raw)
+        raise UserError(f"--set {text}: expected NAME=VALUE", Location(workflow.file))
+    return name, checked(workflow, name, coerce(workflow, name, raw), f"--set {text}")
+
+
+def checked(workflow: Workflow, name: str, value: Any, option: str) -> Any:
+    """``value`` if workflow input ``name`` exists and takes it; else a UserError naming ``option``."""
+    spec = workflow.inputs.get(name)
+    if spec is None:
+        hint = registry.closest(name, workflow.inputs)
+        more = f"; did you mean '{hint}'?" if hint else f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+        raise WorkflowError(f"{option}: the workflow has no input '{name}'{more}", Location(workflow.file))
+    try:
+        return spec.check(value)
+    except ValueError as exc:
+        raise WorkflowError(f"{option}: {exc}", spec.loc or Location(workflow.file)) from None
 
 
 def coerce(workflow: Workflow, name: str, raw: str) -> Any:
@@ -141,9 +163,10 @@ def sweep_combinations(workflow: Workflow, sweeps: list[str]) -> list[dict[str, 
     for text in sweeps:
         name, sep, raw = text.partition("=")
         if not sep or not name or not raw:
-            raise UserError(f"expected NAME=V1,V2,..., got '{text}'", Location(field="--sweep"))
+            raise UserError(f"--sweep {text}: expected NAME=V1,V2,...", Location(workflow.file))
         values = [v.replace("\\,", ",") for v in _split_commas(raw)]
-        axes.append([(name, coerce(workflow, name, v)) for v in values])
+        option = f"--sweep {text}"
+        axes.append([(name, checked(workflow, name, coerce(workflow, name, v), option)) for v in values])
     return [dict(choice) for choice in itertools.product(*axes)]
 
 
@@ -164,9 +187,18 @@ def _split_commas(raw: str) -> list[str]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from sdflow.runner.executor import check
+
     workflow = load(args.workflow)
     validate(workflow)
-    print(f"{args.workflow}: valid ({len(workflow.nodes)} nodes)")
+    given = dict(parse_assignment(workflow, text) for text in args.set)
+    unset = [name for name, spec in workflow.inputs.items() if spec.required and name not in given]
+    count = f"{len(workflow.nodes)} node{'s' if len(workflow.nodes) != 1 else ''}"
+    if unset:  # the graph is fine; values that depend on these inputs can only be checked with them
+        print(f"{args.workflow}: valid ({count}; give {', '.join(unset)} with --set to check the values)")
+        return EXIT_OK
+    check(workflow, given)  # what a run checks first: ranges of input values, missing files...
+    print(f"{args.workflow}: valid ({count})")
     return EXIT_OK
 
 

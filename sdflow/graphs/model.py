@@ -51,7 +51,8 @@ class InputSpec:
         """``value`` if it fits this input's type (ints are accepted as floats), else ValueError."""
         expected = INPUT_TYPES[self.type]
         if (isinstance(value, bool) and self.type != "bool") or not isinstance(value, expected):
-            raise ValueError(f"input '{self.name}' takes a {self.type}, got {value!r}")
+            article = "an" if self.type == "int" else "a"
+            raise ValueError(f"input '{self.name}' takes {article} {self.type}, got {value!r}")
         return float(value) if self.type == "float" else value
 
 

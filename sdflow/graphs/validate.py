@@ -92,7 +92,7 @@ class _Checker:
         for name, field in fields.items():
             if field.required and name not in spec.fields:
                 what = "a link to a " + type_label(field.annotation) if field.is_port else "a value"
-                self.error(spec, None, f"{spec.type} needs field '{name}' ({what})")
+                self.error(spec, name, f"{spec.type} needs field '{name}' ({what})")
 
     def check_constant(self, spec: NodeSpec, field: FieldSpec, value: Any) -> None:
         if field.is_port:

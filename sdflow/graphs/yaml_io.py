@@ -179,8 +179,14 @@ class _Reader:
         spec = NodeSpec(node_id, "", loc=self._at(key_node.start_mark, node_id))
         for name, (_field_key, value_node) in self._mapping(yaml_node, node_id).items():
             if name == "type":
-                spec.type = str(value_node.value)
                 spec.field_locs["type"] = self._at(value_node.start_mark)
+                if not isinstance(value_node, yaml.ScalarNode) or value_node.tag != "tag:yaml.org,2002:str":
+                    self._error(
+                        "'type' must be a node type name, e.g. type: EmptyLatent", value_node, node_id, name
+                    )
+                    spec.type = "?"
+                    continue
+                spec.type = value_node.value
                 continue
             spec.field_locs[name] = self._at(value_node.start_mark)
             value = self._field(node_id, name, value_node)
