@@ -85,3 +85,14 @@ def test_an_example_script_runs_and_writes_pngs_into_its_output_dir(name: str, t
     written = sorted(tmp_path.rglob("*.png"))
     assert written, f"examples/{name}.py wrote no PNG"
     assert all(_pixels(path).size > 0 for path in written)
+
+
+def test_the_first_example_of_the_python_api_doc_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    doc = (EXAMPLES.parent / "docs" / "python-api.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+
+    exec(compile(code, "docs/python-api.md", "exec"), {})
+
+    assert len(list((tmp_path / "outputs").glob("first_*.png"))) == 1
+    assert sdflow.load(tmp_path / "outputs" / "first.yaml").nodes["decoded"].type == "VAEDecode"
