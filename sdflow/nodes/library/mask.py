@@ -50,10 +50,13 @@ def same_shape(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def mask_at(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The mask resized to ``size`` (width, height): area-weighted when shrinking, bilinear otherwise."""
+    """The mask resized to ``size`` (width, height): area averages when shrinking (a latent cell
+    gets the mean of its 8x8 pixels), bilinear when growing."""
     if (mask.shape[-1], mask.shape[-2]) == size:
         return mask
-    return F.interpolate(mask.float(), size=(size[1], size[0]), mode="bilinear", antialias=True).clamp(0, 1)
+    shrinking = size[0] <= mask.shape[-1] and size[1] <= mask.shape[-2]
+    mode = "area" if shrinking else "bilinear"
+    return F.interpolate(mask.float(), size=(size[1], size[0]), mode=mode).clamp(0, 1)
 
 
 def blend(background: torch.Tensor, foreground: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
