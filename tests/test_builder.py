@@ -118,7 +118,7 @@ def test_attribute_assignment_points_to_the_field_syntax(graph, ckpt):
 def test_remove_drops_an_unused_node_and_refuses_a_used_one(graph, ckpt):
     positive = graph.CLIPEncode(clip=ckpt.clip)
 
-    with pytest.raises(sdflow.WorkflowError, match="cannot remove 'ckpt': clipencode link to it"):
+    with pytest.raises(sdflow.WorkflowError, match="cannot remove 'ckpt': it feeds clipencode"):
         graph.remove("ckpt")
     graph.remove(positive.id)
     assert list(graph.nodes) == ["ckpt"]

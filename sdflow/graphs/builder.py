@@ -241,7 +241,7 @@ class Graph(Workflow, NodeCalls):
         if users:
             where = _caller()
             raise WorkflowError(
-                f"cannot remove '{node_id}': {', '.join(sorted(set(users)))} link to it",
+                f"cannot remove '{node_id}': it feeds {', '.join(sorted(set(users)))}",
                 Location(where.file, where.line, node=node_id),
             )
         self[node_id]  # a KeyError naming the closest id when there is no such node
@@ -281,7 +281,7 @@ class Graph(Workflow, NodeCalls):
             """Node types as methods, found in the registry (so new node classes need no edit here)."""
             cls = registry.get(name) if not name.startswith("_") else None
             if cls is None:
-                hint = registry.closest(name, registry.all_types()) if name[:1].isupper() else None
+                hint = registry.closest(name, list(registry.all_types())) if name[:1].isupper() else None
                 more = f"; did you mean the node type '{hint}'?" if hint else ""
                 raise AttributeError(f"'Graph' object has no attribute '{name}'{more}")
             return _NodeCall(self, cls)
