@@ -213,7 +213,7 @@ def test_a_missing_required_link_fails_naming_the_field_and_its_type(graph):
         graph.CLIPEncode(id="positive", text="x")
 
     error = _only_error(excinfo)
-    assert error.location.node == "positive"
+    assert (error.location.node, error.location.field) == ("positive", "clip")
     assert error.message == "CLIPEncode needs field 'clip' (a link to a Clip)"
 
 
