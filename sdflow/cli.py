@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -102,6 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     combinations = sweep_combinations(workflow, args.sweep)
     for varied in combinations:  # every run is checked before the first one starts
         check(workflow, {**fixed, **varied})
+    writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
+    if args.report:
+        writable_folder(Path(args.report).parent, f"--report {args.report}")
     try:
         runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
     except ValueError as exc:
@@ -113,16 +118,33 @@ def _run(args: argparse.Namespace) -> int:
         inputs = {**fixed, **varied}
         if len(combinations) > 1 and not args.quiet:
             print(f"run {index + 1}/{len(combinations)}: {inputs}", file=sys.stderr)
-        result = runner.run(workflow, inputs=inputs)
+        try:
+            result = runner.run(workflow, inputs=inputs)
+        except OSError as exc:  # the output folder went away or filled up while running
+            raise UserError(f"--output-dir {args.output_dir}: cannot write the outputs: {exc}") from None
         runs.append(result.report.to_dict())
         for path in result.report.files:
             print(path)
     if args.report:
         document = {"workflow": args.workflow, "runs": runs}
-        written = write_new_path(args.report, json.dumps(document, indent=2).encode())
+        try:
+            written = write_new_path(args.report, json.dumps(document, indent=2).encode())
+        except OSError as exc:
+            raise UserError(f"--report {args.report}: cannot write the report: {exc}") from None
         if not args.quiet:
             print(f"report: {written}", file=sys.stderr)
     return EXIT_OK
+
+
+def writable_folder(folder: Path, option: str) -> None:
+    """Refuse, before anything runs, a folder that cannot be made or written (a file is in the way...)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option}: '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option}: no permission to write in '{existing}'")
 
 
 def parse_assignment(workflow: Workflow, text: str) -> tuple[str, Any]:

@@ -10,7 +10,7 @@ from sdflow.errors import UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import INPUT_TYPES, InputRef, Link, NodeSpec, Workflow
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node
-from sdflow.nodes.fields import FieldSpec, fields_of, type_label
+from sdflow.nodes.fields import FieldSpec, fields_of, literal_choices, type_label
 
 
 def validate(workflow: Workflow) -> nx.DiGraph:
@@ -108,6 +108,9 @@ class _Checker:
         try:
             field.validate(value)
         except ValueError as exc:
+            if literal_choices(field.annotation):  # the message already lists the choices
+                self.error(spec, field.name, str(exc))
+                return
             self.error(spec, field.name, f"{exc} (expected {_expected(field)}, got {value!r})")
 
     def check_link(self, spec: NodeSpec, field: FieldSpec, link: Link) -> None:
@@ -168,11 +171,8 @@ class _Checker:
             try:
                 field.validate(declared.default)
             except ValueError as exc:
-                self.error(
-                    spec,
-                    field.name,
-                    f"default of input '{ref.name}' does not fit: {exc} (expected {_expected(field)})",
-                )
+                expected = "" if literal_choices(field.annotation) else f" (expected {_expected(field)})"
+                self.error(spec, field.name, f"default of input '{ref.name}' does not fit: {exc}{expected}")
 
 
 def _expected(field: FieldSpec) -> str:

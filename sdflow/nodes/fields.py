@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class FieldSpec:
         try:
             return self.adapter.validate_python(value)
         except ValidationError as exc:
+            choices = literal_choices(self.annotation)
+            if isinstance(value, str) and choices and value not in choices:
+                raise ValueError(_not_a_choice(value, choices)) from None
             raise ValueError(_first_message(exc)) from None
 
     def constraints(self) -> str:
@@ -108,6 +112,14 @@ def type_label(annotation: Any) -> str:
         else:
             labels.append(getattr(member, "__name__", str(member)))
     return " | ".join(labels)
+
+
+def _not_a_choice(value: str, choices: tuple[Any, ...]) -> str:
+    """'eulr' is not one of ...; did you mean 'euler'?"""
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{value!r} is not one of {', '.join(names)}{hint}"
 
 
 def _first_message(exc: ValidationError) -> str:
