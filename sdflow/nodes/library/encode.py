@@ -72,6 +72,9 @@ class VAEEncode(Node):
             )
             latent_size = (pixels.shape[-2] // factor, pixels.shape[-1] // factor)
             noise_mask = F.interpolate(mask, size=latent_size).to(ctx.device, ctx.dtype)
+            # Memory layout changes CPU rounding: diffusers' img2img keeps the VAE's channels-last
+            # latents, its inpaint pipeline copies them (repeat) into a contiguous tensor.
+            samples = samples.contiguous()
         latent = Latent(
             samples.to(ctx.device, ctx.dtype),
             noise_mask=noise_mask,
