@@ -102,7 +102,8 @@ class AddNoise(Node):
                 "seed",
             )
         masked_image = self.latent.masked_image
-        if self.schedule.inpainting_model and self.strength == 1.0 and masked_image is not None:
+        fresh = masked_image is not None and masked_image.latents is None  # straight from VAEEncode
+        if fresh and self.schedule.inpainting_model and self.strength == 1.0:
             generator.set_state(masked_image.stream_start)
         else:
             generator.set_state(self.latent.rng_state)
