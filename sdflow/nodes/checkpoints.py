@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -63,12 +64,18 @@ def fingerprint(spec: str) -> str:
     builtin = spec.startswith(BUILTIN_PREFIX)
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(folder)).encode())
+        stat = file.stat()
         if builtin:
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+            digest.update(_content_digest(str(file), stat.st_size, stat.st_mtime_ns))
         else:
-            stat = file.stat()
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _content_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """sha256 of a file, hashed again only when its size or mtime changes (keys are made every run)."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 @dataclass

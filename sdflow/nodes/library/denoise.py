@@ -50,8 +50,11 @@ class DenoiseLoop(Node):
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
 
         guide = self.cfg > 1.0
-        x = self.latent.samples.to(unet.device, unet.dtype)
-        embeds = self._embeddings(x.shape[0], guide).to(unet.device, unet.dtype)
+        # The weights' placement, from one parameter: diffusers' unet.device/.dtype walk every
+        # submodule (about a millisecond each on the CPU).
+        weights = next(unet.parameters())
+        x = self.latent.samples.to(weights.device, weights.dtype)
+        embeds = self._embeddings(x.shape[0], guide).to(weights.device, weights.dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
         with torch.inference_mode():

@@ -22,7 +22,8 @@ class VAEDecode(Node):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         vae = self.vae.vae
-        latents = self.latent.samples.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        weights = next(vae.parameters())  # vae.device/.dtype walk every submodule: slow per call
+        latents = self.latent.samples.to(weights.device, weights.dtype) / vae.config.scaling_factor
         with torch.inference_mode():
             decoded = vae.decode(latents, return_dict=False)[0]
         pixels = (decoded.float() / 2 + 0.5).clamp(0, 1).cpu()
