@@ -1,12 +1,39 @@
-"""sdflow: Stable Diffusion pipelines as graphs of typed nodes, validated before they run."""
+"""sdflow: Stable Diffusion pipelines as graphs of typed nodes, validated before they run.
 
-from sdflow.api import default_runner, run
-from sdflow.errors import NodeError, SdflowError, UserError, WorkflowError, WorkflowErrors
-from sdflow.graphs import Workflow, dumps, validate
-from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
-from sdflow.runner import NodeFinished, NodeStarted, Runner, RunResult, StepProgress
+Names are imported on first use, so `import sdflow` (and the pytest plugin) stays cheap until
+something needs torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "default_runner": "sdflow.api",
+    "run": "sdflow.api",
+    "NodeError": "sdflow.errors",
+    "SdflowError": "sdflow.errors",
+    "UserError": "sdflow.errors",
+    "WorkflowError": "sdflow.errors",
+    "WorkflowErrors": "sdflow.errors",
+    "Workflow": "sdflow.graphs",
+    "dumps": "sdflow.graphs",
+    "validate": "sdflow.graphs",
+    "Graph": "sdflow.graphs.builder",
+    "Input": "sdflow.graphs.builder",
+    "NodeHandle": "sdflow.graphs.builder",
+    "Output": "sdflow.graphs.builder",
+    "load": "sdflow.graphs.builder",
+    "loads": "sdflow.graphs.builder",
+    "NodeFinished": "sdflow.runner",
+    "NodeStarted": "sdflow.runner",
+    "Runner": "sdflow.runner",
+    "RunResult": "sdflow.runner",
+    "StepProgress": "sdflow.runner",
+}
 
 __all__ = [
     "Graph",
@@ -32,3 +59,24 @@ __all__ = [
     "run",
     "validate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdflow' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from sdflow.api import default_runner, run
+    from sdflow.errors import NodeError, SdflowError, UserError, WorkflowError, WorkflowErrors
+    from sdflow.graphs import Workflow, dumps, validate
+    from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
+    from sdflow.runner import NodeFinished, NodeStarted, Runner, RunResult, StepProgress
