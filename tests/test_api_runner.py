@@ -9,6 +9,7 @@ import torch
 from PIL import Image as PILImage
 
 import sdflow
+import sdflow.api
 from sdflow.nodes.pixels import to_pil
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
