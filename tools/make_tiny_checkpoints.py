@@ -153,9 +153,7 @@ def check_tokenizer(tokenizer: CLIPTokenizer) -> None:
     """Fail unless the tokenizer's special ids match the text encoder config."""
     ids = (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     if ids != (BOS_ID, EOS_ID, EOS_ID) or len(tokenizer) != VOCAB_SIZE:
-        raise ValueError(
-            f"tokenizer special ids {ids} / size {len(tokenizer)} mismatch"
-        )
+        raise ValueError(f"tokenizer special ids {ids} / size {len(tokenizer)} mismatch")
 
 
 def save_pipeline(
@@ -170,9 +168,7 @@ def save_pipeline(
         shutil.rmtree(folder)
     tokenizer = save_byte_tokenizer(folder / "tokenizer")
     check_tokenizer(tokenizer)
-    pipeline_cls = (
-        StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
-    )
+    pipeline_cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
     pipeline = pipeline_cls(
         vae=vae,
         text_encoder=text_encoder,
@@ -190,9 +186,7 @@ def save_pipeline(
 def add_text_model_prefix(path: Path) -> None:
     """Rewrite a flat ``CLIPTextModel`` file with the ``text_model.`` keys real SD checkpoints use."""
     state = load_file(path)
-    prefixed = {
-        k if k.startswith(TEXT_PREFIX) else TEXT_PREFIX + k: v for k, v in state.items()
-    }
+    prefixed = {k if k.startswith(TEXT_PREFIX) else TEXT_PREFIX + k: v for k, v in state.items()}
     save_file(prefixed, path, metadata={"format": "pt"})
 
 

@@ -60,21 +60,15 @@ def generate(
 ):
     """One picture per (caption, seed), captions-major, each with its own CPU generator."""
     prompts = [c for c in captions for _ in seeds]
-    generators = [
-        torch.Generator("cpu").manual_seed(s) for _ in captions for s in seeds
-    ]
-    result = pipe(
-        prompts, num_inference_steps=steps, guidance_scale=cfg, generator=generators
-    )
+    generators = [torch.Generator("cpu").manual_seed(s) for _ in captions for s in seeds]
+    result = pipe(prompts, num_inference_steps=steps, guidance_scale=cfg, generator=generators)
     return result.images
 
 
 def guess_shape(image: np.ndarray, color: str) -> str:
     """Classify the region of ``color`` by how much of its bounding box it fills."""
     palette = np.array(list(COLORS.values()), dtype=np.float32)
-    nearest = (
-        ((image[..., None, :].astype(np.float32) - palette) ** 2).sum(-1).argmin(-1)
-    )
+    nearest = ((image[..., None, :].astype(np.float32) - palette) ** 2).sum(-1).argmin(-1)
     mask = nearest == list(COLORS).index(color)
     rows, cols = np.flatnonzero(mask.sum(1) >= 2), np.flatnonzero(mask.sum(0) >= 2)
     if len(rows) < 3 or len(cols) < 3:
@@ -84,17 +78,13 @@ def guess_shape(image: np.ndarray, color: str) -> str:
     return "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
 
 
-def judge(
-    image: np.ndarray, shape: str, color: str, background: str
-) -> tuple[list[str], str, bool]:
+def judge(image: np.ndarray, shape: str, color: str, background: str) -> tuple[list[str], str, bool]:
     """Top-two colours, shape guess, and whether the colours match the caption."""
     top = list(nearest_color_counts(image))[:2]
     return top, guess_shape(image, color), set(top) == {color, background}
 
 
-def contact_sheet(
-    images: list[Image.Image], labels: list[str], columns: int
-) -> Image.Image:
+def contact_sheet(images: list[Image.Image], labels: list[str], columns: int) -> Image.Image:
     """Grid of upscaled pictures, each with a short label underneath."""
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * TILE, rows * (TILE + 14)), (128, 128, 128))
@@ -110,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     """Generate, judge, print a report and save the contact sheet."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        args.model, torch_dtype=torch.float32
-    )
+    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     captions = [caption_for(*case) for case in CASES]
     images = generate(pipe, captions, args.seeds, args.steps, args.cfg)
@@ -128,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{captions[i // len(args.seeds)]!r} seed {seed}: expected {color}/{background}, "
             f"dominant {top}, shape guess {guessed} -> {'OK' if ok else 'MISMATCH'}"
         )
-    print(
-        f"colours match {colour_hits}/{len(images)}, shape guess matches {shape_hits}/{len(images)}"
-    )
+    print(f"colours match {colour_hits}/{len(images)}, shape guess matches {shape_hits}/{len(images)}")
     contact_sheet(images, labels, columns=len(args.seeds) * 2).save(args.sheet)
     print(f"contact sheet: {args.sheet}")
 

@@ -66,27 +66,19 @@ def draw_shape(
     return image
 
 
-def random_sample(
-    rng: np.random.Generator, image_size: int = IMAGE_SIZE
-) -> tuple[Image.Image, str]:
+def random_sample(rng: np.random.Generator, image_size: int = IMAGE_SIZE) -> tuple[Image.Image, str]:
     """One random picture and its caption."""
     shape = SHAPES[rng.integers(len(SHAPES))]
     color_index, background_index = rng.choice(len(COLOR_NAMES), size=2, replace=False)
     color, background = COLOR_NAMES[color_index], COLOR_NAMES[background_index]
-    size = int(
-        rng.integers(
-            round(MIN_FRACTION * image_size), round(MAX_FRACTION * image_size) + 1
-        )
-    )
+    size = int(rng.integers(round(MIN_FRACTION * image_size), round(MAX_FRACTION * image_size) + 1))
     x0 = int(rng.integers(0, image_size - size + 1))
     y0 = int(rng.integers(0, image_size - size + 1))
     image = draw_shape(shape, color, background, size, x0, y0, image_size)
     return image, caption_for(shape, color, background)
 
 
-def make_dataset(
-    count: int, seed: int = 0, image_size: int = IMAGE_SIZE
-) -> tuple[np.ndarray, list[str]]:
+def make_dataset(count: int, seed: int = 0, image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, list[str]]:
     """``count`` pictures as a uint8 array (N, H, W, 3) and their captions, deterministic given ``seed``."""
     rng = np.random.default_rng(seed)
     images = np.empty((count, image_size, image_size, 3), dtype=np.uint8)

@@ -62,9 +62,7 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, required=True, help="output pipeline folder"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="output pipeline folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--unet-steps", type=int, default=7000)
@@ -76,13 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--uncond-prob", type=float, default=0.1)
     parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument(
-        "--checkpoint-every", type=int, default=1000, help="UNet steps between saves"
-    )
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="UNet steps between saves")
     parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument(
-        "--vae-from", type=Path, default=None, help="reuse a trained vae/ folder"
-    )
+    parser.add_argument("--vae-from", type=Path, default=None, help="reuse a trained vae/ folder")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -152,19 +146,13 @@ def lr_lambda(warmup: int, total: int, floor: float = 0.1):
     return factor
 
 
-def train_vae(
-    vae: AutoencoderKL, images: np.ndarray, args: argparse.Namespace, clock: Clock
-) -> None:
+def train_vae(vae: AutoencoderKL, images: np.ndarray, args: argparse.Namespace, clock: Clock) -> None:
     """Reconstruction MSE + small KL on random batches of the dataset."""
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(100, args.vae_steps)
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(100, args.vae_steps))
     for step in range(1, args.vae_steps + 1):
-        batch = to_pixels(
-            images[torch.randint(len(images), (args.vae_batch_size,)).numpy()]
-        )
+        batch = to_pixels(images[torch.randint(len(images), (args.vae_batch_size,)).numpy()])
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample()).sample
         mse = F.mse_loss(recon, batch)
@@ -175,16 +163,12 @@ def train_vae(
         optimizer.step()
         schedule.step()
         if step % args.log_every == 0 or step == args.vae_steps:
-            log(
-                f"vae step {step}/{args.vae_steps} mse {mse.item():.5f} elapsed {clock()}"
-            )
+            log(f"vae step {step}/{args.vae_steps} mse {mse.item():.5f} elapsed {clock()}")
     vae.eval()
 
 
 @torch.no_grad()
-def encode_all(
-    vae: AutoencoderKL, images: np.ndarray, chunk: int = 500
-) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_all(vae: AutoencoderKL, images: np.ndarray, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every picture (unscaled latents)."""
     means, stds = [], []
     for start in range(0, len(images), chunk):
@@ -244,9 +228,7 @@ def train_unet(
         ],
         weight_decay=1e-2,
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(200, args.unet_steps)
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(200, args.unet_steps))
     params = [*unet.parameters(), *text_encoder.parameters()]
     running = 0.0
     for step in range(1, args.unet_steps + 1):
@@ -255,14 +237,10 @@ def train_unet(
         ids = token_ids[index].clone()
         ids[torch.rand(args.batch_size) < args.uncond_prob] = empty_ids
         noise = torch.randn_like(clean)
-        timesteps = torch.randint(
-            0, SCHEDULE["num_train_timesteps"], (args.batch_size,)
-        )
+        timesteps = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch_size,))
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         states = text_encoder(ids)[0]
-        loss = F.mse_loss(
-            unet(noisy, timesteps, encoder_hidden_states=states).sample, noise
-        )
+        loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=states).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -273,9 +251,7 @@ def train_unet(
         ema_update(ema_text, text_encoder, decay)
         running += loss.item()
         if step % args.log_every == 0 or step == args.unet_steps:
-            log(
-                f"unet step {step}/{args.unet_steps} loss {running / args.log_every:.4f} elapsed {clock()}"
-            )
+            log(f"unet step {step}/{args.unet_steps} loss {running / args.log_every:.4f} elapsed {clock()}")
             running = 0.0
         if step % args.checkpoint_every == 0 and step < args.unet_steps:
             checkpoint(ema_unet, ema_text, step)
@@ -322,9 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = save_byte_tokenizer(args.out / "tokenizer")
     images, captions = make_dataset(args.dataset_size, seed=args.seed)
-    log(
-        f"dataset {len(images)} pictures, {len(set(captions))} captions, elapsed {clock()}"
-    )
+    log(f"dataset {len(images)} pictures, {len(set(captions))} captions, elapsed {clock()}")
 
     if args.vae_from is not None:
         vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32)
@@ -347,12 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     note = {key: str(value) for key, value in vars(args).items()}
 
-    def checkpoint(
-        ema_unet: UNet2DConditionModel, ema_text: CLIPTextModel, step: int
-    ) -> None:
-        save_pipeline(
-            args.out, vae, ema_text, tokenizer, ema_unet, {**note, "unet_step": step}
-        )
+    def checkpoint(ema_unet: UNet2DConditionModel, ema_text: CLIPTextModel, step: int) -> None:
+        save_pipeline(args.out, vae, ema_text, tokenizer, ema_unet, {**note, "unet_step": step})
         log(f"checkpoint at unet step {step} saved to {args.out}, elapsed {clock()}")
 
     empty_ids = tokenize(tokenizer, [""])[0]
