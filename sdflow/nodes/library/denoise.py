@@ -57,6 +57,8 @@ class DenoiseLoop(Node):
         embeds = self._embeddings(x.shape[0], guide).to(weights.device, weights.dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
+        if mask is not None:
+            original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
                 model_input = torch.cat([x, x]) if guide else x
@@ -69,10 +71,9 @@ class DenoiseLoop(Node):
                 x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
                 if mask is not None:
                     # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
-                    kept = state.clean.to(x.device, x.dtype)
+                    kept = original
                     if index < len(timesteps) - 1:
-                        noise = state.noise.to(x.device, x.dtype)
-                        kept = scheduler.add_noise(kept, noise, timesteps[index + 1 : index + 2])
+                        kept = scheduler.add_noise(original, noise, timesteps[index + 1 : index + 2])
                     x = (1 - mask) * kept + mask * x
                 ctx.step(index + 1, len(timesteps), x)
         return {"latent": self.latent.with_(samples=x, noise=None, rng_state=generator.get_state())}
