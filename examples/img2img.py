@@ -17,8 +17,8 @@ YAML = "img2img.yaml"  # the workflow this file builds (tests compare the two no
 def build() -> sdflow.Graph:
     """Picture + prompt -> picture. ``file=__file__``: relative paths resolve against this folder."""
     g = sdflow.Graph(file=__file__)
-    image = g.input("image", "inputs/shapes.png")
-    prompt = g.input("prompt", "a red circle and a yellow square on a blue background")
+    image = g.input("image", "inputs/red_circle.png")
+    prompt = g.input("prompt", "a green circle on a blue background")
     negative = g.input("negative", "")
     seed = g.input("seed", 42)
     steps = g.input("steps", 20)
@@ -46,7 +46,7 @@ def build() -> sdflow.Graph:
 def main(argv: list[str] | None = None) -> sdflow.RunResult:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strength", type=float, default=0.6, help="0 keeps the picture, 1 redraws it")
-    parser.add_argument("--image", help="a picture file (default: examples/inputs/shapes.png)")
+    parser.add_argument("--image", help="a picture file (default: examples/inputs/red_circle.png)")
     parser.add_argument("--output-dir", default="outputs")
     args = parser.parse_args(argv)
 

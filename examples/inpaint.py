@@ -16,9 +16,9 @@ YAML = "inpaint.yaml"  # the workflow this file builds (tests compare the two no
 def build() -> sdflow.Graph:
     """Picture + mask + prompt -> picture. ``file=__file__``: relative paths resolve against this folder."""
     g = sdflow.Graph(file=__file__)
-    image = g.input("image", "inputs/shapes.png")
-    mask_file = g.input("mask", "inputs/shapes_mask.png")
-    prompt = g.input("prompt", "a green triangle on a blue background")
+    image = g.input("image", "inputs/red_circle.png")
+    mask_file = g.input("mask", "inputs/red_circle_mask.png")
+    prompt = g.input("prompt", "a yellow circle on a blue background")
     negative = g.input("negative", "")
     seed = g.input("seed", 42)
     steps = g.input("steps", 20)
