@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USER
+    except BrokenPipeError:  # `sdflow nodes | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -227,9 +230,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _nodes(args: argparse.Namespace) -> int:
     types = registry.all_types()
     if args.type is None:
-        width = max(map(len, types))
-        for name, cls in types.items():
-            print(f"{name:<{width}}  {cls.summary()}")
+        for cls in types.values():
+            print(f"{cls.type_name}: {cls.summary()}\n  {signature(cls)}")
+        print("\n`sdflow nodes TYPE` describes each field.")
         return EXIT_OK
     cls = types.get(args.type)
     if cls is None:
@@ -238,6 +241,21 @@ def _nodes(args: argparse.Namespace) -> int:
         raise WorkflowError(f"unknown node type '{args.type}'{more}", Location(field="TYPE"))
     print(describe(cls))
     return EXIT_OK
+
+
+def signature(cls: type) -> str:
+    """A node type on one line: typed inputs with defaults and ranges -> typed outputs."""
+    parts = []
+    for name, field in fields_of(cls).items():
+        text = f"{name}: {type_label(field.annotation)}"
+        if not field.required and not field.is_port:
+            text += f" = {field.default!r}"
+        limits = field.constraints()
+        if limits and not limits.startswith("one of"):
+            text += f" [{limits}]"
+        parts.append(text)
+    outputs = ", ".join(f"{name}: {kind.__name__}" for name, kind in cls.outputs.items())
+    return f"({', '.join(parts)}) -> {outputs}"
 
 
 def describe(cls: type) -> str:

@@ -154,13 +154,18 @@ def test_validate_accepts_the_example(capsys) -> None:
     assert out == f"{EXAMPLE}: valid (9 nodes)\n"
 
 
-def test_nodes_lists_every_type_with_its_summary(capsys) -> None:
+def test_nodes_lists_every_type_with_its_summary_typed_inputs_and_outputs(capsys) -> None:
     code, out, _ = run_cli("nodes", capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == list(registry.all_types())
-    for line, cls in zip(lines, registry.all_types().values(), strict=True):
-        assert line.endswith(cls.summary())
+    headers = [line for line in lines if line and not line.startswith((" ", "`"))]
+    assert [line.split(":")[0] for line in headers] == list(registry.all_types())
+    for header, cls in zip(headers, registry.all_types().values(), strict=True):
+        assert header.endswith(cls.summary())
+    signature = lines[lines.index(headers[0]) + 1]
+    assert signature.strip().startswith("(latent: Latent, schedule: Schedule, seed: int | None = 0")
+    assert signature.endswith("-> latent: Latent")
+    assert "steps: int = 20 [>= 1, <= 1000]" in out
 
 
 def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) -> None:
