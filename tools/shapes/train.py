@@ -4,7 +4,7 @@ Phases: (1) AutoencoderKL on the pictures; (2) encode every picture to latents o
 prediction (SD's scaled_linear DDPM schedule) jointly with a small CLIP text encoder, ~10% empty captions
 for classifier-free guidance. Saves a ``StableDiffusionPipeline`` folder in fp16 safetensors.
 
-    HF_HUB_OFFLINE=1 python tools/shapes/train.py --out /tmp/shapes_run --threads 2
+    HF_HUB_OFFLINE=1 python tools/shapes/train.py --out /tmp/shapes_run
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output pipeline folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--unet-steps", type=int, default=7000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--unet-steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64, help="UNet batch size")
     parser.add_argument("--vae-batch-size", type=int, default=32)
     parser.add_argument("--dataset-size", type=int, default=30000)
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--uncond-prob", type=float, default=0.1)
     parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="UNet steps between saves")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="UNet steps between saves")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--vae-from", type=Path, default=None, help="reuse a trained vae/ folder")
     parser.add_argument("--seed", type=int, default=0)
