@@ -21,7 +21,7 @@ def build() -> sdflow.Graph:
     g = sdflow.Graph()
     prompt = g.input("prompt", "a yellow triangle on a green background", description="what to draw")
     seed = g.input("seed", 1)
-    ckpt = g.LoadCheckpoint(checkpoint="builtin:tiny-sd15")
+    ckpt = g.LoadCheckpoint(checkpoint="builtin:shapes")
     positive = g.CLIPEncode(clip=ckpt.clip, text=prompt)
     negative = g.CLIPEncode(clip=ckpt.clip, text="blurry")
     empty = g.EmptyLatent(width=64, height=64)

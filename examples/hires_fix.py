@@ -25,7 +25,7 @@ def build() -> sdflow.Graph:
     upscale = g.input("upscale", 2.0)
     hires_steps = g.input("hires_steps", 20)
     hires_strength = g.input("hires_strength", 0.5)
-    checkpoint = g.input("checkpoint", "builtin:tiny-sd15")
+    checkpoint = g.input("checkpoint", "builtin:shapes")
 
     ckpt = g.LoadCheckpoint(id="ckpt", checkpoint=checkpoint)
     positive = g.CLIPEncode(id="positive", clip=ckpt.clip, text=prompt)

@@ -25,7 +25,7 @@ def build() -> sdflow.Graph:
     strength = g.input("strength", 0.6)
     cfg = g.input("cfg", 4.0)
     sampler = g.input("sampler", "ddim")
-    checkpoint = g.input("checkpoint", "builtin:tiny-sd15")
+    checkpoint = g.input("checkpoint", "builtin:shapes")
 
     ckpt = g.LoadCheckpoint(id="ckpt", checkpoint=checkpoint)
     positive = g.CLIPEncode(id="positive", clip=ckpt.clip, text=prompt)

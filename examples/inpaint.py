@@ -26,7 +26,7 @@ def build() -> sdflow.Graph:
     cfg = g.input("cfg", 4.0)
     sampler = g.input("sampler", "ddim")
     feather = g.input("feather", 2.0)
-    checkpoint = g.input("checkpoint", "builtin:tiny-sd15")
+    checkpoint = g.input("checkpoint", "builtin:shapes")
 
     ckpt = g.LoadCheckpoint(id="ckpt", checkpoint=checkpoint)
     positive = g.CLIPEncode(id="positive", clip=ckpt.clip, text=prompt)
@@ -50,7 +50,7 @@ def build() -> sdflow.Graph:
 
 def main(argv: list[str] | None = None) -> sdflow.RunResult:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="builtin:tiny-sd15", help="a 4- or 9-channel model")
+    parser.add_argument("--checkpoint", default="builtin:shapes", help="a 4- or 9-channel model")
     parser.add_argument("--output-dir", default="outputs")
     args = parser.parse_args(argv)
 

@@ -21,7 +21,7 @@ def build() -> sdflow.Graph:
     steps = g.input("steps", 20)
     cfg = g.input("cfg", 4.0)
     sampler = g.input("sampler", "ddim")
-    checkpoint = g.input("checkpoint", "builtin:tiny-sd15")
+    checkpoint = g.input("checkpoint", "builtin:shapes")
 
     ckpt = g.LoadCheckpoint(id="ckpt", checkpoint=checkpoint)
     positive = g.CLIPEncode(id="positive", clip=ckpt.clip, text=prompt)

@@ -19,7 +19,7 @@ from sdflow.runner.cache import LRUCache
 from sdflow.runner.device import pick_device, pick_dtype
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "txt2img.yaml"
-FAST = {"steps": 2}
+FAST = {"steps": 2, "checkpoint": "builtin:tiny-sd15"}  # the fast random model: speed matters here
 EVERY_NODE = {"ckpt", "positive", "negative", "empty", "schedule", "noised", "denoised", "decoded", "save"}
 
 # The example's graph up to VAEDecode, with every node id changed and no SaveImage.

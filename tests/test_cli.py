@@ -22,7 +22,7 @@ EXAMPLE_INPUTS = {
     "steps": 2,
     "cfg": 4.0,
     "sampler": "ddim",
-    "checkpoint": "builtin:tiny-sd15",
+    "checkpoint": "builtin:shapes",
 }
 
 

@@ -45,7 +45,7 @@ def test_changing_only_strength_reruns_add_noise_and_what_follows(runner: Runner
 def test_rewriting_the_input_image_makes_load_image_run_again(runner: Runner, examples: Path) -> None:
     workflow = examples / "img2img.yaml"
     statuses(runner, workflow)
-    picture = examples / "inputs" / "shapes.png"
+    picture = examples / "inputs" / "red_circle.png"
     PILImage.open(picture).rotate(90).save(picture)
     after = statuses(runner, workflow)
     assert after["picture"] == "ran"
@@ -56,7 +56,7 @@ def test_rewriting_the_input_image_makes_load_image_run_again(runner: Runner, ex
 def test_rewriting_the_image_with_the_same_bytes_keeps_the_cache(runner: Runner, examples: Path) -> None:
     workflow = examples / "img2img.yaml"
     statuses(runner, workflow)
-    picture = examples / "inputs" / "shapes.png"
+    picture = examples / "inputs" / "red_circle.png"
     picture.write_bytes(picture.read_bytes())  # new modification time, same content
     after = statuses(runner, workflow)
     assert after["picture"] == after["encoded"] == after["denoised"] == "cached"
@@ -65,7 +65,7 @@ def test_rewriting_the_image_with_the_same_bytes_keeps_the_cache(runner: Runner,
 def test_editing_the_mask_reencodes_without_reloading_the_image(runner: Runner, examples: Path) -> None:
     workflow = examples / "inpaint.yaml"
     statuses(runner, workflow)
-    mask = examples / "inputs" / "shapes_mask.png"
+    mask = examples / "inputs" / "red_circle_mask.png"
     PILImage.open(mask).transpose(PILImage.Transpose.FLIP_LEFT_RIGHT).save(mask)
     after = statuses(runner, workflow)
     assert after["mask"] == after["encoded"] == after["pasted"] == "ran"

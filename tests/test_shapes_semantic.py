@@ -1,0 +1,99 @@
+"""The built-in shapes model draws what the prompt says: checked on pixels, not by eye.
+
+Colours are counted by the nearest of the training data's named colours (tools/shapes/data.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+import sdflow
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CHECKPOINT = "builtin:shapes"
+
+
+def _load_data_module():
+    spec = importlib.util.spec_from_file_location("shapes_data", ROOT / "tools" / "shapes" / "data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+data = _load_data_module()
+
+
+@pytest.fixture(scope="module")
+def shapes_runner(tmp_path_factory: pytest.TempPathFactory) -> sdflow.Runner:
+    return sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path_factory.mktemp("out")))
+
+
+def _pixels(image: PILImage.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def _two_dominant(pixels: np.ndarray) -> set[str]:
+    return set(list(data.nearest_color_counts(pixels))[:2])
+
+
+def _count(pixels: np.ndarray, colour: str) -> int:
+    return data.nearest_color_counts(pixels).get(colour, 0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "colour", "background", "seed"),
+    [
+        ("circle", "red", "blue", 1),
+        ("square", "yellow", "black", 2),
+        ("triangle", "green", "white", 3),
+        ("circle", "white", "purple", 4),
+        ("square", "orange", "green", 5),
+        ("triangle", "blue", "yellow", 6),
+    ],
+)
+def test_txt2img_draws_the_caption_colours(shapes_runner, shape, colour, background, seed):
+    prompt = data.caption_for(shape, colour, background)
+    result = shapes_runner.run(
+        sdflow.load(EXAMPLES / "txt2img.yaml"),
+        inputs={"checkpoint": CHECKPOINT, "prompt": prompt, "seed": seed},
+        outputs=["decoded"],
+    )
+    pixels = _pixels(result.image("decoded"))
+
+    assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
+
+
+def test_img2img_turns_the_red_circle_green(shapes_runner):
+    source = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle.png"))
+    result = shapes_runner.run(
+        sdflow.load(EXAMPLES / "img2img.yaml"),
+        inputs={"checkpoint": CHECKPOINT, "prompt": "a green circle on a blue background"},
+        outputs=["decoded"],
+    )
+    pixels = _pixels(result.image("decoded"))
+
+    assert _count(source, "red") > 500 and _count(source, "green") == 0
+    assert _two_dominant(pixels) == {"green", "blue"}, data.nearest_color_counts(pixels)
+    assert _count(pixels, "red") < _count(source, "red") // 20
+
+
+def test_inpainting_repaints_inside_the_mask_and_keeps_every_pixel_outside(shapes_runner):
+    source = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle.png"))
+    repaint = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle_mask.png")) > 127
+    result = shapes_runner.run(
+        sdflow.load(EXAMPLES / "inpaint.yaml"),
+        inputs={"checkpoint": CHECKPOINT, "prompt": "a yellow circle on a blue background"},
+        outputs=["pasted"],
+    )
+    pixels = _pixels(result.image("pasted"))
+    inside = pixels[repaint]
+
+    assert np.array_equal(pixels[~repaint], source[~repaint])
+    assert _count(inside[None], "yellow") > 300, data.nearest_color_counts(inside[None])
+    assert _count(inside[None], "red") < 50
