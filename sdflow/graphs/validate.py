@@ -94,6 +94,13 @@ class _Checker:
                 what = "a link to a " + type_label(field.annotation) if field.is_port else "a value"
                 self.error(spec, name, f"{spec.type} needs field '{name}' ({what})")
 
+    @staticmethod
+    def link_syntax(spec: NodeSpec, field_name: str, node: str, output: str) -> str:
+        """How to write a link where ``spec`` was written: a YAML file, or a Python builder call."""
+        if (spec.location().file or "").endswith(".py"):
+            return f"{field_name}=<{node.lower()} handle>.{output}"
+        return f"`{field_name}: !link {node}.{output}`"
+
     def check_constant(self, spec: NodeSpec, field: FieldSpec, value: Any) -> None:
         if field.is_port:
             if value is None and field.optional:
@@ -102,7 +109,7 @@ class _Checker:
                 spec,
                 field.name,
                 f"'{field.name}' takes a link to a {type_label(field.annotation)} output "
-                f"(write `{field.name}: !link NODE.OUTPUT`), not the constant {value!r}",
+                f"(write {self.link_syntax(spec, field.name, 'NODE', 'OUTPUT')}), not the constant {value!r}",
             )
             return
         try:
@@ -129,7 +136,7 @@ class _Checker:
                 spec,
                 field.name,
                 f"'{link.node}' ({source.type}) has outputs {', '.join(outputs)}: name one, "
-                f"e.g. !link {link.node}.{next(iter(outputs), 'OUTPUT')}",
+                f"e.g. {self.link_syntax(spec, field.name, link.node, next(iter(outputs), 'OUTPUT'))}",
             )
             return
         name = link.output if link.output is not None else next(iter(outputs))
