@@ -105,11 +105,10 @@ def transparency_of(picture: PILImage.Image) -> torch.Tensor:
     return 1.0 - plane_from_pil(picture.convert("RGBA").getchannel("A"))
 
 
-class LoadImage(Node):
-    """Load a picture as an RGB image (EXIF rotation applied), with its transparency as a mask."""
+class _PictureFile(Node):
+    """A node reading one picture file: its cache key follows the file's bytes."""
 
-    version: ClassVar[int] = 1
-    outputs: ClassVar[dict[str, type]] = {"image": Image, "mask": Mask}
+    abstract: ClassVar[bool] = True
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
 
     path: str = Field(min_length=1, description=PATH_HELP)
@@ -123,6 +122,13 @@ class LoadImage(Node):
         problem = check_picture(constants["path"])
         return [("path", problem)] if problem else []
 
+
+class LoadImage(_PictureFile):
+    """Load a picture as an RGB image (EXIF rotation applied), with its transparency as a mask."""
+
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, type]] = {"image": Image, "mask": Mask}
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
             picture = open_picture(self.path)
@@ -132,14 +138,12 @@ class LoadImage(Node):
         return {"image": Image(rgb_of(picture)), "mask": Mask(transparency_of(picture))}
 
 
-class LoadMask(Node):
+class LoadMask(_PictureFile):
     """Load an inpainting mask from a picture: white (1) means repaint, black (0) means keep."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"mask": Mask}
-    path_fields: ClassVar[tuple[str, ...]] = ("path",)
 
-    path: str = Field(min_length=1, description=PATH_HELP)
     channel: Channel = Field(
         "luminance",
         description=(
@@ -150,14 +154,10 @@ class LoadMask(Node):
     invert: bool = Field(False, description="swap repaint and keep (1 - mask)")
 
     @classmethod
-    def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
-        return file_digest(constants["path"])
-
-    @classmethod
     def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
-        problem = check_picture(constants["path"])
-        if problem:
-            return [("path", problem)]
+        problems = super().precheck(constants)
+        if problems:
+            return problems
         if constants["channel"] == "alpha":
             with PILImage.open(constants["path"]) as picture:
                 if not has_alpha(picture):
