@@ -162,8 +162,9 @@ def checked(workflow: Workflow, name: str, value: Any, option: str) -> Any:
     """``value`` if workflow input ``name`` exists and takes it; else a UserError naming ``option``."""
     spec = workflow.inputs.get(name)
     if spec is None:
-        hint = registry.closest(name, workflow.inputs)
-        more = f"; did you mean '{hint}'?" if hint else f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+        more = registry.suggestion(
+            name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+        )
         raise WorkflowError(f"{option}: the workflow has no input '{name}'{more}", Location(workflow.file))
     try:
         return spec.check(value)
@@ -236,8 +237,7 @@ def _nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     cls = types.get(args.type)
     if cls is None:
-        hint = registry.closest(args.type, types)
-        more = f"; did you mean '{hint}'?" if hint else ""
+        more = registry.suggestion(args.type, types)
         raise WorkflowError(f"unknown node type '{args.type}'{more}", Location(field="TYPE"))
     print(describe(cls))
     return EXIT_OK

@@ -117,8 +117,7 @@ class NodeHandle:
     def output(self, name: str) -> Output[Any]:
         """The output ``name`` (same as the attribute, also for names the handle itself uses)."""
         if name not in self.outputs:
-            hint = registry.closest(name, list(self.outputs))
-            more = f"; did you mean '{hint}'?" if hint else ""
+            more = registry.suggestion(name, list(self.outputs))
             raise AttributeError(
                 f"{self.type} '{self.id}' has no output '{name}'{more} "
                 f"(outputs: {', '.join(self.outputs) or 'none'}; fields are read as node['{name}'])"
@@ -148,8 +147,7 @@ class NodeHandle:
             return self.graph._handle(self.spec.fields[name])
         if name in fields:
             return fields[name].default
-        hint = registry.closest(name, list(fields))
-        raise KeyError(f"{self.type} has no field '{name}'" + (f"; did you mean '{hint}'?" if hint else ""))
+        raise KeyError(f"{self.type} has no field '{name}'" + registry.suggestion(name, fields))
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.graph._change(self.id, {name: value}, _caller())
@@ -250,8 +248,7 @@ class Graph(Workflow, NodeCalls):
 
     def __getitem__(self, node_id: str) -> NodeHandle:
         if node_id not in self.nodes:
-            hint = registry.closest(node_id, list(self.nodes))
-            raise KeyError(f"no node '{node_id}'" + (f"; did you mean '{hint}'?" if hint else ""))
+            raise KeyError(f"no node '{node_id}'" + registry.suggestion(node_id, self.nodes))
         return NodeHandle(self, node_id)
 
     def __contains__(self, node_id: object) -> bool:

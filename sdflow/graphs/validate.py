@@ -70,8 +70,7 @@ class _Checker:
     def check_spec(self, spec: NodeSpec) -> None:
         cls = registry.get(spec.type)
         if cls is None:
-            hint = registry.closest(spec.type, registry.all_types())
-            more = f"; did you mean '{hint}'?" if hint else " (see `sdflow nodes`)"
+            more = registry.suggestion(spec.type, registry.all_types(), " (see `sdflow nodes`)")
             self.error(spec, "type", f"unknown node type '{spec.type}'{more}")
             return
         self.check_node(spec, cls)
@@ -80,8 +79,7 @@ class _Checker:
         fields = fields_of(cls)
         for name, value in spec.fields.items():
             if name not in fields:
-                hint = registry.closest(name, fields)
-                more = f"; did you mean '{hint}'?" if hint else f" (fields: {', '.join(fields)})"
+                more = registry.suggestion(name, fields, f" (fields: {', '.join(fields)})")
                 self.error(spec, name, f"{spec.type} has no field '{name}'{more}")
             elif isinstance(value, Link):
                 self.check_link(spec, fields[name], value)
@@ -123,8 +121,7 @@ class _Checker:
     def check_link(self, spec: NodeSpec, field: FieldSpec, link: Link) -> None:
         source = self.workflow.nodes.get(link.node)
         if source is None:
-            hint = registry.closest(link.node, self.workflow.nodes)
-            more = f"; did you mean '{hint}'?" if hint else ""
+            more = registry.suggestion(link.node, self.workflow.nodes)
             self.error(spec, field.name, f"link to missing node '{link.node}'{more}")
             return
         cls = registry.get(source.type)
@@ -141,8 +138,7 @@ class _Checker:
             return
         name = link.output if link.output is not None else next(iter(outputs))
         if name not in outputs:
-            hint = registry.closest(name, outputs)
-            more = f"; did you mean '{hint}'?" if hint else f" (outputs: {', '.join(outputs)})"
+            more = registry.suggestion(name, outputs, f" (outputs: {', '.join(outputs)})")
             self.error(spec, field.name, f"{source.type} '{link.node}' has no output '{name}'{more}")
             return
         carried = outputs[name]
@@ -157,8 +153,7 @@ class _Checker:
     def check_input(self, spec: NodeSpec, field: FieldSpec, ref: InputRef) -> None:
         declared = self.workflow.inputs.get(ref.name)
         if declared is None:
-            hint = registry.closest(ref.name, self.workflow.inputs)
-            more = f"; did you mean '{hint}'?" if hint else " (declare it under 'inputs:')"
+            more = registry.suggestion(ref.name, self.workflow.inputs, " (declare it under 'inputs:')")
             self.error(spec, field.name, f"unknown workflow input '{ref.name}'{more}")
             return
         if field.is_port:

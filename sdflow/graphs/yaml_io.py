@@ -13,7 +13,7 @@ import yaml
 
 from sdflow.errors import Location, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import INPUT_TYPES, NAME, InputRef, InputSpec, Link, NodeSpec, Workflow
-from sdflow.nodes.registry import closest
+from sdflow.nodes import registry
 
 LINK_TAG = "!link"
 INPUT_TAG = "!input"
@@ -87,8 +87,7 @@ class _Reader:
         self.errors.append(WorkflowError(message, self._at(yaml_node.start_mark, node, field)))
 
     def _unknown(self, name: str, valid: tuple[str, ...] | list[str], yaml_node: Any, what: str, node=None):
-        hint = closest(name, valid)
-        suffix = f"; did you mean '{hint}'?" if hint else f" (expected one of: {', '.join(valid)})"
+        suffix = registry.suggestion(name, valid, f" (expected one of: {', '.join(valid)})")
         self._error(f"unknown {what} '{name}'{suffix}", yaml_node, node, name if node else None)
 
     def _mapping(self, yaml_node: Any, node: str | None) -> dict[str, tuple[Any, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
 
 from sdflow.nodes.base import Node
+from sdflow.nodes.registry import suggestion
 from sdflow.nodes.types import Port
 
 _STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
@@ -117,9 +117,7 @@ def type_label(annotation: Any) -> str:
 def _not_a_choice(value: str, choices: tuple[Any, ...]) -> str:
     """'eulr' is not one of ...; did you mean 'euler'?"""
     names = [str(c) for c in choices]
-    close = difflib.get_close_matches(value, names, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{value!r} is not one of {', '.join(names)}{hint}"
+    return f"{value!r} is not one of {', '.join(names)}{suggestion(value, names)}"
 
 
 def _first_message(exc: ValidationError) -> str:

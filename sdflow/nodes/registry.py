@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -60,3 +61,9 @@ def closest(name: str, choices: list[str] | tuple[str, ...] | set[str]) -> str |
         lowered = {c.lower(): c for c in choices}
         return lowered.get(name.lower())
     return matches[0]
+
+
+def suggestion(name: str, choices: Iterable[str], otherwise: str = "") -> str:
+    """ "; did you mean 'X'?" for the closest valid name, else ``otherwise`` (appended to messages)."""
+    hint = closest(name, list(choices))
+    return f"; did you mean '{hint}'?" if hint else otherwise

@@ -247,9 +247,8 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     where = Location(workflow.file)
     for name in given:
         if name not in workflow.inputs:
-            hint = registry.closest(name, workflow.inputs)
-            more = (
-                f"; did you mean '{hint}'?" if hint else f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+            more = registry.suggestion(
+                name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})"
             )
             errors.append(WorkflowError(f"unknown workflow input '{name}'{more}", where))
     values = {}
@@ -314,8 +313,7 @@ def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | Non
         targets = [o.partition(".")[0] for o in outputs]
         for target in targets:
             if target not in workflow.nodes:
-                hint = registry.closest(target, workflow.nodes)
-                more = f"; did you mean '{hint}'?" if hint else ""
+                more = registry.suggestion(target, workflow.nodes)
                 raise WorkflowError(f"no node '{target}' to compute{more}", Location(workflow.file))
         return targets
     marked = [n for n, s in workflow.nodes.items() if registry.get(s.type).is_output]
