@@ -7,6 +7,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,14 @@ def write_workflow(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    """A copy of the image-editing example workflows and their inputs, free to edit."""
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    for name in ("img2img.yaml", "inpaint.yaml"):
+        shutil.copy(EXAMPLES / name, folder / name)
+    shutil.copytree(EXAMPLES / "inputs", folder / "inputs")
+    return folder

@@ -3,7 +3,6 @@ re-denoises without re-encoding; an edited picture or mask file is loaded and en
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,6 @@ from sdflow.runner import Runner
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST = {"steps": 3}
 AFTER_NOISE = {"noised", "denoised", "decoded", "save"}
-
-
-@pytest.fixture
-def examples(tmp_path: Path) -> Path:
-    """A copy of the example workflows and their inputs, free to edit."""
-    folder = tmp_path / "examples"
-    folder.mkdir()
-    for name in ("img2img.yaml", "inpaint.yaml"):
-        shutil.copy(EXAMPLES / name, folder / name)
-    shutil.copytree(EXAMPLES / "inputs", folder / "inputs")
-    return folder
 
 
 def statuses(runner: Runner, workflow_file: Path, **inputs) -> dict[str, str]:

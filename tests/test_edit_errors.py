@@ -3,7 +3,6 @@ field, exit code 2, no traceback."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,6 @@ from PIL import Image as PILImage
 from sdflow.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def examples(tmp_path: Path) -> Path:
-    """A copy of the example workflows and their inputs, free to edit."""
-    folder = tmp_path / "examples"
-    folder.mkdir()
-    for name in ("img2img.yaml", "inpaint.yaml"):
-        shutil.copy(EXAMPLES / name, folder / name)
-    shutil.copytree(EXAMPLES / "inputs", folder / "inputs")
-    return folder
 
 
 def run(workflow: Path, capsys: pytest.CaptureFixture[str], *settings: str) -> tuple[int, str]:
