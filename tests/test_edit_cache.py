@@ -11,7 +11,6 @@ from PIL import Image as PILImage
 from sdflow.graphs import load
 from sdflow.runner import Runner
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST = {"steps": 3}
 AFTER_NOISE = {"noised", "denoised", "decoded", "save"}
 

@@ -10,8 +10,6 @@ from PIL import Image as PILImage
 
 from sdflow.cli import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
 
 def run(workflow: Path, capsys: pytest.CaptureFixture[str], *settings: str) -> tuple[int, str]:
     """Exit code and stderr of `sdflow run` with ``--set`` for each setting (and 2 steps)."""
