@@ -87,9 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
-    from sdflow.golden.cli import add_commands
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
 
-    add_commands(commands)
+    golden_cli.add_commands(commands)
+    interop_cli.add_commands(commands)
     return parser
 
 

@@ -26,8 +26,13 @@ class _Loader(yaml.SafeLoader):
 
 
 def load(path: str | Path) -> Workflow:
-    """Load a workflow file; raise WorkflowError naming file, line and column on any problem."""
+    """Load a workflow file (YAML, or a PNG written by SaveImage); raise WorkflowError naming file,
+    line and column on any problem."""
+    from sdflow.graphs.picture import is_png, load_picture
+
     path = Path(path)
+    if is_png(path):
+        return load_picture(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -244,6 +249,10 @@ def _type_name(value: Any) -> str | None:
 
 class _Dumper(yaml.SafeDumper):
     """SafeDumper that writes Links and InputRefs with our tags."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        """A link used twice is written twice, never as a YAML anchor and alias."""
+        return True
 
     def choose_scalar_style(self) -> str:
         """Links and input names unquoted, as people write them: ``!link ckpt.clip``."""

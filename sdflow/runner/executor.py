@@ -328,8 +328,7 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
     """The node's file-path constants made absolute against the workflow file's folder (or cwd)."""
     if not cls.path_fields:
         return constants
-    source = Path(workflow.file) if workflow.file else None
-    base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+    base = workflow.path_base()
     resolved = dict(constants)
     for name in cls.path_fields:
         if isinstance(resolved.get(name), str) and resolved[name]:
@@ -374,4 +373,5 @@ def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
     return {
         "sdflow:workflow": workflow.source if workflow.source is not None else dumps(workflow),
         "sdflow:inputs": json.dumps(values, sort_keys=True),
+        "sdflow:base": str(workflow.path_base().resolve()),
     }
