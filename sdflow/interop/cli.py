@@ -53,7 +53,6 @@ def _import_comfy(args: argparse.Namespace) -> int:
 def header(source: str, kind: str) -> str:
     """The comment the written YAML starts with."""
     return (
-        f"# Imported from the ComfyUI workflow {Path(source).name} ({kind} format) by `sdflow import comfy`.\n"
+        f"# Imported by `sdflow import comfy` from the ComfyUI {kind}-format workflow {Path(source).name}.\n"
         "# Relative paths (LoadImage) are relative to this file's folder.\n"
     )
-

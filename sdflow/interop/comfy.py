@@ -95,7 +95,9 @@ class _Converter:
                     problems.append(f"node {node.id} ({node.type}): {exc}")
                     self.ports[node.id] = []
         if problems:
-            raise ConversionError("cannot import this workflow:\n" + "\n".join(problems), Location(self.source))
+            raise ConversionError(
+                "cannot import this workflow:\n" + "\n".join(problems), Location(self.source)
+            )
         used = {link.node for spec in self.workflow.nodes.values() for link in spec.links().values()}
         for node_id in self.replaced:
             if node_id not in used:
@@ -111,7 +113,9 @@ class _Converter:
                     dag.add_edge(value.node, node.id)
         missing = [n for n in dag if n not in self.graph.nodes]
         if missing:
-            raise ConversionError(f"links come from nodes the workflow lacks: {', '.join(missing)}", Location(self.source))
+            raise ConversionError(
+                f"links come from nodes the workflow lacks: {', '.join(missing)}", Location(self.source)
+            )
         if not nx.is_directed_acyclic_graph(dag):
             raise ConversionError("the workflow's links form a loop", Location(self.source))
         return [self.graph.nodes[n] for n in nx.lexicographical_topological_sort(dag, key=_natural)]
@@ -260,7 +264,7 @@ def _vae_encode(c: _Converter, node: ComfyNode, mask: Link | None = None) -> lis
 def _vae_encode_for_inpaint(c: _Converter, node: ComfyNode) -> list[Port]:
     grow = int(c.const(node, "grow_mask_by", 6))
     if grow:
-        c.notes.append(f"node {node.id} (VAEEncodeForInpaint): grow_mask_by {grow} ignored (sdflow uses the mask as it is)")
+        c.notes.append(f"node {node.id} (VAEEncodeForInpaint): grow_mask_by {grow} ignored (mask used as is)")
     return _vae_encode(c, node, c.port(node, "mask").link)
 
 
@@ -276,7 +280,9 @@ def _set_latent_noise_mask(c: _Converter, node: ComfyNode) -> list[Port]:
 
 
 def _vae_decode(c: _Converter, node: ComfyNode) -> list[Port]:
-    nid = c.add("decode", node.id, "VAEDecode", vae=c.port(node, "vae").link, latent=c.port(node, "samples").link)
+    nid = c.add(
+        "decode", node.id, "VAEDecode", vae=c.port(node, "vae").link, latent=c.port(node, "samples").link
+    )
     return [Port(Link(nid, "image"))]
 
 
@@ -289,7 +295,9 @@ def _load_image(c: _Converter, node: ComfyNode) -> list[Port]:
 def _save_image(c: _Converter, node: ComfyNode, prefix: str | None = None) -> list[Port]:
     prefix = prefix or str(c.const(node, "filename_prefix", "ComfyUI"))
     if "%" in prefix:
-        c.notes.append(f"node {node.id} (SaveImage): '%...%' in filename_prefix '{prefix}' is written as it is")
+        c.notes.append(
+            f"node {node.id} (SaveImage): '%...%' in filename_prefix '{prefix}' is written as it is"
+        )
     c.add("save", node.id, "SaveImage", image=c.port(node, "images").link, filename_prefix=prefix)
     return []
 
@@ -318,7 +326,9 @@ def _latent_upscale(c: _Converter, node: ComfyNode) -> list[Port]:
 def _latent_upscale_by(c: _Converter, node: ComfyNode) -> list[Port]:
     mode = _mode(node, c, LATENT_MODES)
     factor = float(c.const(node, "scale_by", 1.5))
-    nid = c.add("upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, factor=factor, mode=mode)
+    nid = c.add(
+        "upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, factor=factor, mode=mode
+    )
     return [Port(Link(nid, "latent"))]
 
 

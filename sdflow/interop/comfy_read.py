@@ -94,7 +94,9 @@ def read(path: str | Path) -> ComfyGraph:
         for key in ("prompt", "workflow"):
             if key in chunks:
                 return parse(_json(chunks[key], where, f"the '{key}' text"), where)
-        hint = " (it holds an sdflow workflow: run it with `sdflow run`)" if "sdflow:workflow" in chunks else ""
+        hint = (
+            " (it holds an sdflow workflow: run it with `sdflow run`)" if "sdflow:workflow" in chunks else ""
+        )
         raise UserError(f"this PNG holds no ComfyUI workflow ('prompt' or 'workflow' text){hint}", where)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -111,8 +113,10 @@ def parse(document: Any, where: Location) -> ComfyGraph:
         return _ui(document, where)
     if isinstance(document, dict) and isinstance(document.get("prompt"), dict):
         document = document["prompt"]  # the body of a POST /prompt request
-    if isinstance(document, dict) and document and all(
-        isinstance(v, dict) and "class_type" in v for v in document.values()
+    if (
+        isinstance(document, dict)
+        and document
+        and all(isinstance(v, dict) and "class_type" in v for v in document.values())
     ):
         return _api(document)
     raise UserError(
@@ -185,7 +189,9 @@ def _ui(document: dict[str, Any], where: Location) -> ComfyGraph:
             if link is None:
                 continue
             if link not in links:
-                raise UserError(f"node {node_id} ({kind}): input '{slot.get('name')}' uses unknown link {link}", where)
+                raise UserError(
+                    f"node {node_id} ({kind}): input '{slot.get('name')}' uses unknown link {link}", where
+                )
             inputs[slot["name"]] = _source(links[link], raw, links, where)
         graph.nodes[node_id] = ComfyNode(node_id, kind, inputs, node.get("title"))
     _inline_primitives(graph)
