@@ -11,13 +11,13 @@ from PIL import UnidentifiedImageError
 
 from sdflow.errors import Location, WorkflowError
 from sdflow.graphs.model import Workflow
+from sdflow.interop.infotext import INFOTEXT_KEY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_KEY = "sdflow:workflow"
 INPUTS_KEY = "sdflow:inputs"
 BASE_KEY = "sdflow:base"
 COMFY_KEYS = ("prompt", "workflow")
-A1111_KEY = "parameters"
 
 
 def is_png(path: str | Path) -> bool:
@@ -80,7 +80,7 @@ def _no_workflow(chunks: dict[str, str], path: str) -> str:
             "this picture holds a ComfyUI workflow, not an sdflow one: convert it with "
             f"`sdflow import comfy {path} -o workflow.yaml`, then run workflow.yaml"
         )
-    if A1111_KEY in chunks:
+    if INFOTEXT_KEY in chunks:
         return (
             "this picture holds A1111 generation parameters, not an sdflow workflow: "
             "sdflow cannot re-run it (write a workflow with those settings)"

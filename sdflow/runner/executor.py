@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
+from sdflow.interop.a1111 import Planned, generation
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import fields_of
@@ -84,6 +85,7 @@ class _Step:
     constants: dict[str, Any]
     links: dict[str, Link]
     key: str = ""
+    generation: dict[str, Any] | None = None
 
 
 class Runner:
@@ -176,13 +178,16 @@ class Runner:
         ctx: RunContext,
     ) -> list[_Step]:
         steps = _steps(workflow, graph, values, outputs)
+        planned = {s.id: Planned(s.cls.type_name, s.constants, s.links) for s in steps}
         keys: dict[str, str] = {}
         for step in steps:
+            if step.cls.is_output:
+                step.generation = generation(planned, step.id)
             upstream = {
                 name: output_key(keys[link.node], _output_name(workflow, link))
                 for name, link in step.links.items()
             }
-            fingerprint = step.cls.fingerprint(step.constants, ctx)
+            fingerprint = step.cls.fingerprint(step.constants, replace(ctx, generation=step.generation))
             step.key = node_key(
                 step.cls.type_name,
                 step.cls.version,
@@ -220,6 +225,7 @@ class Runner:
                 node_id=step.id,
                 output_dir=ctx_base.output_dir,
                 metadata=ctx_base.metadata,
+                generation=step.generation,
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
             )
