@@ -87,11 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
+    from sdflow.draw import cli as draw_cli
     from sdflow.golden import cli as golden_cli
     from sdflow.interop import cli as interop_cli
 
     golden_cli.add_commands(commands)
     interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     return parser
 
 
