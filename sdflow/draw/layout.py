@@ -1,5 +1,6 @@
-"""The drawing model of a workflow: nodes in layers (topological generations), ordered within each
-layer to cross fewer edges, and labelled edges."""
+"""The drawing model of a workflow (a Sugiyama-style layered layout, small enough to read):
+every node as late as its users allow, long links routed through placeholder points in the layers
+they cross, and each layer ordered by its neighbours' mean position to cross fewer links."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ import networkx as nx
 from sdflow.graphs.model import Workflow
 from sdflow.nodes import registry
 
-SWEEPS = 4  # barycenter passes (down, up, down, up): enough for workflows of a few dozen nodes
+SWEEPS = 6  # barycenter passes, alternating direction: enough for workflows of a few dozen nodes
+WAYPOINT = "\0"  # starts the id of a placeholder a long link passes through (no node id can)
 
 
 @dataclass(frozen=True)
 class Edge:
-    """A link: from node ``source`` (its output ``output``) into ``target``'s field ``field``."""
+    """A link: from node ``source`` (its output ``output``) into ``target``'s field ``field``,
+    passing the ``waypoints`` (placeholders in the layers between) in order."""
 
     source: str
     target: str
     output: str
     field: str
+    waypoints: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -29,41 +33,60 @@ class Edge:
 
 @dataclass
 class Drawing:
-    """Node ids by layer (left to right, each top to bottom), their types, edges and run status."""
+    """Node ids (and waypoints) by layer, left to right, each top to bottom; node types; edges;
+    and each node's status in a run ("ran" / "cached") when known."""
 
     layers: list[list[str]]
     types: dict[str, str]
     edges: list[Edge]
-    status: dict[str, str] = field(default_factory=dict)  # node id -> "ran" | "cached"
+    status: dict[str, str] = field(default_factory=dict)
+
+    def nodes(self) -> list[str]:
+        """The workflow's nodes (no waypoints), layer by layer."""
+        return [n for layer in self.layers for n in layer if not is_waypoint(n)]
+
+
+def is_waypoint(node: str) -> bool:
+    return node.startswith(WAYPOINT)
 
 
 def drawing(workflow: Workflow, status: dict[str, str] | None = None) -> Drawing:
-    """Lay out ``workflow`` (it should have been validated: links point at existing nodes)."""
-    edges = []
+    """Lay out ``workflow`` (validated first: every link points at an existing node)."""
     graph = nx.DiGraph()
     graph.add_nodes_from(workflow.nodes)
+    links = []
     for node_id, spec in workflow.nodes.items():
         for field_name, link in spec.links().items():
-            edges.append(Edge(link.node, node_id, _output(workflow, link.node, link.output), field_name))
+            links.append((link.node, node_id, _output(workflow, link.node, link.output), field_name))
             graph.add_edge(link.node, node_id)
-    layers = _layers(graph, list(workflow.nodes))
-    _order(layers, graph)
+    level = _levels(graph)
+    layers: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for node in workflow.nodes:
+        layers[level[node]].append(node)
+    edges, routed = [], nx.DiGraph(graph)
+    for source, target, output, field_name in links:
+        waypoints = []
+        for layer in range(level[source] + 1, level[target]):
+            point = f"{WAYPOINT}{len(routed)}"
+            routed.add_edge(waypoints[-1] if waypoints else source, point)
+            layers[layer].append(point)
+            waypoints.append(point)
+        if waypoints:
+            routed.add_edge(waypoints[-1], target)
+        edges.append(Edge(source, target, output, field_name, tuple(waypoints)))
+    _order(layers, routed)
     types = {node_id: spec.type for node_id, spec in workflow.nodes.items()}
     return Drawing(layers, types, edges, dict(status or {}))
 
 
-def _layers(graph: nx.DiGraph, written: list[str]) -> list[list[str]]:
-    """Topological generations, with each source node moved right to just before its first user
-    (an EmptyLatent sits beside the AddNoise it feeds, not beside the checkpoint)."""
-    level = {n: i for i, layer in enumerate(nx.topological_generations(graph)) for n in layer}
-    for node in graph:
+def _levels(graph: nx.DiGraph) -> dict[str, int]:
+    """Each node's layer: as late as possible (just before its first user), sinks last."""
+    level: dict[str, int] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
         users = [level[n] for n in graph.successors(node)]
-        if graph.in_degree(node) == 0 and users:
-            level[node] = min(users) - 1
-    layers: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for node in written:
-        layers[level[node]].append(node)
-    return [layer for layer in layers if layer]
+        level[node] = min(users) - 1 if users else 0
+    lowest = min(level.values(), default=0)
+    return {node: value - lowest for node, value in level.items()}
 
 
 def _output(workflow: Workflow, node_id: str, output: str | None) -> str:

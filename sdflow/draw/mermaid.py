@@ -12,7 +12,7 @@ STYLES = {
 
 def to_mermaid(picture: Drawing) -> str:
     """Mermaid text: one box per node (id and type), one labelled arrow per link."""
-    names = {node: f"n{i}" for i, node in enumerate(n for layer in picture.layers for n in layer)}
+    names = {node: f"n{i}" for i, node in enumerate(picture.nodes())}
     lines = ["flowchart LR"]
     for node, name in names.items():
         lines.append(f'  {name}["{_escape(node)}<br/><small>{_escape(picture.types[node])}</small>"]')
