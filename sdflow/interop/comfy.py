@@ -21,6 +21,7 @@ import networkx as nx
 from sdflow.errors import Location, UserError
 from sdflow.graphs.model import Link, NodeSpec, Workflow
 from sdflow.interop.comfy_read import ComfyGraph, ComfyNode, Ref
+from sdflow.nodes.library.noise import MAX_SEED
 
 # ComfyUI sampler -> sdflow sampler; `karras` is only a variant of dpmpp_2m in sdflow.
 SAMPLERS = {
@@ -215,6 +216,8 @@ def _sampling(
     total, strength = strength_steps
     schedule = c.add("schedule", node.id, "Scheduler", model=model.link, sampler=sampler, steps=total)
     noise_fields: dict[str, Any] = {"latent": c.port(node, "latent_image").link, "schedule": Link(schedule)}
+    if not 0 <= seed <= MAX_SEED:
+        raise _Problem(f"seed {seed} is outside sdflow's range 0..{MAX_SEED}")
     noise_fields["seed"] = seed
     if strength < 1.0:
         noise_fields["strength"] = strength
