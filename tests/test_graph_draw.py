@@ -12,6 +12,7 @@ import pytest
 from sdflow.cli import main
 from sdflow.draw.layout import drawing, is_waypoint
 from sdflow.draw.mermaid import to_mermaid
+from sdflow.draw.svg import to_svg
 from sdflow.graphs.yaml_io import load
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -74,6 +75,12 @@ def test_the_command_colours_the_svg_from_a_run_report(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0 and out.strip() != str(tmp_path / "g.svg")  # never overwritten
     assert set(node_fills(out.strip()).values()) == {"#ffe8cc"}  # the first run ran everything
+
+
+def test_the_drawing_in_the_docs_is_the_current_one():
+    """README shows docs/graph_txt2img.svg: `sdflow graph examples/txt2img.yaml -o docs/graph_txt2img.svg`."""
+    drawn = to_svg(drawing(load(EXAMPLES / "txt2img.yaml")))
+    assert (EXAMPLES.parent / "docs" / "graph_txt2img.svg").read_text() == drawn
 
 
 def node_fills(path: str) -> dict[str, str]:
