@@ -136,3 +136,11 @@ def test_a_png_without_an_sdflow_workflow_is_a_clear_error(tmp_path, capsys, chu
         assert code == 2
         assert expected in err and str(picture) in err
         assert "Traceback" not in err and "utf-8" not in err
+
+
+def test_a_jpeg_is_neither_yaml_nor_an_sdflow_png(tmp_path, capsys):
+    picture = tmp_path / "photo.jpg"
+    PILImage.new("RGB", (8, 8), (200, 10, 10)).save(picture)
+    code, _, err = sdflow_cli("run", str(picture), capsys=capsys)
+    assert code == 2
+    assert "not a workflow: neither UTF-8 YAML text nor a PNG that sdflow saved" in err

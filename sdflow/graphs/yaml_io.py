@@ -37,7 +37,10 @@ def load(path: str | Path) -> Workflow:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkflowError("workflow file not found", Location(str(path))) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        message = "not a workflow: neither UTF-8 YAML text nor a PNG that sdflow saved"
+        raise WorkflowError(message, Location(str(path))) from None
+    except OSError as exc:
         raise WorkflowError(f"cannot read workflow file: {exc}", Location(str(path))) from None
     return loads(text, str(path))
 
