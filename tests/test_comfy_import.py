@@ -309,3 +309,17 @@ def test_lora_workflows_validate_once_loadlora_exists(tmp_path, capsys):
         "import", "comfy", str(FIXTURES / "lora_api.json"), "-o", str(tmp_path / "lora.yaml"), capsys=capsys
     )
     assert code == 0, err
+
+
+def test_values_sdflow_refuses_are_reported_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(_api_with({"3": {"cfg": 150.0}, "5": {"width": "wide"}})))
+    code, _, err = sdflow_cli("import", "comfy", str(path), "-o", str(tmp_path / "w.yaml"), capsys=capsys)
+    assert code == 2
+    assert "node 5 (EmptyLatentImage): invalid value: invalid literal for int()" in err
+    path.write_text(json.dumps(_api_with({"3": {"cfg": 150.0}})))
+    code, _, err = sdflow_cli("import", "comfy", str(path), "-o", str(tmp_path / "w.yaml"), capsys=capsys)
+    assert code == 2
+    assert "the converted workflow does not validate (nothing written)" in err
+    assert "node 'sample_3', field 'cfg'" in err
+    assert not (tmp_path / "w.yaml").exists()

@@ -39,7 +39,11 @@ def _import_comfy(args: argparse.Namespace) -> int:
     graph = read(args.file)
     conversion = convert(graph, args.file, relative_image_dir(args.image_dir, args.output))
     text = header(args.file, graph.format) + dumps(conversion.workflow)
-    validate(loads(text, args.output))  # what we write must load and validate as it is
+    try:  # what we write must load and validate as it is
+        validate(loads(text, args.output))
+    except UserError as exc:
+        message = f"the converted workflow does not validate (nothing written):\n{exc}"
+        raise UserError(message, Location(args.file)) from None
     try:
         written = write_new_path(args.output, text.encode())
     except OSError as exc:

@@ -95,6 +95,9 @@ class _Converter:
                 except _Problem as exc:
                     problems.append(f"node {node.id} ({node.type}): {exc}")
                     self.ports[node.id] = []
+                except (ValueError, TypeError) as exc:  # e.g. int("abc") on a hand-edited file
+                    problems.append(f"node {node.id} ({node.type}): invalid value: {exc}")
+                    self.ports[node.id] = []
         if problems:
             raise ConversionError(
                 "cannot import this workflow:\n" + "\n".join(problems), Location(self.source)
