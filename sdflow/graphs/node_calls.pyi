@@ -95,6 +95,13 @@ class LoadImageNode(NodeHandle):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadLoRANode(NodeHandle):
+    """Handle of a node of type LoadLoRA: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
@@ -300,6 +307,30 @@ class NodeCalls:
 
         Fields:
             path: picture file (PNG, JPEG, WebP...); a relative path is relative to the workflow file's folder
+        """
+
+    def LoadLoRA(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        file: str | Input,
+        strength_model: float | Input = 1.0,
+        strength_clip: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> LoadLoRANode:
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+
+        Returns the node; its outputs: model (Model), clip (Clip).
+
+        Fields:
+            model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
+            clip: the text encoder to patch; left unchanged
+            file: a LoRA .safetensors: a path, or a name in the model folders' loras (Lora) folders
+            strength_model: scale of the UNet update (0 = none) [>= -10.0, <= 10.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def LoadMask(
