@@ -3,7 +3,6 @@ into the cached base model."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,16 @@ from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "sdflow" / "builtin" / "tiny-sd15"
+TO_Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
 PROMPT, NEGATIVE, SEED, STEPS, CFG = "a red circle", "blurry", 3, 4, 5.0
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("make_tiny_loras", ROOT / "tools" / "make_tiny_loras.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def loras(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
     """Tiny LoRAs for tiny-sd15, one per format, written by tools/make_tiny_loras.py."""
     folder = tmp_path_factory.mktemp("loras")
     pipe = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT))
-    tool = _tool()
+    tool = tool("make_tiny_loras.py")
     return {
         "kohya": tool.write_kohya(folder / "tiny_kohya.safetensors", pipe.unet, pipe.text_encoder, 4, 0),
         "peft": tool.write_peft(folder, pipe.unet, pipe.text_encoder, 4, 1),
@@ -174,14 +167,15 @@ def test_cache_key_follows_the_lora_file_content_and_the_strengths(
 
 
 def test_lora_found_by_name_in_the_loras_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Runner, loras: dict[str, Path]
+    tmp_path: Path, runner: Runner, loras: dict[str, Path], model_folders
 ) -> None:
-    folder = tmp_path / "ComfyUI" / "models" / "loras"
-    folder.mkdir(parents=True)
-    (folder / "style.safetensors").write_bytes(loras["kohya"].read_bytes())
-    monkeypatch.setenv("SDFLOW_MODELS", str(tmp_path / "ComfyUI"))
+    model_folders("ComfyUI/models/loras/style.safetensors", loras["kohya"])
     by_name = runner.run(loads(workflow(("style", 1.0, 1.0)), str(tmp_path / "w.yaml")), outputs=["lora0"])
+    direct = runner.run(loads(workflow((str(loras["kohya"]), 1.0, 1.0)), "w.yaml"), outputs=["lora0"])
     assert by_name.report.status()["lora0"] == "ran"
+    named, pathed = by_name["lora0.model"].unet.state_dict(), direct["lora0.model"].unet.state_dict()
+    assert all(torch.equal(named[k], pathed[k]) for k in named)
+    assert not torch.equal(named[TO_Q], by_name["ckpt.model"].unet.state_dict()[TO_Q])
 
 
 def run_error(runner: Runner, file: str, tmp_path: Path, **fields) -> UserError:

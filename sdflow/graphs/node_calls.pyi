@@ -107,6 +107,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadVAENode(NodeHandle, Linkable[Vae]):
+    """Handle of a node of type LoadVAE: its attributes are its outputs."""
+    @property
+    def vae(self) -> Output[Vae]: ...
+
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
     @property
@@ -352,6 +357,23 @@ class NodeCalls:
             invert: swap repaint and keep (1 - mask)
         """
 
+    def LoadVAE(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadVAENode:
+        """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
+
+        Returns the node; its outputs: vae (Vae).
+
+        Fields:
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
+                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+        """
+
     def MaskBlend(
         self,
         *,
@@ -414,14 +436,17 @@ class NodeCalls:
         id: str | None = None,
         vae: Linkable[Vae],
         latent: Linkable[Latent],
+        seed: int | Input = 0,
     ) -> VAEDecodeNode:
         """Decode a latent into an RGB image with the VAE.
 
         Returns the node; its outputs: image (Image).
 
         Fields:
-            vae: the VAE, from LoadCheckpoint
+            vae: the VAE, from LoadCheckpoint or LoadVAE
             latent: the latent to decode
+            seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
+                9223372036854775807]
         """
 
     def VAEEncode(
