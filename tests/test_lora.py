@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from safetensors.torch import save_file
 
 from sdflow.cli import main
 from sdflow.errors import UserError
 from sdflow.graphs import loads
 from sdflow.models import lora, weightfile
+from sdflow.models.ldm_names import block_names, ldm_name
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,3 +269,50 @@ def test_older_diffusers_spellings_name_the_same_layers() -> None:
         ("unet", f"{module}.to_out.0"),
         ("text_encoder", "text_model.encoder.layers.0.mlp.fc1"),
     }
+
+
+def test_ldm_layer_names_are_the_ones_diffusers_converts_back() -> None:
+    # SD 1.x's block layout at a tiny width: 4 levels, 2 layers a level, no attention at the bottom
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=2,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        sample_size=8,
+    )
+    blocks = block_names(unet.config)
+    norms = {"norm1": "in_layers.0", "norm2": "out_layers.0"}  # not LoRA targets: only for the round trip
+    ldm = {}
+    for key, value in unet.state_dict().items():
+        path, _, param = key.rpartition(".")
+        block, _, layer = path.rpartition(".")
+        name = ldm_name(path, blocks) or (f"{blocks[block]}.{norms[layer]}" if layer in norms else "out.0")
+        ldm[f"model.diffusion_model.{name}.{param}"] = value
+    assert len(ldm) == len(unet.state_dict())
+    back = convert_ldm_unet_checkpoint(ldm, dict(unet.config))
+    assert back.keys() == unet.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in unet.state_dict().items())
+
+
+def test_a_kohya_lora_with_ldm_layer_names_patches_the_same_layers(loras: dict[str, Path]) -> None:
+    tensors, _ = weightfile.read(loras["kohya"])
+    unet = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT)).unet
+    flat_to_ldm = {
+        "lora_unet_" + path.replace(".", "_"): "lora_unet_" + ldm.replace(".", "_")
+        for path, _ in unet.named_modules()
+        if (ldm := ldm_name(path, block_names(unet.config)))
+    }
+    renamed = {}
+    for key, value in tensors.items():
+        stem, dot, rest = key.partition(".")
+        renamed[flat_to_ldm.get(stem, stem) + dot + rest] = value
+    assert sum(k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks")) for k in renamed) > 20
+    ldm_layers = lora.parse(renamed).for_target("unet")
+    diffusers_layers = lora.parse(tensors).for_target("unet")
+    ldm_deltas, unmatched = lora.deltas(ldm_layers, unet, "unet")
+    assert unmatched == []
+    expected, _ = lora.deltas(diffusers_layers, unet, "unet")
+    assert ldm_deltas.keys() == expected.keys()
+    assert all(torch.equal(ldm_deltas[k], expected[k]) for k in expected)

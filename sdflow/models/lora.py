@@ -2,7 +2,8 @@
 
 Two formats are read:
 
-- kohya / A1111: ``lora_unet_<module>`` and ``lora_te_<module>`` (module path with ``_`` for ``.``),
+- kohya / A1111: ``lora_unet_<module>`` and ``lora_te_<module>`` (module path with ``_`` for ``.``;
+  UNet modules by their diffusers or their original LDM names),
   each with ``.lora_down.weight``, ``.lora_up.weight`` and an optional ``.alpha``; LoCon layers (conv
   kernels in ``lora_down``) too.
 - diffusers / PEFT: ``unet.<module>`` and ``text_encoder.<module>`` with ``.lora_A.weight`` /
@@ -22,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+
+from sdflow.models import ldm_names
 
 TARGETS = ("unet", "text_encoder")
 
@@ -203,7 +206,10 @@ def deltas(
 
 def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
     """Names a LoRA may use for each Linear/Conv2d of ``root`` -> its module path. Text encoders are
-    matched with and without transformers' ``text_model.`` wrapper (transformers 5 dropped it)."""
+    matched with and without transformers' ``text_model.`` wrapper (transformers 5 dropped it); UNet
+    layers by their diffusers names and, flat, by their original LDM names (``input_blocks_4_1_...``)."""
+    config = getattr(root, "config", None)
+    blocks = ldm_names.block_names(config) if config is not None and "down_block_types" in config else None
     index: dict[tuple[str, str], str] = {}
     for path, module in root.named_modules():
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -216,4 +222,7 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
         for name in names:
             index[("dotted", name)] = path
             index[("flat", name.replace(".", "_"))] = path
+        ldm = ldm_names.ldm_name(path, blocks) if blocks is not None else None
+        if ldm is not None:
+            index[("flat", ldm.replace(".", "_"))] = path
     return index
