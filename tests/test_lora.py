@@ -33,7 +33,7 @@ def loras(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
     tool = tool("make_tiny_loras.py")
     return {
         "kohya": tool.write_kohya(folder / "tiny_kohya.safetensors", pipe.unet, pipe.text_encoder, 4, 0),
-        "peft": tool.write_peft(folder, pipe.unet, pipe.text_encoder, 4, 1),
+        "peft": tool.write_peft(folder / "peft", pipe.unet, pipe.text_encoder, 4, 1),
     }
 
 
@@ -166,6 +166,20 @@ def test_cache_key_follows_the_lora_file_content_and_the_strengths(
     assert key(0.5) != first
     copy.write_bytes(loras["peft"].read_bytes())
     assert key() != first
+
+
+def test_a_diffusers_lora_folder_reads_its_one_weights_file(runner: Runner, loras: dict[str, Path]) -> None:
+    folder = runner.run(loads(workflow((str(loras["peft"].parent), 1.0, 1.0)), "w.yaml"), outputs=["lora0"])
+    direct = runner.run(loads(workflow((str(loras["peft"]), 1.0, 1.0)), "w.yaml"), outputs=["lora0"])
+    from_folder, from_file = folder["lora0.model"].unet.state_dict(), direct["lora0.model"].unet.state_dict()
+    assert torch.equal(from_folder[TO_Q], from_file[TO_Q])
+
+
+def test_a_folder_of_several_weight_files_is_ambiguous(tmp_path: Path, runner: Runner) -> None:
+    for name in ("a.safetensors", "b.safetensors"):
+        save_file({"x": torch.zeros(1)}, str(tmp_path / name))
+    error = run_error(runner, str(tmp_path), tmp_path)
+    assert "should hold one LoRA weights file (found: a.safetensors, b.safetensors)" in error.message
 
 
 def test_lora_found_by_name_in_the_loras_folder(

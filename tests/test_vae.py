@@ -152,3 +152,15 @@ def test_a_pickled_vae_is_refused_unless_allowed(
         loads(workflow(str(tmp_path / "vae.pt"), extra=", allow_pickle: true"), "w.yaml"), outputs=["decoded"]
     )
     assert np.array_equal(allowed["decoded.image"].pixels.numpy(), decode(runner, str(vaes["ldm"]))[0])
+
+
+def test_consistency_decoder_vae_encodes_through_vaeencode(runner: Runner, vaes: dict[str, Path]) -> None:
+    text = workflow(str(vaes["consistency"])) + (
+        "  encoded: {type: VAEEncode, vae: !link vae, image: !link own, posterior: mode}\n"
+    )
+    result = runner.run(loads(text, "w.yaml"), outputs=["encoded"])
+    reference = ConsistencyDecoderVAE.from_pretrained(str(vaes["consistency"]))
+    with torch.no_grad():
+        pixels = result["own.image"].pixels * 2 - 1
+        expected = reference.encode(pixels).latent_dist.mode() * reference.config.scaling_factor
+    assert (result["encoded.latent"].samples - expected).abs().max() <= 1e-5  # layouts round apart

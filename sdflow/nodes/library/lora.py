@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,7 +31,10 @@ class LoadLoRA(ModelFileNode):
     clip: Clip = Field(description="the text encoder to patch; left unchanged")
     file: str = Field(
         min_length=1,
-        description="a LoRA .safetensors: a path, or a name in the model folders' loras (Lora) folders",
+        description=(
+            "a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name "
+            "in the model folders' loras (Lora) folders"
+        ),
     )
     strength_model: float = Field(
         1.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH, description="scale of the UNet update (0 = none)"
@@ -43,7 +47,7 @@ class LoadLoRA(ModelFileNode):
     )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        path = self.resolved(ctx)
+        path = self._weights_file(self.resolved(ctx), ctx)
         try:
             tensors, metadata = weightfile.read(path, self.allow_pickle)
             parsed = lora.parse(tensors, metadata)
@@ -59,6 +63,19 @@ class LoadLoRA(ModelFileNode):
                 encoder = patch.patched_copy(clip.text_encoder, te_deltas, self.strength_clip)
                 clip = replace(clip, text_encoder=encoder)
         return {"model": model, "clip": clip}
+
+    @staticmethod
+    def _weights_file(path: Path, ctx: RunContext) -> Path:
+        """The LoRA file itself; a folder (as diffusers saves LoRAs) must hold exactly one."""
+        if not path.is_dir():
+            return path
+        files = sorted(path.glob("*.safetensors")) or sorted(
+            p for p in path.iterdir() if p.is_file() and weightfile.is_pickle(p)
+        )
+        if len(files) != 1:
+            found = ", ".join(p.name for p in files) or "none"
+            raise ctx.error(f"the folder {path} should hold one LoRA weights file (found: {found})", "file")
+        return files[0]
 
     @staticmethod
     def _deltas(
