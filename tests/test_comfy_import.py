@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
@@ -16,7 +17,6 @@ from sdflow.graphs.model import Link
 from sdflow.graphs.yaml_io import dumps, load
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
 from sdflow.interop.comfy_read import read
-from sdflow.nodes import registry
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
@@ -303,8 +303,36 @@ def test_image_dir_paths_are_written_relative_to_the_yaml(tmp_path, capsys, monk
         assert result.size == (64, 64)
 
 
-@pytest.mark.skipif(registry.get("LoadLoRA") is None, reason="LoadLoRA is on the lora branch")
-def test_lora_workflows_validate_once_loadlora_exists(tmp_path, capsys):
+def test_a_lora_workflow_finds_its_lora_and_vae_in_comfyuis_model_folders(
+    tmp_path, tool, model_folders, runner
+):
+    """The names ComfyUI wrote (lora_name, vae_name) are kept; LoadLoRA / LoadVAE find them."""
+    from sdflow.nodes import checkpoints
+
+    loaded = checkpoints.load(checkpoints.resolve("builtin:tiny-sd15"), torch.device("cpu"), torch.float32)
+    made = tmp_path / "made"
+    made.mkdir()
+    lora = tool("make_tiny_loras.py").write_kohya(
+        made / "l.safetensors", loaded.unet, loaded.text_encoder, 4, 0
+    )
+    vae = tool("make_tiny_vaes.py").write_all(made / "vae")["ldm"]
+    model_folders("ComfyUI/models/loras/pixel-art.safetensors", lora)
+    model_folders("ComfyUI/models/vae/vae-ft-mse-840000-ema-pruned.safetensors", vae)
+    document = json.loads((FIXTURES / "lora_api.json").read_text())
+    document["1"]["inputs"]["ckpt_name"] = "builtin:tiny-sd15"
+    document["7"]["inputs"].update(width=64, height=64, batch_size=1)
+    document["8"]["inputs"]["steps"] = 2
+    path = tmp_path / "lora_api.json"
+    path.write_text(json.dumps(document))
+    workflow = convert(read(path), str(path)).workflow
+    with_lora = np.asarray(runner.run(workflow).image("decode_9"))
+    workflow.nodes["lora_2"].fields.update(strength_model=0.0, strength_clip=0.0)
+    without = np.asarray(runner.run(workflow).image("decode_9"))
+    assert with_lora.shape == (64, 64, 3)
+    assert not np.array_equal(with_lora, without)
+
+
+def test_lora_workflows_validate(tmp_path, capsys):
     code, _, err = sdflow_cli(
         "import", "comfy", str(FIXTURES / "lora_api.json"), "-o", str(tmp_path / "lora.yaml"), capsys=capsys
     )
