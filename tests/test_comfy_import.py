@@ -351,3 +351,16 @@ def test_values_sdflow_refuses_are_reported_before_anything_is_written(tmp_path,
     assert "the converted workflow does not validate (nothing written)" in err
     assert "node 'sample_3', field 'cfg'" in err
     assert not (tmp_path / "w.yaml").exists()
+
+
+def test_subgraphs_are_named_and_the_api_format_suggested(tmp_path):
+    document = json.loads((FIXTURES / "txt2img_ui.json").read_text())
+    uuid = "8a1e8d3e-7a1c-4a55-9d4c-1f2a3b4c5d6e"
+    document["nodes"].append({"id": 20, "type": uuid, "mode": 0, "inputs": [], "outputs": []})
+    document["definitions"] = {"subgraphs": [{"id": uuid, "name": "Face detailer", "nodes": []}]}
+    path = tmp_path / "sub.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConversionError) as caught:
+        convert(read(path), str(path))
+    assert "unsupported ComfyUI nodes: subgraph 'Face detailer' (node 20)." in str(caught.value)
+    assert "export the API format, where ComfyUI flattens them" in str(caught.value)

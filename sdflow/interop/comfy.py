@@ -88,6 +88,12 @@ class _Converter:
             problems.append(
                 f"unsupported ComfyUI nodes: {listed}. sdflow imports: {', '.join(sorted(HANDLERS))}"
             )
+            if self.graph.format == "ui" and any(
+                k.startswith(("subgraph ", "workflow>")) for k in unsupported
+            ):
+                problems.append(
+                    "subgraphs and group nodes: export the API format, where ComfyUI flattens them"
+                )
         else:
             for node in self._order():
                 try:

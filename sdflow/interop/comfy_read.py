@@ -174,8 +174,15 @@ def _ui(document: dict[str, Any], where: Location) -> ComfyGraph:
             entry = [entry.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
         links[entry[0]] = (str(entry[1]), int(entry[2]))
     graph = ComfyGraph({}, "ui")
+    subgraphs = {
+        str(sub.get("id")): str(sub.get("name", "?"))
+        for sub in (document.get("definitions") or {}).get("subgraphs") or []
+        if isinstance(sub, dict)
+    }
     for node_id, node in raw.items():
         kind = str(node.get("type", "?"))
+        if kind in subgraphs:  # its type is the subgraph's id: name it for the message
+            kind = f"subgraph '{subgraphs[kind]}'"
         if kind in COMMENTS or kind in ("Reroute", "PrimitiveNode"):
             continue
         if node.get("mode") == MUTED:
