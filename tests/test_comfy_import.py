@@ -13,7 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from sdflow.cli import main
 from sdflow.errors import UserError
-from sdflow.graphs.model import Link
+from sdflow.graphs.model import InputRef, Link
 from sdflow.graphs.yaml_io import dumps, load
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
 from sdflow.interop.comfy_read import read
@@ -69,8 +69,18 @@ def test_txt2img_becomes_scheduler_addnoise_and_denoiseloop():
         "type": "Scheduler", "model": Link("checkpoint_4", "model"), "sampler": "euler", "steps": 20,
     }  # fmt: skip
     assert fields(conversion, "noise_3") == {
-        "type": "AddNoise", "latent": Link("empty_5", "latent"), "schedule": Link("schedule_3"), "seed": 42,
-    }  # fmt: skip
+        "type": "AddNoise",
+        "latent": Link("empty_5", "latent"),
+        "schedule": Link("schedule_3"),
+        "seed": InputRef("seed"),
+    }
+    # the values people change most become workflow inputs, for --set
+    assert {n: (i.type, i.default) for n, i in conversion.workflow.inputs.items()} == {
+        "seed": ("int", 42),
+        "prompt": ("str", "a red circle on a blue background"),
+        "negative": ("str", "text, watermark"),
+    }
+    assert fields(conversion, "prompt_7")["text"] == InputRef("negative")
     assert fields(conversion, "sample_3")["cfg"] == 8.0
     assert fields(conversion, "sample_3")["negative"] == Link("prompt_7", "conditioning")
     assert fields(conversion, "save_9")["filename_prefix"] == "ComfyUI"
@@ -124,7 +134,9 @@ def test_hires_fix_upscales_the_latent_and_samples_again():
     }  # fmt: skip
     assert fields(conversion, "schedule_11")["steps"] == 6
     assert fields(conversion, "noise_11")["strength"] == 0.5
-    assert fields(conversion, "noise_11")["seed"] == 43
+    assert fields(conversion, "noise_11")["seed"] == InputRef("seed_11")  # one seed input per sampler
+    assert conversion.workflow.inputs["seed_11"].default == 43
+    assert "prompt" not in conversion.workflow.inputs  # two samplers: the prompts stay in their nodes
     assert fields(conversion, "scale_13")["resample"] == "lanczos"
     ui = imported("hires_fix_ui.json")
     assert fields(ui, "upscale_10")["mode"] == "nearest"  # nearest-exact

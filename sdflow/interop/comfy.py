@@ -19,7 +19,7 @@ from typing import Any
 import networkx as nx
 
 from sdflow.errors import Location, UserError
-from sdflow.graphs.model import Link, NodeSpec, Workflow
+from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.interop.comfy_read import ComfyGraph, ComfyNode, Ref
 from sdflow.nodes.library.noise import MAX_SEED
 
@@ -112,6 +112,7 @@ class _Converter:
         for node_id in self.replaced:
             if node_id not in used:
                 del self.workflow.nodes[node_id]
+        promote_inputs(self.workflow)
         return Conversion(self.workflow, self.notes)
 
     def _order(self) -> list[ComfyNode]:
@@ -390,6 +391,27 @@ HANDLERS: dict[str, Callable[[_Converter, ComfyNode], list[Port]]] = {
     "LoraLoader": _lora,
     "VAELoader": _vae_loader,
 }
+
+
+def promote_inputs(workflow: Workflow) -> None:
+    """Make the values people change most workflow inputs, for `--set`: each sampler's seed
+    (``seed``, or ``seed_<node>`` with several samplers) and, with one sampler, its prompts."""
+    noises = [spec for spec in workflow.nodes.values() if spec.type == "AddNoise"]
+    for spec in noises:
+        name = "seed" if len(noises) == 1 else f"seed_{spec.id.removeprefix('noise_')}"
+        _promote(workflow, spec, "seed", name, "int")
+    loops = [spec for spec in workflow.nodes.values() if spec.type == "DenoiseLoop"]
+    if len(loops) == 1:
+        positive, negative = (loops[0].fields[f].node for f in ("positive", "negative"))
+        _promote(workflow, workflow.nodes[positive], "text", "prompt", "str")
+        if negative != positive:
+            _promote(workflow, workflow.nodes[negative], "text", "negative", "str")
+
+
+def _promote(workflow: Workflow, spec: NodeSpec, field_name: str, name: str, kind: str) -> None:
+    if field_name in spec.fields and not isinstance(spec.fields[field_name], InputRef):
+        workflow.inputs[name] = InputSpec(name, kind, spec.fields[field_name])
+        spec.fields[field_name] = InputRef(name)
 
 
 def _natural(node_id: str) -> str:
