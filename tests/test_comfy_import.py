@@ -283,10 +283,17 @@ def test_the_command_writes_a_new_file_that_runs(tmp_path, capsys):
     code, again, _ = sdflow_cli("import", "comfy", str(source), "-o", str(target), capsys=capsys)
     assert code == 0 and again.strip() != str(target)  # never overwritten
     code, out, err = sdflow_cli(
-        "run", str(target), "--quiet", "--output-dir", str(tmp_path / "out"), capsys=capsys
+        "run",
+        str(target),
+        "--quiet",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--sweep",
+        "seed=1,2",
+        capsys=capsys,
     )
     assert code == 0, err
-    assert len(out.split()) == 2
+    assert len(out.split()) == 4  # two seeds, a batch of two each
 
 
 def test_image_dir_paths_are_written_relative_to_the_yaml(tmp_path, capsys, monkeypatch):
