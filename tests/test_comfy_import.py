@@ -383,3 +383,36 @@ def test_subgraphs_are_named_and_the_api_format_suggested(tmp_path):
         convert(read(path), str(path))
     assert "unsupported ComfyUI nodes: subgraph 'Face detailer' (node 20)." in str(caught.value)
     assert "export the API format, where ComfyUI flattens them" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {
+            "nodes": [{"id": 1, "type": "VAEDecode", "inputs": [{"name": "vae", "link": 5}]}],
+            "links": [[5, 2]],
+        },
+        {"nodes": [{"id": 1, "type": "KSampler", "inputs": "x"}], "links": []},
+        {"nodes": [{"id": 1, "type": "KSampler"}], "links": [7]},
+        {"1": {"class_type": "KSampler", "inputs": [1, 2]}},
+    ],
+)
+def test_malformed_files_are_one_line_errors_not_tracebacks(tmp_path, capsys, document):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(document))
+    code, _, err = sdflow_cli("import", "comfy", str(path), "-o", str(tmp_path / "w.yaml"), capsys=capsys)
+    assert code == 2
+    assert err.startswith(f"error: {path}: malformed ComfyUI workflow (")
+
+
+def test_backend_primitive_nodes_become_the_constants_they_hold(tmp_path):
+    document = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    document["20"] = {"class_type": "PrimitiveString", "inputs": {"value": "a blue square"}}
+    document["21"] = {"class_type": "PrimitiveInt", "inputs": {"value": 77}}
+    document["6"]["inputs"]["text"] = ["20", 0]
+    document["3"]["inputs"]["seed"] = ["21", 0]
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(document))
+    conversion = convert(read(path), str(path))
+    assert conversion.workflow.inputs["prompt"].default == "a blue square"
+    assert conversion.workflow.inputs["seed"].default == 77

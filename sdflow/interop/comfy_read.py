@@ -109,6 +109,14 @@ def read(path: str | Path) -> ComfyGraph:
 
 def parse(document: Any, where: Location) -> ComfyGraph:
     """A parsed JSON document in either ComfyUI format."""
+    try:
+        return _parse(document, where)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # a hand-edited or truncated file: a field of the wrong shape somewhere
+        raise UserError(f"malformed ComfyUI workflow ({type(exc).__name__}: {exc})", where) from None
+
+
+def _parse(document: Any, where: Location) -> ComfyGraph:
     if isinstance(document, dict) and isinstance(document.get("nodes"), list):
         return _ui(document, where)
     if isinstance(document, dict) and isinstance(document.get("prompt"), dict):
