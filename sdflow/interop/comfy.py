@@ -146,7 +146,7 @@ class _Converter:
         if not isinstance(value, Ref):
             raise _Problem(f"input '{name}' is not connected")
         slots = self.ports.get(value.node, [])
-        if value.slot >= len(slots):
+        if not 0 <= value.slot < len(slots):
             raise _Problem(f"input '{name}' uses output {value.slot} of node {value.node}, which has none")
         return slots[value.slot]
 
