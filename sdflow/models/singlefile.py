@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sdflow.models.detect import Detection, Layout, detect, norm_std_key
-from sdflow.models.ldm_keys import Mapping, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.ldm_keys import Mapping, Source, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, text_encoder_class, tokenizer_fixed
 from sdflow.models.weights import WeightReader
 
@@ -131,19 +131,15 @@ def _tokenizer(folder: Path) -> Any:
     return CLIPTokenizer.from_pretrained(folder)
 
 
-def _fill(
-    module: torch.nn.Module,
-    mapping: Mapping,
-    reader: WeightReader,
-    dtype: torch.dtype,
-    device: torch.device,
-    what: str,
-) -> None:
-    """Read each of ``module``'s weights from the file into place (checked for fit first)."""
+def plan_weights(
+    module: torch.nn.Module, mapping: Mapping, shapes: dict[str, tuple[int, ...]], what: str
+) -> dict[str, tuple[Source, torch.Tensor]]:
+    """For each weight ``module`` still lacks, its source in the file, checked to exist and fit
+    (ArchitectureMismatch listing the first few that do not)."""
     plan, missing, misfit = {}, [], []
     for name, tensor in module.state_dict(keep_vars=True).items():
         source = mapping(name)
-        found = reader.shapes.get(source.key) if source is not None else None
+        found = shapes.get(source.key) if source is not None else None
         if found is None:
             if tensor.is_meta:
                 missing.append(source.key if source is not None else name)
@@ -157,11 +153,23 @@ def _fill(
         plan[name] = (source, tensor)
     if missing or misfit:
         raise ArchitectureMismatch(_misfit_message(what, missing, misfit))
+    return plan
+
+
+def _fill(
+    module: torch.nn.Module,
+    mapping: Mapping,
+    reader: WeightReader,
+    dtype: torch.dtype,
+    device: torch.device,
+    what: str,
+) -> None:
+    """Read each of ``module``'s weights from the file into place (checked for fit first)."""
     fused: dict[str, torch.Tensor] = {}
     state = {}
-    for name, (source, tensor) in plan.items():
+    for name, (source, tensor) in plan_weights(module, mapping, reader.shapes, what).items():
         target = dtype if tensor.is_floating_point() else tensor.dtype
-        if source.kind == "chunk":
+        if source.kind == "chunk":  # q, k and v share one fused tensor: read it once
             if source.key not in fused:
                 fused[source.key] = reader.read(source.key, target).to(device)
             raw = fused[source.key]
