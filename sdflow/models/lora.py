@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sdflow.models import ldm_names
+from sdflow.models.ldm_keys import unet_mapping
 
 TARGETS = ("unet", "text_encoder")
 
@@ -209,7 +209,8 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
     matched with and without transformers' ``text_model.`` wrapper (transformers 5 dropped it); UNet
     layers by their diffusers names and, flat, by their original LDM names (``input_blocks_4_1_...``)."""
     config = getattr(root, "config", None)
-    blocks = ldm_names.block_names(config) if config is not None and "down_block_types" in config else None
+    is_unet = config is not None and "down_block_types" in config
+    ldm = unet_mapping(dict(config), prefix="") if is_unet else None
     index: dict[tuple[str, str], str] = {}
     for path, module in root.named_modules():
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -222,7 +223,7 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
         for name in names:
             index[("dotted", name)] = path
             index[("flat", name.replace(".", "_"))] = path
-        ldm = ldm_names.ldm_name(path, blocks) if blocks is not None else None
-        if ldm is not None:
-            index[("flat", ldm.replace(".", "_"))] = path
+        source = ldm(path + ".weight") if ldm is not None else None
+        if source is not None:
+            index[("flat", source.key.removesuffix(".weight").replace(".", "_"))] = path
     return index

@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sdflow.models import folders, weightfile
+from sdflow.models import folders, weights
+from sdflow.models.checkpoints import _content_digest
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.checkpoints import _content_digest
 
 
 def content_fingerprint(path: Path) -> str:
@@ -49,8 +49,8 @@ class ModelFileNode(Node):
             path = folders.resolve(cls.kind, constants["file"])
         except folders.ModelNotFound as exc:
             return [("file", str(exc))]
-        if path.is_file() and weightfile.is_pickle(path) and not constants.get("allow_pickle"):
-            return [("file", weightfile.pickle_refusal(path))]
+        if path.is_file() and weights.is_pickle(path) and not constants.get("allow_pickle"):
+            return [("file", weights.pickle_refusal(path))]
         return []
 
     def resolved(self, ctx: RunContext) -> Path:
