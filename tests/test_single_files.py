@@ -229,3 +229,14 @@ def test_shipped_tokenizers_are_the_real_clip_vocabulary():
         tokenizer = CLIPTokenizer.from_pretrained(CONFIGS / family / "tokenizer")
         assert len(tokenizer) == 49408 and tokenizer.pad_token == pad
         assert tokenizer("A photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_old_sd1_files_without_the_text_model_level_load(single_files, tmp_path):
+    file, folder = single_files["sd15"]
+    old = rewritten(file, tmp_path / "old.safetensors")
+    state = {k.replace("transformer.text_model.", "transformer."): v for k, v in load_file(old).items()}
+    save_file(state, old)
+    mine = load(old, config=folder).text_encoder.state_dict()
+    reference = load(folder).text_encoder.state_dict()
+    assert mine.keys() == reference.keys()
+    assert all(torch.equal(mine[k], reference[k]) for k in reference)
