@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,8 +52,8 @@ class LoadLoRA(ModelFileNode):
         try:
             tensors, metadata = weights.read_all(path, self.allow_pickle or ctx.allow_pickle)
             parsed = lora.parse(tensors, metadata)
-            unet_deltas = self._deltas(parsed, "unet", self.model.unet, ctx)
-            te_deltas = self._deltas(parsed, "text_encoder", self.clip.text_encoder, ctx)
+            unet_deltas = self._deltas(parsed, "unet", self.model.unet)
+            te_deltas = self._deltas(parsed, "text_encoder", self.clip.text_encoder)
         except (weights.WeightFileError, lora.LoraError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
         model, clip = self.model, self.clip
@@ -78,11 +79,10 @@ class LoadLoRA(ModelFileNode):
         return files[0]
 
     @staticmethod
-    def _deltas(
-        parsed: lora.LoraFile, target: str, root: torch.nn.Module, ctx: RunContext
-    ) -> dict[str, torch.Tensor]:
+    def _deltas(parsed: lora.LoraFile, target: str, root: torch.nn.Module) -> dict[str, patch.Delta]:
+        """module path -> its update, made when patched (one module's update in memory at a time)."""
         layers = parsed.for_target(target)
-        found, unmatched = lora.deltas(layers, root, target)
+        found, unmatched = lora.match(layers, root, target)
         if unmatched:
             what = "UNet" if target == "unet" else "text encoder"
             raise lora.LoraError(
@@ -90,4 +90,4 @@ class LoadLoRA(ModelFileNode):
                 f"({len(layers) - len(unmatched)} matched; first unmatched: {', '.join(unmatched[:3])}); "
                 f"is it a LoRA for another model family?"
             )
-        return found
+        return {path: functools.partial(lora.delta, matched) for path, matched in found.items()}
