@@ -231,6 +231,13 @@ def test_a_lora_for_another_model_says_how_many_layers_matched(tmp_path: Path, r
     assert "input_blocks_4_1_proj_in" in error.message
 
 
+def test_an_sdxl_lora_is_refused_as_such(tmp_path: Path, runner: Runner) -> None:
+    stem = "lora_te2_text_model_encoder_layers_0_self_attn_q_proj"
+    tensors = {f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2)}
+    save_file(tensors, str(tmp_path / "xl.safetensors"))
+    assert "an SDXL LoRA" in run_error(runner, str(tmp_path / "xl.safetensors"), tmp_path).message
+
+
 def test_a_lora_of_the_wrong_width_is_refused(tmp_path: Path, runner: Runner) -> None:
     stem = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     tensors = {f"{stem}.lora_down.weight": torch.zeros(2, 320), f"{stem}.lora_up.weight": torch.zeros(320, 2)}

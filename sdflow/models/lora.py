@@ -110,6 +110,10 @@ def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = No
         raise LoraError(f"not a LoRA file: no lora_down/lora_up or lora_A/lora_B weights (keys: {sample}...)")
     if unsupported:
         raise LoraError(f"{len(unsupported)} keys of unsupported LoRA variants, e.g. {unsupported[0]}")
+    if any(stem.startswith(("lora_te2_", "text_encoder_2.")) for stem in stems):
+        raise LoraError(
+            "an SDXL LoRA (it has layers for SDXL's second text encoder): only SD 1.x/2.x LoRAs apply"
+        )
     kohya = any(stem.startswith(tuple(_KOHYA_PREFIXES)) for stem in stems)
     adapters = _peft_adapters(metadata or {})
     lora = LoraFile("kohya" if kohya else "diffusers")
