@@ -165,3 +165,12 @@ def test_consistency_decoder_vae_encodes_through_vaeencode(runner: Runner, vaes:
         pixels = result["own.image"].pixels * 2 - 1
         expected = reference.encode(pixels).latent_dist.mode() * reference.config.scaling_factor
     assert (result["encoded.latent"].samples - expected).abs().max() <= 1e-5  # layouts round apart
+
+
+def test_a_pipeline_folder_gives_its_vae_and_is_keyed_by_that_alone(runner: Runner) -> None:
+    from sdflow.nodes.library.vae import LoadVAE
+
+    pipeline = ROOT / "sdflow" / "builtin" / "tiny-sd15"
+    result = runner.run(loads(workflow(str(pipeline)), "w.yaml"), outputs=["decoded", "own"])
+    assert torch.equal(result["decoded.image"].pixels, result["own.image"].pixels)
+    assert LoadVAE.read_from(pipeline) == pipeline / "vae"  # the fingerprint skips the UNet's files

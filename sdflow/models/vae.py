@@ -38,10 +38,15 @@ def _dtype(config: dict, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float16 and config.get("force_upcast", False) else dtype
 
 
+def source(path: Path) -> Path:
+    """What ``load`` reads for ``path``: the file, the VAE folder, or a pipeline folder's ``vae/``."""
+    return path / "vae" if path.is_dir() and (path / "model_index.json").is_file() else path
+
+
 def _from_folder(path: Path, dtype: torch.dtype) -> torch.nn.Module:
     import diffusers
 
-    folder = path / "vae" if (path / "model_index.json").is_file() else path
+    folder = source(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise VaeError(f"{folder} is not a diffusers VAE folder (no config.json in it)")

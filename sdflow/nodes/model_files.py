@@ -37,9 +37,14 @@ class ModelFileNode(Node):
         super().__init_subclass__(**kwargs)
 
     @classmethod
+    def read_from(cls, path: Path) -> Path:
+        """The file or folder the node actually reads for ``path`` (what its fingerprint covers)."""
+        return path
+
+    @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
         try:
-            return content_fingerprint(folders.resolve(cls.kind, constants["file"]))
+            return content_fingerprint(cls.read_from(folders.resolve(cls.kind, constants["file"])))
         except (folders.ModelNotFound, OSError):
             return "missing:" + constants["file"]
 

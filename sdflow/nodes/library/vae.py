@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +34,10 @@ class LoadVAE(ModelFileNode):
     allow_pickle: bool = Field(
         False, description="also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)"
     )
+
+    @classmethod
+    def read_from(cls, path: Path) -> Path:
+        return vae_files.source(path)  # a pipeline folder's vae/ only, not its UNet
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         path = self.resolved(ctx)
