@@ -52,6 +52,9 @@ class Node(BaseModel):
     # String fields naming input files: the runner makes relative ones absolute against the
     # workflow file's folder before prechecks, cache keys and run (and expands '~').
     path_fields: ClassVar[tuple[str, ...]] = ()
+    # Path fields that may instead name a model in the model folders of a kind (field -> kind, e.g.
+    # "loras"): made absolute only when that path exists next to the workflow, else kept as a name.
+    folder_kinds: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

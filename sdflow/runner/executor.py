@@ -354,7 +354,9 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
     resolved = dict(constants)
     for name in cls.path_fields:
         if isinstance(resolved.get(name), str) and resolved[name]:
-            resolved[name] = str(base / Path(resolved[name]).expanduser())
+            path = base / Path(resolved[name]).expanduser()
+            if name not in cls.folder_kinds or path.exists():
+                resolved[name] = str(path)
     return resolved
 
 
