@@ -10,13 +10,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from sdflow.errors import Location, NodeError
+from sdflow.errors import Location, NodeError, SdflowWarning
 
 CacheKind = Literal["output", "model"]
-
-
-class SdflowWarning(UserWarning):
-    """Something the user should know that does not stop the run (e.g. prompt text dropped)."""
 
 
 @dataclass

@@ -75,7 +75,7 @@ class Library:
         tensors = self._tensors(name)
         fitting = {k: v for k, v in tensors.items() if v.shape[-1] == width}
         if not fitting:
-            widths = ", ".join(sorted({str(v.shape[-1]) for v in tensors.values()})) or "none"
+            widths = ", ".join(str(w) for w in sorted({v.shape[-1] for v in tensors.values()})) or "none"
             raise PromptError(
                 f"embedding:{name} has vectors {widths} wide but this text encoder's are {width} "
                 "(an embedding made for another model family?)"

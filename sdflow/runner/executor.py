@@ -14,12 +14,12 @@ import networkx as nx
 import torch
 from PIL import Image as PILImage
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
 from sdflow.nodes import registry
-from sdflow.nodes.base import Node, RunContext, SdflowWarning
+from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles

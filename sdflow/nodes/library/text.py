@@ -87,7 +87,11 @@ def _warn_dropped(ctx: RunContext, chunks: list, tokenizer) -> None:
     dropped = [i for c in chunks[1:] for i in c.ids]
     if dropped:
         words = tokenizer.decode(dropped).strip()
-        ctx.warn(f"truncate: the prompt is {CHUNK + len(dropped)} tokens, dropped '{words}'", "text")
+        ctx.warn(
+            f"truncate: kept the first {len(chunks[0].ids)} tokens (at most {CHUNK}), "
+            f"dropped {len(dropped)}: '{words}'",
+            "text",
+        )
 
 
 def batched(encoded: list[Encoded], family) -> Conditioning:
