@@ -3,6 +3,7 @@ encode exactly as before prompts were parsed."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,23 @@ def test_plain_prompts_encode_bit_identically_to_the_old_node(text):
     result = sdflow.Runner(device="cpu", dtype="fp32").run(graph, outputs=[encoded.id])
 
     assert torch.equal(result.tensor(encoded.id), before)
+
+
+def _dominant_colours(pixels: np.ndarray) -> set[str]:
+    spec = importlib.util.spec_from_file_location("shapes_data", ROOT / "tools" / "shapes" / "data.py")
+    data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data)
+    return set(list(data.nearest_color_counts(pixels))[:2])
+
+
+def test_a_list_of_prompts_draws_one_picture_per_prompt(tmp_path):
+    graph = sdflow.load(ROOT / "examples" / "txt2img.yaml")
+    graph["positive"]["text"] = ["a red circle on a blue background", "a green square on a white background"]
+    graph["empty"]["batch_size"] = 2
+    runner = sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
+    pictures = runner.run(graph, inputs={"steps": 12}, outputs=["decoded"]).images("decoded")
+
+    assert [_dominant_colours(np.asarray(p.convert("RGB"))) for p in pictures] == [
+        {"red", "blue"},
+        {"green", "white"},
+    ]
