@@ -214,3 +214,19 @@ def test_the_fingerprint_follows_the_embedding_files(embedding_folder):
 
     assert embeddings.fingerprint("a embedding:e") not in (before, None)
     assert embeddings.fingerprint("no embeddings here") is None
+
+
+def test_half_precision_encoders_stay_bit_identical_when_plain_and_weight_in_float32(tokenizer):
+    half = CLIPTextModel.from_pretrained(SHAPES, subfolder="text_encoder", torch_dtype=torch.float16).eval()
+    text = "a red circle on a blue background"
+
+    plain = run(tokenizer, half, text)
+    weighted = run(tokenizer, half, "a (red:1.4) circle on a blue background")
+
+    assert plain.hidden.dtype == torch.float16 and weighted.hidden.dtype == torch.float16
+    assert torch.equal(plain.hidden, plain_path(tokenizer, half, text))
+    z, empty = plain.hidden.float(), plain.empty.float()
+    red = _red_positions(tokenizer)
+    expected = z.clone()
+    expected[:, red] = empty[:, red] + 1.4 * (z[:, red] - empty[:, red])
+    assert torch.equal(weighted.hidden, expected.half())

@@ -58,7 +58,9 @@ def encode(
             hidden, pooled = _forward(text_encoder, ids, layer)
         empty, _ = _forward(text_encoder, _wrapped(tokenizer, Chunk())[None].to(text_encoder.device), layer)
         weights = torch.stack([_position_weights(c) for c in chunks]).to(hidden.device)
-        hidden = weighting.apply(method, hidden, weights, empty)
+        # Weighted in float32 (fp16 states would round the small differences from the empty prompt);
+        # unweighted states come back unchanged, and fp16 -> fp32 -> fp16 is exact.
+        hidden = weighting.apply(method, hidden.float(), weights, empty.float())
     dtype = text_encoder.dtype
     hidden = hidden.reshape(1, -1, hidden.shape[-1]).to(dtype)
     pooled = pooled[:1].to(dtype) if pooled is not None else None
