@@ -130,11 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
-    from sdflow.golden.cli import add_commands
+    from sdflow.draw import cli as draw_cli
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
     from sdflow.models_cli import add_command as add_models_command
 
-    add_commands(commands)
+    golden_cli.add_commands(commands)
     add_models_command(commands)
+    interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     return parser
 
 

@@ -24,6 +24,9 @@ class RunContext:
     node_id: str = "?"
     output_dir: str = "outputs"
     metadata: dict[str, str] = field(default_factory=dict)
+    # For an output node behind a plain txt2img / img2img: prompt, sampler, seed... (A1111's
+    # "parameters" text is made from it; see sdflow/interop/a1111.py).
+    generation: dict[str, Any] | None = None
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     locate: Callable[[str | None], Location] | None = None
     allow_pickle: bool = False  # the runner-wide opt-in to pickle weight files (--allow-pickle)
