@@ -80,3 +80,11 @@ def model_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return target
 
     return install
+
+
+@pytest.fixture(scope="session")
+def single_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, tuple[Path, Path]]:
+    """Tiny LDM-layout single files with the diffusers folders of the same weights, written once per
+    session by tools/make_single_files.py: name -> (file, folder). Names: sd15, sd15-inpaint, sd2,
+    sd2-v, sd2-inpaint."""
+    return tool("make_single_files.py").make_all(tmp_path_factory.mktemp("single_files"))

@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+from diffusers import DDIMScheduler, StableDiffusionPipeline
 from safetensors.torch import save_file
 
 from sdflow.cli import main
 from sdflow.errors import UserError
 from sdflow.graphs import loads
-from sdflow.models import lora, weightfile
-from sdflow.models.ldm_names import block_names, ldm_name
+from sdflow.models import lora, weights
+from sdflow.models.ldm_keys import unet_mapping
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +148,7 @@ def test_patched_model_shares_every_unpatched_tensor_and_leaves_the_base_alone(
     assert changed and all(
         n.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")) for n in changed
     )
-    assert len(changed) == len(lora.parse(*weightfile.read(loras["peft"])).for_target("unet"))
+    assert len(changed) == len(lora.parse(*weights.read_all(loras["peft"])).for_target("unet"))
 
 
 def test_cache_key_follows_the_lora_file_content_and_the_strengths(
@@ -232,6 +231,13 @@ def test_a_lora_for_another_model_says_how_many_layers_matched(tmp_path: Path, r
     assert "input_blocks_4_1_proj_in" in error.message
 
 
+def test_an_sdxl_lora_is_refused_as_such(tmp_path: Path, runner: Runner) -> None:
+    stem = "lora_te2_text_model_encoder_layers_0_self_attn_q_proj"
+    tensors = {f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2)}
+    save_file(tensors, str(tmp_path / "xl.safetensors"))
+    assert "an SDXL LoRA" in run_error(runner, str(tmp_path / "xl.safetensors"), tmp_path).message
+
+
 def test_a_lora_of_the_wrong_width_is_refused(tmp_path: Path, runner: Runner) -> None:
     stem = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     tensors = {f"{stem}.lora_down.weight": torch.zeros(2, 320), f"{stem}.lora_up.weight": torch.zeros(320, 2)}
@@ -242,7 +248,7 @@ def test_a_lora_of_the_wrong_width_is_refused(tmp_path: Path, runner: Runner) ->
 
 def test_pickles_are_refused_unless_allowed(tmp_path: Path, runner: Runner, loras: dict[str, Path]) -> None:
     pickle = tmp_path / "style.pt"
-    torch.save(weightfile.read(loras["kohya"])[0], pickle)
+    torch.save(weights.read_all(loras["kohya"])[0], pickle)
     error = run_error(runner, str(pickle), tmp_path)
     assert "pickle" in error.message and "allow_pickle: true" in error.message
     allowed = workflow((str(pickle), 1.0, 1.0)).replace(
@@ -260,7 +266,7 @@ def test_a_corrupt_safetensors_exits_2_with_a_located_message(tmp_path: Path, ca
     path.write_text(workflow((str(broken), 1.0, 1.0)))
     assert main(["run", str(path), "--quiet", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "node 'lora0', field 'file'" in err and "not a readable .safetensors file" in err
+    assert "node 'lora0', field 'file'" in err and "not a valid safetensors file" in err
     assert "Traceback" not in err
 
 
@@ -285,48 +291,23 @@ def test_older_diffusers_spellings_name_the_same_layers() -> None:
     }
 
 
-def test_ldm_layer_names_are_the_ones_diffusers_converts_back() -> None:
-    # SD 1.x's block layout at a tiny width: 4 levels, 2 layers a level, no attention at the bottom
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 32, 32, 32),
-        layers_per_block=2,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        sample_size=8,
-    )
-    blocks = block_names(unet.config)
-    norms = {"norm1": "in_layers.0", "norm2": "out_layers.0"}  # not LoRA targets: only for the round trip
-    ldm = {}
-    for key, value in unet.state_dict().items():
-        path, _, param = key.rpartition(".")
-        block, _, layer = path.rpartition(".")
-        name = ldm_name(path, blocks) or (f"{blocks[block]}.{norms[layer]}" if layer in norms else "out.0")
-        ldm[f"model.diffusion_model.{name}.{param}"] = value
-    assert len(ldm) == len(unet.state_dict())
-    back = convert_ldm_unet_checkpoint(ldm, dict(unet.config))
-    assert back.keys() == unet.state_dict().keys()
-    assert all(torch.equal(back[k], v) for k, v in unet.state_dict().items())
-
-
 def test_a_kohya_lora_with_ldm_layer_names_patches_the_same_layers(loras: dict[str, Path]) -> None:
-    tensors, _ = weightfile.read(loras["kohya"])
+    tensors, _ = weights.read_all(loras["kohya"])
     unet = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT)).unet
+    to_ldm = unet_mapping(dict(unet.config), prefix="")
     flat_to_ldm = {
-        "lora_unet_" + path.replace(".", "_"): "lora_unet_" + ldm.replace(".", "_")
+        "lora_unet_" + path.replace(".", "_"): "lora_unet_" + source.key[: -len(".weight")].replace(".", "_")
         for path, _ in unet.named_modules()
-        if (ldm := ldm_name(path, block_names(unet.config)))
+        if (source := to_ldm(path + ".weight"))
     }
     renamed = {}
     for key, value in tensors.items():
         stem, dot, rest = key.partition(".")
         renamed[flat_to_ldm.get(stem, stem) + dot + rest] = value
     assert sum(k.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks")) for k in renamed) > 20
-    ldm_layers = lora.parse(renamed).for_target("unet")
-    diffusers_layers = lora.parse(tensors).for_target("unet")
-    ldm_deltas, unmatched = lora.deltas(ldm_layers, unet, "unet")
+    ldm_layers, unmatched = lora.match(lora.parse(renamed).for_target("unet"), unet, "unet")
     assert unmatched == []
-    expected, _ = lora.deltas(diffusers_layers, unet, "unet")
-    assert ldm_deltas.keys() == expected.keys()
-    assert all(torch.equal(ldm_deltas[k], expected[k]) for k in expected)
+    diffusers_layers, _ = lora.match(lora.parse(tensors).for_target("unet"), unet, "unet")
+    assert ldm_layers.keys() == diffusers_layers.keys()
+    for path, layers in diffusers_layers.items():  # the very same tensors, under either name
+        assert [(id(x.down), id(x.up)) for x in ldm_layers[path]] == [(id(x.down), id(x.up)) for x in layers]

@@ -79,7 +79,8 @@ def test_a_whole_checkpoint_file_gives_its_vae(tmp_path: Path, runner: Runner, v
 def test_a_single_file_gets_its_widths_from_the_shapes_and_the_rest_from_the_sd_config(
     vaes: dict[str, Path],
 ) -> None:
-    config = vae_files.config_from_shapes(load_file(str(vaes["ldm"])), ldm=True)
+    shapes = {k: tuple(v.shape) for k, v in load_file(str(vaes["ldm"])).items()}
+    config = vae_files.config_from_shapes(shapes, ldm=True)
     assert config["block_out_channels"] == [32, 32, 32, 32]
     assert config["layers_per_block"] == 1
     assert config["scaling_factor"] == 0.18215 and config["norm_num_groups"] == 32
@@ -164,3 +165,12 @@ def test_consistency_decoder_vae_encodes_through_vaeencode(runner: Runner, vaes:
         pixels = result["own.image"].pixels * 2 - 1
         expected = reference.encode(pixels).latent_dist.mode() * reference.config.scaling_factor
     assert (result["encoded.latent"].samples - expected).abs().max() <= 1e-5  # layouts round apart
+
+
+def test_a_pipeline_folder_gives_its_vae_and_is_keyed_by_that_alone(runner: Runner) -> None:
+    from sdflow.nodes.library.vae import LoadVAE
+
+    pipeline = ROOT / "sdflow" / "builtin" / "tiny-sd15"
+    result = runner.run(loads(workflow(str(pipeline)), "w.yaml"), outputs=["decoded", "own"])
+    assert torch.equal(result["decoded.image"].pixels, result["own.image"].pixels)
+    assert LoadVAE.read_from(pipeline) == pipeline / "vae"  # the fingerprint skips the UNet's files

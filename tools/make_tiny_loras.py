@@ -111,16 +111,15 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from sdflow.nodes import checkpoints
+    from diffusers import StableDiffusionPipeline
 
-    loaded = checkpoints.load(checkpoints.resolve(args.checkpoint), torch.device("cpu"), torch.float32)
+    from sdflow.models import checkpoints
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(checkpoints.resolve(args.checkpoint).path))
     args.out.mkdir(parents=True, exist_ok=True)
-    print(
-        write_kohya(
-            args.out / "tiny_kohya.safetensors", loaded.unet, loaded.text_encoder, args.rank, args.seed
-        )
-    )
-    print(write_peft(args.out, loaded.unet, loaded.text_encoder, args.rank, args.seed + 1))
+    kohya = args.out / "tiny_kohya.safetensors"
+    print(write_kohya(kohya, pipe.unet, pipe.text_encoder, args.rank, args.seed))
+    print(write_peft(args.out, pipe.unet, pipe.text_encoder, args.rank, args.seed + 1))
 
 
 if __name__ == "__main__":

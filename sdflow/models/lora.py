@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sdflow.models import ldm_names
+from sdflow.models.ldm_keys import unet_mapping
 
 TARGETS = ("unet", "text_encoder")
 
@@ -63,17 +63,21 @@ class LoraLayer:
     up: torch.Tensor
     scale: float = 1.0  # alpha / rank (alpha / sqrt(rank) for rsLoRA)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the weight this layer updates (LoraError for an up kernel other than 1x1)."""
+        if self.down.dim() == 2:
+            return (int(self.up.shape[0]), int(self.down.shape[1]))
+        if self.up.dim() != 4 or tuple(self.up.shape[2:]) != (1, 1):
+            raise LoraError(f"layer {self.name}: unsupported lora_up kernel {tuple(self.up.shape)}")
+        return (int(self.up.shape[0]), *(int(d) for d in self.down.shape[1:]))
+
     def delta(self, device: torch.device) -> torch.Tensor:
         """The weight update in float32 on ``device``, shaped like the layer's weight."""
         down = self.down.to(device, torch.float32)
         up = self.up.to(device, torch.float32)
-        if down.dim() == 2:
-            return (up @ down) * self.scale
-        if up.dim() != 4 or up.shape[2:] != (1, 1):
-            raise LoraError(f"layer {self.name}: unsupported lora_up kernel {tuple(up.shape)}")
         # conv (LoCon): the 1x1 up kernel mixes the rank channels of every tap of the down kernel
-        delta = up.flatten(1) @ down.flatten(1)
-        return delta.reshape(up.shape[0], *down.shape[1:]) * self.scale
+        return (up.flatten(1) @ down.flatten(1)).reshape(self.shape) * self.scale
 
 
 @dataclass
@@ -106,6 +110,10 @@ def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = No
         raise LoraError(f"not a LoRA file: no lora_down/lora_up or lora_A/lora_B weights (keys: {sample}...)")
     if unsupported:
         raise LoraError(f"{len(unsupported)} keys of unsupported LoRA variants, e.g. {unsupported[0]}")
+    if any(stem.startswith(("lora_te2_", "text_encoder_2.")) for stem in stems):
+        raise LoraError(
+            "an SDXL LoRA (it has layers for SDXL's second text encoder): only SD 1.x/2.x LoRAs apply"
+        )
     kohya = any(stem.startswith(tuple(_KOHYA_PREFIXES)) for stem in stems)
     adapters = _peft_adapters(metadata or {})
     lora = LoraFile("kohya" if kohya else "diffusers")
@@ -180,28 +188,36 @@ def _peft_adapters(metadata: dict[str, str]) -> dict[str, _PeftAdapter]:
     return adapters
 
 
-def deltas(
+def match(
     layers: list[LoraLayer], root: torch.nn.Module, what: str
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """(module path -> float32 delta, names of layers that match no module of ``root``). A shape
-    that does not fit its module is a LoraError: the LoRA was made for another model family."""
+) -> tuple[dict[str, list[LoraLayer]], list[str]]:
+    """(module path -> the layers updating it, names of layers that match no module of ``root``). A
+    shape that does not fit its module is a LoraError: the LoRA was made for another model family."""
     index = _module_index(root)
-    found: dict[str, torch.Tensor] = {}
+    found: dict[str, list[LoraLayer]] = {}
     unmatched: list[str] = []
     for layer in layers:
         path = index.get(("flat", layer.name) if layer.flat else ("dotted", layer.name))
         if path is None:
             unmatched.append(layer.name)
             continue
-        weight = root.get_submodule(path).weight
-        delta = layer.delta(weight.device)
-        if delta.shape != weight.shape:
+        weight = tuple(root.get_submodule(path).weight.shape)
+        if layer.shape != weight:
             raise LoraError(
-                f"{what} layer {layer.name}: the LoRA's update is {tuple(delta.shape)} but the model's "
-                f"weight is {tuple(weight.shape)} (a LoRA for another model family?)"
+                f"{what} layer {layer.name}: the LoRA's update is {layer.shape} but the model's "
+                f"weight is {weight} (a LoRA for another model family?)"
             )
-        found[path] = found[path] + delta if path in found else delta
+        found.setdefault(path, []).append(layer)
     return found, unmatched
+
+
+def delta(layers: list[LoraLayer], weight: torch.Tensor) -> torch.Tensor:
+    """The summed float32 update of ``layers`` for ``weight``, on its device (made one module at a
+    time while patching, so the updates of a whole LoRA never sit in memory together)."""
+    total = layers[0].delta(weight.device)
+    for layer in layers[1:]:
+        total += layer.delta(weight.device)
+    return total
 
 
 def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
@@ -209,7 +225,8 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
     matched with and without transformers' ``text_model.`` wrapper (transformers 5 dropped it); UNet
     layers by their diffusers names and, flat, by their original LDM names (``input_blocks_4_1_...``)."""
     config = getattr(root, "config", None)
-    blocks = ldm_names.block_names(config) if config is not None and "down_block_types" in config else None
+    is_unet = config is not None and "down_block_types" in config
+    ldm = unet_mapping(dict(config), prefix="") if is_unet else None
     index: dict[tuple[str, str], str] = {}
     for path, module in root.named_modules():
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -222,7 +239,7 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
         for name in names:
             index[("dotted", name)] = path
             index[("flat", name.replace(".", "_"))] = path
-        ldm = ldm_names.ldm_name(path, blocks) if blocks is not None else None
-        if ldm is not None:
-            index[("flat", ldm.replace(".", "_"))] = path
+        source = ldm(path + ".weight") if ldm is not None else None
+        if source is not None:
+            index[("flat", source.key.removesuffix(".weight").replace(".", "_"))] = path
     return index

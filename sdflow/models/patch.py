@@ -9,13 +9,16 @@ patched weights alone.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
+Delta = Callable[[torch.Tensor], torch.Tensor]  # the base weight -> its float32 update, on its device
 
-def patched_copy(root: torch.nn.Module, deltas: dict[str, torch.Tensor], strength: float) -> torch.nn.Module:
-    """``root`` with ``weight += strength * delta`` in each module named in ``deltas`` (computed in
-    float32, stored in the weight's dtype), leaving ``root`` untouched."""
+
+def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: float) -> torch.nn.Module:
+    """``root`` with ``weight += strength * delta(weight)`` in each module named in ``deltas``
+    (computed in float32, stored in the weight's dtype), leaving ``root`` untouched."""
     new_root = _shallow(root)
     fresh = {id(new_root)}  # module objects this copy owns (safe to edit)
     for path, delta in deltas.items():
@@ -28,7 +31,7 @@ def patched_copy(root: torch.nn.Module, deltas: dict[str, torch.Tensor], strengt
                 module._modules[part] = child
             module = child
         weight = module._parameters["weight"]
-        value = (weight.detach().float() + strength * delta.to(weight.device)).to(weight.dtype)
+        value = (weight.detach().float() + strength * delta(weight.detach())).to(weight.dtype)
         module._parameters["weight"] = torch.nn.Parameter(value, requires_grad=False)
     return new_root
 

@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sdflow.models import folders, weightfile
+from sdflow.models import folders, weights
+from sdflow.models.checkpoints import _content_digest
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.checkpoints import _content_digest
 
 
 def content_fingerprint(path: Path) -> str:
@@ -37,9 +37,14 @@ class ModelFileNode(Node):
         super().__init_subclass__(**kwargs)
 
     @classmethod
+    def read_from(cls, path: Path) -> Path:
+        """The file or folder the node actually reads for ``path`` (what its fingerprint covers)."""
+        return path
+
+    @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
         try:
-            return content_fingerprint(folders.resolve(cls.kind, constants["file"]))
+            return content_fingerprint(cls.read_from(folders.resolve(cls.kind, constants["file"])))
         except (folders.ModelNotFound, OSError):
             return "missing:" + constants["file"]
 
@@ -49,8 +54,8 @@ class ModelFileNode(Node):
             path = folders.resolve(cls.kind, constants["file"])
         except folders.ModelNotFound as exc:
             return [("file", str(exc))]
-        if path.is_file() and weightfile.is_pickle(path) and not constants.get("allow_pickle"):
-            return [("file", weightfile.pickle_refusal(path))]
+        if path.is_file() and weights.is_pickle(path) and not constants.get("allow_pickle"):
+            return [("file", weights.pickle_refusal(path))]
         return []
 
     def resolved(self, ctx: RunContext) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import networkx as nx
 import torch
 from PIL import Image as PILImage
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
@@ -26,7 +27,7 @@ from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
 from sdflow.runner.cache import LRUCache, ModelCache
 from sdflow.runner.device import dtype_name, pick_device, pick_dtype
-from sdflow.runner.events import Listener, NodeFinished, NodeStarted, StepProgress
+from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -100,7 +101,9 @@ class Runner:
         output_cache_bytes: int = 4 * GiB,
         model_cache_bytes: int = 16 * GiB,
         listeners: Iterable[Listener] = (),
+        allow_pickle: bool = False,
     ) -> None:
+        self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.output_dir = output_dir
@@ -167,6 +170,7 @@ class Runner:
             dtype=self.dtype,
             output_dir=output_dir or self.output_dir,
             metadata=_metadata(workflow, values),
+            allow_pickle=self.allow_pickle,
         )
         return values, self._plan(workflow, graph, values, outputs, ctx_base), ctx_base
 
@@ -178,7 +182,7 @@ class Runner:
         outputs: Iterable[str] | None,
         ctx: RunContext,
     ) -> list[_Step]:
-        steps = _steps(workflow, graph, values, outputs)
+        steps = _steps(workflow, graph, values, outputs, ctx.allow_pickle)
         planned = {s.id: Planned(s.cls.type_name, s.constants, s.links) for s in steps}
         keys: dict[str, str] = {}
         for step in steps:
@@ -229,6 +233,8 @@ class Runner:
                 generation=step.generation,
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
+                allow_pickle=ctx_base.allow_pickle,
+                on_warning=self._warning_reporter(step.id, cls.type_name, report),
             )
             try:
                 values = node.run(ctx)
@@ -248,6 +254,18 @@ class Runner:
         if not self.listeners:
             return None
         return lambda index, total, latent: self._emit(StepProgress(node_id, index, total, latent))
+
+    def _warning_reporter(self, node_id: str, type_name: str, report: RunReport):
+        """Warnings go into the report and to the listeners, or to Python's warnings if none listen."""
+
+        def warn(message: str) -> None:
+            report.warnings.append(message)
+            if self.listeners:
+                self._emit(NodeWarning(node_id, type_name, message))
+            else:
+                warnings.warn(message, SdflowWarning, stacklevel=3)
+
+        return warn
 
     def _emit(self, event: Any) -> None:
         for listener in self.listeners:
@@ -282,20 +300,28 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(
-    workflow: Workflow, inputs: dict[str, Any] | None = None, outputs: Iterable[str] | None = None
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
     prechecks such as a missing checkpoint), without a runner; returns the input values."""
     graph = validate(workflow)
     values = resolve_inputs(workflow, inputs or {})
-    _steps(workflow, graph, values, outputs)
+    _steps(workflow, graph, values, outputs, allow_pickle)
     return values
 
 
 def _steps(
-    workflow: Workflow, graph: nx.DiGraph, values: dict[str, Any], outputs: Iterable[str] | None
+    workflow: Workflow,
+    graph: nx.DiGraph,
+    values: dict[str, Any],
+    outputs: Iterable[str] | None,
+    allow_pickle: bool = False,
 ) -> list[_Step]:
-    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed)."""
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed).
+    ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle`` field to True."""
     targets = _targets(workflow, graph, outputs)
     needed = set(targets)
     for target in targets:
@@ -314,6 +340,8 @@ def _steps(
                 sources[name] = value.name
             constants[name] = values[value.name] if isinstance(value, InputRef) else value
         constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
+        if allow_pickle and "allow_pickle" in constants:
+            constants["allow_pickle"] = True
         errors += _check_constants(cls, constants, sources, spec.location)
         steps.append(_Step(node_id, cls, constants, links))
     if errors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from sdflow.models import lora, patch, weightfile
+from sdflow.models import lora, patch, weights
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Clip, Model
@@ -49,11 +50,11 @@ class LoadLoRA(ModelFileNode):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         path = self._weights_file(self.resolved(ctx), ctx)
         try:
-            tensors, metadata = weightfile.read(path, self.allow_pickle)
+            tensors, metadata = weights.read_all(path, self.allow_pickle or ctx.allow_pickle)
             parsed = lora.parse(tensors, metadata)
-            unet_deltas = self._deltas(parsed, "unet", self.model.unet, ctx)
-            te_deltas = self._deltas(parsed, "text_encoder", self.clip.text_encoder, ctx)
-        except (weightfile.WeightFileError, lora.LoraError) as exc:
+            unet_deltas = self._deltas(parsed, "unet", self.model.unet)
+            te_deltas = self._deltas(parsed, "text_encoder", self.clip.text_encoder)
+        except (weights.WeightFileError, lora.LoraError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
         model, clip = self.model, self.clip
         with torch.no_grad():
@@ -70,7 +71,7 @@ class LoadLoRA(ModelFileNode):
         if not path.is_dir():
             return path
         files = sorted(path.glob("*.safetensors")) or sorted(
-            p for p in path.iterdir() if p.is_file() and weightfile.is_pickle(p)
+            p for p in path.iterdir() if p.is_file() and weights.is_pickle(p)
         )
         if len(files) != 1:
             found = ", ".join(p.name for p in files) or "none"
@@ -78,11 +79,10 @@ class LoadLoRA(ModelFileNode):
         return files[0]
 
     @staticmethod
-    def _deltas(
-        parsed: lora.LoraFile, target: str, root: torch.nn.Module, ctx: RunContext
-    ) -> dict[str, torch.Tensor]:
+    def _deltas(parsed: lora.LoraFile, target: str, root: torch.nn.Module) -> dict[str, patch.Delta]:
+        """module path -> its update, made when patched (one module's update in memory at a time)."""
         layers = parsed.for_target(target)
-        found, unmatched = lora.deltas(layers, root, target)
+        found, unmatched = lora.match(layers, root, target)
         if unmatched:
             what = "UNet" if target == "unet" else "text encoder"
             raise lora.LoraError(
@@ -90,4 +90,4 @@ class LoadLoRA(ModelFileNode):
                 f"({len(layers) - len(unmatched)} matched; first unmatched: {', '.join(unmatched[:3])}); "
                 f"is it a LoRA for another model family?"
             )
-        return found
+        return {path: functools.partial(lora.delta, matched) for path, matched in found.items()}

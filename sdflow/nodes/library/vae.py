@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from sdflow.models import vae as vae_files
-from sdflow.models import weightfile
+from sdflow.models import weights
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.library.noise import MAX_SEED
 from sdflow.nodes.model_files import ModelFileNode
@@ -34,11 +35,15 @@ class LoadVAE(ModelFileNode):
         False, description="also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)"
     )
 
+    @classmethod
+    def read_from(cls, path: Path) -> Path:
+        return vae_files.source(path)  # a pipeline folder's vae/ only, not its UNet
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         path = self.resolved(ctx)
         try:
-            vae = vae_files.load(path, ctx.device, ctx.dtype, self.allow_pickle)
-        except (weightfile.WeightFileError, vae_files.VaeError) as exc:
+            vae = vae_files.load(path, ctx.device, ctx.dtype, self.allow_pickle or ctx.allow_pickle)
+        except (weights.WeightFileError, vae_files.VaeError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
         return {"vae": Vae(vae, sampling_decoder=type(vae).__name__ == "ConsistencyDecoderVAE")}
 
