@@ -17,6 +17,7 @@ from sdflow.graphs.model import InputRef, Link
 from sdflow.graphs.yaml_io import dumps, load
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
 from sdflow.interop.comfy_read import read
+from sdflow.interop.infotext import parse_infotext
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
@@ -416,3 +417,24 @@ def test_backend_primitive_nodes_become_the_constants_they_hold(tmp_path):
     conversion = convert(read(path), str(path))
     assert conversion.workflow.inputs["prompt"].default == "a blue square"
     assert conversion.workflow.inputs["seed"].default == 77
+
+
+def test_a_comfyui_checkpoint_name_is_found_in_the_model_folders(
+    tmp_path, single_files, model_folders, runner
+):
+    """img2img as ComfyUI saved it: `sd15/dreamshaper_8.safetensors` in ComfyUI's checkpoints folder."""
+    model_folders("ComfyUI/models/checkpoints/sd15/dreamshaper_8.safetensors", single_files["sd15"][0])
+    document = json.loads((FIXTURES / "img2img_api.json").read_text())
+    document["12"]["inputs"]["steps"] = 2
+    path = tmp_path / "img2img_api.json"
+    path.write_text(json.dumps(document))
+    workflow = convert(read(path), str(path), image_dir=str(EXAMPLE_INPUTS)).workflow
+    assert workflow.nodes["checkpoint_1"].fields["checkpoint"] == "sd15/dreamshaper_8.safetensors"
+    workflow.nodes["checkpoint_1"].fields["config"] = str(single_files["sd15"][1])  # tiny: not SD 1.5's sizes
+    result = runner.run(workflow)
+    with PILImage.open(result.files[0]) as picture:
+        info = parse_infotext(picture.text["parameters"])  # a plain img2img: A1111 parameters too
+    assert info.prompt == "a green circle on a blue background"
+    assert info.settings["Model"] == "dreamshaper_8"
+    assert (info.settings["Sampler"], info.settings["Schedule type"]) == ("DPM++ 2M", "Karras")
+    assert info.settings["Steps"] == "3" and info.settings["Seed"] == "7"  # int(2 / 0.6) scheduled, 2 run
