@@ -21,6 +21,7 @@ from sdflow.interop.infotext import parse_infotext
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
+TINY_SD15 = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "tiny-sd15"
 
 
 def imported(name: str, image_dir: str | None = None):
@@ -327,9 +328,9 @@ def test_a_lora_workflow_finds_its_lora_and_vae_in_comfyuis_model_folders(
     tmp_path, tool, model_folders, runner
 ):
     """The names ComfyUI wrote (lora_name, vae_name) are kept; LoadLoRA / LoadVAE find them."""
-    from sdflow.nodes import checkpoints
+    from diffusers import StableDiffusionPipeline
 
-    loaded = checkpoints.load(checkpoints.resolve("builtin:tiny-sd15"), torch.device("cpu"), torch.float32)
+    loaded = StableDiffusionPipeline.from_pretrained(str(TINY_SD15))
     made = tmp_path / "made"
     made.mkdir()
     lora = tool("make_tiny_loras.py").write_kohya(
