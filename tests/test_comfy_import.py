@@ -14,7 +14,8 @@ from PIL.PngImagePlugin import PngInfo
 from sdflow.cli import main
 from sdflow.errors import UserError
 from sdflow.graphs.model import InputRef, Link
-from sdflow.graphs.yaml_io import dumps, load
+from sdflow.graphs.validate import validate
+from sdflow.graphs.yaml_io import dumps, load, loads
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
 from sdflow.interop.comfy_read import read
 from sdflow.interop.infotext import parse_infotext
@@ -439,3 +440,37 @@ def test_a_comfyui_checkpoint_name_is_found_in_the_model_folders(
     assert info.settings["Model"] == "dreamshaper_8"
     assert (info.settings["Sampler"], info.settings["Schedule type"]) == ("DPM++ 2M", "Karras")
     assert info.settings["Steps"] == "3" and info.settings["Seed"] == "7"  # int(2 / 0.6) scheduled, 2 run
+
+
+def test_conditioning_concat_and_average_map_to_and_from_to_first_and_second(tmp_path):
+    document = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    document["20"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "high detail", "clip": ["4", 1]}}
+    document["21"] = {
+        "class_type": "ConditioningConcat",
+        "inputs": {"conditioning_to": ["6", 0], "conditioning_from": ["20", 0]},
+    }
+    document["22"] = {
+        "class_type": "ConditioningAverage",
+        "inputs": {
+            "conditioning_to": ["21", 0],
+            "conditioning_from": ["7", 0],
+            "conditioning_to_strength": 0.75,
+        },
+    }
+    document["3"]["inputs"]["positive"] = ["22", 0]
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(document))
+    conversion = convert(read(path), str(path))
+    assert fields(conversion, "concat_21") == {
+        "type": "ConditioningConcat",
+        "first": Link("prompt_6", "conditioning"),
+        "second": Link("prompt_20", "conditioning"),
+    }
+    assert fields(conversion, "average_22") == {
+        "type": "ConditioningAverage",
+        "first": Link("concat_21", "conditioning"),
+        "second": Link("prompt_7", "conditioning"),
+        "weight": 0.75,  # ComfyUI: to * strength + from * (1 - strength)
+    }
+    assert fields(conversion, "sample_3")["positive"] == Link("average_22", "conditioning")
+    validate(loads(dumps(conversion.workflow)))  # the links fit the nodes' types
