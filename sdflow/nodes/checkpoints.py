@@ -1,4 +1,4 @@
-"""Finding and loading checkpoints: built-in names, diffusers folders on disk, hub ids."""
+"""Finding and loading checkpoints: built-in names, diffusers folders on disk, hub ids (any family)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from sdflow.models.detect import family_of
+from sdflow.models.families import Family
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
@@ -80,44 +83,57 @@ def _content_digest(path: str, size: int, mtime_ns: int) -> bytes:
 
 @dataclass
 class LoadedCheckpoint:
-    """The parts of an SD 1.x checkpoint, on their device and in their dtypes."""
+    """The parts of a checkpoint, on their device and in their dtypes, and the family they form."""
 
+    family: Family
     unet: torch.nn.Module
     vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
+    text_encoders: list[torch.nn.Module]  # one per slot of the family, in its order
+    tokenizers: list[object]
     scheduler_config: dict
+
+
+def detect_family(source: str) -> Family:
+    """The checkpoint's family, from its JSON files (UnknownFamily if none fits)."""
+    index = _json(source, "model_index.json")
+    pooled_dim = None
+    if index.get("text_encoder_2"):
+        pooled_dim = _json(source, "text_encoder_2/config.json").get("projection_dim")
+    return family_of(index, _json(source, "unet/config.json"), pooled_dim)
 
 
 def load(source: str, device: torch.device, dtype: torch.dtype) -> LoadedCheckpoint:
     """Load each component with diffusers / transformers ``from_pretrained``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
 
-    index = _model_index(source)
-    if index.get("text_encoder_2") is not None:
-        raise ValueError("SDXL checkpoints are not supported yet: only SD 1.x/2.x layouts load")
+    family = detect_family(source)
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
     vae_dtype = dtype
     vae_config = AutoencoderKL.load_config(source, subfolder="vae")
     if dtype == torch.float16 and vae_config.get("force_upcast", False):
         vae_dtype = torch.float32  # this VAE overflows in fp16, as diffusers also assumes
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=vae_dtype)
-    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+    text_encoders, tokenizers = [], []
+    for slot in family.encoders:
+        cls = CLIPTextModelWithProjection if slot.projection else CLIPTextModel
+        text_encoders.append(cls.from_pretrained(source, subfolder=slot.folder, torch_dtype=dtype))
+        tokenizers.append(CLIPTokenizer.from_pretrained(source, subfolder=slot.tokenizer_folder))
     scheduler_config = dict(DDIMScheduler.load_config(source, subfolder="scheduler"))
-    for module in (unet, vae, text_encoder):
+    for module in (unet, vae, *text_encoders):
         module.to(device).eval().requires_grad_(False)
-    return LoadedCheckpoint(unet, vae, text_encoder, tokenizer, scheduler_config)
+    return LoadedCheckpoint(family, unet, vae, text_encoders, tokenizers, scheduler_config)
 
 
-def _model_index(source: str) -> dict:
-    path = Path(source) / "model_index.json"
+def _json(source: str, name: str) -> dict:
+    path = Path(source) / name
     if path.is_file():
         return json.loads(path.read_text())
+    if Path(source).is_dir():
+        raise OSError(f"'{source}' has no {name}")
     from huggingface_hub import hf_hub_download
 
-    return json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
+    return json.loads(Path(hf_hub_download(source, name)).read_text())

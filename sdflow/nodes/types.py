@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sdflow.models.families import SD15, Family
+from sdflow.models.families import SD15, Family, SizeConditioning
 
 
 class Port:
@@ -44,11 +44,24 @@ class Model(Port):
 
 @dataclass(frozen=True, eq=False)
 class Clip(Port):
-    """A tokenizer and its CLIP text encoder."""
+    """The family's tokenizers and CLIP text encoders: one pair, or two for SDXL base.
+
+    The first (or only) pair is ``tokenizer`` / ``text_encoder``, whichever encoder it is (the SDXL
+    refiner's only one is OpenCLIP ViT-bigG); SDXL base's second is ``tokenizer_2`` / ``text_encoder_2``."""
 
     tokenizer: Any
     text_encoder: torch.nn.Module
     family: Family = SD15
+    tokenizer_2: Any = None
+    text_encoder_2: torch.nn.Module | None = None
+
+    @property
+    def pairs(self) -> list[tuple[Any, torch.nn.Module]]:
+        """(tokenizer, text encoder) per encoder, in the order the family concatenates them."""
+        pairs = [(self.tokenizer, self.text_encoder)]
+        if self.text_encoder_2 is not None:
+            pairs.append((self.tokenizer_2, self.text_encoder_2))
+        return pairs
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,10 +77,15 @@ class Vae(Port):
 
 @dataclass(frozen=True, eq=False)
 class Conditioning(Port):
-    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them."""
+    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
+
+    SDXL families add the pooled embedding (batch, dim) and the size / aesthetic conditioning that
+    DenoiseLoop turns into the UNet's time ids (the family says how)."""
 
     embeds: torch.Tensor
     family: Family = SD15
+    pooled: torch.Tensor | None = None
+    sizes: SizeConditioning = field(default_factory=SizeConditioning)
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +156,9 @@ class Latent(Port):
     rng_state: torch.Tensor | None = None
     is_empty: bool = False
     masked_image: MaskedImage | None = None
+    # Set by a DenoiseLoop that stopped at this fraction of its schedule (denoise_end < 1): the
+    # samples are still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
+    stopped_at: float | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

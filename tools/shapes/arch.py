@@ -172,28 +172,78 @@ def sd15(out: Path) -> Arch:
     return Arch("sd15", unet, [CLIPTextModel(text)], [tokenizer])
 
 
-def second_tokenizer(folder: Path) -> CLIPTokenizer:
-    """The byte tokenizer padding with '!', as SDXL's OpenCLIP tokenizer does."""
-    save_byte_tokenizer(folder)
-    tokenizer = CLIPTokenizer.from_pretrained(folder, pad_token="!")
-    tokenizer.save_pretrained(folder)
-    return tokenizer
+def sdxl(out: Path, init: Path | None) -> Arch:
+    """SDXL base: CLIP-L-like (32-d) and bigG-like (64-d, projected) encoders, 96-d context.
 
-
-def sdxl(out: Path) -> Arch:
-    """SDXL base: CLIP-L-like (32-d) and bigG-like (64-d, projected) encoders, 96-d context."""
-    tokenizers = [save_byte_tokenizer(out / "tokenizer"), second_tokenizer(out / "tokenizer_2")]
+    With ``init`` (the SD 1.x shapes folder), every UNet tensor that lines up with its UNet starts
+    from it (resnets, time embedding, mid-block attention; its text states land in the bigG columns),
+    the bigG-like encoder starts as its text encoder, and the new pooled/time-id embedding starts at
+    zero, so training begins from a model that already denoises these latents."""
+    tokenizers = [
+        save_byte_tokenizer(out / "tokenizer"),
+        save_byte_tokenizer(out / "tokenizer_2", pad_token="!"),
+    ]
     encoders = [CLIPTextModel(text_config(32, 32)), CLIPTextModelWithProjection(text_config(64, 64))]
     unet = sdxl_unet((64, 128), context=96, time_ids=6, pooled=64)
+    if init is not None:
+        source = UNet2DConditionModel.from_pretrained(init, subfolder="unet", torch_dtype=torch.float32)
+        copied = load_matching(unet, source.state_dict())
+        text = CLIPTextModel.from_pretrained(init, subfolder="text_encoder", torch_dtype=torch.float32)
+        copied += load_matching(encoders[1], text.state_dict())
+        with torch.no_grad():
+            unet.add_embedding.linear_2.weight.zero_()
+            unet.add_embedding.linear_2.bias.zero_()
+        print(f"initialised {copied} tensors from {init}", flush=True)
     return Arch("sdxl", unet, encoders, tokenizers)
 
 
 def sdxl_refiner(out: Path, base: Path) -> Arch:
-    """SDXL refiner: the base's second encoder (frozen, as SDXL's refiner shares it), low noise only."""
-    tokenizer = second_tokenizer(out / "tokenizer_2")
+    """SDXL refiner: the trained base re-shaped to the refiner's inputs, trained on low noise only.
+
+    Its one encoder is the base's bigG-like encoder, frozen (SDXL's refiner shares it too); its UNet
+    starts as the base's, keeping the bigG columns of cross-attention and the time-id weights of
+    the sizes and crop (the aesthetic score's start small and random)."""
+    tokenizer = save_byte_tokenizer(out / "tokenizer_2", pad_token="!")
     encoder = CLIPTextModelWithProjection.from_pretrained(
         base, subfolder="text_encoder_2", torch_dtype=torch.float32
     )
     encoder.requires_grad_(False)
-    unet = sdxl_unet((32, 64), context=64, time_ids=5, pooled=64)
+    unet = sdxl_unet((64, 128), context=64, time_ids=5, pooled=64)
+    source = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=torch.float32)
+    copied = load_matching(unet, source.state_dict())
+    print(f"initialised {copied} tensors from {base}", flush=True)
     return Arch("sdxl_refiner", unet, [encoder], [tokenizer], max_timestep=400)
+
+
+# Cross-attention keys/values read [CLIP-L states | bigG states]: the bigG part is the right end.
+_RIGHT_ALIGNED = ("attn2.to_k.weight", "attn2.to_v.weight")
+
+
+def load_matching(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> int:
+    """Copy ``source`` tensors into ``model``'s same-named ones where they line up; return how many.
+
+    Same shape: copied. A 1x1 convolution for a linear layer: reshaped. A matrix with other input
+    columns: the overlap, right-aligned for cross-attention keys/values (the bigG states are the
+    last columns), left-aligned otherwise (the pooled embedding and the first time ids come first)."""
+    copied = 0
+    with torch.no_grad():
+        for name, target in model.state_dict().items():
+            tensor = source.get(name)
+            if tensor is None:
+                tensor = source.get("text_model." + name)  # CLIPTextModel vs ...WithProjection layout
+            if tensor is None:
+                continue
+            if tensor.numel() == target.numel() and tensor.shape != target.shape:
+                tensor = tensor.reshape(target.shape)
+            if tensor.shape == target.shape:
+                target.copy_(tensor)
+            elif tensor.ndim == 2 and target.ndim == 2 and tensor.shape[0] == target.shape[0]:
+                width = min(tensor.shape[1], target.shape[1])
+                if name.endswith(_RIGHT_ALIGNED):
+                    target[:, -width:] = tensor[:, -width:]
+                else:
+                    target[:, :width] = tensor[:, :width]
+            else:
+                continue
+            copied += 1
+    return copied

@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output pipeline folder")
     parser.add_argument("--arch", choices=("sd15", "sdxl", "sdxl-refiner"), default="sd15")
     parser.add_argument("--base", type=Path, default=None, help="sdxl-refiner: the trained base folder")
+    parser.add_argument(
+        "--init-from", type=Path, default=None, help="sdxl: start from this SD 1.x shapes folder's weights"
+    )
+    parser.add_argument("--latents-from", type=Path, default=None, help="reuse a run's latents.pt")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vae-steps", type=int, default=1000)
     parser.add_argument("--unet-steps", type=int, default=5000)
@@ -229,7 +233,7 @@ def build(args: argparse.Namespace) -> Arch:
     if args.arch == "sd15":
         return architectures.sd15(args.out)
     if args.arch == "sdxl":
-        return architectures.sdxl(args.out)
+        return architectures.sdxl(args.out, args.init_from)
     if args.base is None:
         raise SystemExit("--arch sdxl-refiner needs --base (the trained SDXL base folder)")
     return architectures.sdxl_refiner(args.out, args.base)
@@ -254,8 +258,12 @@ def main(argv: list[str] | None = None) -> None:
         log(f"vae {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params")
         train_vae(vae, images, args, clock)
     vae.eval().requires_grad_(False)
-    mean, std = encode_all(vae, images)
-    factor = scaling_factor(mean, std)
+    if args.latents_from is not None:
+        mean, std, factor = torch.load(args.latents_from)
+    else:
+        mean, std = encode_all(vae, images)
+        factor = scaling_factor(mean, std)
+    torch.save((mean, std, factor), args.out / "latents.pt")
     vae.register_to_config(scaling_factor=factor)
     vae.save_pretrained(args.out / "vae_fp32")
     log(f"latents {tuple(mean.shape)} scaling_factor {factor:.4f} elapsed {clock()}")
