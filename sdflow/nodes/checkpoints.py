@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sdflow.models.detect import family_of
+from sdflow.models.folder_family import family_of
 from sdflow.models.families import Family
 
 BUILTIN_PREFIX = "builtin:"
