@@ -20,6 +20,11 @@ _LatentUpscale_mode = Literal[
     "bicubic",
     "area",
 ]
+_LoadCheckpoint_prediction = Literal[
+    "auto",
+    "epsilon",
+    "v_prediction",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
@@ -306,13 +311,22 @@ class NodeCalls:
         *,
         id: str | None = None,
         checkpoint: str | Input = "builtin:tiny-sd15",
+        prediction: _LoadCheckpoint_prediction | Input = "auto",
+        config: str | Input = "",
+        allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x/2.x, SDXL or SDXL refiner checkpoint: a built-in name, a diffusers folder, a hub id.
+        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
         Fields:
-            checkpoint: 'builtin:NAME', a diffusers folder, or a hub id (needs network)
+            checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
+                'builtin:NAME', or a hub id (needs network)
+            prediction: what the UNet predicts; auto: the file's modelspec metadata or 'v_pred' key, else for
+                SD 2.x single files ComfyUI's weight statistic, else the folder's scheduler config / epsilon
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
+                describe its architecture; empty: the detected family's configs shipped with sdflow
+            allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
         """
 
     def LoadImage(

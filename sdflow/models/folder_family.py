@@ -19,8 +19,8 @@ class UnknownFamily(ValueError):
 def family_of(index: dict[str, Any], unet: dict[str, Any], pooled_dim: int | None) -> Family:
     """The family of a checkpoint with this model_index, UNet config and pooled-embedding width
     (text_encoder_2's projection_dim; None when it has no second encoder)."""
-    has_clip_l = _present(index.get("text_encoder"))
-    has_bigg = _present(index.get("text_encoder_2"))
+    has_clip_l = listed(index.get("text_encoder"))
+    has_bigg = listed(index.get("text_encoder_2"))
     if unet.get("addition_embed_type") != "text_time":
         if has_bigg:
             raise UnknownFamily("it has a second text encoder but its UNet has no SDXL text_time embedding")
@@ -41,6 +41,6 @@ def family_of(index: dict[str, Any], unet: dict[str, Any], pooled_dim: int | Non
     )
 
 
-def _present(entry: Any) -> bool:
+def listed(entry: Any) -> bool:
     """model_index lists a missing component as [null, null]."""
     return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None
