@@ -49,3 +49,17 @@ def examples(tmp_path: Path) -> Path:
         shutil.copy(EXAMPLES / name, folder / name)
     shutil.copytree(EXAMPLES / "inputs", folder / "inputs")
     return folder
+
+
+@pytest.fixture(scope="session")
+def single_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Tiny LDM-layout single files with the diffusers folders of the same weights, written once per
+    session by tools/make_single_files.py: name -> (file, folder). Names: sd15, sd15-inpaint, sd2,
+    sd2-v, sd2-inpaint."""
+    import importlib.util
+
+    tool = ROOT / "tools" / "make_single_files.py"
+    spec = importlib.util.spec_from_file_location("make_single_files", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_all(tmp_path_factory.mktemp("single_files"))

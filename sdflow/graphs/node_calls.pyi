@@ -24,6 +24,11 @@ _LatentUpscale_mode = Literal[
     "bicubic",
     "area",
 ]
+_LoadCheckpoint_prediction = Literal[
+    "auto",
+    "epsilon",
+    "v_prediction",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
@@ -150,6 +155,7 @@ class NodeCalls:
         schedule: Linkable[Schedule],
         seed: int | Input | None = 0,
         strength: float | Input = 1.0,
+        denoise_start: float | Input | None = None,
     ) -> AddNoiseNode:
         """Add seeded noise to a latent, to the level that strength selects on the schedule.
 
@@ -161,6 +167,9 @@ class NodeCalls:
             seed: noise seed; null continues the latent's random stream (VAEEncode's seed) [>= 0, <=
                 9223372036854775807]
             strength: how much to repaint: 1 = all steps, 0 = none [>= 0.0, <= 1.0]
+            denoise_start: resume the schedule at this fraction without adding noise (strength is then
+                ignored; diffusers' denoising_start); null = where the latent's DenoiseLoop stopped
+                (denoise_end), if it stopped early [>= 0.0, < 1.0]
         """
 
     def CLIPEncode(
@@ -173,19 +182,38 @@ class NodeCalls:
         weighting: _CLIPEncode_weighting | Input = "comfy",
         truncate: bool | Input = False,
         allow_pickle: bool | Input = False,
+        original_width: int | Input | None = None,
+        original_height: int | Input | None = None,
+        crop_left: int | Input = 0,
+        crop_top: int | Input = 0,
+        target_width: int | Input | None = None,
+        target_height: int | Input | None = None,
+        aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
-        """Encode a prompt (weights, BREAK, embeddings, any length) with CLIP into conditioning.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
-            clip: tokenizer and text encoder, from LoadCheckpoint
+            clip: tokenizer(s) and text encoder(s), from LoadCheckpoint
             text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
-            clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
-                24]
+            clip_skip: final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the
+                penultimate), 1 = one earlier (A1111 'clip skip 2') [>= 0, <= 24]
             weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
             truncate: keep only the first 75 tokens (a warning tells what is dropped)
             allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+            original_width: (SDXL) original width in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            original_height: (SDXL) original height in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            crop_left: (SDXL) crop coordinate left, in pixels [>= 0, <= 16384]
+            crop_top: (SDXL) crop coordinate top, in pixels [>= 0, <= 16384]
+            target_width: (SDXL) target width (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
+                (diffusers) [>= 0.0, <= 10.0]
         """
 
     def ConditioningAverage(
@@ -231,6 +259,7 @@ class NodeCalls:
         negative: Linkable[Conditioning],
         latent: Linkable[Latent],
         cfg: float | Input = 7.5,
+        denoise_end: float | Input = 1.0,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -242,6 +271,9 @@ class NodeCalls:
             negative: what to steer away from (CLIPEncode of '' for none)
             latent: a latent noised by AddNoise: it carries the schedule
             cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            denoise_end: stop after this fraction of the schedule and output the still-noisy latent, for a
+                second model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully [>
+                0.0, <= 1.0]
         """
 
     def EmptyLatent(
@@ -333,13 +365,22 @@ class NodeCalls:
         *,
         id: str | None = None,
         checkpoint: str | Input = "builtin:tiny-sd15",
+        prediction: _LoadCheckpoint_prediction | Input = "auto",
+        config: str | Input = "",
+        allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x checkpoint: a built-in name, a diffusers folder, or a hub id.
+        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
         Fields:
-            checkpoint: 'builtin:NAME', a diffusers folder, or a hub id (needs network)
+            checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
+                'builtin:NAME', or a hub id (needs network)
+            prediction: what the UNet predicts; auto: the file's modelspec metadata or 'v_pred' key, else for
+                SD 2.x single files ComfyUI's weight statistic, else the folder's scheduler config / epsilon
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
+                describe its architecture; empty: the detected family's configs shipped with sdflow
+            allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
         """
 
     def LoadImage(

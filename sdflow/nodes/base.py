@@ -27,6 +27,7 @@ class RunContext:
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     locate: Callable[[str | None], Location] | None = None
     on_warning: Callable[[str], None] | None = None
+    allow_pickle: bool = False  # the runner-wide opt-in to pickle weight files (--allow-pickle)
 
     def error(self, message: str, field: str | None = None) -> NodeError:
         """A NodeError located at this node (and field), to raise."""

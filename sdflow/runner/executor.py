@@ -99,7 +99,9 @@ class Runner:
         output_cache_bytes: int = 4 * GiB,
         model_cache_bytes: int = 16 * GiB,
         listeners: Iterable[Listener] = (),
+        allow_pickle: bool = False,
     ) -> None:
+        self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.output_dir = output_dir
@@ -166,6 +168,7 @@ class Runner:
             dtype=self.dtype,
             output_dir=output_dir or self.output_dir,
             metadata=_metadata(workflow, values),
+            allow_pickle=self.allow_pickle,
         )
         return values, self._plan(workflow, graph, values, outputs, ctx_base), ctx_base
 
@@ -177,7 +180,7 @@ class Runner:
         outputs: Iterable[str] | None,
         ctx: RunContext,
     ) -> list[_Step]:
-        steps = _steps(workflow, graph, values, outputs)
+        steps = _steps(workflow, graph, values, outputs, ctx.allow_pickle)
         keys: dict[str, str] = {}
         for step in steps:
             upstream = {
@@ -225,6 +228,7 @@ class Runner:
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
                 on_warning=self._warning_reporter(step.id, cls.type_name, report),
+                allow_pickle=ctx_base.allow_pickle,
             )
             try:
                 values = node.run(ctx)
@@ -290,20 +294,28 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(
-    workflow: Workflow, inputs: dict[str, Any] | None = None, outputs: Iterable[str] | None = None
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
     prechecks such as a missing checkpoint), without a runner; returns the input values."""
     graph = validate(workflow)
     values = resolve_inputs(workflow, inputs or {})
-    _steps(workflow, graph, values, outputs)
+    _steps(workflow, graph, values, outputs, allow_pickle)
     return values
 
 
 def _steps(
-    workflow: Workflow, graph: nx.DiGraph, values: dict[str, Any], outputs: Iterable[str] | None
+    workflow: Workflow,
+    graph: nx.DiGraph,
+    values: dict[str, Any],
+    outputs: Iterable[str] | None,
+    allow_pickle: bool = False,
 ) -> list[_Step]:
-    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed)."""
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed).
+    ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle`` field to True."""
     targets = _targets(workflow, graph, outputs)
     needed = set(targets)
     for target in targets:
@@ -322,6 +334,8 @@ def _steps(
                 sources[name] = value.name
             constants[name] = values[value.name] if isinstance(value, InputRef) else value
         constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
+        if allow_pickle and "allow_pickle" in constants:
+            constants["allow_pickle"] = True
         errors += _check_constants(cls, constants, sources, spec.location)
         steps.append(_Step(node_id, cls, constants, links))
     if errors:
