@@ -206,3 +206,13 @@ def test_a_pickled_embedding_is_refused_without_the_opt_in(write_workflow, capsy
     allowed = EMBEDDED.replace("text: !input prompt", "text: !input prompt, allow_pickle: true")
     result = sdflow.Runner(device="cpu", dtype="fp32").run(loads(allowed), outputs=["pos"])
     assert result.tensor("pos").shape == (1, 77, 64)
+
+
+def test_the_cli_opt_in_allows_pickled_embeddings_too(write_workflow, capsys, embedding_folder):
+    from sdflow.cli import main
+
+    torch.save({"string_to_param": {"*": torch.ones(2, 64)}}, embedding_folder / "style.pt")
+    path = write_workflow(EMBEDDED)
+    assert main(["validate", str(path)]) == 2
+    capsys.readouterr()
+    assert main(["validate", str(path), "--allow-pickle"]) == 0
