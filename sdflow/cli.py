@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
     from sdflow.runner.executor import Runner, check
-    from sdflow.runner.progress import ProgressPrinter
+    from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
     workflow = load(args.workflow)
     validate(workflow)
@@ -154,8 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None
-    if not args.quiet:
-        runner.subscribe(ProgressPrinter(sys.stderr))
+    runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
     runs = []
     for index, varied in enumerate(combinations):
         inputs = {**fixed, **varied}

@@ -301,8 +301,11 @@ def test_the_stubs_type_every_field_of_every_node():
     assert annotations == {
         "id": "str | None",
         "clip": "Linkable[Clip]",
-        "text": "str | Input",
+        "text": "str | list[str] | Input",
         "clip_skip": "int | Input",
+        "weighting": "_CLIPEncode_weighting | Input",
+        "truncate": "bool | Input",
+        "allow_pickle": "bool | Input",
         "original_width": "int | Input | None",
         "original_height": "int | Input | None",
         "crop_left": "int | Input",

@@ -7,6 +7,10 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_CLIPEncode_weighting = Literal[
+    "comfy",
+    "a1111",
+]
 _ImageScale_resample = Literal[
     "nearest",
     "bilinear",
@@ -56,6 +60,16 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -163,8 +177,11 @@ class NodeCalls:
         *,
         id: str | None = None,
         clip: Linkable[Clip],
-        text: str | Input = "",
+        text: str | list[str] | Input = "",
         clip_skip: int | Input = 0,
+        weighting: _CLIPEncode_weighting | Input = "comfy",
+        truncate: bool | Input = False,
+        allow_pickle: bool | Input = False,
         original_width: int | Input | None = None,
         original_height: int | Input | None = None,
         crop_left: int | Input = 0,
@@ -173,15 +190,18 @@ class NodeCalls:
         target_height: int | Input | None = None,
         aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
-        """Encode a prompt with the checkpoint's text encoder(s) into conditioning for the UNet.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
             clip: tokenizer(s) and text encoder(s), from LoadCheckpoint
-            text: the prompt; longer than 77 tokens is truncated
+            text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
             clip_skip: final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the
                 penultimate), 1 = one earlier (A1111 'clip skip 2') [>= 0, <= 24]
+            weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
+            truncate: keep only the first 75 tokens (a warning tells what is dropped)
+            allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
             original_width: (SDXL) original width in pixels; null = the size of the picture being denoised
                 (diffusers' default) [>= 8, <= 16384]
             original_height: (SDXL) original height in pixels; null = the size of the picture being denoised
@@ -194,6 +214,40 @@ class NodeCalls:
                 denoised (diffusers' default) [>= 8, <= 16384]
             aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
                 (diffusers) [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningAverage(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+        weight: float | Input = 0.5,
+    ) -> ConditioningAverageNode:
+        """Blend two conditionings: weight × first + (1 − weight) × second (shorter one padded).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: the conditioning that `weight` measures
+            second: the other conditioning
+            weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningConcat(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+    ) -> ConditioningConcatNode:
+        """Join two conditionings along the tokens: the UNet attends to both prompts at once.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: tokens that come first (its pooled output is kept)
+            second: tokens appended after the first's
         """
 
     def DenoiseLoop(

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from sdflow.models.families import SD15, Family, SizeConditioning
+from sdflow.prompts.padding import pad_tokens
 
 
 class Port:
@@ -79,13 +80,26 @@ class Vae(Port):
 class Conditioning(Port):
     """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
 
-    SDXL families add the pooled embedding (batch, dim) and the size / aesthetic conditioning that
-    DenoiseLoop turns into the UNet's time ids (the family says how)."""
+    SDXL families add the pooled embedding (batch, dim; of the first 77-token chunk) and the size /
+    aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
+    ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
+    token count of a longer one (long prompts are whole 77-token chunks)."""
 
     embeds: torch.Tensor
     family: Family = SD15
     pooled: torch.Tensor | None = None
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
+    empty: torch.Tensor | None = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def padded_to(self, tokens: int) -> Conditioning:
+        """This with empty-prompt chunks appended up to ``tokens`` (ValueError when it cannot be)."""
+        if tokens == self.tokens:
+            return self
+        return replace(self, embeds=pad_tokens(self.embeds, self.empty, tokens))
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import networkx as nx
 import torch
 from PIL import Image as PILImage
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
@@ -25,7 +26,7 @@ from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
 from sdflow.runner.cache import LRUCache, ModelCache
 from sdflow.runner.device import dtype_name, pick_device, pick_dtype
-from sdflow.runner.events import Listener, NodeFinished, NodeStarted, StepProgress
+from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -226,6 +227,7 @@ class Runner:
                 metadata=ctx_base.metadata,
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
+                on_warning=self._warning_reporter(step.id, cls.type_name, report),
                 allow_pickle=ctx_base.allow_pickle,
             )
             try:
@@ -246,6 +248,18 @@ class Runner:
         if not self.listeners:
             return None
         return lambda index, total, latent: self._emit(StepProgress(node_id, index, total, latent))
+
+    def _warning_reporter(self, node_id: str, type_name: str, report: RunReport):
+        """Warnings go into the report and to the listeners, or to Python's warnings if none listen."""
+
+        def warn(message: str) -> None:
+            report.warnings.append(message)
+            if self.listeners:
+                self._emit(NodeWarning(node_id, type_name, message))
+            else:
+                warnings.warn(message, SdflowWarning, stacklevel=3)
+
+        return warn
 
     def _emit(self, event: Any) -> None:
         for listener in self.listeners:

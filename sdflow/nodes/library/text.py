@@ -1,4 +1,4 @@
-"""CLIPEncode: prompt text to conditioning."""
+"""CLIPEncode: prompt text (weights, BREAK, long prompts, embeddings) to conditioning, any family."""
 
 from __future__ import annotations
 
@@ -8,26 +8,35 @@ from pydantic import Field
 
 from sdflow.models.families import AESTHETIC_IDS, SIZE_IDS, SizeConditioning
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.clip_text import ClipSkipError, encode_text
+from sdflow.nodes.clip_text import ClipSkipError, check_clip_skip
 from sdflow.nodes.types import Clip, Conditioning
+from sdflow.prompts import embeddings
+from sdflow.prompts.chunks import PromptError, overflow
+from sdflow.prompts.encode import Layer, embedding_slot, encode_prompts
+from sdflow.prompts.parse import parse
+from sdflow.prompts.weighting import Weighting
 
 _READERS = (("SDXL", SIZE_IDS), ("the SDXL refiner", AESTHETIC_IDS))
 _SIZE_DOC = "(SDXL) {what} in pixels; null = the size of the picture being denoised (diffusers' default)"
 
 
 class CLIPEncode(Node):
-    """Encode a prompt with the checkpoint's text encoder(s) into conditioning for the UNet.
+    """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
+    The prompt syntax is A1111's and ComfyUI's (docs/prompts.md), the same on both SDXL encoders.
     SDXL's size conditioning (and the refiner's aesthetic score) are fields here, as in ComfyUI's
     SDXL text encoders: they belong to the prompt, so positive and negative can differ (diffusers'
     negative_original_size ...), and when left null they follow the picture DenoiseLoop draws.
     """
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
     outputs: ClassVar[dict[str, type]] = {"conditioning": Conditioning}
 
     clip: Clip = Field(description="tokenizer(s) and text encoder(s), from LoadCheckpoint")
-    text: str = Field("", description="the prompt; longer than 77 tokens is truncated")
+    text: str | list[str] = Field(
+        "",
+        description="the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch",
+    )
     clip_skip: int = Field(
         0,
         ge=0,
@@ -36,6 +45,16 @@ class CLIPEncode(Node):
             "final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the penultimate), "
             "1 = one earlier (A1111 'clip skip 2')"
         ),
+    )
+    weighting: Weighting = Field(
+        "comfy",
+        description="comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean",
+    )
+    truncate: bool = Field(
+        False, description="keep only the first 75 tokens (a warning tells what is dropped)"
+    )
+    allow_pickle: bool = Field(
+        False, description="load pickled embeddings (.pt, .bin): only for files you trust"
     )
     original_width: int | None = Field(
         None, ge=8, le=16384, description=_SIZE_DOC.format(what="original width")
@@ -59,6 +78,10 @@ class CLIPEncode(Node):
     )
 
     @classmethod
+    def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
+        return embeddings.fingerprint("\n".join(_prompts(constants.get("text", ""))))
+
+    @classmethod
     def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
         problems = []
         for size in ("original", "target"):
@@ -66,22 +89,41 @@ class CLIPEncode(Node):
             if (width is None) != (height is None):
                 message = f"give {size}_width and {size}_height together (or neither)"
                 problems.append((f"{size}_width" if width is None else f"{size}_height", message))
+        text = "\n".join(_prompts(constants.get("text", "")))
+        problems += [("text", p) for p in embeddings.check(text, bool(constants.get("allow_pickle")))]
         return problems
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         family = self.clip.family
         self._check_sizes_apply(ctx)
         try:
-            embeds, pooled = encode_text(self.clip.pairs, family, self.text, self.clip_skip)
+            for _, encoder in self.clip.pairs:
+                check_clip_skip(encoder, family, self.clip_skip)
         except ClipSkipError as exc:
             raise ctx.error(str(exc), "clip_skip") from None
+        library = embeddings.Library(self.allow_pickle)
+        prompts = [parse(text) for text in _prompts(self.text)]
+        try:
+            if self.truncate:
+                tokenizer, encoder = self.clip.pairs[0]
+                vectors = library.vectors_for(*embedding_slot(encoder))
+                for dropped in filter(None, (overflow(p, tokenizer, vectors) for p in prompts)):
+                    ctx.warn(f"truncate: {dropped}", "text")
+            layer = Layer.of(family.penultimate, self.clip_skip)
+            max_chunks = 1 if self.truncate else None
+            encoded = encode_prompts(
+                self.clip.pairs, prompts, layer, self.weighting, library.vectors_for, max_chunks
+            )
+        except PromptError as exc:
+            raise ctx.error(str(exc), "text") from None
         sizes = SizeConditioning(
             original_size=_pair(self.original_width, self.original_height),
             crop_top_left=(self.crop_left, self.crop_top),
             target_size=_pair(self.target_width, self.target_height),
             aesthetic_score=self.aesthetic_score,
         )
-        return {"conditioning": Conditioning(embeds, family, pooled, sizes)}
+        conditioning = Conditioning(encoded.hidden, family, encoded.pooled, sizes, encoded.empty)
+        return {"conditioning": conditioning}
 
     def _check_sizes_apply(self, ctx: RunContext) -> None:
         """Refuse size fields the clip's family does not read (instead of silently ignoring them)."""
@@ -103,6 +145,10 @@ class CLIPEncode(Node):
                     f"{name} is read by {' and '.join(readers)} only; this clip is {family}: leave it unset",
                     name,
                 )
+
+
+def _prompts(text: str | list[str]) -> list[str]:
+    return [text] if isinstance(text, str) else list(text) or [""]
 
 
 def _pair(width: int | None, height: int | None) -> tuple[int, int] | None:
