@@ -115,17 +115,17 @@ def test_break_makes_chunks_encoded_separately_and_concatenated(tokenizer, encod
     )
 
 
-def test_long_prompts_continue_in_a_second_chunk_with_the_first_pooled(tokenizer, encoder):
+def test_long_prompts_continue_in_a_second_chunk(tokenizer, encoder):
     text = "abcdefghij" * 10  # 100 tokens with the byte-level vocabulary, no comma
     ids = text_ids(tokenizer, text)
     assert len(ids) == 100
 
     encoded = run(tokenizer, encoder, text)
 
-    first, first_pooled = wrapped_forward(tokenizer, encoder, ids[:75])
+    first, _ = wrapped_forward(tokenizer, encoder, ids[:75])
     second, _ = wrapped_forward(tokenizer, encoder, ids[75:])
     torch.testing.assert_close(encoded.hidden, torch.cat([first, second], dim=1), rtol=0, atol=1e-6)
-    torch.testing.assert_close(encoded.pooled, first_pooled, rtol=0, atol=1e-6)
+    assert encoded.pooled is None  # SD 1.x's encoder projects no pooled embedding
 
 
 def test_max_chunks_keeps_the_old_cut(tokenizer, encoder):
@@ -167,7 +167,7 @@ def test_an_embedding_of_a_words_vectors_encodes_as_that_word(tokenizer, encoder
     red = _token_vectors(tokenizer, encoder, "red")
     save_file({"emb_params": red}, embedding_folder / "redcopy.safetensors")
     library = embeddings.Library()
-    vectors = library.vectors_for(64)
+    vectors = library.vectors_for(64, "clip_l")
 
     with_embedding = encode(tokenizer, encoder, parse("a embedding:redcopy circle"), vectors=vectors)
     plain = encode(tokenizer, encoder, parse("a red circle"))
@@ -183,10 +183,17 @@ def test_sdxl_embeddings_give_each_encoder_its_own_vectors(embedding_folder):
         embedding_folder / "xl.safetensors",
     )
     library = embeddings.Library()
-    assert torch.equal(library.vectors("xl", 64), torch.ones(2, 64))
-    assert torch.equal(library.vectors("xl", 1280), torch.full((2, 1280), 2.0))
-    with pytest.raises(PromptError, match="64, 1280 wide but this text encoder's are 768"):
-        library.vectors("xl", 768)
+    assert torch.equal(library.vectors("xl", 64, "clip_l"), torch.ones(2, 64))
+    assert torch.equal(library.vectors("xl", 1280, "clip_g"), torch.full((2, 1280), 2.0))
+    with pytest.raises(PromptError, match="64 wide but this text encoder's are 768"):
+        library.vectors("xl", 768, "clip_l")
+
+
+def test_a1111_embeddings_serve_any_encoder_of_their_width(embedding_folder):
+    save_file({"emb_params": torch.ones(3, 64)}, embedding_folder / "plain.safetensors")
+    library = embeddings.Library()
+    assert torch.equal(library.vectors("plain", 64, "clip_l"), torch.ones(3, 64))
+    assert torch.equal(library.vectors("plain", 64, "clip_g"), torch.ones(3, 64))
 
 
 def test_pickled_embeddings_need_the_opt_in(embedding_folder):

@@ -167,6 +167,7 @@ class NodeCalls:
         schedule: Linkable[Schedule],
         seed: int | Input | None = 0,
         strength: float | Input = 1.0,
+        denoise_start: float | Input | None = None,
     ) -> AddNoiseNode:
         """Add seeded noise to a latent, to the level that strength selects on the schedule.
 
@@ -178,6 +179,9 @@ class NodeCalls:
             seed: noise seed; null continues the latent's random stream (VAEEncode's seed) [>= 0, <=
                 9223372036854775807]
             strength: how much to repaint: 1 = all steps, 0 = none [>= 0.0, <= 1.0]
+            denoise_start: resume the schedule at this fraction without adding noise (strength is then
+                ignored; diffusers' denoising_start); null = where the latent's DenoiseLoop stopped
+                (denoise_end), if it stopped early [>= 0.0, < 1.0]
         """
 
     def CLIPEncode(
@@ -190,19 +194,38 @@ class NodeCalls:
         weighting: _CLIPEncode_weighting | Input = "comfy",
         truncate: bool | Input = False,
         allow_pickle: bool | Input = False,
+        original_width: int | Input | None = None,
+        original_height: int | Input | None = None,
+        crop_left: int | Input = 0,
+        crop_top: int | Input = 0,
+        target_width: int | Input | None = None,
+        target_height: int | Input | None = None,
+        aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
-        """Encode a prompt (weights, BREAK, embeddings, any length) with CLIP into conditioning.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
-            clip: tokenizer and text encoder, from LoadCheckpoint
+            clip: tokenizer(s) and text encoder(s), from LoadCheckpoint
             text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
-            clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
-                24]
+            clip_skip: final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the
+                penultimate), 1 = one earlier (A1111 'clip skip 2') [>= 0, <= 24]
             weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
             truncate: keep only the first 75 tokens (a warning tells what is dropped)
             allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+            original_width: (SDXL) original width in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            original_height: (SDXL) original height in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            crop_left: (SDXL) crop coordinate left, in pixels [>= 0, <= 16384]
+            crop_top: (SDXL) crop coordinate top, in pixels [>= 0, <= 16384]
+            target_width: (SDXL) target width (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
+                (diffusers) [>= 0.0, <= 10.0]
         """
 
     def ConditioningAverage(
@@ -248,6 +271,7 @@ class NodeCalls:
         negative: Linkable[Conditioning],
         latent: Linkable[Latent],
         cfg: float | Input = 7.5,
+        denoise_end: float | Input = 1.0,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -259,6 +283,9 @@ class NodeCalls:
             negative: what to steer away from (CLIPEncode of '' for none)
             latent: a latent noised by AddNoise: it carries the schedule
             cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            denoise_end: stop after this fraction of the schedule and output the still-noisy latent, for a
+                second model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully [>
+                0.0, <= 1.0]
         """
 
     def EmptyLatent(
@@ -354,7 +381,7 @@ class NodeCalls:
         config: str | Input = "",
         allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x/2.x checkpoint: a single file, a model-folder name, a diffusers folder or built-in.
+        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 

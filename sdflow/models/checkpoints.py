@@ -17,7 +17,8 @@ import torch
 
 from sdflow.models import folders, singlefile
 from sdflow.models.detect import UnknownLayout
-from sdflow.models.families import SD2, SD15, Family
+from sdflow.models.families import Family
+from sdflow.models.folder_family import UnknownFamily, family_of, listed
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, tokenizer_fixed
 from sdflow.models.weights import (
     PICKLE_SUFFIXES,
@@ -36,6 +37,7 @@ _COMPONENTS = {
     "unet": ("config.json", "diffusion_pytorch_model"),
     "vae": ("config.json", "diffusion_pytorch_model"),
     "text_encoder": ("config.json", "model"),
+    "text_encoder_2": ("config.json", "model"),
     "scheduler": ("scheduler_config.json", None),
 }
 _PICKLED_WEIGHTS = {"diffusion_pytorch_model": "diffusion_pytorch_model.bin", "model": "pytorch_model.bin"}
@@ -174,14 +176,15 @@ def check_folder(folder: Path, allow_pickle: bool = False) -> None:
     """Every component of a diffusers folder has a readable config and weights (BadCheckpoint)."""
     index = _json(folder / "model_index.json")
     for component, (config_name, stem) in _COMPONENTS.items():
-        if index.get(component) is None and component != "scheduler":
+        if component != "scheduler" and not listed(index.get(component)):
             continue
         _json(folder / component / config_name)
         if stem is not None:
             _check_weights(folder / component, stem, allow_pickle)
-    tokenizer = folder / "tokenizer"
-    if not (tokenizer / "tokenizer.json").is_file() and not (tokenizer / "vocab.json").is_file():
-        raise BadCheckpoint(f"missing tokenizer file {tokenizer / 'vocab.json'}")
+    for slot in folder_family(str(folder)).encoders:
+        tokenizer = folder / slot.tokenizer_folder
+        if not (tokenizer / "tokenizer.json").is_file() and not (tokenizer / "vocab.json").is_file():
+            raise BadCheckpoint(f"missing tokenizer file {tokenizer / 'vocab.json'}")
 
 
 def _check_weights(folder: Path, stem: str, allow_pickle: bool) -> None:
@@ -238,16 +241,27 @@ def load(
     return loaded
 
 
+def folder_family(location: str) -> Family:
+    """The family of a diffusers folder or hub id, from its JSON files (BadCheckpoint if none fits)."""
+    index = _model_index(location)
+    pooled_dim = None
+    if index.get("text_encoder_2") is not None:
+        pooled_dim = _component_config(location, "text_encoder_2").get("projection_dim")
+    try:
+        return family_of(index, _component_config(location, "unet"), pooled_dim)
+    except UnknownFamily as exc:
+        raise BadCheckpoint(f"{location}: {exc}") from None
+
+
 def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) -> LoadedCheckpoint:
-    """Each component with diffusers / transformers ``from_pretrained``."""
+    """Each component with diffusers / transformers ``from_pretrained``: the text encoders and
+    tokenizers the family lists (SDXL base: two; the refiner: only the second)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    index = _model_index(location)
-    if index.get("text_encoder_2") is not None:
-        raise BadCheckpoint("SDXL checkpoints are not supported yet: only SD 1.x/2.x layouts load")
+    family = folder_family(location)
 
     def part(component: str, load: Any) -> Any:
         try:
@@ -261,24 +275,43 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     vae_config = part("vae", lambda: AutoencoderKL.load_config(location, subfolder="vae"))
     vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
     vae = part("vae", lambda: AutoencoderKL.from_pretrained(location, subfolder="vae", torch_dtype=vae_dtype))
-    text_encoder = part(
-        "text_encoder",
-        lambda: CLIPTextModel.from_pretrained(location, subfolder="text_encoder", torch_dtype=dtype),
-    )
-    tokenizer = part("tokenizer", lambda: CLIPTokenizer.from_pretrained(location, subfolder="tokenizer"))
+    text_encoders, tokenizers = [], []
+    for slot in family.encoders:
+        cls = CLIPTextModelWithProjection if slot.projection else CLIPTextModel
+        encoder = part(
+            slot.folder,
+            functools.partial(cls.from_pretrained, location, subfolder=slot.folder, torch_dtype=dtype),
+        )
+        tokenizer = part(
+            slot.tokenizer_folder,
+            functools.partial(CLIPTokenizer.from_pretrained, location, subfolder=slot.tokenizer_folder),
+        )
+        text_encoders.append(encoder)
+        tokenizers.append(tokenizer_fixed(tokenizer, encoder))
     scheduler_config = part(
         "scheduler", lambda: dict(DDIMScheduler.load_config(location, subfolder="scheduler"))
     )
-    for module in (unet, vae, text_encoder):
+    for module in (unet, vae, *text_encoders):
         module.to(device).eval().requires_grad_(False)
-    family = _folder_family(unet)
     return LoadedCheckpoint(
-        unet, vae, text_encoder, tokenizer_fixed(tokenizer, text_encoder), scheduler_config, family
+        unet,
+        vae,
+        text_encoders[0],
+        tokenizers[0],
+        scheduler_config,
+        family,
+        more_text_encoders=text_encoders[1:],
+        more_tokenizers=tokenizers[1:],
     )
 
 
-def _folder_family(unet: torch.nn.Module) -> Family:
-    return SD2 if unet.config.cross_attention_dim == SD2.context_dim else SD15
+def _component_config(location: str, component: str) -> dict[str, Any]:
+    path = Path(location) / component / "config.json"
+    if path.is_file() or Path(location).is_dir():
+        return _json(path)
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(location, f"{component}/config.json")).read_text())
 
 
 def _model_index(location: str) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from sdflow.models.families import SD15, Family
+from sdflow.models.families import SD15, Family, SizeConditioning
+from sdflow.prompts.padding import pad_tokens
 
 
 class Port:
@@ -44,11 +45,24 @@ class Model(Port):
 
 @dataclass(frozen=True, eq=False)
 class Clip(Port):
-    """A tokenizer and its CLIP text encoder."""
+    """The family's tokenizers and CLIP text encoders: one pair, or two for SDXL base.
+
+    The first (or only) pair is ``tokenizer`` / ``text_encoder``, whichever encoder it is (the SDXL
+    refiner's only one is OpenCLIP ViT-bigG); SDXL base's second is ``tokenizer_2`` / ``text_encoder_2``."""
 
     tokenizer: Any
     text_encoder: torch.nn.Module
     family: Family = SD15
+    tokenizer_2: Any = None
+    text_encoder_2: torch.nn.Module | None = None
+
+    @property
+    def pairs(self) -> list[tuple[Any, torch.nn.Module]]:
+        """(tokenizer, text encoder) per encoder, in the order the family concatenates them."""
+        pairs = [(self.tokenizer, self.text_encoder)]
+        if self.text_encoder_2 is not None:
+            pairs.append((self.tokenizer_2, self.text_encoder_2))
+        return pairs
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,13 +81,15 @@ class Vae(Port):
 class Conditioning(Port):
     """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
 
-    ``pooled`` (batch, dim) is the pooled text embedding of the first chunk, for models that take one;
+    SDXL families add the pooled embedding (batch, dim; of the first 77-token chunk) and the size /
+    aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
     ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
     token count of a longer one (long prompts are whole 77-token chunks)."""
 
     embeds: torch.Tensor
     family: Family = SD15
     pooled: torch.Tensor | None = None
+    sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
 
     @property
@@ -82,18 +98,9 @@ class Conditioning(Port):
 
     def padded_to(self, tokens: int) -> Conditioning:
         """This with empty-prompt chunks appended up to ``tokens`` (ValueError when it cannot be)."""
-        missing = tokens - self.tokens
-        if missing == 0:
+        if tokens == self.tokens:
             return self
-        chunk = self.empty.shape[1] if self.empty is not None else 0
-        if missing < 0 or self.empty is None or missing % chunk:
-            raise ValueError(
-                f"cannot pad a conditioning of {self.tokens} tokens to {tokens}"
-                + ("" if self.empty is not None else " (it carries no empty-prompt chunk)")
-            )
-        filler = self.empty.to(self.embeds.device, self.embeds.dtype)
-        filler = filler.expand(self.embeds.shape[0], -1, -1).repeat(1, missing // chunk, 1)
-        return replace(self, embeds=torch.cat([self.embeds, filler], dim=1))
+        return replace(self, embeds=pad_tokens(self.embeds, self.empty, tokens))
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +171,9 @@ class Latent(Port):
     rng_state: torch.Tensor | None = None
     is_empty: bool = False
     masked_image: MaskedImage | None = None
+    # Set by a DenoiseLoop that stopped at this fraction of its schedule (denoise_end < 1): the
+    # samples are still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
+    stopped_at: float | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

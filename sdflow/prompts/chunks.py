@@ -94,3 +94,13 @@ def split(pieces: list[Piece], tokenizer, vectors: Vectors, size: int = CHUNK) -
     if current.ids or not chunks:
         close()
     return chunks
+
+
+def overflow(pieces: list[Piece], tokenizer, vectors: Vectors) -> str | None:
+    """What keeping only the first chunk drops, said for a warning (None when nothing is dropped)."""
+    chunks = split(pieces, tokenizer, vectors)
+    dropped = [token for chunk in chunks[1:] for token in chunk.ids]
+    if not dropped:
+        return None
+    words = tokenizer.decode(dropped).strip()
+    return f"kept the first {len(chunks[0].ids)} tokens (at most {CHUNK}), dropped {len(dropped)}: '{words}'"

@@ -17,8 +17,9 @@ from sdflow.prompts.chunks import PromptError
 from sdflow.prompts.parse import embedding_names
 
 SAFE_SUFFIX = ".safetensors"
-# keys an embedding's vectors are stored under, most specific first; SDXL files have one per encoder
-_KEYS = ("clip_g", "clip_l", "emb_params", "*")
+# keys an embedding's vectors are stored under; SDXL files have one per encoder (its role)
+_ROLES = ("clip_l", "clip_g")
+_KEYS = ("emb_params", "*")
 
 
 def locate(name: str) -> Path:
@@ -67,22 +68,26 @@ class Library:
         self.allow_pickle = allow_pickle
         self._loaded: dict[str, dict[str, torch.Tensor]] = {}
 
-    def vectors_for(self, width: int):
-        """A function name -> (n, width) vectors, for an encoder whose token vectors are ``width`` wide."""
-        return lambda name: self.vectors(name, width)
+    def vectors_for(self, width: int, role: str | None = None):
+        """A function name -> (n, width) vectors for one text encoder: ``width`` wide, and taken from
+        the ``role`` key (``clip_l`` / ``clip_g``) of an SDXL embedding file when it has one."""
+        return lambda name: self.vectors(name, width, role)
 
-    def vectors(self, name: str, width: int) -> torch.Tensor:
+    def vectors(self, name: str, width: int, role: str | None = None) -> torch.Tensor:
         tensors = self._tensors(name)
-        fitting = {k: v for k, v in tensors.items() if v.shape[-1] == width}
+        if role in tensors:
+            candidates = {role: tensors[role]}
+        else:
+            candidates = {k: v for k, v in tensors.items() if k not in _ROLES} or tensors
+        fitting = {k: v for k, v in candidates.items() if v.shape[-1] == width}
         if not fitting:
-            widths = ", ".join(str(w) for w in sorted({v.shape[-1] for v in tensors.values()})) or "none"
+            widths = ", ".join(str(w) for w in sorted({v.shape[-1] for v in candidates.values()})) or "none"
             raise PromptError(
                 f"embedding:{name} has vectors {widths} wide but this text encoder's are {width} "
                 "(an embedding made for another model family?)"
             )
         key = next((k for k in _KEYS if k in fitting), next(iter(fitting)))
-        vectors = fitting[key]
-        return vectors.reshape(-1, width).float()
+        return fitting[key].reshape(-1, width).float()
 
     def _tensors(self, name: str) -> dict[str, torch.Tensor]:
         if name not in self._loaded:

@@ -6,14 +6,16 @@ and joins the results along the feature axis; SD 1.x and 2.x run it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from sdflow.prompts import weighting
 from sdflow.prompts.chunks import CHUNK, Chunk, Vectors, split
+from sdflow.prompts.padding import pad_tokens
 from sdflow.prompts.parse import Piece
 
 
@@ -25,11 +27,18 @@ class Layer:
     skip: int = 0
     normalize: bool = True
 
+    @classmethod
+    def of(cls, penultimate: bool, clip_skip: int) -> Layer:
+        """SD 1.x/2.x read the last layer (``clip_skip`` earlier, through the final norm); SDXL reads
+        the raw penultimate layer (``clip_skip`` earlier still)."""
+        return cls(clip_skip + 1, normalize=False) if penultimate else cls(clip_skip, normalize=True)
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """A prompt through one encoder: states (1, 77 * chunks, dim), the pooled output of its first
-    chunk (1, dim) when the encoder has one, and the empty prompt's states (1, 77, dim)."""
+    """Prompts through the encoder(s): states (batch, 77 * chunks, dim), the pooled output of each
+    prompt's first chunk (batch, dim) when an encoder projects one (SDXL's), and the empty prompt's
+    states (1, 77, dim)."""
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None
@@ -67,6 +76,47 @@ def encode(
     return Encoded(hidden, pooled, empty.to(dtype), len(chunks))
 
 
+def encode_prompts(
+    pairs: list[tuple[Any, torch.nn.Module]],
+    prompts: list[list[Piece]],
+    layer: Layer,
+    method: str,
+    vectors_for: Callable[[int, str], Vectors],
+    max_chunks: int | None = None,
+) -> Encoded:
+    """Each prompt through every (tokenizer, encoder) pair: states joined along the features (SDXL's
+    two encoders), prompts stacked as a batch padded with empty-prompt chunks to the longest, the
+    pooled embedding of the last projecting encoder. ``vectors_for(width, role)`` gives each encoder
+    its embedding vectors."""
+    rows = []
+    for pieces in prompts:
+        parts = []
+        for tokenizer, encoder in pairs:
+            vectors = vectors_for(*embedding_slot(encoder))
+            parts.append(encode(tokenizer, encoder, pieces, layer, method, vectors, max_chunks))
+        pooled = [p.pooled for p in parts if p.pooled is not None]
+        rows.append(
+            Encoded(
+                torch.cat([p.hidden for p in parts], dim=-1),
+                pooled[-1] if pooled else None,
+                torch.cat([p.empty for p in parts], dim=-1),
+                parts[0].chunks,
+            )
+        )
+    tokens = max(r.hidden.shape[1] for r in rows)
+    empty = rows[0].empty
+    hidden = torch.cat([pad_tokens(r.hidden, empty, tokens) for r in rows])
+    pooled = torch.cat([r.pooled for r in rows]) if rows[0].pooled is not None else None
+    return Encoded(hidden, pooled, empty, max(r.chunks for r in rows))
+
+
+def embedding_slot(encoder: torch.nn.Module) -> tuple[int, str]:
+    """The encoder's token vector width and its role in embedding files: SDXL's projecting OpenCLIP
+    encoder reads ``clip_g``, every other CLIP ``clip_l`` (as ComfyUI reads them)."""
+    role = "clip_g" if getattr(encoder, "text_projection", None) is not None else "clip_l"
+    return encoder.get_input_embeddings().embedding_dim, role
+
+
 def _no_vectors(name: str) -> torch.Tensor:
     raise LookupError(f"no embeddings are available here (asked for '{name}')")
 
@@ -95,10 +145,7 @@ def _forward(text_encoder: torch.nn.Module, ids: torch.Tensor, layer: Layer):
         if layer.normalize:
             # transformers 5 dropped the `text_model` wrapper; older releases still have it.
             hidden = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
-    pooled = getattr(out, "text_embeds", None)
-    if pooled is None:
-        pooled = getattr(out, "pooler_output", None)
-    return hidden, pooled
+    return hidden, getattr(out, "text_embeds", None)  # a projecting encoder's pooled embedding
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from sdflow.nodes.types import Clip, Model, Vae
 
 
 class LoadCheckpoint(Node):
-    """Load an SD 1.x/2.x checkpoint: a single file, a model-folder name, a diffusers folder or built-in."""
+    """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in."""
 
     version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
@@ -79,9 +79,12 @@ class LoadCheckpoint(Node):
             loaded = checkpoints.load(source, ctx.device, ctx.dtype, options)
         except (checkpoints.CheckpointNotFound, ValueError, OSError) as exc:
             raise ctx.error(f"cannot load checkpoint: {exc}", "checkpoint") from None
+        second = ()
+        if loaded.more_text_encoders:  # SDXL base's OpenCLIP ViT-bigG
+            second = (loaded.more_tokenizers[0], loaded.more_text_encoders[0])
         return {
             "model": Model(loaded.unet, loaded.scheduler_config, loaded.family),
-            "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family),
+            "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, *second),
             "vae": Vae(loaded.vae),
         }
 

@@ -9,7 +9,10 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.schedule_window import end_count
 from sdflow.nodes.types import Conditioning, Latent, Model
+
+LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
 
 
 def guided(prediction: torch.Tensor, scale: float) -> torch.Tensor:
@@ -27,7 +30,7 @@ class DenoiseLoop(Node):
     and the masked-image latent next to the latent at every step.
     """
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
 
     model: Model = Field(description="the UNet, from LoadCheckpoint")
@@ -35,16 +38,35 @@ class DenoiseLoop(Node):
     negative: Conditioning = Field(description="what to steer away from (CLIPEncode of '' for none)")
     latent: Latent = Field(description="a latent noised by AddNoise: it carries the schedule")
     cfg: float = Field(7.5, ge=0.0, le=100.0, description="guidance scale; <= 1 disables guidance")
+    denoise_end: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "stop after this fraction of the schedule and output the still-noisy latent, for a second "
+            "model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully"
+        ),
+    )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         state = self.latent.noise
+        if self.latent.stopped_at is not None:
+            raise ctx.error(
+                f"this latent stopped at {self.latent.stopped_at:g} of a schedule (denoise_end): pass it "
+                "through AddNoise first, which continues from there without adding noise",
+                "latent",
+            )
         if state is None:
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
+        self._check_families(ctx)
         unet = self.model.unet
         scheduler = state.schedule.make(ctx.device)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
         timesteps = scheduler.timesteps[state.start_index :]
+        stopped = self.denoise_end < 1.0
+        if stopped:
+            timesteps = timesteps[: end_count(scheduler, timesteps, self.denoise_end)]
         generator = torch.Generator(device="cpu")
         generator.set_state(state.rng_state)
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
@@ -55,6 +77,7 @@ class DenoiseLoop(Node):
         weights = next(unet.parameters())
         x = self.latent.samples.to(weights.device, weights.dtype)
         embeds = self._embeddings(x.shape[0], guide, ctx).to(weights.device, weights.dtype)
+        added = self._added_cond_kwargs(x, guide, weights)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
         if mask is not None:
@@ -65,7 +88,9 @@ class DenoiseLoop(Node):
                 model_input = scheduler.scale_model_input(model_input, t)
                 if extra is not None:
                     model_input = torch.cat([model_input, extra], dim=1)
-                prediction = unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+                prediction = unet(
+                    model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False
+                )[0]
                 if guide:
                     prediction = guided(prediction, self.cfg)
                 x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
@@ -76,7 +101,33 @@ class DenoiseLoop(Node):
                         kept = scheduler.add_noise(original, noise, timesteps[index + 1 : index + 2])
                     x = (1 - mask) * kept + mask * x
                 ctx.step(index + 1, len(timesteps), x)
-        return {"latent": self.latent.with_(samples=x, noise=None, rng_state=generator.get_state())}
+        latent = self.latent.with_(
+            samples=x,
+            noise=state if stopped else None,
+            rng_state=generator.get_state(),
+            stopped_at=self.denoise_end if stopped else None,
+        )
+        return {"latent": latent}
+
+    def _check_families(self, ctx: RunContext) -> None:
+        """Conditioning must come from a text encoder of the model's own family."""
+        family = self.model.family
+        for name in ("positive", "negative"):
+            conditioning: Conditioning = getattr(self, name)
+            if conditioning.family != family:
+                raise ctx.error(
+                    f"this conditioning was encoded by a {conditioning.family} text encoder but the model "
+                    f"is {family}: encode the prompt with the clip of the checkpoint the model comes from",
+                    name,
+                )
+
+    def _added_cond_kwargs(
+        self, x: torch.Tensor, guide: bool, weights: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """The family's extra UNet inputs (SDXL: pooled text embeds and time ids), in batch order."""
+        parts = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
+        size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        return self.model.family.added_cond_kwargs(parts, x.shape[0], size, weights.device, weights.dtype)
 
     def _inpainting_channels(self, x: torch.Tensor, guide: bool, ctx: RunContext) -> torch.Tensor | None:
         """For a 9-channel UNet: [mask, masked-image latent] per batch item (twice when guiding)."""

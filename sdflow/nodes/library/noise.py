@@ -9,6 +9,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.samplers import SamplerName, scheduler_for
+from sdflow.nodes.schedule_window import start_at, start_index
 from sdflow.nodes.types import Latent, Model, NoiseState, Schedule
 
 MAX_SEED = 2**63 - 1
@@ -39,12 +40,6 @@ class Scheduler(Node):
         return {"schedule": schedule}
 
 
-def start_index(steps: int, strength: float, order: int) -> int:
-    """Index of the first timestep to run, as diffusers' img2img computes it from ``strength``."""
-    kept = min(int(steps * strength), steps)
-    return max(steps - kept, 0) * order
-
-
 class AddNoise(Node):
     """Add seeded noise to a latent, to the level that strength selects on the schedule.
 
@@ -54,9 +49,13 @@ class AddNoise(Node):
     latent is sampled right after the noise, from the same stream, as diffusers' inpaint pipeline
     does; with a 9-channel model at strength 1 and seed null, the stream restarts where VAEEncode
     seeded it, since diffusers never samples the (unused) image latent then.
+
+    A latent a DenoiseLoop stopped early (denoise_end), or any latent with denoise_start set, is not
+    noised: the schedule resumes at that fraction (diffusers' denoising_start), e.g. an SDXL refiner
+    finishing what the base began. The seed then only drives ancestral samplers.
     """
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
 
     latent: Latent = Field(description="the latent to noise (EmptyLatent for txt2img)")
@@ -68,10 +67,23 @@ class AddNoise(Node):
         description="noise seed; null continues the latent's random stream (VAEEncode's seed)",
     )
     strength: float = Field(1.0, ge=0.0, le=1.0, description="how much to repaint: 1 = all steps, 0 = none")
+    denoise_start: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "resume the schedule at this fraction without adding noise (strength is then ignored; "
+            "diffusers' denoising_start); null = where the latent's DenoiseLoop stopped (denoise_end), "
+            "if it stopped early"
+        ),
+    )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         latent, clean = self.latent, self.latent.samples
         scheduler = self.schedule.make(ctx.device)
+        resume = self.denoise_start if self.denoise_start is not None else latent.stopped_at
+        if resume is not None:
+            return {"latent": self._resumed(resume, scheduler, ctx)}
         first = start_index(self.schedule.steps, self.strength, scheduler.order)
         generator = self._generator(ctx)
         # Drawn on the CPU in float32, whatever the device: a seed gives the same noise anywhere.
@@ -100,6 +112,23 @@ class AddNoise(Node):
                 masked_image=masked_image,
             )
         }
+
+    def _resumed(self, fraction: float, scheduler: Any, ctx: RunContext) -> Latent:
+        """The latent as it is, set to continue at ``fraction`` of this schedule; nothing drawn."""
+        latent = self.latent
+        if latent.is_empty:
+            raise ctx.error(
+                "an empty latent has nothing to resume: use denoise_start on a latent a DenoiseLoop "
+                "stopped early (denoise_end), or leave it null",
+                "denoise_start",
+            )
+        first = start_at(scheduler, fraction)
+        generator = self._generator(ctx)
+        previous = latent.noise  # a stopped DenoiseLoop's state: the original and noise to blend with
+        clean = previous.clean if previous is not None else latent.samples
+        noise = previous.noise if previous is not None else torch.zeros_like(latent.samples)
+        state = NoiseState(self.schedule, first, noise, clean, generator.get_state())
+        return latent.with_(noise=state, rng_state=generator.get_state(), stopped_at=None)
 
     def _generator(self, ctx: RunContext) -> torch.Generator:
         generator = torch.Generator(device="cpu")
