@@ -48,6 +48,10 @@ _Scheduler_sampler = Literal[
     "dpmpp_2m_karras",
     "unipc",
 ]
+_Scheduler_sigmas = Literal[
+    "default",
+    "karras",
+]
 _VAEEncode_posterior = Literal[
     "sample",
     "mode",
@@ -168,6 +172,7 @@ class NodeCalls:
         seed: int | Input | None = 0,
         strength: float | Input = 1.0,
         denoise_start: float | Input | None = None,
+        start_step: int | Input | None = None,
     ) -> AddNoiseNode:
         """Add seeded noise to a latent, to the level that strength selects on the schedule.
 
@@ -182,6 +187,9 @@ class NodeCalls:
             denoise_start: resume the schedule at this fraction without adding noise (strength is then
                 ignored; diffusers' denoising_start); null = where the latent's DenoiseLoop stopped
                 (denoise_end), if it stopped early [>= 0.0, < 1.0]
+            start_step: begin at this step of the schedule instead of where strength puts it (ComfyUI's
+                start_at_step): a latent a DenoiseLoop stopped (end_step) continues as it is, any other is
+                noised to that step; null = strength, or where the latent's DenoiseLoop stopped [>= 0, <= 500]
         """
 
     def CLIPEncode(
@@ -272,6 +280,7 @@ class NodeCalls:
         latent: Linkable[Latent],
         cfg: float | Input = 7.5,
         denoise_end: float | Input = 1.0,
+        end_step: int | Input | None = None,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -286,6 +295,9 @@ class NodeCalls:
             denoise_end: stop after this fraction of the schedule and output the still-noisy latent, for a
                 second model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully [>
                 0.0, <= 1.0]
+            end_step: stop after this step of the full schedule and output the still-noisy latent, for an
+                AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully [>= 1,
+                <= 500]
         """
 
     def EmptyLatent(
@@ -515,6 +527,7 @@ class NodeCalls:
         model: Linkable[Model],
         sampler: _Scheduler_sampler | Input = "euler",
         steps: int | Input = 20,
+        sigmas: _Scheduler_sigmas | Input = "default",
     ) -> SchedulerNode:
         """Pick a sampler and step count; AddNoise and DenoiseLoop both follow this schedule.
 
@@ -524,6 +537,8 @@ class NodeCalls:
             model: the model whose training noise schedule to use
             sampler: sampling algorithm
             steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
+            sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
+                heun, dpmpp_2m, unipc); dpmpp_2m_karras is dpmpp_2m with karras
         """
 
     def VAEDecode(

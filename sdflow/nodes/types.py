@@ -174,6 +174,8 @@ class Latent(Port):
     # Set by a DenoiseLoop that stopped at this fraction of its schedule (denoise_end < 1): the
     # samples are still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
     stopped_at: float | None = None
+    # Set by a DenoiseLoop that stopped after this step of its schedule (end_step); as stopped_at.
+    stopped_step: int | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

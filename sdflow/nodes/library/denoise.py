@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.library.noise import MAX_STEPS
 from sdflow.nodes.schedule_window import end_count
 from sdflow.nodes.types import Conditioning, Latent, Model
 
@@ -47,6 +48,21 @@ class DenoiseLoop(Node):
             "model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully"
         ),
     )
+    end_step: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description=(
+            "stop after this step of the full schedule and output the still-noisy latent, for an "
+            "AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully"
+        ),
+    )
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        if constants.get("end_step") is not None and constants.get("denoise_end", 1.0) < 1.0:
+            return [("end_step", "give end_step or denoise_end, not both")]
+        return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         state = self.latent.noise
@@ -54,6 +70,12 @@ class DenoiseLoop(Node):
             raise ctx.error(
                 f"this latent stopped at {self.latent.stopped_at:g} of a schedule (denoise_end): pass it "
                 "through AddNoise first, which continues from there without adding noise",
+                "latent",
+            )
+        if self.latent.stopped_step is not None:
+            raise ctx.error(
+                f"this latent stopped after step {self.latent.stopped_step} (end_step): pass it through "
+                "AddNoise first, which continues from there without adding noise",
                 "latent",
             )
         if state is None:
@@ -67,6 +89,9 @@ class DenoiseLoop(Node):
         stopped = self.denoise_end < 1.0
         if stopped:
             timesteps = timesteps[: end_count(scheduler, timesteps, self.denoise_end)]
+        elif self.end_step is not None:
+            timesteps = timesteps[: self._steps_to(self.end_step, scheduler, state.start_index, ctx)]
+            stopped = state.start_index + len(timesteps) < len(scheduler.timesteps)
         generator = torch.Generator(device="cpu")
         generator.set_state(state.rng_state)
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
@@ -105,9 +130,22 @@ class DenoiseLoop(Node):
             samples=x,
             noise=state if stopped else None,
             rng_state=generator.get_state(),
-            stopped_at=self.denoise_end if stopped else None,
+            stopped_at=self.denoise_end if stopped and self.end_step is None else None,
+            stopped_step=self.end_step if stopped and self.end_step is not None else None,
         )
         return {"latent": latent}
+
+    def _steps_to(self, end_step: int, scheduler: Any, start: int, ctx: RunContext) -> int:
+        """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
+        scheduler runs two per step, as diffusers' img2img counts them)."""
+        count = end_step * scheduler.order - start
+        if count <= 0:
+            raise ctx.error(
+                f"end_step {end_step} is not after the step this latent starts at "
+                f"({start // scheduler.order}): nothing would be denoised",
+                "end_step",
+            )
+        return count
 
     def _check_families(self, ctx: RunContext) -> None:
         """Conditioning must come from a text encoder of the model's own family."""

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.samplers import SamplerName, scheduler_for
+from sdflow.nodes.samplers import SamplerName, SigmasName, karras_samplers, scheduler_for, supports_karras
 from sdflow.nodes.schedule_window import start_at, start_index
 from sdflow.nodes.types import Latent, Model, NoiseState, Schedule
 
@@ -22,7 +22,7 @@ MAX_STEPS = 500
 class Scheduler(Node):
     """Pick a sampler and step count; AddNoise and DenoiseLoop both follow this schedule."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"schedule": Schedule}
 
     model: Model = Field(description="the model whose training noise schedule to use")
@@ -33,9 +33,28 @@ class Scheduler(Node):
         le=MAX_STEPS,
         description="denoising steps for the full schedule (diffusers' schedulers fail near 1000)",
     )
+    sigmas: SigmasName = Field(
+        "default",
+        description=(
+            "step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for "
+            + ", ".join(karras_samplers())
+            + "); dpmpp_2m_karras is dpmpp_2m with karras"
+        ),
+    )
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        sampler = constants.get("sampler", "euler")
+        if constants.get("sigmas") == "karras" and isinstance(sampler, str) and not supports_karras(sampler):
+            message = f"sampler '{sampler}' has no Karras sigmas: use one of {', '.join(karras_samplers())}"
+            return [("sigmas", message + ", or sigmas: default")]
+        return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        cls, config = scheduler_for(self.sampler, self.model.scheduler_config)
+        try:
+            cls, config = scheduler_for(self.sampler, self.model.scheduler_config, self.sigmas)
+        except ValueError as exc:  # a sampler given by a link-free input the precheck could not see
+            raise ctx.error(str(exc), "sigmas") from None
         schedule = Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)
         return {"schedule": schedule}
 
@@ -52,7 +71,9 @@ class AddNoise(Node):
 
     A latent a DenoiseLoop stopped early (denoise_end), or any latent with denoise_start set, is not
     noised: the schedule resumes at that fraction (diffusers' denoising_start), e.g. an SDXL refiner
-    finishing what the base began. The seed then only drives ancestral samplers.
+    finishing what the base began. The seed then only drives ancestral samplers. start_step does
+    the same in steps (ComfyUI's start_at_step): a latent a DenoiseLoop stopped (end_step) resumes
+    at it; any other latent is noised to that step, as strength would.
     """
 
     version: ClassVar[int] = 2
@@ -77,19 +98,43 @@ class AddNoise(Node):
             "if it stopped early"
         ),
     )
+    start_step: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_STEPS,
+        description=(
+            "begin at this step of the schedule instead of where strength puts it (ComfyUI's "
+            "start_at_step): a latent a DenoiseLoop stopped (end_step) continues as it is, any other is "
+            "noised to that step; null = strength, or where the latent's DenoiseLoop stopped"
+        ),
+    )
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        if constants.get("start_step") is not None and constants.get("denoise_start") is not None:
+            return [("start_step", "give start_step or denoise_start, not both")]
+        return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         latent, clean = self.latent, self.latent.samples
         scheduler = self.schedule.make(ctx.device)
-        resume = self.denoise_start if self.denoise_start is not None else latent.stopped_at
-        if resume is not None:
-            return {"latent": self._resumed(resume, scheduler, ctx)}
-        first = start_index(self.schedule.steps, self.strength, scheduler.order)
+        if self.denoise_start is not None:
+            return {"latent": self._resumed(start_at(scheduler, self.denoise_start), scheduler, ctx)}
+        step = self.start_step if self.start_step is not None else latent.stopped_step
+        if step is not None and (latent.stopped_step is not None or latent.stopped_at is not None):
+            return {"latent": self._resumed(step * scheduler.order, scheduler, ctx)}
+        if latent.stopped_at is not None:
+            return {"latent": self._resumed(start_at(scheduler, latent.stopped_at), scheduler, ctx)}
+        if self.start_step is not None:
+            first = self.start_step * scheduler.order
+        else:
+            first = start_index(self.schedule.steps, self.strength, scheduler.order)
         generator = self._generator(ctx)
         # Drawn on the CPU in float32, whatever the device: a seed gives the same noise anywhere.
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(clean.device, clean.dtype)
-        pure = self.strength == 1.0 and (latent.is_empty or latent.noise_mask is not None)
+        full = self.strength == 1.0 if self.start_step is None else first == 0
+        pure = full and (latent.is_empty or latent.noise_mask is not None)
         if pure:
             samples = noise * scheduler.init_noise_sigma
         elif first >= len(scheduler.timesteps):
@@ -113,8 +158,9 @@ class AddNoise(Node):
             )
         }
 
-    def _resumed(self, fraction: float, scheduler: Any, ctx: RunContext) -> Latent:
-        """The latent as it is, set to continue at ``fraction`` of this schedule; nothing drawn."""
+    def _resumed(self, first: int, scheduler: Any, ctx: RunContext) -> Latent:
+        """The latent as it is, set to continue at timestep index ``first`` of this schedule; nothing
+        drawn."""
         latent = self.latent
         if latent.is_empty:
             raise ctx.error(
@@ -122,13 +168,12 @@ class AddNoise(Node):
                 "stopped early (denoise_end), or leave it null",
                 "denoise_start",
             )
-        first = start_at(scheduler, fraction)
         generator = self._generator(ctx)
         previous = latent.noise  # a stopped DenoiseLoop's state: the original and noise to blend with
         clean = previous.clean if previous is not None else latent.samples
         noise = previous.noise if previous is not None else torch.zeros_like(latent.samples)
         state = NoiseState(self.schedule, first, noise, clean, generator.get_state())
-        return latent.with_(noise=state, rng_state=generator.get_state(), stopped_at=None)
+        return latent.with_(noise=state, rng_state=generator.get_state(), stopped_at=None, stopped_step=None)
 
     def _generator(self, ctx: RunContext) -> torch.Generator:
         generator = torch.Generator(device="cpu")
