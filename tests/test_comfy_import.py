@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_txt2img_becomes_scheduler_addnoise_and_denoiseloop():
 def test_img2img_keeps_comfyuis_step_count_at_partial_denoise():
     conversion = imported("img2img_api.json")
     schedule, noise = fields(conversion, "schedule_12"), fields(conversion, "noise_12")
-    assert schedule["sampler"] == "dpmpp_2m_karras"  # dpmpp_2m + karras
+    assert (schedule["sampler"], schedule["sigmas"]) == ("dpmpp_2m", "karras")
     assert schedule["steps"] == int(20 / 0.6)  # ComfyUI: int(steps / denoise), of which the last 20 run
     assert int(schedule["steps"] * noise["strength"]) == 20  # sdflow runs int(steps * strength)
     assert noise["latent"] == Link("encode_11", "latent")
@@ -198,7 +199,7 @@ def _api_with(changes: dict[str, dict]) -> dict:
 def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
     document = _api_with({"3": {"sampler_name": "dpmpp_sde", "scheduler": "normal"}})
     document["10"] = json.loads(json.dumps(document["3"]))
-    document["10"]["inputs"].update(sampler_name="euler", scheduler="karras")
+    document["10"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
     document["11"] = json.loads(json.dumps(document["3"]))
     document["11"]["inputs"].update(sampler_name="euler", scheduler="exponential")
     path = tmp_path / "bad.json"
@@ -209,8 +210,97 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
     assert (
         "node 3 (KSampler): unknown sampler_name 'dpmpp_sde' (sdflow maps: euler, euler_ancestral" in message
     )
-    assert "node 10 (KSampler): scheduler 'karras' is supported with dpmpp_2m only, not 'euler'" in message
+    assert (
+        "node 10 (KSampler): scheduler 'karras' is supported with euler, heun, dpmpp_2m, uni_pc, lms only, "
+        "not 'euler_ancestral' (diffusers has no Karras sigmas for it)" in message
+    )
     assert "node 11 (KSampler): unknown scheduler 'exponential' (sdflow maps: normal, karras)" in message
+
+
+@pytest.mark.parametrize(
+    ("comfy", "ours"),
+    [("euler", "euler"), ("heun", "heun"), ("lms", "lms"), ("dpmpp_2m", "dpmpp_2m"), ("uni_pc", "unipc")],
+)
+def test_the_karras_scheduler_maps_to_karras_sigmas_for_every_sampler_that_has_them(tmp_path, comfy, ours):
+    path = tmp_path / "karras.json"
+    path.write_text(json.dumps(_api_with({"3": {"sampler_name": comfy, "scheduler": "karras"}})))
+    schedule = fields(convert(read(path), str(path)), "schedule_3")
+    assert (schedule["sampler"], schedule["sigmas"]) == (ours, "karras")
+    path.write_text(json.dumps(_api_with({"3": {"sampler_name": comfy, "scheduler": "normal"}})))
+    assert "sigmas" not in fields(convert(read(path), str(path)), "schedule_3")
+
+
+def test_two_ksampler_advanced_passes_become_a_stopped_loop_and_a_resumed_one():
+    conversion = imported("two_pass_api.json")
+    assert fields(conversion, "sample_5")["end_step"] == 12
+    assert fields(conversion, "noise_6") == {
+        "type": "AddNoise",
+        "latent": Link("sample_5", "latent"),
+        "schedule": Link("schedule_6"),
+        "seed": InputRef("seed_6"),  # drives ancestral samplers only: nothing is added
+        "start_step": 12,
+    }
+    assert "end_step" not in fields(conversion, "sample_6")
+    for schedule in ("schedule_5", "schedule_6"):
+        assert (
+            fields(conversion, schedule)["steps"] == 20 and fields(conversion, schedule)["sigmas"] == "karras"
+        )
+    assert fields(conversion, "decode_7")["latent"] == Link("sample_6", "latent")
+
+
+def _tiny_two_pass(tmp_path: Path, split: bool = True) -> Path:
+    document = json.loads((FIXTURES / "two_pass_api.json").read_text())
+    document["1"]["inputs"]["ckpt_name"] = "builtin:tiny-sd15"
+    document["4"]["inputs"].update(width=64, height=64)
+    document["5"]["inputs"].update(steps=4, end_at_step=2)
+    document["6"]["inputs"].update(steps=4, start_at_step=2)
+    if not split:  # the same run in one pass
+        document["5"]["inputs"].update(end_at_step=10000, return_with_leftover_noise="disable")
+        document["7"]["inputs"]["samples"] = ["5", 0]
+        del document["6"]
+    path = tmp_path / ("two_pass.json" if split else "one_pass.json")
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_an_imported_two_pass_split_equals_the_one_pass_run_bit_for_bit(tmp_path, runner):
+    two = runner.run(convert(read(path := _tiny_two_pass(tmp_path)), str(path)).workflow)
+    one = runner.run(convert(read(path := _tiny_two_pass(tmp_path, split=False)), str(path)).workflow)
+    assert two["sample_5"].stopped_step == 2
+    assert not torch.equal(two["sample_5"].samples, one["sample_5"].samples)
+    assert torch.equal(two["sample_6"].samples, one["sample_5"].samples)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"5": {"add_noise": "disable"}},
+            "node 5 (KSamplerAdvanced): add_noise 'disable' is supported only on the latent of a "
+            "KSamplerAdvanced that returns with leftover noise",
+        ),
+        (
+            {"5": {"return_with_leftover_noise": "disable"}},
+            "node 5 (KSamplerAdvanced): end_at_step 12 < steps 20 with return_with_leftover_noise 'disable'",
+        ),
+        (
+            {"6": {"add_noise": "enable"}},
+            "node 6 (KSamplerAdvanced): add_noise 'enable' on a latent returned with leftover noise",
+        ),
+        (
+            {"6": {"end_at_step": 12}},
+            "node 6 (KSamplerAdvanced): end_at_step 12 must be above start_at_step 12",
+        ),
+    ],
+)
+def test_splits_sdflow_cannot_reproduce_are_refused(tmp_path, changes, expected):
+    document = json.loads((FIXTURES / "two_pass_api.json").read_text())
+    for node_id, inputs in changes.items():
+        document[node_id]["inputs"].update(inputs)
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConversionError, match=re.escape(expected)):
+        convert(read(path), str(path))
 
 
 @pytest.mark.parametrize(

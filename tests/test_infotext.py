@@ -41,6 +41,19 @@ def test_txt2img_pictures_carry_the_a1111_parameters(runner):
     }  # fmt: skip
 
 
+def test_karras_sigmas_are_a1111s_karras_schedule_type(runner):
+    graph = sdflow.load(EXAMPLES / "txt2img.yaml")
+    graph["schedule"]["sigmas"] = "karras"
+    info = parse_infotext(saved_parameters(runner.run(graph, inputs={"steps": 2, "sampler": "heun"})))
+    assert (info.settings["Sampler"], info.settings["Schedule type"]) == ("Heun", "Karras")
+
+
+def test_a_sampler_stopped_early_is_no_plain_txt2img(runner):
+    graph = sdflow.load(EXAMPLES / "txt2img.yaml")
+    graph["denoised"]["end_step"] = 1
+    assert saved_parameters(runner.run(graph, inputs={"steps": 2})) is None
+
+
 def test_img2img_pictures_give_the_strength_and_the_seed_their_noise_continues(examples, runner):
     graph = sdflow.load(examples / "img2img.yaml")
     graph["positive"]["clip_skip"] = 1

@@ -59,6 +59,8 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
     if _follow(nodes, schedule, "model", "LoadCheckpoint") is not checkpoint:
         raise _NotPlain
     start = _follow(nodes, noised, "latent", "EmptyLatent", "VAEEncode")
+    if loop.constants.get("end_step") is not None or noised.constants.get("start_step") is not None:
+        raise _NotPlain  # part of a split run: A1111 has no words for it
     seed, strength = noised.constants.get("seed"), None
     if start.type == "VAEEncode":
         if "mask" in start.links:
@@ -75,6 +77,7 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
         "negative": texts[1],
         "steps": schedule.constants.get("steps"),
         "sampler": schedule.constants.get("sampler"),
+        "sigmas": schedule.constants.get("sigmas", "default"),
         "cfg": loop.constants.get("cfg"),
         "seed": seed,
         "model": model_name(str(checkpoint.constants.get("checkpoint", ""))),

@@ -22,8 +22,9 @@ from sdflow.errors import Location, UserError
 from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.interop.comfy_read import ComfyGraph, ComfyNode, Ref
 from sdflow.nodes.library.noise import MAX_SEED
+from sdflow.nodes.samplers import supports_karras
 
-# ComfyUI sampler -> sdflow sampler; `karras` is only a variant of dpmpp_2m in sdflow.
+# ComfyUI sampler -> sdflow sampler; the `karras` scheduler is the Scheduler's `sigmas: karras`.
 SAMPLERS = {
     "euler": "euler",
     "euler_ancestral": "euler_ancestral",
@@ -33,7 +34,6 @@ SAMPLERS = {
     "uni_pc": "unipc",
     "lms": "lms",
 }
-KARRAS = {"dpmpp_2m": "dpmpp_2m_karras"}
 SCHEDULERS = ("normal", "karras")
 LATENT_MODES = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}
 IMAGE_MODES = {**LATENT_MODES, "area": "box", "lanczos": "lanczos"}
@@ -50,6 +50,7 @@ class Port:
     link: Link
     clip_skip: int = 0  # on a CLIP: layers to skip (CLIPSetLastLayer)
     encoder: str | None = None  # on a latent: the sdflow VAEEncode node that made it
+    stopped: bool = False  # on a latent: a KSamplerAdvanced returned it with leftover noise
 
 
 @dataclass
@@ -193,17 +194,22 @@ def _empty_latent(c: _Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(c.add("empty", node.id, "EmptyLatent", **size), "latent"))]
 
 
-def sampler_name(sampler: str, scheduler: str) -> str:
-    """sdflow's sampler for a ComfyUI (sampler_name, scheduler) pair, or _Problem naming the choices."""
+def sampler_fields(sampler: str, scheduler: str) -> dict[str, str]:
+    """The Scheduler's sampler (and sigmas) for a ComfyUI (sampler_name, scheduler) pair, or _Problem
+    naming the choices."""
     if sampler not in SAMPLERS:
         raise _Problem(f"unknown sampler_name '{sampler}' (sdflow maps: {', '.join(SAMPLERS)})")
     if scheduler not in SCHEDULERS:
         raise _Problem(f"unknown scheduler '{scheduler}' (sdflow maps: {', '.join(SCHEDULERS)})")
     if scheduler == "karras":
-        if sampler not in KARRAS:
-            raise _Problem(f"scheduler 'karras' is supported with {', '.join(KARRAS)} only, not '{sampler}'")
-        return KARRAS[sampler]
-    return SAMPLERS[sampler]
+        if not supports_karras(SAMPLERS[sampler]):
+            karras = ", ".join(name for name, ours in SAMPLERS.items() if supports_karras(ours))
+            raise _Problem(
+                f"scheduler 'karras' is supported with {karras} only, not '{sampler}' "
+                "(diffusers has no Karras sigmas for it)"
+            )
+        return {"sampler": SAMPLERS[sampler], "sigmas": "karras"}
+    return {"sampler": SAMPLERS[sampler]}
 
 
 def partial_schedule(steps: int, denoise: float) -> tuple[int, float]:
@@ -219,19 +225,29 @@ def partial_schedule(steps: int, denoise: float) -> tuple[int, float]:
 
 
 def _sampling(
-    c: _Converter, node: ComfyNode, seed: int, steps: int, strength_steps: tuple[int, float]
+    c: _Converter,
+    node: ComfyNode,
+    seed: int,
+    strength_steps: tuple[int, float],
+    resume_at: int | None = None,
+    end_step: int | None = None,
 ) -> list[Port]:
+    """Scheduler, AddNoise and DenoiseLoop; ``resume_at`` continues a stopped latent at that step
+    without noise, ``end_step`` stops after that step with the leftover noise."""
     model = c.port(node, "model")
-    sampler = sampler_name(str(c.const(node, "sampler_name")), str(c.const(node, "scheduler")))
+    sampler = sampler_fields(str(c.const(node, "sampler_name")), str(c.const(node, "scheduler")))
     total, strength = strength_steps
-    schedule = c.add("schedule", node.id, "Scheduler", model=model.link, sampler=sampler, steps=total)
+    schedule = c.add("schedule", node.id, "Scheduler", model=model.link, **sampler, steps=total)
     noise_fields: dict[str, Any] = {"latent": c.port(node, "latent_image").link, "schedule": Link(schedule)}
     if not 0 <= seed <= MAX_SEED:
         raise _Problem(f"seed {seed} is outside sdflow's range 0..{MAX_SEED}")
     noise_fields["seed"] = seed
     if strength < 1.0:
         noise_fields["strength"] = strength
+    if resume_at is not None:
+        noise_fields["start_step"] = resume_at
     noised = c.add("noise", node.id, "AddNoise", **noise_fields)
+    loop_fields: dict[str, Any] = {"end_step": end_step} if end_step is not None else {}
     denoised = c.add(
         "sample",
         node.id,
@@ -241,28 +257,50 @@ def _sampling(
         negative=c.port(node, "negative").link,
         latent=Link(noised),
         cfg=float(c.const(node, "cfg", 8.0)),
+        **loop_fields,
     )
-    return [Port(Link(denoised, "latent"))]
+    return [Port(Link(denoised, "latent"), stopped=end_step is not None)]
 
 
 def _ksampler(c: _Converter, node: ComfyNode) -> list[Port]:
     steps, denoise = int(c.const(node, "steps", 20)), float(c.const(node, "denoise", 1.0))
     if not 0.0 < denoise <= 1.0:
         raise _Problem(f"denoise must be in (0, 1], got {denoise}")
-    return _sampling(c, node, int(c.const(node, "seed")), steps, partial_schedule(steps, denoise))
+    return _sampling(c, node, int(c.const(node, "seed")), partial_schedule(steps, denoise))
 
 
 def _ksampler_advanced(c: _Converter, node: ComfyNode) -> list[Port]:
+    """A whole run, or one pass of a split: stopping after end_at_step with the leftover noise
+    (DenoiseLoop end_step), continuing such a latent at start_at_step (AddNoise start_step)."""
     steps = int(c.const(node, "steps", 20))
     start, end = int(c.const(node, "start_at_step", 0)), int(c.const(node, "end_at_step", 10000))
-    if c.const(node, "add_noise", "enable") != "enable":
-        raise _Problem("add_noise 'disable' (continuing another sampler's noise) is not supported")
-    if end < steps:
-        raise _Problem(f"end_at_step {end} < steps {steps} (stopping early) is not supported")
+    add_noise = c.const(node, "add_noise", "enable") == "enable"
+    stops = end < steps
     if not 0 <= start < steps:
         raise _Problem(f"start_at_step {start} must be below steps {steps}")
+    if end <= start:
+        raise _Problem(f"end_at_step {end} must be above start_at_step {start}")
+    if stops and c.const(node, "return_with_leftover_noise", "disable") != "enable":
+        raise _Problem(
+            f"end_at_step {end} < steps {steps} with return_with_leftover_noise 'disable' (ComfyUI then "
+            "jumps to a clean latent on the last step) is not supported: enable return_with_leftover_noise"
+        )
+    stopped_latent = c.port(node, "latent_image").stopped
+    if not add_noise and not stopped_latent:
+        raise _Problem(
+            "add_noise 'disable' is supported only on the latent of a KSamplerAdvanced that returns "
+            "with leftover noise (a split run's second pass)"
+        )
+    if add_noise and stopped_latent:
+        raise _Problem(
+            "add_noise 'enable' on a latent returned with leftover noise (noise added twice) is not "
+            "supported: disable add_noise to continue it"
+        )
+    seed, end_step = int(c.const(node, "noise_seed")), end if stops else None
+    if not add_noise:
+        return _sampling(c, node, seed, (steps, 1.0), resume_at=start, end_step=end_step)
     strength = 1.0 if start == 0 else round((steps - start) / steps, 6)
-    return _sampling(c, node, int(c.const(node, "noise_seed")), steps, (steps, strength))
+    return _sampling(c, node, seed, (steps, strength), end_step=end_step)
 
 
 def _vae_encode(c: _Converter, node: ComfyNode, mask: Link | None = None) -> list[Port]:

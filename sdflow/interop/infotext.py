@@ -91,10 +91,13 @@ def settings(
     model: str | None = None,
     strength: float | None = None,
     clip_skip: int = 0,
+    sigmas: str = "default",
 ) -> dict[str, Any]:
     """The settings line of an sdflow txt2img / img2img run, keyed and ordered as A1111 writes them;
     ``clip_skip`` is sdflow's (0 = last layer), written as A1111's (2 = penultimate)."""
     name, schedule = A1111_SAMPLERS.get(sampler, (sampler, None))
+    if sigmas == "karras":
+        schedule = "Karras"
     return {
         "Steps": steps,
         "Sampler": name,
