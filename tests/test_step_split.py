@@ -3,16 +3,18 @@ ComfyUI's two KSamplerAdvanced passes do: for a deterministic sampler the split 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+import sdflow
 from sdflow.errors import NodeError, UserError
 from sdflow.graphs import loads
 from sdflow.runner import Runner
 
-STEPS = 4
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 WORKFLOW = """
 version: 1
@@ -96,3 +98,18 @@ def test_steps_and_fractions_together_are_refused_up_front(graph_runner: Runner)
     text = WORKFLOW.replace("start_step: 2}", "start_step: 2, denoise_start: 0.5}")
     with pytest.raises(UserError, match="give start_step or denoise_start, not both"):
         run(graph_runner, text)
+
+
+@pytest.mark.parametrize("checkpoint", ["builtin:tiny-sd15", "builtin:tiny-sd15-inpaint"])
+def test_an_inpainting_split_equals_one_run(runner, checkpoint: str) -> None:
+    """A 4-channel model blends with the original re-noised to the next step of the whole schedule,
+    also at the end of the first pass; a 9-channel model reads the mask in both passes."""
+    graph = sdflow.load(EXAMPLES / "inpaint.yaml")
+    graph["ckpt"]["checkpoint"] = checkpoint
+    loop = graph["denoised"]
+    shared = {f: loop[f] for f in ("model", "positive", "negative", "cfg")}
+    first = graph.add("DenoiseLoop", id="first", **shared, latent=graph["noised"], end_step=2)
+    resumed = graph.add("AddNoise", id="resumed", latent=first, schedule=graph["schedule"], seed=1)
+    graph.add("DenoiseLoop", id="second", **shared, latent=resumed)
+    result = runner.run(graph, inputs={"steps": 4, "sampler": "euler"}, outputs=["denoised", "second"])
+    assert torch.equal(result["second.latent"].samples, result["denoised.latent"].samples)

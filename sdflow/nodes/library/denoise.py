@@ -107,6 +107,9 @@ class DenoiseLoop(Node):
         mask = self._blend_mask(x, ctx)
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
+        # The timesteps after each step, for that blend: past an end_step the schedule goes on (the
+        # next pass continues it); past denoise_end, as in diffusers, the original is kept clean.
+        following = scheduler.timesteps[state.start_index :] if self.end_step is not None else timesteps
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
                 model_input = torch.cat([x, x]) if guide else x
@@ -122,8 +125,8 @@ class DenoiseLoop(Node):
                 if mask is not None:
                     # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
                     kept = original
-                    if index < len(timesteps) - 1:
-                        kept = scheduler.add_noise(original, noise, timesteps[index + 1 : index + 2])
+                    if index < len(following) - 1:
+                        kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
                     x = (1 - mask) * kept + mask * x
                 ctx.step(index + 1, len(timesteps), x)
         latent = self.latent.with_(
