@@ -42,7 +42,7 @@ def sdflow_cli(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("workflow", ["txt2img", "img2img", "lora"])
+@pytest.mark.parametrize("workflow", ["txt2img", "img2img", "lora", "two_pass"])
 def test_the_api_and_ui_formats_of_one_workflow_import_the_same(workflow):
     """The UI file resolves its seed primitive, its reroute and its positional widget values."""
     api = imported(f"{workflow}_api.json").workflow
