@@ -7,6 +7,10 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_CLIPEncode_weighting = Literal[
+    "comfy",
+    "a1111",
+]
 _ImageScale_resample = Literal[
     "nearest",
     "bilinear",
@@ -59,6 +63,16 @@ class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type DenoiseLoop: its attributes are its outputs."""
     @property
@@ -100,10 +114,22 @@ class LoadImageNode(NodeHandle):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadLoRANode(NodeHandle):
+    """Handle of a node of type LoadLoRA: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadVAENode(NodeHandle, Linkable[Vae]):
+    """Handle of a node of type LoadVAE: its attributes are its outputs."""
+    @property
+    def vae(self) -> Output[Vae]: ...
 
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
@@ -159,18 +185,58 @@ class NodeCalls:
         *,
         id: str | None = None,
         clip: Linkable[Clip],
-        text: str | Input = "",
+        text: str | list[str] | Input = "",
         clip_skip: int | Input = 0,
+        weighting: _CLIPEncode_weighting | Input = "comfy",
+        truncate: bool | Input = False,
+        allow_pickle: bool | Input = False,
     ) -> CLIPEncodeNode:
-        """Encode a prompt with CLIP into conditioning for the UNet.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with CLIP into conditioning.
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
             clip: tokenizer and text encoder, from LoadCheckpoint
-            text: the prompt; longer than 77 tokens is truncated
+            text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
             clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
                 24]
+            weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
+            truncate: keep only the first 75 tokens (a warning tells what is dropped)
+            allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+        """
+
+    def ConditioningAverage(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+        weight: float | Input = 0.5,
+    ) -> ConditioningAverageNode:
+        """Blend two conditionings: weight × first + (1 − weight) × second (shorter one padded).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: the conditioning that `weight` measures
+            second: the other conditioning
+            weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningConcat(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+    ) -> ConditioningConcatNode:
+        """Join two conditionings along the tokens: the UNet attends to both prompts at once.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: tokens that come first (its pooled output is kept)
+            second: tokens appended after the first's
         """
 
     def DenoiseLoop(
@@ -316,6 +382,31 @@ class NodeCalls:
             path: picture file (PNG, JPEG, WebP...); a relative path is relative to the workflow file's folder
         """
 
+    def LoadLoRA(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        file: str | Input,
+        strength_model: float | Input = 1.0,
+        strength_clip: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> LoadLoRANode:
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+
+        Returns the node; its outputs: model (Model), clip (Clip).
+
+        Fields:
+            model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
+            clip: the text encoder to patch; left unchanged
+            file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
+                the model folders' loras (Lora) folders
+            strength_model: scale of the UNet update (0 = none) [>= -10.0, <= 10.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+        """
+
     def LoadMask(
         self,
         *,
@@ -333,6 +424,23 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def LoadVAE(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadVAENode:
+        """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
+
+        Returns the node; its outputs: vae (Vae).
+
+        Fields:
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
+                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def MaskBlend(
@@ -397,14 +505,17 @@ class NodeCalls:
         id: str | None = None,
         vae: Linkable[Vae],
         latent: Linkable[Latent],
+        seed: int | Input = 0,
     ) -> VAEDecodeNode:
         """Decode a latent into an RGB image with the VAE.
 
         Returns the node; its outputs: image (Image).
 
         Fields:
-            vae: the VAE, from LoadCheckpoint
+            vae: the VAE, from LoadCheckpoint or LoadVAE
             latent: the latent to decode
+            seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
+                9223372036854775807]
         """
 
     def VAEEncode(

@@ -209,3 +209,9 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightFileError(f"'{path}' holds a {type(state).__name__}, not a state dict of tensors")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def read_all(path: Path, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(every tensor on the CPU, the header metadata) of a small weight file such as a LoRA or a VAE."""
+    with WeightReader(path, allow_pickle) as reader:
+        return {name: reader.read(name) for name in reader.shapes}, dict(reader.metadata)
