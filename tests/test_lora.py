@@ -16,6 +16,7 @@ from sdflow.errors import UserError
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
 from sdflow.models.ldm_keys import unet_mapping
+from sdflow.nodes.types import storages
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +150,22 @@ def test_patched_model_shares_every_unpatched_tensor_and_leaves_the_base_alone(
         n.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")) for n in changed
     )
     assert len(changed) == len(lora.parse(*weights.read_all(loras["peft"])).for_target("unet"))
+
+
+def test_the_model_cache_counts_a_patched_model_by_its_patched_weights_only(loras: dict[str, Path]) -> None:
+    runner = Runner(device="cpu", dtype="fp32")
+    result = runner.run(loads(workflow((str(loras["peft"]), 1.0, 1.0)), "w.yaml"), outputs=["lora0"])
+    base = sum(storages(result.outputs["ckpt"].values()).values())
+    patched = result["lora0.model"].unet, result["lora0.clip"].text_encoder
+    shared = {
+        id(p)
+        for p in (*result["ckpt.model"].unet.parameters(), *result["ckpt.clip"].text_encoder.parameters())
+    }
+    added = sum(p.nbytes for module in patched for p in module.parameters() if id(p) not in shared)
+    assert 0 < added < base / 4
+    assert runner.models.used == base + added
+    runner.models.clear()
+    assert runner.models.used == 0
 
 
 def test_cache_key_follows_the_lora_file_content_and_the_strengths(
