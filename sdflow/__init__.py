@@ -19,6 +19,7 @@ _EXPORTS = {
     "UserError": "sdflow.errors",
     "WorkflowError": "sdflow.errors",
     "WorkflowErrors": "sdflow.errors",
+    "SdflowWarning": "sdflow.errors",
     "Workflow": "sdflow.graphs",
     "dumps": "sdflow.graphs",
     "validate": "sdflow.graphs",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "loads": "sdflow.graphs.builder",
     "NodeFinished": "sdflow.runner",
     "NodeStarted": "sdflow.runner",
+    "NodeWarning": "sdflow.runner",
     "Runner": "sdflow.runner",
     "RunResult": "sdflow.runner",
     "StepProgress": "sdflow.runner",
@@ -42,10 +44,12 @@ __all__ = [
     "NodeFinished",
     "NodeHandle",
     "NodeStarted",
+    "NodeWarning",
     "Output",
     "RunResult",
     "Runner",
     "SdflowError",
+    "SdflowWarning",
     "StepProgress",
     "UserError",
     "Workflow",
@@ -76,7 +80,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from sdflow.api import default_runner, run
-    from sdflow.errors import NodeError, SdflowError, UserError, WorkflowError, WorkflowErrors
+    from sdflow.errors import NodeError, SdflowError, SdflowWarning, UserError, WorkflowError, WorkflowErrors
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
-    from sdflow.runner import NodeFinished, NodeStarted, Runner, RunResult, StepProgress
+    from sdflow.runner import NodeFinished, NodeStarted, NodeWarning, Runner, RunResult, StepProgress

@@ -130,11 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
-    from sdflow.golden.cli import add_commands
+    from sdflow.draw import cli as draw_cli
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
     from sdflow.models_cli import add_command as add_models_command
 
-    add_commands(commands)
+    golden_cli.add_commands(commands)
     add_models_command(commands)
+    interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     return parser
 
 
@@ -144,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
     from sdflow.runner.executor import Runner, check
-    from sdflow.runner.progress import ProgressPrinter
+    from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
     workflow = load(args.workflow)
     validate(workflow)
@@ -161,8 +165,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None
-    if not args.quiet:
-        runner.subscribe(ProgressPrinter(sys.stderr))
+    runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
     runs = []
     for index, varied in enumerate(combinations):
         inputs = {**fixed, **varied}

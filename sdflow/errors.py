@@ -61,3 +61,7 @@ class WorkflowErrors(UserError):
 
 class NodeError(UserError):
     """A node refused its inputs while running (e.g. a missing image file)."""
+
+
+class SdflowWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. prompt text dropped)."""

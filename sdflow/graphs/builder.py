@@ -178,6 +178,7 @@ class Graph(Workflow, NodeCalls):
             version=workflow.version,
             file=workflow.file,
             source=workflow.source,
+            base_dir=workflow.base_dir,
         )
 
     def copy(self) -> Graph:

@@ -7,6 +7,10 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_CLIPEncode_weighting = Literal[
+    "comfy",
+    "a1111",
+]
 _ImageScale_resample = Literal[
     "nearest",
     "bilinear",
@@ -56,6 +60,16 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -171,18 +185,58 @@ class NodeCalls:
         *,
         id: str | None = None,
         clip: Linkable[Clip],
-        text: str | Input = "",
+        text: str | list[str] | Input = "",
         clip_skip: int | Input = 0,
+        weighting: _CLIPEncode_weighting | Input = "comfy",
+        truncate: bool | Input = False,
+        allow_pickle: bool | Input = False,
     ) -> CLIPEncodeNode:
-        """Encode a prompt with CLIP into conditioning for the UNet.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with CLIP into conditioning.
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
             clip: tokenizer and text encoder, from LoadCheckpoint
-            text: the prompt; longer than 77 tokens is truncated
+            text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
             clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
                 24]
+            weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
+            truncate: keep only the first 75 tokens (a warning tells what is dropped)
+            allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+        """
+
+    def ConditioningAverage(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+        weight: float | Input = 0.5,
+    ) -> ConditioningAverageNode:
+        """Blend two conditionings: weight × first + (1 − weight) × second (shorter one padded).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: the conditioning that `weight` measures
+            second: the other conditioning
+            weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningConcat(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+    ) -> ConditioningConcatNode:
+        """Join two conditionings along the tokens: the UNet attends to both prompts at once.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: tokens that come first (its pooled output is kept)
+            second: tokens appended after the first's
         """
 
     def DenoiseLoop(
