@@ -220,6 +220,16 @@ def run_error(runner: Runner, file: str, tmp_path: Path, **fields) -> UserError:
     return caught.value
 
 
+def test_a_strength_out_of_range_is_refused_before_anything_runs(
+    tmp_path: Path, capsys, loras: dict[str, Path]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(workflow((str(loras["kohya"]), 150.0, 1.0)))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "node 'lora0', field 'strength_model'" in err and "less than or equal to 100" in err
+
+
 def test_a_missing_lora_file_is_a_located_error(tmp_path: Path, runner: Runner) -> None:
     error = run_error(runner, "nowhere.safetensors", tmp_path)
     assert "no lora file or folder 'nowhere.safetensors'" in error.message

@@ -15,7 +15,7 @@ from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Clip, Model
 
-MAX_STRENGTH = 10.0  # ComfyUI allows ±100; past ±10 any LoRA is noise
+MAX_STRENGTH = 100.0  # ComfyUI's bounds, so every workflow `sdflow import comfy` reads validates
 
 
 class LoadLoRA(ModelFileNode):
