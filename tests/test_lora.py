@@ -256,6 +256,7 @@ def test_a_lora_for_another_model_says_how_many_layers_matched(tmp_path: Path, r
     error = run_error(runner, str(tmp_path / "xl.safetensors"), tmp_path)
     assert "1 of its 2 UNet layers match nothing in this model (1 matched" in error.message
     assert "input_blocks_4_1_proj_in" in error.message
+    assert "is this kohya-format LoRA for another model family?" in error.message
 
 
 def test_an_sdxl_lora_is_refused_as_such(tmp_path: Path, runner: Runner) -> None:

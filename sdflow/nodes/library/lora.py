@@ -88,6 +88,6 @@ class LoadLoRA(ModelFileNode):
             raise lora.LoraError(
                 f"{len(unmatched)} of its {len(layers)} {what} layers match nothing in this model "
                 f"({len(layers) - len(unmatched)} matched; first unmatched: {', '.join(unmatched[:3])}); "
-                f"is it a LoRA for another model family?"
+                f"is this {parsed.format}-format LoRA for another model family?"
             )
         return {path: functools.partial(lora.delta, matched) for path, matched in found.items()}
