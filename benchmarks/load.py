@@ -197,7 +197,10 @@ def run_dtype(file: Path, dtype_name: str, rounds: int, configs: Path) -> None:
         )
     time_ratio = medians["sdflow"][0] / medians["diffusers"][0]
     rss_ratio = medians["sdflow"][1] / medians["diffusers"][1]
+    pairs = zip(results["sdflow"], results["diffusers"], strict=True)
+    paired = [a["seconds"] / b["seconds"] for a, b in pairs]
     print(f"  sdflow / diffusers: time {time_ratio:.2f}, peak RSS {rss_ratio:.2f} (goal <= 1.0 on both)")
+    print(f"  time ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)}")
 
 
 if __name__ == "__main__":
