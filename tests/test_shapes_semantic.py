@@ -1,4 +1,5 @@
-"""The built-in shapes model draws what the prompt says: checked on pixels, not by eye.
+"""The built-in shapes models (SD 1.x and SDXL-shaped, with its refiner) draw what the prompt says:
+checked on pixels, not by eye.
 
 Colours are counted by the nearest of the training data's named colours (tools/shapes/data.py).
 """
@@ -17,6 +18,7 @@ import sdflow
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 CHECKPOINT = "builtin:shapes"
+XL = "builtin:shapes-xl"
 
 
 def _load_data_module():
@@ -69,11 +71,48 @@ def test_txt2img_draws_the_caption_colours(shapes_runner, shape, colour, backgro
     assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
 
 
-def test_img2img_turns_the_red_circle_green(shapes_runner):
+@pytest.mark.parametrize(
+    ("shape", "colour", "background", "seed"),
+    [
+        ("triangle", "blue", "yellow", 42),
+        ("circle", "red", "blue", 1),
+        ("square", "green", "white", 2),
+        ("circle", "yellow", "black", 3),
+        ("square", "purple", "orange", 4),
+    ],
+)
+def test_sdxl_txt2img_draws_the_caption_colours(shapes_runner, shape, colour, background, seed):
+    prompt = data.caption_for(shape, colour, background)
+    result = shapes_runner.run(
+        sdflow.load(EXAMPLES / "sdxl.yaml"), inputs={"prompt": prompt, "seed": seed}, outputs=["decoded"]
+    )
+    pixels = _pixels(result.image("decoded"))
+
+    assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
+
+
+@pytest.mark.parametrize(
+    ("shape", "colour", "background", "seed"),
+    [("square", "red", "white", 7), ("circle", "purple", "green", 8), ("triangle", "orange", "blue", 9)],
+)
+def test_sdxl_base_and_refiner_draw_the_caption_colours(shapes_runner, shape, colour, background, seed):
+    prompt = data.caption_for(shape, colour, background)
+    result = shapes_runner.run(
+        sdflow.load(EXAMPLES / "sdxl_refiner.yaml"),
+        inputs={"prompt": prompt, "seed": seed},
+        outputs=["decoded"],
+    )
+    pixels = _pixels(result.image("decoded"))
+
+    assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
+
+
+@pytest.mark.parametrize("checkpoint", [CHECKPOINT, XL])
+def test_img2img_turns_the_red_circle_green(shapes_runner, checkpoint):
     source = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle.png"))
     result = shapes_runner.run(
         sdflow.load(EXAMPLES / "img2img.yaml"),
-        inputs={"checkpoint": CHECKPOINT, "prompt": "a green circle on a blue background"},
+        inputs={"checkpoint": checkpoint, "prompt": "a green circle on a blue background"},
         outputs=["decoded"],
     )
     pixels = _pixels(result.image("decoded"))
@@ -83,12 +122,13 @@ def test_img2img_turns_the_red_circle_green(shapes_runner):
     assert _count(pixels, "red") < _count(source, "red") // 20
 
 
-def test_inpainting_repaints_inside_the_mask_and_keeps_every_pixel_outside(shapes_runner):
+@pytest.mark.parametrize("checkpoint", [CHECKPOINT, XL])
+def test_inpainting_repaints_inside_the_mask_and_keeps_every_pixel_outside(shapes_runner, checkpoint):
     source = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle.png"))
     repaint = _pixels(PILImage.open(EXAMPLES / "inputs" / "red_circle_mask.png")) > 127
     result = shapes_runner.run(
         sdflow.load(EXAMPLES / "inpaint.yaml"),
-        inputs={"checkpoint": CHECKPOINT, "prompt": "a yellow circle on a blue background"},
+        inputs={"checkpoint": checkpoint, "prompt": "a yellow circle on a blue background"},
         outputs=["pasted"],
     )
     pixels = _pixels(result.image("pasted"))

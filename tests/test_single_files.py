@@ -211,7 +211,7 @@ def test_unknown_layout_lists_what_was_recognised(single_files, tmp_path):
         singlefile.inspect(tmp_path / "vae.safetensors")
     no_text = {k: v for k, v in state.items() if not k.startswith("cond_stage_model.")}
     save_file(no_text, tmp_path / "unet_vae.safetensors")
-    expected = r"an SD-style UNet .*an SD-style VAE.*Loadable single files: SD 2"
+    expected = r"an SD-style UNet .*an SD-style VAE.*Loadable single files: .*SD 2"
     with pytest.raises(UnknownLayout, match=expected):
         singlefile.inspect(tmp_path / "unet_vae.safetensors")
 

@@ -8,8 +8,8 @@ Source: ``bpe_simple_vocab_16e6.txt.gz``, the BPE merge list OpenAI published wi
 
 The vocabulary is rebuilt the way CLIP builds it: the 256 byte symbols, the same with ``</w>``, the
 first 48,894 merges joined, then ``<|startoftext|>`` and ``<|endoftext|>``. The files are written to
-``sdflow/models/configs/<family>/tokenizer/`` for every family folder there: SD 1.x pads with
-``<|endoftext|>``, SD 2.x (OpenCLIP) with ``!``.
+``sdflow/models/configs/<family>/tokenizer*/`` for every tokenizer there: CLIP ViT-L (SD 1.x, SDXL's
+first) pads with ``<|endoftext|>``, OpenCLIP (SD 2.x, SDXL's second) with ``!``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from transformers import CLIPTokenizer
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2  # CLIP keeps this many merges: vocabulary 49,408 with the specials
 CONFIGS = Path(__file__).resolve().parent.parent / "sdflow" / "models" / "configs"
-PAD_TOKENS = {"sd15": "<|endoftext|>", "sd2": "!"}  # family config folder -> padding token
+# tokenizer folder under CONFIGS -> padding token (OpenCLIP's, SD 2.x's and SDXL's second, pad with '!')
+PAD_TOKENS = {
+    "sd15/tokenizer": "<|endoftext|>",
+    "sd2/tokenizer": "!",
+    "sdxl/tokenizer": "<|endoftext|>",
+    "sdxl/tokenizer_2": "!",
+    "sdxl_refiner/tokenizer_2": "!",
+}
 
 
 def clip_byte_symbols() -> list[str]:
@@ -71,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", type=Path, help=f"{BPE_NAME} or an open_clip_torch wheel")
     args = parser.parse_args(argv)
     merges = read_merges(args.source)
-    for family, pad in PAD_TOKENS.items():
-        tokenizer = write_tokenizer(CONFIGS / family / "tokenizer", merges, pad)
+    for folder, pad in PAD_TOKENS.items():
+        tokenizer = write_tokenizer(CONFIGS / folder, merges, pad)
         ids = tokenizer("a photo of a cat").input_ids
-        print(f"{family}: {len(tokenizer)} tokens, pad {pad!r}, 'a photo of a cat' -> {ids}")
+        print(f"{folder}: {len(tokenizer)} tokens, pad {pad!r}, 'a photo of a cat' -> {ids}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ From the built-in tiny weights (``sdflow/builtin/tiny-sd15*``) this writes, into
   declared in modelspec metadata), ``sd2-inpaint/`` and ``sd2-inpaint.safetensors``: an SD 2.x-style
   variant (linear attention projections, GELU text encoder, '!' padding) as a diffusers folder and as a
   single file with an OpenCLIP text encoder (``cond_stage_model.model.transformer.resblocks.*``, fused
-  q/k/v, one unused extra final block and a text projection, as real SD 2.x files have).
+  q/k/v, one unused extra final block and a text projection, as real SD 2.x files have);
+- ``sdxl.safetensors`` / ``sdxl-refiner.safetensors``: Stability's SDXL layout (``conditioner.embedders.N``:
+  the base's CLIP ViT-L then OpenCLIP bigG, the refiner's bigG alone) from ``tiny-sdxl*``.
 
 Files are written through the same key tables sdflow reads them with (``sdflow.models.ldm_keys``),
 and tests check them against diffusers' own converter. ``python tools/make_single_files.py --out DIR``
@@ -26,6 +28,7 @@ from safetensors.torch import save_file
 
 from sdflow.models.detect import LAYOUTS
 from sdflow.models.ldm_keys import Mapping, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.loaded import text_encoder_class
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
 LAYOUT = {layout.family.name: layout for layout in LAYOUTS}
@@ -57,22 +60,24 @@ def write_single_file(
 ) -> Path:
     """The diffusers ``folder`` as one single file of ``family``'s layout at ``out``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextConfig
 
     layout = LAYOUT[family]
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
-    text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
     state = to_file(unet, unet_mapping(dict(unet.config), layout.unet_prefix), dtype)
     state |= to_file(vae, vae_mapping(dict(vae.config), layout.vae_prefix), dtype)
-    part = layout.text_encoders[0]
-    if part.style == "openclip":
-        state |= to_file(text, openclip_mapping(part.prefix), dtype)
-        state |= _openclip_extras(state, part.prefix, text.config.num_hidden_layers, dtype)
-    else:
-        state |= to_file(text, clip_mapping(part.prefix), dtype)
-        positions = text.config.max_position_embeddings
-        state[f"{part.prefix}text_model.embeddings.position_ids"] = torch.arange(positions)[None]
+    for part in layout.text_encoders:
+        config = CLIPTextConfig.from_pretrained(folder, subfolder=part.component)
+        text = text_encoder_class(config).from_pretrained(folder, subfolder=part.component)
+        if part.style == "openclip":
+            state |= to_file(text, openclip_mapping(part.prefix), dtype)
+            if not hasattr(text, "text_projection"):  # SD 2.x: its diffusers encoder drops these
+                state |= _openclip_extras(state, part.prefix, text.config.num_hidden_layers, dtype)
+        else:
+            state |= to_file(text, clip_mapping(part.prefix), dtype)
+            positions = text.config.max_position_embeddings
+            state[f"{part.prefix}text_model.embeddings.position_ids"] = torch.arange(positions)[None]
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, out, metadata=metadata)
     return out
@@ -132,6 +137,9 @@ def make_all(out: Path) -> dict[str, tuple[Path, Path]]:
         folder = make_sd2_folder(BUILTIN / base, out / name, prediction)
         metadata = {"modelspec.prediction_type": "v"} if prediction == "v_prediction" else None
         made[name] = (write_single_file(folder, out / f"{name}.safetensors", "sd2", metadata), folder)
+    for name, family in (("sdxl", "sdxl"), ("sdxl-refiner", "sdxl_refiner")):
+        folder = BUILTIN / f"tiny-{name}"
+        made[name] = (write_single_file(folder, out / f"{name}.safetensors", family), folder)
     return made
 
 

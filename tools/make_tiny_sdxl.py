@@ -40,7 +40,10 @@ from transformers import CLIPTextModelWithProjection
 
 XL_SEEDS = {"unet": 2500, "unet_refiner": 2600, "text_encoder_2": 2800}
 TIME_EMBED_DIM = 8
-POOLED_DIM = TEXT_CONFIG["projection_dim"]
+# The bigG stand-in is wider than the CLIP-L one (as in SDXL, 1280 vs 768): diffusers' single-file
+# converter tells the two apart by width.
+TEXT_2_CONFIG = {**TEXT_CONFIG, "hidden_size": 48, "projection_dim": 48, "hidden_act": "gelu"}
+POOLED_DIM = TEXT_2_CONFIG["projection_dim"]
 # Random init barely listens to the pooled embedding and time ids: this gain makes them (and so
 # SDXL's size / aesthetic conditioning) visibly change the image, as they do in real SDXL.
 ADD_EMBED_GAIN = 3.0
@@ -49,7 +52,7 @@ UNET_CONFIG: dict[str, Any] = {
     "sample_size": 8,
     "in_channels": 4,
     "out_channels": 4,
-    "block_out_channels": (32, 64),
+    "block_out_channels": (32, 48),
     "layers_per_block": 1,
     "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
     "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -105,7 +108,7 @@ def save_base(folder: Path, vae: AutoencoderKL, encoder_2: CLIPTextModelWithProj
         text_encoder_2=encoder_2,
         tokenizer=tokenizer,
         tokenizer_2=save_byte_tokenizer(folder / "tokenizer_2", pad_token="!"),
-        unet=make_unet(2 * TEXT_CONFIG["hidden_size"], 6, XL_SEEDS["unet"]),
+        unet=make_unet(TEXT_CONFIG["hidden_size"] + TEXT_2_CONFIG["hidden_size"], 6, XL_SEEDS["unet"]),
         scheduler=EulerDiscreteScheduler.from_config(XL_SCHEDULER),
     )
     pipeline.save_pretrained(folder, safe_serialization=True)
@@ -122,7 +125,7 @@ def save_refiner(folder: Path, vae: AutoencoderKL, encoder_2: CLIPTextModelWithP
         text_encoder_2=encoder_2,
         tokenizer=None,
         tokenizer_2=save_byte_tokenizer(folder / "tokenizer_2", pad_token="!"),
-        unet=make_unet(TEXT_CONFIG["hidden_size"], 5, XL_SEEDS["unet_refiner"]),
+        unet=make_unet(TEXT_2_CONFIG["hidden_size"], 5, XL_SEEDS["unet_refiner"]),
         scheduler=EulerDiscreteScheduler.from_config(XL_SCHEDULER),
         requires_aesthetics_score=True,
     )
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     vae = make_vae(SEEDS["vae"])
     # The bigG stand-in: its text projection gives the pooled embedding.
-    encoder_2 = make_text_encoder(XL_SEEDS["text_encoder_2"], CLIPTextModelWithProjection)
+    encoder_2 = make_text_encoder(XL_SEEDS["text_encoder_2"], CLIPTextModelWithProjection, TEXT_2_CONFIG)
     save_base(args.out_root / "tiny-sdxl", vae, encoder_2)
     save_refiner(args.out_root / "tiny-sdxl-refiner", vae, encoder_2)
 

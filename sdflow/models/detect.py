@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sdflow.models.families import SD2, SD15, Family
+from sdflow.models.families import SD2, SD15, SDXL, SDXL_REFINER, Family
 
 Shapes = dict[str, tuple[int, ...]]
 UNET = "model.diffusion_model."
@@ -47,7 +47,26 @@ class Layout:
         return CONV_IN in shapes and any(m in shapes for m in self.markers)
 
 
+# Stability's sgm layout (SDXL): text encoders under conditioner.embedders.N; the base has CLIP ViT-L
+# (transformers names) then OpenCLIP ViT-bigG (fused q/k/v), the refiner only the bigG.
+_SGM = "conditioner.embedders."
+
 LAYOUTS: list[Layout] = [
+    Layout(
+        SDXL,
+        "sdxl",
+        (_SGM + "1.model.ln_final.weight",),
+        (
+            TextEncoderPart("text_encoder", _SGM + "0.transformer.", "clip"),
+            TextEncoderPart("text_encoder_2", _SGM + "1.model.", "openclip"),
+        ),
+    ),
+    Layout(
+        SDXL_REFINER,
+        "sdxl_refiner",
+        (_SGM + "0.model.ln_final.weight",),
+        (TextEncoderPart("text_encoder_2", _SGM + "0.model.", "openclip"),),
+    ),
     Layout(
         SD2,
         "sd2",
@@ -140,7 +159,7 @@ _RECOGNISERS: list[tuple[str, Callable[[Shapes], bool]]] = [
         lambda s: any(k.startswith("cond_stage_model.model.") for k in s),
     ),
     (
-        "SDXL-style text encoders (conditioner.embedders.*): SDXL is not loaded by this version",
+        "SDXL-style text encoders (conditioner.embedders.*)",
         lambda s: any(k.startswith("conditioner.embedders.") for k in s),
     ),
     (
