@@ -8,8 +8,9 @@ tensor, and deletes it at the end. Then, for each dtype and round, loads it once
 (``sdflow.models.checkpoints.load``) and once with ``StableDiffusionPipeline.from_single_file(...,
 config=<the same configs>, local_files_only=True)``, each in a fresh subprocess (alternating,
 the order flipping every round), one torch thread, offline. Each child reports the load's wall time,
-its peak resident memory (``ru_maxrss``) and its resident memory before loading, and a checksum of
-the loaded weights (both sides must load the same numbers). Prints medians and sdflow / diffusers
+its peak resident memory (``ru_maxrss``) and its resident memory before loading; then it reads every
+weight once (a checksum: both sides must load the same numbers; memory-mapped weights are only read
+on first use) and reports the time and resident memory after that too. Prints medians and sdflow / diffusers
 ratios; the goal is <= 1.0 for both time and peak memory.
 """
 
@@ -111,8 +112,12 @@ def child(side: str, file: Path, dtype_name: str, configs: Path) -> None:
         modules = (pipe.unet, pipe.vae, pipe.text_encoder)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # Memory-mapped weights are read on first use: touch every one (a checksum) and time that too.
     checksum = sum(float(p.double().sum()) for m in modules for p in m.state_dict().values())
-    print(json.dumps({"seconds": seconds, "peak": peak, "before": before, "checksum": checksum}))
+    touched = time.perf_counter() - started
+    rss_touched = _rss_now()
+    report = {"seconds": seconds, "peak": peak, "before": before, "checksum": checksum}
+    print(json.dumps({**report, "touched": touched, "rss_touched": rss_touched}))
 
 
 def _rss_now() -> int:
@@ -177,9 +182,12 @@ def run_dtype(file: Path, dtype_name: str, rounds: int, configs: Path) -> None:
         before = statistics.median(r["before"] for r in runs)
         medians[side] = (seconds, peak)
         times = ", ".join(f"{r['seconds']:.1f}" for r in runs)
+        touched = statistics.median(r["touched"] for r in runs)
+        rss_touched = statistics.median(r["rss_touched"] for r in runs)
         print(
             f"  {side:9s} load {seconds:6.1f} s (runs: {times})   peak RSS {peak / 2**30:5.2f} GiB "
-            f"(before loading {before / 2**30:.2f} GiB)"
+            f"(before loading {before / 2**30:.2f} GiB); after reading every weight once: "
+            f"{touched:.1f} s, RSS {rss_touched / 2**30:.2f} GiB"
         )
     time_ratio = medians["sdflow"][0] / medians["diffusers"][0]
     rss_ratio = medians["sdflow"][1] / medians["diffusers"][1]

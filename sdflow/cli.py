@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"error: {exc}".replace("\n", "\nerror: "), file=sys.stderr)
+        for error in getattr(exc, "errors", [exc]):
+            print(f"error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USER
     except BrokenPipeError:  # `sdflow nodes | head`: the reader left, nothing is wrong
         sys.stderr.close()
@@ -55,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
+    whatever a user's value (quoted back in the message) contains."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def internal_error_line(exc: BaseException) -> str:
     """'internal error: ...' naming the node that was running, and how to see the traceback."""
     where = ""
@@ -63,7 +70,7 @@ def internal_error_line(exc: BaseException) -> str:
         where = f" while running node '{node[0]}' ({node[1]})"
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return (
+    return one_line(
         f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
         f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
     )
@@ -123,11 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
-    from sdflow.golden.cli import add_commands
+    from sdflow.draw import cli as draw_cli
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
     from sdflow.models_cli import add_command as add_models_command
 
-    add_commands(commands)
+    golden_cli.add_commands(commands)
     add_models_command(commands)
+    interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     return parser
 
 

@@ -114,10 +114,22 @@ class LoadImageNode(NodeHandle):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadLoRANode(NodeHandle):
+    """Handle of a node of type LoadLoRA: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadVAENode(NodeHandle, Linkable[Vae]):
+    """Handle of a node of type LoadVAE: its attributes are its outputs."""
+    @property
+    def vae(self) -> Output[Vae]: ...
 
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
@@ -397,6 +409,31 @@ class NodeCalls:
             path: picture file (PNG, JPEG, WebP...); a relative path is relative to the workflow file's folder
         """
 
+    def LoadLoRA(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        file: str | Input,
+        strength_model: float | Input = 1.0,
+        strength_clip: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> LoadLoRANode:
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+
+        Returns the node; its outputs: model (Model), clip (Clip).
+
+        Fields:
+            model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
+            clip: the text encoder to patch; left unchanged
+            file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
+                the model folders' loras (Lora) folders
+            strength_model: scale of the UNet update (0 = none) [>= -10.0, <= 10.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+        """
+
     def LoadMask(
         self,
         *,
@@ -414,6 +451,23 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def LoadVAE(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadVAENode:
+        """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
+
+        Returns the node; its outputs: vae (Vae).
+
+        Fields:
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
+                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def MaskBlend(
@@ -478,14 +532,17 @@ class NodeCalls:
         id: str | None = None,
         vae: Linkable[Vae],
         latent: Linkable[Latent],
+        seed: int | Input = 0,
     ) -> VAEDecodeNode:
         """Decode a latent into an RGB image with the VAE.
 
         Returns the node; its outputs: image (Image).
 
         Fields:
-            vae: the VAE, from LoadCheckpoint
+            vae: the VAE, from LoadCheckpoint or LoadVAE
             latent: the latent to decode
+            seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
+                9223372036854775807]
         """
 
     def VAEEncode(

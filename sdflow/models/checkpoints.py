@@ -144,8 +144,13 @@ def fingerprint(spec: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _content_digest(path: str, size: int, mtime_ns: int) -> bytes:
-    """sha256 of a file, hashed again only when its size or mtime changes (keys are made every run)."""
-    return hashlib.sha256(Path(path).read_bytes()).digest()
+    """sha256 of a file, hashed again only when its size or mtime changes (keys are made every run);
+    read in chunks, as LoRA and VAE files of hundreds of MB are hashed too."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.digest()
 
 
 # -- cheap checks -------------------------------------------------------------------------------

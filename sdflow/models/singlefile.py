@@ -171,10 +171,10 @@ def _fill(
         target = dtype if tensor.is_floating_point() else tensor.dtype
         if source.kind == "chunk":  # q, k and v share one fused tensor: read it once
             if source.key not in fused:
-                fused[source.key] = reader.read(source.key, target).to(device)
+                fused[source.key] = reader.read(source.key, target, device)
             raw = fused[source.key]
         else:
-            raw = reader.read(source.key, target).to(device)
+            raw = reader.read(source.key, target, device)
         state[name] = source.to_module(raw, tuple(tensor.shape))
     module.load_state_dict(state, strict=False, assign=True)
     module.to(device).eval().requires_grad_(False)

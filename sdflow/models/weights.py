@@ -1,15 +1,16 @@
 """Weight files: a cheap safetensors header check, the pickle rule, and reading one tensor at a time.
 
-A ``.safetensors`` file is read tensor by tensor straight from the file into the memory the model
-keeps, so loading never holds the weights twice (no memory map whose touched pages would count as a
-second copy). Pickle files (``.ckpt``, ``.pt``, ``.bin``, ``.pth``) can run code when unpickled: they
-are refused unless the caller opts in, and then read with ``torch.load(weights_only=True)``.
+A ``.safetensors`` file is memory-mapped and each tensor either used in place or converted once
+into the memory the model keeps, so loading never holds the weights twice. Pickle files (``.ckpt``,
+``.pt``, ``.bin``, ``.pth``) can run code when unpickled: they are refused unless the caller opts in,
+and then read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +125,17 @@ def _tensor_info(path: Path, name: str, entry: Any, base: int, size: int) -> Ten
 
 
 class WeightReader:
-    """Reads tensors of one weight file by name, each at most once into fresh memory."""
+    """Reads the tensors of one weight file by name.
+
+    A safetensors file is memory-mapped copy-on-write. A tensor wanted on the CPU in the file's own
+    dtype is the mapped pages themselves (no copy; read lazily on first use; writes stay private).
+    Any other tensor is converted from the mapping into its final tensor, and the mapped pages it
+    came from are released at once, so the file's pages and the model never add up in memory."""
 
     def __init__(self, path: Path, allow_pickle: bool = False) -> None:
         self.path = path
         self._state: dict[str, torch.Tensor] | None = None
-        self._file: Any = None
+        self._map: mmap.mmap | None = None
         if is_pickle(path):
             if not allow_pickle:
                 raise WeightFileError(pickle_refusal(path))
@@ -149,30 +155,44 @@ class WeightReader:
         self.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Forget the file (tensors still viewing the mapping keep it alive until they go)."""
+        self._map = None
         self._state = None
 
-    def read(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Tensor ``name`` on the CPU, in ``dtype`` if given (read straight into it when they match)."""
+    def read(
+        self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Tensor ``name`` on ``device`` in ``dtype`` (default: the file's)."""
+        device = torch.device(device)
         if self._state is not None:
-            tensor = self._state[name]
-            return tensor if dtype is None else tensor.to(dtype)
+            return self._state[name].to(device=device, dtype=dtype)
         info = self._header.tensors[name]
-        tensor = torch.empty(info.shape, dtype=info.dtype)
-        if info.end > info.start:
-            if self._file is None:
-                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
-            view = memoryview(tensor.view(-1).view(torch.uint8).numpy())
-            self._file.seek(info.start)
-            done = 0
-            while done < len(view):
-                got = self._file.readinto(view[done:])
-                if not got:
-                    raise WeightFileError(f"'{self.path}' ended while reading tensor '{name}'")
-                done += got
-        return tensor if dtype is None or dtype == info.dtype else tensor.to(dtype)
+        mapped = self._mapped(info)
+        if device.type == "cpu" and dtype in (None, info.dtype):
+            return mapped
+        tensor = mapped.to(device=device, dtype=dtype)
+        if tensor.data_ptr() != mapped.data_ptr():
+            self._release(info)
+        return tensor
+
+    def _mapped(self, info: TensorInfo) -> torch.Tensor:
+        if info.end == info.start:
+            return torch.empty(info.shape, dtype=info.dtype)
+        if self._map is None:
+            with open(self.path, "rb") as file:
+                self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+        count = math.prod(info.shape)
+        flat = torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=info.start)
+        return flat.view(info.shape)
+
+    def _release(self, info: TensorInfo) -> None:
+        """Drop the whole pages of a converted tensor from this process (they were only read)."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = -(-info.start // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = info.end // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
@@ -189,3 +209,9 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightFileError(f"'{path}' holds a {type(state).__name__}, not a state dict of tensors")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def read_all(path: Path, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(every tensor on the CPU, the header metadata) of a small weight file such as a LoRA or a VAE."""
+    with WeightReader(path, allow_pickle) as reader:
+        return {name: reader.read(name) for name in reader.shapes}, dict(reader.metadata)

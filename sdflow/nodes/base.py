@@ -24,10 +24,13 @@ class RunContext:
     node_id: str = "?"
     output_dir: str = "outputs"
     metadata: dict[str, str] = field(default_factory=dict)
+    # For an output node behind a plain txt2img / img2img: prompt, sampler, seed... (A1111's
+    # "parameters" text is made from it; see sdflow/interop/a1111.py).
+    generation: dict[str, Any] | None = None
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     locate: Callable[[str | None], Location] | None = None
-    on_warning: Callable[[str], None] | None = None
     allow_pickle: bool = False  # the runner-wide opt-in to pickle weight files (--allow-pickle)
+    on_warning: Callable[[str], None] | None = None
 
     def error(self, message: str, field: str | None = None) -> NodeError:
         """A NodeError located at this node (and field), to raise."""
@@ -65,6 +68,9 @@ class Node(BaseModel):
     # String fields naming input files: the runner makes relative ones absolute against the
     # workflow file's folder before prechecks, cache keys and run (and expands '~').
     path_fields: ClassVar[tuple[str, ...]] = ()
+    # Path fields that may instead name a model in the model folders of a kind (field -> kind, e.g.
+    # "loras"): made absolute only when that path exists next to the workflow, else kept as a name.
+    folder_kinds: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -70,6 +70,7 @@ class Vae(Port):
     """A variational autoencoder mapping images (8x larger) to scaled latents."""
 
     vae: torch.nn.Module
+    sampling_decoder: bool = False  # decoding draws noise (a consistency decoder): VAEDecode seeds it
 
     @property
     def scale_factor(self) -> int:

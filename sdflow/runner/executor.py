@@ -7,7 +7,7 @@ import json
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, Wor
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
+from sdflow.interop.a1111 import Planned, generation
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import fields_of
@@ -86,6 +87,7 @@ class _Step:
     constants: dict[str, Any]
     links: dict[str, Link]
     key: str = ""
+    generation: dict[str, Any] | None = None
 
 
 class Runner:
@@ -181,13 +183,16 @@ class Runner:
         ctx: RunContext,
     ) -> list[_Step]:
         steps = _steps(workflow, graph, values, outputs, ctx.allow_pickle)
+        planned = {s.id: Planned(s.cls.type_name, s.constants, s.links) for s in steps}
         keys: dict[str, str] = {}
         for step in steps:
+            if step.cls.is_output:
+                step.generation = generation(planned, step.id)
             upstream = {
                 name: output_key(keys[link.node], _output_name(workflow, link))
                 for name, link in step.links.items()
             }
-            fingerprint = step.cls.fingerprint(step.constants, ctx)
+            fingerprint = step.cls.fingerprint(step.constants, replace(ctx, generation=step.generation))
             step.key = node_key(
                 step.cls.type_name,
                 step.cls.version,
@@ -225,10 +230,11 @@ class Runner:
                 node_id=step.id,
                 output_dir=ctx_base.output_dir,
                 metadata=ctx_base.metadata,
+                generation=step.generation,
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
-                on_warning=self._warning_reporter(step.id, cls.type_name, report),
                 allow_pickle=ctx_base.allow_pickle,
+                on_warning=self._warning_reporter(step.id, cls.type_name, report),
             )
             try:
                 values = node.run(ctx)
@@ -363,12 +369,13 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
     """The node's file-path constants made absolute against the workflow file's folder (or cwd)."""
     if not cls.path_fields:
         return constants
-    source = Path(workflow.file) if workflow.file else None
-    base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+    base = workflow.path_base()
     resolved = dict(constants)
     for name in cls.path_fields:
         if isinstance(resolved.get(name), str) and resolved[name]:
-            resolved[name] = str(base / Path(resolved[name]).expanduser())
+            path = base / Path(resolved[name]).expanduser()
+            if name not in cls.folder_kinds or path.exists():
+                resolved[name] = str(path)
     return resolved
 
 
@@ -415,4 +422,5 @@ def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
     return {
         "sdflow:workflow": workflow.source if workflow.source is not None else dumps(workflow),
         "sdflow:inputs": json.dumps(values, sort_keys=True),
+        "sdflow:base": str(workflow.path_base().resolve()),
     }
