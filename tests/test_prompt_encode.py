@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdflow.prompts import embeddings
-from sdflow.prompts.chunks import PromptError, split, text_ids
+from sdflow.prompts.chunks import PromptError, overflow, split, text_ids
 from sdflow.prompts.encode import Layer, encode
 from sdflow.prompts.padding import pad_tokens
 from sdflow.prompts.parse import parse
@@ -255,3 +255,14 @@ def test_half_precision_encoders_stay_bit_identical_when_plain_and_weight_in_flo
     expected = z.clone()
     expected[:, red] = empty[:, red] + 1.4 * (z[:, red] - empty[:, red])
     assert torch.equal(weighted.hidden, expected.half())
+
+
+def test_overflow_says_what_the_first_chunk_leaves_out(tokenizer, embedding_folder):
+    save_file({"emb_params": torch.ones(3, 64)}, embedding_folder / "e.safetensors")
+    vectors = embeddings.Library().vectors_for(64, "clip_l")
+
+    said = overflow(parse("x" * 74 + " embedding:e yz"), tokenizer, vectors)
+
+    # the embedding's 3 vectors do not fit after 74 tokens: they move whole to the next chunk
+    assert said == "kept the first 74 tokens (at most 75), dropped 5: 'yz' and 3 embedding vectors"
+    assert overflow(parse("a red circle"), tokenizer, vectors) is None
