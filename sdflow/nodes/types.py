@@ -99,7 +99,8 @@ class Conditioning(Port):
     SDXL families add the pooled embedding (batch, dim; of the first 77-token chunk) and the size /
     aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
     ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
-    token count of a longer one (long prompts are whole 77-token chunks)."""
+    token count of a longer one (long prompts are whole 77-token chunks); CLIPEncode attaches it to
+    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side)."""
 
     embeds: torch.Tensor
     family: Family = SD15
@@ -111,11 +112,13 @@ class Conditioning(Port):
     def tokens(self) -> int:
         return int(self.embeds.shape[1])
 
-    def padded_to(self, tokens: int) -> Conditioning:
-        """This with empty-prompt chunks appended up to ``tokens`` (ValueError when it cannot be)."""
+    def padded_to(self, tokens: int, empty: torch.Tensor | None = None) -> Conditioning:
+        """This lengthened to ``tokens`` with empty-prompt chunks (its own, else ``empty``, from
+        conditioning of the same clip); ValueError when it cannot be (see ``pad_tokens``)."""
         if tokens == self.tokens:
             return self
-        return replace(self, embeds=pad_tokens(self.embeds, self.empty, tokens))
+        filler = self.empty if self.empty is not None else empty
+        return replace(self, embeds=pad_tokens(self.embeds, filler, tokens))
 
 
 @dataclass(frozen=True, eq=False)
