@@ -77,3 +77,13 @@ def test_without_folders_sdflow_models_says_how_to_configure(tmp_path, monkeypat
     monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "absent.yaml"))
     assert main(["models"]) == 0
     assert "set SDFLOW_MODELS" in capsys.readouterr().out
+
+
+def test_a_relative_checkpoint_path_is_taken_from_the_workflow_folder(single_files, tmp_path, monkeypatch):
+    workflows = tmp_path / "project"
+    (workflows / "models").mkdir(parents=True)
+    shutil.copy(single_files["sd15"][0], workflows / "models/mine.safetensors")
+    (workflows / "flow.yaml").write_text((ROOT / "examples/txt2img.yaml").read_text())
+    monkeypatch.chdir(tmp_path)  # not the workflow's folder
+    argv = ["validate", str(workflows / "flow.yaml"), "--set", "checkpoint=models/mine.safetensors"]
+    assert main(argv) == 0

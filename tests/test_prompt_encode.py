@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdflow.prompts import embeddings
-from sdflow.prompts.chunks import PromptError, split, text_ids
+from sdflow.prompts.chunks import PromptError, overflow, split, text_ids
 from sdflow.prompts.encode import Layer, encode
+from sdflow.prompts.padding import pad_tokens
 from sdflow.prompts.parse import parse
 
 SHAPES = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "shapes"
@@ -141,9 +142,26 @@ def test_a_full_chunk_ends_after_a_recent_comma(tokenizer):
     assert chunks[0].ids[-1] == tokenizer.get_vocab()[",</w>"]
 
 
-def test_empty_prompt_states_come_along_for_padding(tokenizer, encoder):
-    encoded = run(tokenizer, encoder, "a (red:2) circle")
-    assert torch.equal(encoded.empty, plain_path(tokenizer, encoder, ""))
+def test_empty_prompt_states_come_along_where_padding_or_weighting_needs_them(tokenizer, encoder):
+    empty = plain_path(tokenizer, encoder, "")
+    assert torch.equal(run(tokenizer, encoder, "a (red:2) circle").empty, empty)
+    assert torch.equal(run(tokenizer, encoder, "a BREAK b").empty, empty)
+    assert torch.equal(run(tokenizer, encoder, "").empty, empty)  # its own states, no second forward
+    assert run(tokenizer, encoder, "a red circle").empty is None  # never the longer side
+    assert run(tokenizer, encoder, "a (red:2) circle", method="a1111").empty is None
+
+
+def test_padding_appends_empty_chunks_or_repeats_without_them():
+    embeds, empty = torch.ones(2, 77, 4), torch.zeros(1, 77, 4)
+
+    padded = pad_tokens(embeds, empty, 231)
+    assert padded.shape == (2, 231, 4)
+    assert torch.equal(padded[:, :77], embeds) and torch.equal(padded[:, 77:], torch.zeros(2, 154, 4))
+
+    ramp = torch.arange(77.0).reshape(1, 77, 1)
+    assert torch.equal(pad_tokens(ramp, None, 154), torch.cat([ramp, ramp], dim=1))
+    with pytest.raises(ValueError, match="cannot pad a conditioning of 154 tokens to 77"):
+        pad_tokens(torch.ones(1, 154, 4), empty, 77)
 
 
 # -- textual-inversion embeddings ---------------------------------------------------------------------
@@ -232,8 +250,19 @@ def test_half_precision_encoders_stay_bit_identical_when_plain_and_weight_in_flo
 
     assert plain.hidden.dtype == torch.float16 and weighted.hidden.dtype == torch.float16
     assert torch.equal(plain.hidden, plain_path(tokenizer, half, text))
-    z, empty = plain.hidden.float(), plain.empty.float()
+    z, empty = plain.hidden.float(), run(tokenizer, half, "").hidden.float()
     red = _red_positions(tokenizer)
     expected = z.clone()
     expected[:, red] = empty[:, red] + 1.4 * (z[:, red] - empty[:, red])
     assert torch.equal(weighted.hidden, expected.half())
+
+
+def test_overflow_says_what_the_first_chunk_leaves_out(tokenizer, embedding_folder):
+    save_file({"emb_params": torch.ones(3, 64)}, embedding_folder / "e.safetensors")
+    vectors = embeddings.Library().vectors_for(64, "clip_l")
+
+    said = overflow(parse("x" * 74 + " embedding:e yz"), tokenizer, vectors)
+
+    # the embedding's 3 vectors do not fit after 74 tokens: they move whole to the next chunk
+    assert said == "kept the first 74 tokens (at most 75), dropped 5: 'yz' and 3 embedding vectors"
+    assert overflow(parse("a red circle"), tokenizer, vectors) is None

@@ -60,8 +60,10 @@ def test_a_list_of_prompts_is_a_batch_padded_to_the_longest(encoded):
     torch.testing.assert_close(batch[2:3], torch.cat([empty, empty], dim=1), rtol=0, atol=1e-6)
 
 
-def test_the_empty_prompt_travels_with_the_conditioning(encoded):
-    assert torch.equal(encoded["a"].empty, encoded.tensor("empty"))
+def test_the_empty_prompt_travels_with_long_and_empty_conditioning(encoded):
+    assert torch.equal(encoded["both"].empty, encoded.tensor("empty"))
+    assert torch.equal(encoded["empty"].empty, encoded.tensor("empty"))
+    assert encoded["a"].empty is None and encoded["concat"].empty is None  # plain one-chunk prompts
 
 
 DENOISE = """
@@ -89,6 +91,32 @@ nodes:
 def test_denoise_pads_the_shorter_conditioning_with_empty_prompt_chunks(runner):
     result = runner.run(loads(DENOISE), outputs=["short_negative", "padded_negative"])
     assert torch.equal(result.tensor("short_negative"), result.tensor("padded_negative"))
+
+
+REPEATED = """
+version: 1
+nodes:
+  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:shapes"}
+  a: {type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}
+  b: {type: CLIPEncode, clip: !link ckpt.clip, text: "on a blue background"}
+  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: "blurry"}
+  positive: {type: ConditioningConcat, first: !link a, second: !link b}
+  twice: {type: ConditioningConcat, first: !link negative, second: !link negative}
+  latent: {type: EmptyLatent, width: 32, height: 32}
+  schedule: {type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 2}
+  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 3}
+  short: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
+          latent: !link noised}
+  repeated: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link twice,
+             latent: !link noised}
+"""
+
+
+def test_without_empty_chunks_the_shorter_conditioning_is_repeated(runner):
+    # Plain one-chunk prompts carry no empty-prompt chunk: the negative is repeated whole, as ComfyUI
+    # does (cross-attention over a sequence repeated whole is the same).
+    result = runner.run(loads(REPEATED), outputs=["short", "repeated"])
+    assert torch.equal(result.tensor("short"), result.tensor("repeated"))
 
 
 def test_more_prompts_than_the_latent_batch_is_a_located_error(runner):

@@ -18,14 +18,20 @@ SHAPES = ROOT / "sdflow" / "builtin" / "shapes"
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory):
-    runner = sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path_factory.mktemp("out")))
+def runner(tmp_path_factory: pytest.TempPathFactory) -> sdflow.Runner:
+    return sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path_factory.mktemp("out")))
+
+
+@pytest.fixture(params=["builtin:shapes", "builtin:shapes-xl"])
+def shapes(request, runner):
+    """Draw with the txt2img example on the SD 1.x or the SDXL shapes model."""
     graph = sdflow.load(ROOT / "examples" / "txt2img.yaml")
 
     def draw(prompt: str, **fields) -> np.ndarray:
         for name, value in {"text": prompt, "truncate": False, "weighting": "comfy", **fields}.items():
             graph["positive"][name] = value
-        result = runner.run(graph, inputs={"seed": 42, "steps": 8}, outputs=["decoded"])
+        inputs = {"seed": 42, "steps": 8, "checkpoint": request.param}
+        result = runner.run(graph, inputs=inputs, outputs=["decoded"])
         return np.asarray(result.image("decoded").convert("RGB")).astype(np.float32)
 
     return draw
@@ -74,12 +80,13 @@ def _dominant_colours(pixels: np.ndarray) -> set[str]:
     return set(list(data.nearest_color_counts(pixels))[:2])
 
 
-def test_a_list_of_prompts_draws_one_picture_per_prompt(tmp_path):
+@pytest.mark.parametrize("checkpoint", ["builtin:shapes", "builtin:shapes-xl"])
+def test_a_list_of_prompts_draws_one_picture_per_prompt(runner, checkpoint):
     graph = sdflow.load(ROOT / "examples" / "txt2img.yaml")
     graph["positive"]["text"] = ["a red circle on a blue background", "a green square on a white background"]
     graph["empty"]["batch_size"] = 2
-    runner = sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
-    pictures = runner.run(graph, inputs={"steps": 12}, outputs=["decoded"]).images("decoded")
+    inputs = {"steps": 20, "sampler": "euler", "checkpoint": checkpoint}
+    pictures = runner.run(graph, inputs=inputs, outputs=["decoded"]).images("decoded")
 
     assert [_dominant_colours(np.asarray(p.convert("RGB"))) for p in pictures] == [
         {"red", "blue"},

@@ -48,59 +48,31 @@ def _count(pixels: np.ndarray, colour: str) -> int:
     return data.nearest_color_counts(pixels).get(colour, 0)
 
 
-@pytest.mark.parametrize(
-    ("shape", "colour", "background", "seed"),
-    [
-        ("circle", "red", "blue", 1),
-        ("square", "yellow", "black", 2),
-        ("triangle", "green", "white", 3),
-        ("circle", "white", "purple", 4),
-        ("square", "orange", "green", 5),
-        ("triangle", "blue", "yellow", 6),
-    ],
-)
-def test_txt2img_draws_the_caption_colours(shapes_runner, shape, colour, background, seed):
+# (workflow, shape, colour, background, seed): the SD 1.x model, the SDXL one, and SDXL base + refiner
+TXT2IMG_CASES = [
+    ("txt2img.yaml", "circle", "red", "blue", 1),
+    ("txt2img.yaml", "square", "yellow", "black", 2),
+    ("txt2img.yaml", "triangle", "green", "white", 3),
+    ("txt2img.yaml", "circle", "white", "purple", 4),
+    ("txt2img.yaml", "square", "orange", "green", 5),
+    ("txt2img.yaml", "triangle", "blue", "yellow", 6),
+    ("sdxl.yaml", "triangle", "blue", "yellow", 42),
+    ("sdxl.yaml", "circle", "red", "blue", 1),
+    ("sdxl.yaml", "square", "green", "white", 2),
+    ("sdxl.yaml", "circle", "yellow", "black", 3),
+    ("sdxl.yaml", "square", "purple", "orange", 4),
+    ("sdxl_refiner.yaml", "square", "red", "white", 7),
+    ("sdxl_refiner.yaml", "circle", "purple", "green", 8),
+    ("sdxl_refiner.yaml", "triangle", "orange", "blue", 9),
+]
+
+
+@pytest.mark.parametrize(("workflow", "shape", "colour", "background", "seed"), TXT2IMG_CASES)
+def test_txt2img_draws_the_caption_colours(shapes_runner, workflow, shape, colour, background, seed):
+    """Each workflow runs on its default built-in model (builtin:shapes, shapes-xl, shapes-xl-refiner)."""
     prompt = data.caption_for(shape, colour, background)
     result = shapes_runner.run(
-        sdflow.load(EXAMPLES / "txt2img.yaml"),
-        inputs={"checkpoint": CHECKPOINT, "prompt": prompt, "seed": seed},
-        outputs=["decoded"],
-    )
-    pixels = _pixels(result.image("decoded"))
-
-    assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
-
-
-@pytest.mark.parametrize(
-    ("shape", "colour", "background", "seed"),
-    [
-        ("triangle", "blue", "yellow", 42),
-        ("circle", "red", "blue", 1),
-        ("square", "green", "white", 2),
-        ("circle", "yellow", "black", 3),
-        ("square", "purple", "orange", 4),
-    ],
-)
-def test_sdxl_txt2img_draws_the_caption_colours(shapes_runner, shape, colour, background, seed):
-    prompt = data.caption_for(shape, colour, background)
-    result = shapes_runner.run(
-        sdflow.load(EXAMPLES / "sdxl.yaml"), inputs={"prompt": prompt, "seed": seed}, outputs=["decoded"]
-    )
-    pixels = _pixels(result.image("decoded"))
-
-    assert _two_dominant(pixels) == {colour, background}, data.nearest_color_counts(pixels)
-
-
-@pytest.mark.parametrize(
-    ("shape", "colour", "background", "seed"),
-    [("square", "red", "white", 7), ("circle", "purple", "green", 8), ("triangle", "orange", "blue", 9)],
-)
-def test_sdxl_base_and_refiner_draw_the_caption_colours(shapes_runner, shape, colour, background, seed):
-    prompt = data.caption_for(shape, colour, background)
-    result = shapes_runner.run(
-        sdflow.load(EXAMPLES / "sdxl_refiner.yaml"),
-        inputs={"prompt": prompt, "seed": seed},
-        outputs=["decoded"],
+        sdflow.load(EXAMPLES / workflow), inputs={"prompt": prompt, "seed": seed}, outputs=["decoded"]
     )
     pixels = _pixels(result.image("decoded"))
 

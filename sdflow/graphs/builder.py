@@ -316,7 +316,9 @@ class Graph(Workflow, NodeCalls):
         for spec in self.nodes.values():
             cls = registry.get(spec.type)
             for name in cls.path_fields if cls else ():
-                value, is_name = spec.fields.get(name), name in cls.folder_kinds
+                if name not in spec.fields:  # an optional path field left at its default
+                    continue
+                value, is_name = spec.fields[name], name in cls.folder_kinds
                 if isinstance(value, InputRef):  # a path given by a workflow input: move its default
                     entry = self.inputs.get(value.name)
                     if entry is not None and entry.type == "str" and value.name not in inputs_done:

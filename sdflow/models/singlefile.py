@@ -56,20 +56,20 @@ def load(
 
         unet_config = _read_json(folder / "unet" / "config.json")
         unet_config["in_channels"] = found.in_channels
-        unet = _build(UNet2DConditionModel.from_config, unet_config)
-        _fill(unet, unet_mapping(unet_config, layout.unet_prefix), reader, dtype, device, "UNet")
+        unet = build_empty(UNet2DConditionModel.from_config, unet_config)
+        fill_weights(unet, unet_mapping(unet_config, layout.unet_prefix), reader, dtype, device, "UNet")
 
         vae_config = _read_json(folder / "vae" / "config.json")
         vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
-        vae = _build(AutoencoderKL.from_config, vae_config)
-        _fill(vae, vae_mapping(vae_config, layout.vae_prefix), reader, vae_dtype, device, "VAE")
+        vae = build_empty(AutoencoderKL.from_config, vae_config)
+        fill_weights(vae, vae_mapping(vae_config, layout.vae_prefix), reader, vae_dtype, device, "VAE")
 
         encoders, tokenizers = [], []
         for part in layout.text_encoders:
             encoder = _text_encoder(folder / part.component)
             mapping = openclip_mapping(part.prefix) if part.style == "openclip" else None
             mapping = mapping or clip_mapping(part.prefix, reader.shapes)
-            _fill(encoder, mapping, reader, dtype, device, f"text encoder ({part.prefix}*)")
+            fill_weights(encoder, mapping, reader, dtype, device, f"text encoder ({part.prefix}*)")
             encoders.append(encoder)
             tokenizer_folder = folder / part.component.replace("text_encoder", "tokenizer")
             tokenizers.append(tokenizer_fixed(_tokenizer(tokenizer_folder), encoder))
@@ -104,8 +104,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
 
 
-def _build(factory: Any, config: dict[str, Any]) -> torch.nn.Module:
-    """A module with its parameters on the meta device (no memory, no random init)."""
+def build_empty(factory: Any, config: Any) -> torch.nn.Module:
+    """``factory(config)`` with its parameters on the meta device (no memory, no random init)."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():
@@ -116,11 +116,7 @@ def _text_encoder(folder: Path) -> torch.nn.Module:
     from transformers import CLIPTextConfig
 
     config = CLIPTextConfig.from_dict(_read_json(folder / "config.json"))
-    cls = text_encoder_class(config)
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return cls(config)
+    return build_empty(text_encoder_class(config), config)
 
 
 def _tokenizer(folder: Path) -> Any:
@@ -156,7 +152,7 @@ def plan_weights(
     return plan
 
 
-def _fill(
+def fill_weights(
     module: torch.nn.Module,
     mapping: Mapping,
     reader: WeightReader,

@@ -89,10 +89,10 @@ def _from_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> torch.nn.M
             config = config_from_shapes(shapes, ldm)
         except KeyError as exc:
             raise VaeError(f"not a complete VAE: no {exc.args[0]} in it") from None
-        vae = singlefile._build(AutoencoderKL.from_config, config)
+        vae = singlefile.build_empty(AutoencoderKL.from_config, config)
         mapping = vae_mapping(config, prefix) if ldm else (lambda name: Source(prefix + name))
         try:
-            singlefile._fill(vae, mapping, reader, _dtype(config, dtype), torch.device("cpu"), "VAE")
+            singlefile.fill_weights(vae, mapping, reader, _dtype(config, dtype), torch.device("cpu"), "VAE")
         except singlefile.ArchitectureMismatch as exc:
             raise VaeError(str(exc).split(". The file may be")[0]) from None
     return vae

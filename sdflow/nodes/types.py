@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,19 +15,33 @@ from sdflow.prompts.padding import pad_tokens
 class Port:
     """Marker base: a field typed with a Port subclass can only be filled by a link."""
 
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor this value holds: its own, its nested ports', its modules' parameters and
+        buffers (for the caches' byte budgets)."""
+        for value in vars(self).values():
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, Port):
+                yield from value.tensors()
+            elif isinstance(value, torch.nn.Module):
+                yield from value.parameters()
+                yield from value.buffers()
+
     def nbytes(self) -> int:
-        """Bytes this value holds in tensors (for the output cache's budget)."""
-        return sum(_tensor_bytes(v) for v in vars(self).values())
+        """Bytes of the distinct tensor storages this value holds (shared ones counted once)."""
+        return sum(storages([self]).values())
 
 
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, Port):
-        return value.nbytes()
-    if isinstance(value, torch.nn.Module):
-        return sum(p.element_size() * p.nelement() for p in value.parameters())
-    return 0
+def storages(values: Iterable[Any]) -> dict[int, int]:
+    """{storage address: bytes} of the tensors the ports among ``values`` hold: views and tensors
+    shared between values (a LoRA-patched model and its base) appear once."""
+    found: dict[int, int] = {}
+    for value in values:
+        if isinstance(value, Port):
+            for tensor in value.tensors():
+                storage = tensor.untyped_storage()
+                found[storage.data_ptr()] = storage.nbytes()
+    return found
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +99,8 @@ class Conditioning(Port):
     SDXL families add the pooled embedding (batch, dim; of the first 77-token chunk) and the size /
     aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
     ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
-    token count of a longer one (long prompts are whole 77-token chunks)."""
+    token count of a longer one (long prompts are whole 77-token chunks); CLIPEncode attaches it to
+    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side)."""
 
     embeds: torch.Tensor
     family: Family = SD15
@@ -96,11 +112,13 @@ class Conditioning(Port):
     def tokens(self) -> int:
         return int(self.embeds.shape[1])
 
-    def padded_to(self, tokens: int) -> Conditioning:
-        """This with empty-prompt chunks appended up to ``tokens`` (ValueError when it cannot be)."""
+    def padded_to(self, tokens: int, empty: torch.Tensor | None = None) -> Conditioning:
+        """This lengthened to ``tokens`` with empty-prompt chunks (its own, else ``empty``, from
+        conditioning of the same clip); ValueError when it cannot be (see ``pad_tokens``)."""
         if tokens == self.tokens:
             return self
-        return replace(self, embeds=pad_tokens(self.embeds, self.empty, tokens))
+        filler = self.empty if self.empty is not None else empty
+        return replace(self, embeds=pad_tokens(self.embeds, filler, tokens))
 
 
 @dataclass(frozen=True, eq=False)

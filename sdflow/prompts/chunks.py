@@ -99,8 +99,12 @@ def split(pieces: list[Piece], tokenizer, vectors: Vectors, size: int = CHUNK) -
 def overflow(pieces: list[Piece], tokenizer, vectors: Vectors) -> str | None:
     """What keeping only the first chunk drops, said for a warning (None when nothing is dropped)."""
     chunks = split(pieces, tokenizer, vectors)
-    dropped = [token for chunk in chunks[1:] for token in chunk.ids]
+    dropped = sum(len(chunk.ids) for chunk in chunks[1:])
     if not dropped:
         return None
-    words = tokenizer.decode(dropped).strip()
-    return f"kept the first {len(chunks[0].ids)} tokens (at most {CHUNK}), dropped {len(dropped)}: '{words}'"
+    words = [t for c in chunks[1:] for i, t in enumerate(c.ids) if i not in c.vectors]
+    vectors_dropped = sum(len(c.vectors) for c in chunks[1:])
+    what = f"'{tokenizer.decode(words).strip()}'"
+    if vectors_dropped:
+        what += f" and {vectors_dropped} embedding vectors"
+    return f"kept the first {len(chunks[0].ids)} tokens (at most {CHUNK}), dropped {dropped}: {what}"

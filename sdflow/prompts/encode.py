@@ -38,11 +38,11 @@ class Layer:
 class Encoded:
     """Prompts through the encoder(s): states (batch, 77 * chunks, dim), the pooled output of each
     prompt's first chunk (batch, dim) when an encoder projects one (SDXL's), and the empty prompt's
-    states (1, 77, dim)."""
+    states (1, 77, dim) when the prompt is long, weighted or empty (see ``_empty_states``)."""
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None
-    empty: torch.Tensor
+    empty: torch.Tensor | None
     chunks: int
 
 
@@ -65,15 +65,36 @@ def encode(
     with torch.inference_mode():
         with _vectors_inserted(text_encoder, chunks):
             hidden, pooled = _forward(text_encoder, ids, layer)
-        empty, _ = _forward(text_encoder, _wrapped(tokenizer, Chunk())[None].to(text_encoder.device), layer)
+        empty = _empty_states(tokenizer, text_encoder, layer, chunks, method, hidden)
         weights = torch.stack([_position_weights(c) for c in chunks]).to(hidden.device)
         # Weighted in float32 (fp16 states would round the small differences from the empty prompt);
         # unweighted states come back unchanged, and fp16 -> fp32 -> fp16 is exact.
-        hidden = weighting.apply(method, hidden.float(), weights, empty.float())
+        reference = empty.float() if empty is not None else None
+        hidden = weighting.apply(method, hidden.float(), weights, reference)
     dtype = text_encoder.dtype
     hidden = hidden.reshape(1, -1, hidden.shape[-1]).to(dtype)
     pooled = pooled[:1].to(dtype) if pooled is not None else None
-    return Encoded(hidden, pooled, empty.to(dtype), len(chunks))
+    return Encoded(hidden, pooled, empty.to(dtype) if empty is not None else None, len(chunks))
+
+
+def _empty_states(
+    tokenizer,
+    text_encoder: torch.nn.Module,
+    layer: Layer,
+    chunks: list[Chunk],
+    method: str,
+    hidden: torch.Tensor,
+) -> torch.Tensor | None:
+    """The empty prompt's states (1, 77, dim) where they are needed: to weight (comfy) and to pad
+    other conditioning to a long prompt. The empty prompt's own states are themselves (no second
+    forward); a plain one-chunk prompt gets None (a shorter conditioning never pads to it)."""
+    if len(chunks) == 1 and not chunks[0].ids:
+        return hidden
+    weighted = method == "comfy" and any(c.weighted for c in chunks)
+    if len(chunks) == 1 and not weighted:
+        return None
+    ids = _wrapped(tokenizer, Chunk())[None].to(text_encoder.device)
+    return _forward(text_encoder, ids, layer)[0]
 
 
 def encode_prompts(
@@ -95,16 +116,17 @@ def encode_prompts(
             vectors = vectors_for(*embedding_slot(encoder))
             parts.append(encode(tokenizer, encoder, pieces, layer, method, vectors, max_chunks))
         pooled = [p.pooled for p in parts if p.pooled is not None]
+        empties = [p.empty for p in parts]
         rows.append(
             Encoded(
                 torch.cat([p.hidden for p in parts], dim=-1),
                 pooled[-1] if pooled else None,
-                torch.cat([p.empty for p in parts], dim=-1),
+                torch.cat(empties, dim=-1) if all(e is not None for e in empties) else None,
                 parts[0].chunks,
             )
         )
     tokens = max(r.hidden.shape[1] for r in rows)
-    empty = rows[0].empty
+    empty = next((r.empty for r in rows if r.empty is not None), None)
     hidden = torch.cat([pad_tokens(r.hidden, empty, tokens) for r in rows])
     pooled = torch.cat([r.pooled for r in rows]) if rows[0].pooled is not None else None
     return Encoded(hidden, pooled, empty, max(r.chunks for r in rows))

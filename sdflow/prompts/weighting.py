@@ -31,11 +31,14 @@ def a1111(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return scaled * (original / scaled.mean(dim=(1, 2), keepdim=True))
 
 
-def apply(method: str, z: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
-    """``z`` weighted by ``method``; unchanged (the same tensor) when every weight is 1."""
+def apply(method: str, z: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor | None) -> torch.Tensor:
+    """``z`` weighted by ``method`` (``empty`` is needed by comfy); unchanged (the same tensor) when
+    every weight is 1."""
     if bool((weights == 1.0).all()):
         return z
     if method == "comfy":
+        if empty is None:
+            raise ValueError("comfy weighting needs the empty prompt's states")
         return comfy(z, weights, empty)
     if method == "a1111":
         return a1111(z, weights)

@@ -31,6 +31,7 @@ SCHEDULE = {
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
 }
+SWAP_SAFE = {"clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True}
 IMAGE_SIZE = 64
 # SDXL's size conditioning at the defaults diffusers uses for a 64x64 picture (original = target =
 # the picture's size, no crop); the refiner's aesthetic score is drawn at random in training so that
@@ -122,8 +123,11 @@ class Arch:
                 requires_safety_checker=False,
             )
         else:
-            # SDXL's own scheduler config: Euler, leading spacing, steps offset 1.
-            scheduler = EulerDiscreteScheduler(**SCHEDULE, steps_offset=1, timestep_spacing="leading")
+            # SDXL's own scheduler config: Euler, leading spacing, steps offset 1, and (kept for
+            # schedulers swapped in with from_config, as SDXL's has them) no DDIM sample clipping.
+            scheduler = EulerDiscreteScheduler.from_config(
+                {**SCHEDULE, "steps_offset": 1, "timestep_spacing": "leading", **SWAP_SAFE}
+            )
             if self.name == "sdxl":
                 pipe = StableDiffusionXLPipeline(
                     vae=vae,

@@ -19,6 +19,9 @@ class LoadCheckpoint(Node):
     version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
     cache: ClassVar[str] = "model"
+    # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
+    path_fields: ClassVar[tuple[str, ...]] = ("checkpoint", "config")
+    folder_kinds: ClassVar[dict[str, str]] = {"checkpoint": "checkpoints", "config": "checkpoints"}
 
     checkpoint: str = Field(
         "builtin:tiny-sd15",

@@ -46,7 +46,8 @@ class ConditioningConcat(Node):
         pooled = self.first.pooled
         if pooled is not None and pooled.shape[0] != first.shape[0]:
             pooled = pooled.expand(first.shape[0], -1)
-        joined = replace(self.first, embeds=torch.cat([first, second], dim=1), pooled=pooled)
+        empty = self.first.empty if self.first.empty is not None else self.second.empty
+        joined = replace(self.first, embeds=torch.cat([first, second], dim=1), pooled=pooled, empty=empty)
         return {"conditioning": joined}
 
 
@@ -65,8 +66,9 @@ class ConditioningAverage(Node):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         _checked_pair(self.first, self.second, ctx)
         tokens = max(self.first.tokens, self.second.tokens)
+        empty = self.first.empty if self.first.empty is not None else self.second.empty
         try:
-            first, second = self.first.padded_to(tokens), self.second.padded_to(tokens)
+            first, second = self.first.padded_to(tokens, empty), self.second.padded_to(tokens, empty)
         except ValueError as exc:
             raise ctx.error(str(exc), "second") from None
         a, b = _broadcast(first.embeds, second.embeds.to(first.embeds))

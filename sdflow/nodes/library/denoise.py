@@ -209,10 +209,11 @@ class DenoiseLoop(Node):
         if not guide:
             del parts["negative"]
         tokens = max(p.tokens for p in parts.values())
+        empty = next((p.empty for p in parts.values() if p.empty is not None), None)
         embeds = []
         for name, part in parts.items():
             try:
-                part = part.padded_to(tokens)
+                part = part.padded_to(tokens, empty)
             except ValueError as exc:
                 raise ctx.error(f"{exc}: positive and negative must be whole 77-token chunks", name) from None
             if batch % part.embeds.shape[0]:
