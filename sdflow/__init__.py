@@ -33,16 +33,23 @@ _EXPORTS = {
     "Runner": "sdflow.runner",
     "RunResult": "sdflow.runner",
     "StepProgress": "sdflow.runner",
+    "JobResult": "sdflow.runner.many",
+    "LocalBackend": "sdflow.runner.many",
+    "run_many": "sdflow.runner.many",
+    "RayBackend": "sdflow.runner.distributed",
 }
 
 __all__ = [
     "Graph",
     "Input",
+    "JobResult",
+    "LocalBackend",
     "NodeError",
     "NodeFinished",
     "NodeHandle",
     "NodeStarted",
     "Output",
+    "RayBackend",
     "RunResult",
     "Runner",
     "SdflowError",
@@ -57,6 +64,7 @@ __all__ = [
     "load",
     "loads",
     "run",
+    "run_many",
     "validate",
 ]
 
@@ -80,3 +88,5 @@ if TYPE_CHECKING:
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
     from sdflow.runner import NodeFinished, NodeStarted, Runner, RunResult, StepProgress
+    from sdflow.runner.distributed import RayBackend
+    from sdflow.runner.many import JobResult, LocalBackend, run_many

@@ -18,7 +18,8 @@ from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
 from sdflow.nodes import registry
-from sdflow.nodes.base import Node, RunContext
+from sdflow.files import write_new
+from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
@@ -104,6 +105,7 @@ class Runner:
         self.outputs = LRUCache(output_cache_bytes)
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
+        self.write_new: FileWriter = write_new  # how output nodes write new files (see RunContext)
         self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
 
     def subscribe(self, listener: Listener) -> None:
@@ -222,6 +224,7 @@ class Runner:
                 metadata=ctx_base.metadata,
                 on_step=self._step_reporter(step.id),
                 locate=spec.location,
+                write_new=self.write_new,
             )
             values = node.run(ctx)
             _check_outputs(cls, values)

@@ -1,0 +1,154 @@
+"""One workflow, many inputs: run the jobs on a backend and write their files as a serial run would.
+
+A backend (``LocalBackend`` here, ``RayBackend`` in ``distributed``) runs jobs in any order and
+yields each as it completes. The files they captured are written here, by the driver, in job order,
+so names are numbered exactly as one ``Runner`` running the jobs one after the other numbers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from sdflow.files import write_new
+from sdflow.graphs.model import Workflow
+from sdflow.runner.executor import Runner, check
+from sdflow.runner.jobs import Failure, Job, attempt, plain_workflow, render
+from sdflow.runner.report import RunReport
+
+Task = Callable[[Any, Job], Any]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A job a backend finished: its index, the task's value (or a Failure), who ran it, in how many tries."""
+
+    index: int
+    value: Any
+    worker: str
+    attempts: int
+
+
+class Backend(Protocol):
+    """Runs ``task(runner, job)`` for every job on its workers; yields each as it completes."""
+
+    file_names: dict[str, str]  # stand-in paths handed out by workers -> the files the driver wrote
+
+    def map(self, task: Task, jobs: Sequence[Job]) -> Iterator[Completed]: ...
+
+
+class LocalBackend:
+    """Every job in this process, one after the other, on one Runner (the default one if not given)."""
+
+    def __init__(self, runner: Runner | None = None) -> None:
+        self.runner = runner
+        self.file_names: dict[str, str] = {}
+
+    def map(self, task: Task, jobs: Sequence[Job]) -> Iterator[Completed]:
+        from sdflow.api import default_runner
+
+        runner = self.runner or default_runner()
+        for index, job in enumerate(jobs):
+            yield Completed(index, attempt(task, runner, job), "local", 1)
+
+
+@dataclass
+class JobResult:
+    """One run of ``run_many``: its report (files as written) or its error, and the worker that ran it."""
+
+    index: int
+    inputs: dict[str, Any]
+    worker: str
+    attempts: int
+    report: RunReport | None = None
+    error: str | None = None
+    user_error: bool = False  # the error is the user's to fix (exit code 2 on the command line)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def files(self) -> list[str]:
+        return self.report.files if self.report is not None else []
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.report is None:
+            body: dict[str, Any] = {"inputs": self.inputs, "error": self.error}
+        else:
+            body = self.report.to_dict()
+        return {**body, "worker": self.worker, "attempts": self.attempts}
+
+
+def run_many(
+    workflow: Workflow,
+    inputs: Iterable[dict[str, Any]],
+    backend: Backend | None = None,
+    outputs: Iterable[str] | None = None,
+    output_dir: str = "outputs",
+    on_result: Callable[[JobResult], None] | None = None,
+) -> list[JobResult]:
+    """Run ``workflow`` once per inputs on ``backend`` (default: in this process), files into
+    ``output_dir``; results in job order. Every job is checked before any runs (UserError); a job
+    failing while it runs is reported in its result and the others go on. ``on_result`` sees each
+    result as soon as its files are written."""
+    workflow = plain_workflow(workflow)
+    targets = tuple(outputs) if outputs is not None else None
+    given = [dict(values) for values in inputs]
+    for values in given:
+        check(workflow, values, targets)
+    backend = backend or LocalBackend()
+    writer = InOrderWriter(output_dir, backend.file_names)
+    jobs = [Job(workflow, values, targets, writer.absolute) for values in given]
+    results: list[JobResult] = []
+    for done in backend.map(render, jobs):
+        for result in writer.deliver(done, given[done.index]):
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+class InOrderWriter:
+    """Writes each job's captured files once every earlier job has been written (or has failed)."""
+
+    def __init__(self, output_dir: str, names: dict[str, str]) -> None:
+        self.given = str(output_dir)
+        self.absolute = str(Path(output_dir).resolve())
+        self.names = names
+        self.waiting: dict[int, tuple[Completed, dict[str, Any]]] = {}
+        self.next = 0
+
+    def deliver(self, done: Completed, inputs: dict[str, Any]) -> list[JobResult]:
+        """Take one completed job; return the results now written, in job order."""
+        self.waiting[done.index] = (done, inputs)
+        ready = []
+        while self.next in self.waiting:
+            ready.append(self._finish(*self.waiting.pop(self.next)))
+            self.next += 1
+        return ready
+
+    def _finish(self, done: Completed, inputs: dict[str, Any]) -> JobResult:
+        result = JobResult(done.index, inputs, done.worker, done.attempts)
+        value = done.value
+        if isinstance(value, Failure):
+            result.error, result.user_error = value.message, value.user
+            return result
+        for pending in value.files:
+            written = write_new(self._local(pending.folder), pending.stem, pending.suffix, _bytes(pending.data))
+            self.names[pending.token] = str(written)
+        files = [self.names.get(path, path) for path in value.report.files]
+        result.report = replace(value.report, files=files)
+        return result
+
+    def _local(self, folder: str) -> str:
+        """A worker's folder (under the absolute output folder) as the user gave the output folder."""
+        if not Path(folder).is_relative_to(self.absolute):
+            return folder
+        return str(Path(self.given, Path(folder).relative_to(self.absolute)))
+
+
+def _bytes(data: bytes) -> Callable[[Any], None]:
+    return lambda handle: handle.write(data)

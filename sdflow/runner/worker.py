@@ -1,0 +1,45 @@
+"""The worker side of a Ray backend: one long-lived Runner per worker process (a Ray actor)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sdflow.graphs.model import Workflow
+from sdflow.runner.events import Listener
+from sdflow.runner.jobs import Job, attempt
+
+
+class Worker:
+    """Holds a Runner whose caches stay warm between jobs: the checkpoint is loaded once per worker."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        dtype: str | None,
+        threads: int,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        import torch
+
+        from sdflow.runner.executor import Runner
+
+        torch.set_num_threads(threads)
+        self.name = name
+        self.runner = Runner(device=device, dtype=dtype, listeners=listeners)
+
+    def run(
+        self,
+        task: Callable[[Any, Job], Any],
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        outputs: tuple[str, ...] | None,
+        output_dir: str | None,
+    ) -> Any:
+        """``task(runner, job)``; a Failure instead of any exception the job raises."""
+        return attempt(task, self.runner, Job(workflow, inputs, outputs, output_dir))
+
+    def pid(self) -> int:
+        return os.getpid()
