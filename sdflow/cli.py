@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=_run)
+    from sdflow.scale_cli import add_arguments as add_scale_arguments
+
+    add_scale_arguments(run)
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow")
@@ -110,6 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
+    if args.workers is not None:
+        from sdflow.scale_cli import run_on_workers
+
+        return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
     try:
         runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
     except ValueError as exc:

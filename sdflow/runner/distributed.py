@@ -80,7 +80,9 @@ class RayBackend:
             self._started_ray = True
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if self.device == "cuda" and gpus == 0:
-            raise UserError("device 'cuda' was asked for, but the Ray cluster has no GPU", Location(field="--device"))
+            raise UserError(
+                "device 'cuda' was asked for, but the Ray cluster has no GPU", Location(field="--device")
+            )
         self._gpus = 1 if self.device in ("auto", "cuda") and gpus > 0 else 0
         while len(self.actors) < self.size:
             self._add_worker()
@@ -165,13 +167,15 @@ class RayBackend:
             raise
 
     def _submit(self, task, jobs, workflows, scheduler, running, tries) -> None:
-        """Give every worker jobs until it has QUEUED_PER_WORKER in hand."""
-        for name in list(self.actors):
-            scheduler.add_worker(name)
-            while sum(1 for worker, _ in running.values() if worker == name) < QUEUED_PER_WORKER:
+        """Top every worker up to QUEUED_PER_WORKER jobs, one round of the workers per slot."""
+        for slot in range(QUEUED_PER_WORKER):
+            for name in list(self.actors):
+                scheduler.add_worker(name)
+                if sum(1 for worker, _ in running.values() if worker == name) > slot:
+                    continue
                 index = scheduler.next_for(name)
                 if index is None:
-                    break
+                    continue
                 job = jobs[index]
                 tries[index] += 1
                 ref = self.actors[name].run.remote(

@@ -50,9 +50,7 @@ class FileCapture:
     def __init__(self) -> None:
         self.files: list[PendingFile] = []
 
-    def __call__(
-        self, folder: Path | str, stem: str, suffix: str, write: Callable[[BinaryIO], None]
-    ) -> Path:
+    def __call__(self, folder: Path | str, stem: str, suffix: str, write: Callable[[BinaryIO], None]) -> Path:
         buffer = io.BytesIO()
         write(buffer)
         token = str(Path(folder, f"{PENDING}{uuid.uuid4().hex}{suffix}"))

@@ -103,11 +103,15 @@ def run_many(
     writer = InOrderWriter(output_dir, backend.file_names)
     jobs = [Job(workflow, values, targets, writer.absolute) for values in given]
     results: list[JobResult] = []
-    for done in backend.map(render, jobs):
-        for result in writer.deliver(done, given[done.index]):
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+    completions = backend.map(render, jobs)
+    try:
+        for done in completions:
+            for result in writer.deliver(done, given[done.index]):
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    finally:  # Ctrl-C or an error here: the backend stops its work at once
+        completions.close()
     return results
 
 
@@ -137,7 +141,9 @@ class InOrderWriter:
             result.error, result.user_error = value.message, value.user
             return result
         for pending in value.files:
-            written = write_new(self._local(pending.folder), pending.stem, pending.suffix, _bytes(pending.data))
+            written = write_new(
+                self._local(pending.folder), pending.stem, pending.suffix, _bytes(pending.data)
+            )
             self.names[pending.token] = str(written)
         files = [self.names.get(path, path) for path in value.report.files]
         result.report = replace(value.report, files=files)

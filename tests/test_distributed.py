@@ -1,0 +1,204 @@
+"""Sweeps on Ray workers: identical to a serial run, surviving a killed worker and a failing run.
+
+One local Ray (2 CPUs) and one 2-worker pool serve the whole module (a test that stops the pool
+leaves it to restart on its next use).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
+
+from sdflow.graphs.yaml_io import load  # noqa: E402
+from sdflow.runner.distributed import RayBackend  # noqa: E402
+from sdflow.runner.events import StepProgress  # noqa: E402
+from sdflow.runner.executor import Runner  # noqa: E402
+from sdflow.runner.many import run_many  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TXT2IMG = ROOT / "examples" / "txt2img.yaml"
+COPY = """\
+version: 1
+inputs:
+  path: "a.png"
+nodes:
+  picture: {type: LoadImage, path: !input path}
+  save: {type: SaveImage, image: !link picture.image, filename_prefix: copy}
+"""
+
+
+class ExitOnFirstStep:
+    """A worker listener that kills its worker process (no clean-up, like a crash) at a denoising
+    step, while ``folder/arm`` exists and only once: the first to create ``folder/died`` dies."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, event: object) -> None:
+        if not isinstance(event, StepProgress) or not (self.folder / "arm").exists():
+            return
+        try:
+            fd = os.open(self.folder / "died", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os._exit(1)
+
+
+@pytest.fixture(scope="module")
+def trap(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trap")
+
+
+@pytest.fixture(scope="module")
+def pool(trap: Path):
+    """Two CPU workers on a local Ray; their listener kills one of them while ``trap/arm`` exists."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the listener, for the workers
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    backend = RayBackend(workers=2, device="cpu", worker_listeners=[ExitOnFirstStep(trap)])
+    try:
+        yield backend.start()
+    finally:
+        backend.close()
+        ray.shutdown()
+
+
+def serial(workflow, runs, folder: Path) -> list[list[str]]:
+    runner = Runner(device="cpu", output_dir=str(folder))
+    return [runner.run(workflow, inputs=inputs).files for inputs in runs]
+
+
+def same_files(parallel: list[list[str]], serial_files: list[list[str]]) -> None:
+    """Same names, in the same runs, with the same bytes (pixels and embedded metadata)."""
+    assert [[Path(p).name for p in files] for files in parallel] == [
+        [Path(p).name for p in files] for files in serial_files
+    ]
+    for ours, theirs in zip(sum(parallel, []), sum(serial_files, []), strict=True):
+        assert Path(ours).read_bytes() == Path(theirs).read_bytes()
+
+
+def test_a_two_worker_sweep_equals_the_serial_sweep_pixel_for_pixel(pool, tmp_path):
+    workflow = load(TXT2IMG)
+    runs = [
+        {"seed": seed, "prompt": prompt}
+        for prompt in ("a red circle on a blue background", "a yellow square on a black background")
+        for seed in (1, 2, 3)
+    ]
+    results = run_many(workflow, runs, pool, output_dir=str(tmp_path / "ray"))
+    assert all(r.ok for r in results)
+    assert {r.worker for r in results} == {"worker-1", "worker-2"}
+    same_files([r.files for r in results], serial(workflow, runs, tmp_path / "serial"))
+    # each worker loaded the checkpoint once: later runs found it cached
+    loads = [r.worker for r in results if r.report.status()["ckpt"] == "ran"]
+    assert sorted(loads) == ["worker-1", "worker-2"]
+
+
+def test_a_worker_killed_mid_run_has_its_run_retried_on_another(pool, trap, tmp_path):
+    workflow = load(TXT2IMG)
+    runs = [{"seed": seed} for seed in range(10, 14)]
+    (trap / "arm").touch()
+    try:
+        results = run_many(workflow, runs, pool, output_dir=str(tmp_path / "ray"))
+    finally:
+        (trap / "arm").unlink()
+    dead_pid = int((trap / "died").read_text())
+    assert all(r.ok for r in results)
+    retried = [r for r in results if r.attempts == 2]
+    assert len(retried) == 1
+    assert [r.attempts for r in results].count(1) == 3
+    assert "worker-3" in pool.actors  # the dead worker's replacement
+    pids = {ray.get(actor.pid.remote()) for actor in pool.actors.values()}
+    assert dead_pid not in pids
+    same_files([r.files for r in results], serial(workflow, runs, tmp_path / "serial"))
+    assert not list((tmp_path / "ray").glob(".tmp-*"))
+
+
+def test_a_run_failing_on_a_user_mistake_is_reported_and_the_others_go_on(pool, tmp_path):
+    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
+    # a picture cut short passes the header check made up front, and fails when decoded
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:120])
+    (tmp_path / "copy.yaml").write_text(COPY)
+    workflow = load(tmp_path / "copy.yaml")
+    runs = [{"path": "a.png"}, {"path": "cut.png"}, {"path": "a.png"}]
+    results = run_many(workflow, runs, pool, output_dir=str(tmp_path / "out"))
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].user_error
+    assert "node 'picture', field 'path'" in results[1].error
+    assert "image file is truncated" in results[1].error
+    assert [Path(p).name for r in results for p in r.files] == ["copy_00001.png", "copy_00001.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy_00001.png"]
+
+
+def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_failed_run(pool, tmp_path, capsys):
+    from sdflow.cli import main
+
+    pool.close()  # free the cluster's two CPUs for the command's own workers
+    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
+    shutil.copy(ROOT / "examples" / "inputs" / "shapes.png", tmp_path / "b.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:120])
+    (tmp_path / "copy.yaml").write_text(COPY)
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "copy.yaml"), "--sweep", "path=a.png,cut.png,b.png", "--output-dir", str(out)]
+    code = main(["run", *argv, "--workers", "2", "--report", str(tmp_path / "r.json"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out.split() == [str(out / "copy_00001.png"), str(out / "copy_00002.png")]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cut.png" in errors[0]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [run.get("error") is None for run in report["runs"]] == [True, False, True]
+    assert all(run["worker"].startswith("worker-") for run in report["runs"])
+    assert [n["id"] for n in report["runs"][2]["nodes"]] == ["picture", "save"]
+    # the same pictures, under the same names, as a serial run of the runs that worked
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "copy.yaml"),
+                "--set",
+                "path=a.png",
+                "--output-dir",
+                str(tmp_path / "s"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "s" / "copy_00001.png").read_bytes() == (out / "copy_00001.png").read_bytes()
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(pool, tmp_path):
+    workflow = load(TXT2IMG)
+    pids = {ray.get(actor.pid.remote()) for actor in pool.actors.values()}
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_many(
+            workflow, [{"seed": s} for s in range(6)], pool, output_dir=str(tmp_path), on_result=interrupt
+        )
+    assert pool.actors == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["txt2img_00001.png"]
+    for pid in pids:
+        assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    import time
+
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
