@@ -14,11 +14,11 @@ import torch
 from PIL import Image as PILImage
 
 from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.files import write_new
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
 from sdflow.nodes import registry
-from sdflow.files import write_new
 from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil

@@ -100,41 +100,41 @@ def run_many(
     for values in given:
         check(workflow, values, targets)
     backend = backend or LocalBackend()
-    writer = InOrderWriter(output_dir, backend.file_names)
+    writer = FileWriter(output_dir, backend.file_names)
     jobs = [Job(workflow, values, targets, writer.absolute) for values in given]
     results: list[JobResult] = []
     completions = backend.map(render, jobs)
     try:
-        for done in completions:
-            for result in writer.deliver(done, given[done.index]):
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
+        for done in in_job_order(completions):
+            results.append(writer.finish(done, given[done.index]))
+            if on_result is not None:
+                on_result(results[-1])
     finally:  # Ctrl-C or an error here: the backend stops its work at once
         completions.close()
     return results
 
 
-class InOrderWriter:
-    """Writes each job's captured files once every earlier job has been written (or has failed)."""
+def in_job_order(completions: Iterable[Completed]) -> Iterator[Completed]:
+    """Completed jobs (in any order, numbered from 0) re-ordered: each once all earlier ones are out."""
+    waiting: dict[int, Completed] = {}
+    following = 0
+    for done in completions:
+        waiting[done.index] = done
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
+
+
+class FileWriter:
+    """Writes the files a job captured into the output folder (call it in job order)."""
 
     def __init__(self, output_dir: str, names: dict[str, str]) -> None:
         self.given = str(output_dir)
         self.absolute = str(Path(output_dir).resolve())
         self.names = names
-        self.waiting: dict[int, tuple[Completed, dict[str, Any]]] = {}
-        self.next = 0
 
-    def deliver(self, done: Completed, inputs: dict[str, Any]) -> list[JobResult]:
-        """Take one completed job; return the results now written, in job order."""
-        self.waiting[done.index] = (done, inputs)
-        ready = []
-        while self.next in self.waiting:
-            ready.append(self._finish(*self.waiting.pop(self.next)))
-            self.next += 1
-        return ready
-
-    def _finish(self, done: Completed, inputs: dict[str, Any]) -> JobResult:
+    def finish(self, done: Completed, inputs: dict[str, Any]) -> JobResult:
+        """The job's result, its files written and the report naming them."""
         result = JobResult(done.index, inputs, done.worker, done.attempts)
         value = done.value
         if isinstance(value, Failure):

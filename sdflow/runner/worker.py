@@ -24,8 +24,10 @@ class Worker:
     ) -> None:
         import torch
 
+        from sdflow.nodes import registry
         from sdflow.runner.executor import Runner
 
+        registry.all_types()  # import the node library now, not in the first job
         torch.set_num_threads(threads)
         self.name = name
         self.runner = Runner(device=device, dtype=dtype, listeners=listeners)
