@@ -9,7 +9,7 @@ to ``max_retries`` times per job. Ray is imported only here, and only when a bac
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from sdflow.errors import Location, UserError
@@ -78,15 +78,25 @@ class RayBackend:
             except ConnectionError as exc:
                 raise UserError(f"cannot connect to Ray: {exc}", Location(field="--ray-address")) from None
             self._started_ray = True
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if self.device == "cuda" and gpus == 0:
-            raise UserError(
-                "device 'cuda' was asked for, but the Ray cluster has no GPU", Location(field="--device")
-            )
-        self._gpus = 1 if self.device in ("auto", "cuda") and gpus > 0 else 0
+        self._gpus = self._gpus_per_worker(ray.cluster_resources())
         while len(self.actors) < self.size:
             self._add_worker()
         return self
+
+    def _gpus_per_worker(self, resources: dict[str, float]) -> int:
+        """One GPU per worker where the cluster has GPUs (and the device allows); refuse a pool the
+        cluster cannot hold, whose extra workers would wait forever."""
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        where = Location(field="--workers")
+        if self.device == "cuda" and gpus == 0:
+            raise UserError("device 'cuda' was asked for, but the Ray cluster has no GPU", where)
+        per_worker = 1 if self.device in ("auto", "cuda") and gpus > 0 else 0
+        if per_worker and self.size > gpus:
+            raise UserError(f"{self.size} workers need a GPU each; the Ray cluster has {gpus}", where)
+        if self.size * self.cpus_per_worker > cpus:
+            needed = self.size * self.cpus_per_worker
+            raise UserError(f"{self.size} workers need {needed} CPUs; the Ray cluster has {cpus}", where)
+        return per_worker
 
     def close(self) -> None:
         """Stop the workers (their caches go with them), and Ray if this backend started it."""
@@ -129,7 +139,7 @@ class RayBackend:
 
     # -- running --------------------------------------------------------------------------------
 
-    def map(self, task: Task, jobs: Sequence[Job]) -> Iterator[Completed]:
+    def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
         """Run ``task(runner, job)`` for every job on the workers; yield each as it completes."""
         self.start()
         keys, refused = _keys(jobs)

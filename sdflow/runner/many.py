@@ -7,7 +7,7 @@ so names are numbered exactly as one ``Runner`` running the jobs one after the o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ class Backend(Protocol):
 
     file_names: dict[str, str]  # stand-in paths handed out by workers -> the files the driver wrote
 
-    def map(self, task: Task, jobs: Sequence[Job]) -> Iterator[Completed]: ...
+    def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]: ...
 
 
 class LocalBackend:
@@ -46,7 +46,7 @@ class LocalBackend:
         self.runner = runner
         self.file_names: dict[str, str] = {}
 
-    def map(self, task: Task, jobs: Sequence[Job]) -> Iterator[Completed]:
+    def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
         from sdflow.api import default_runner
 
         runner = self.runner or default_runner()
