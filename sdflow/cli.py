@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
-    if args.workers is not None:
+    if args.workers is not None or args.ray_address:
         from sdflow.scale_cli import run_on_workers
 
         return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])

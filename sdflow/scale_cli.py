@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from sdflow.errors import UserError
+from sdflow.errors import Location, UserError
 from sdflow.graphs.model import Workflow
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
@@ -40,6 +40,8 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
     from sdflow.runner.distributed import RayBackend
     from sdflow.runner.many import JobResult, run_many
 
+    if args.workers is None:
+        raise UserError("--ray-address needs --workers N", Location(field="--ray-address"))
     backend = RayBackend(args.workers, address=args.ray_address, device=args.device, dtype=args.dtype)
     bar = tqdm(total=len(runs), unit="run", file=sys.stderr, disable=args.quiet, desc="runs", delay=0.5)
 
@@ -47,7 +49,8 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
         for path in result.files:
             print(path)
         if result.error is not None:
-            bar.write(f"error: run {result.index + 1} {result.inputs}: {result.error}".rstrip(), sys.stderr)
+            message = f"run {result.index + 1} {result.inputs}: {result.error}".rstrip()
+            bar.write("error: " + message.replace("\n", "\nerror: "), sys.stderr)
         bar.update(1)
 
     try:
