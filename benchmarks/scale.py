@@ -1,19 +1,22 @@
-"""Images per second of a seed sweep: serial, then on 1 and 2 Ray workers, side by side in one run.
+"""Images per second of a seed sweep: serial, and on 1 and 2 Ray workers, side by side in one run.
 
-    python benchmarks/scale.py [--images 16] [--steps 20] [--size 64] [--workers 1 2] [--threads 1]
+    python benchmarks/scale.py [--images 8] [--rounds 3] [--steps 20] [--size 64] [--workers 1 2]
 
-Every side renders the same seeds of examples/txt2img.yaml (builtin:shapes) with its EmptyLatent
-set to --size, writing PNGs into a temporary folder. Each side is warmed first (one sweep of as
-many images as it has workers: the checkpoint loaded, the prompts encoded), then timed on the
-whole sweep. The images of every side are checked to be byte-identical to the serial ones. Also
-printed: each Ray side's cold start (starting the workers and the warm-up sweep), which a sweep
-pays once.
+Every side renders examples/txt2img.yaml (builtin:shapes, its EmptyLatent set to --size) for a
+sweep of seeds, writing PNGs into a temporary folder: serial on one Runner in this process, and on
+Ray pools of each --workers size, all started and warmed up first (checkpoint loaded, prompts
+encoded; the time that takes is printed as the cold start, which a sweep pays once). Then, each
+round, every side renders the round's seeds (new seeds each round, so nothing comes from a cache),
+in an order that rotates between rounds; the pictures of every side must be byte-identical to the
+serial ones. A shared machine's load changes from minute to minute, so each side's speed-up is the
+median over rounds of its ratio to the serial time *of the same round*.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -42,51 +45,59 @@ def sweep(backend, workflow, seeds: range, folder: Path) -> tuple[float, list[by
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--images", type=int, default=8, help="images per side and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, serial and per worker")
     args = parser.parse_args()
 
     import ray
 
     from sdflow.runner.distributed import RayBackend
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     workflow = load(EXAMPLE)
     workflow.inputs["steps"].default = args.steps
     workflow.nodes["empty"].fields.update(width=args.size, height=args.size)
-    seeds = range(1000, 1000 + args.images)
-    rows = []
-    with tempfile.TemporaryDirectory() as temp:
-        folder = Path(temp)
-        local = LocalBackend(Runner(device="cpu"))
-        sweep(local, workflow, range(1), folder / "warm")
-        seconds, reference = sweep(local, workflow, seeds, folder / "serial")
-        rows.append(("serial (one process)", seconds, None))
-        ray.init(num_cpus=max(args.workers) * args.threads, include_dashboard=False, logging_level="warning")
-        try:
-            for workers in args.workers:
+    names = ["serial (one process)"] + [f"Ray, {n} worker{'s' if n > 1 else ''}" for n in args.workers]
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    cold: dict[str, float] = {}
+    ray.init(num_cpus=sum(args.workers), include_dashboard=False, logging_level="warning")
+    pools = [RayBackend(n, device="cpu") for n in args.workers]
+    try:
+        with tempfile.TemporaryDirectory() as temp:
+            folder = Path(temp)
+            sides = [LocalBackend(Runner(device="cpu")), *pools]
+            warm = range(-max(args.workers), 0)  # seeds no round uses
+            for name, backend, size in zip(names, sides, [1, *args.workers], strict=True):
                 started = time.perf_counter()
-                with RayBackend(workers, device="cpu", cpus_per_worker=args.threads) as backend:
-                    sweep(backend, workflow, range(workers), folder / f"warm{workers}")
-                    cold = time.perf_counter() - started
-                    seconds, pictures = sweep(backend, workflow, seeds, folder / f"ray{workers}")
-                if pictures != reference:
-                    raise SystemExit(f"{workers} worker(s) made other pictures than the serial run")
-                rows.append((f"Ray, {workers} worker{'s' if workers > 1 else ''}", seconds, cold))
-        finally:
-            ray.shutdown()
+                sweep(backend, workflow, warm[:size], folder / "warm")
+                cold[name] = time.perf_counter() - started
+            for round_ in range(args.rounds):
+                seeds = range(round_ * args.images, (round_ + 1) * args.images)
+                order = list(range(len(sides)))
+                order = order[round_ % len(order) :] + order[: round_ % len(order)]
+                pictures = {}
+                for i in order:
+                    taken, pictures[i] = sweep(sides[i], workflow, seeds, folder / f"{round_}-{i}")
+                    seconds[names[i]].append(taken)
+                if any(pictures[i] != pictures[0] for i in pictures):
+                    raise SystemExit("a Ray pool made other pictures than the serial run")
+    finally:
+        for pool in pools:
+            pool.close()
+        ray.shutdown()
     print(
-        f"{args.images} images, {args.size}x{args.size}, {args.steps} steps, builtin:shapes, "
-        f"{args.threads} thread(s) per process, {os.cpu_count()} CPUs; pictures identical to serial"
+        f"{args.images} images x {args.rounds} rounds per side, {args.size}x{args.size}, {args.steps} steps, "
+        f"builtin:shapes, 1 torch thread per process, {os.cpu_count()} CPUs; pictures identical to serial"
     )
-    print(f"{'':24} {'seconds':>8} {'images/s':>9} {'vs serial':>9} {'cold start':>10}")
-    base = rows[0][1]
-    for name, seconds, cold in rows:
-        start = f"{cold:9.1f}s" if cold is not None else f"{'-':>10}"
-        print(f"{name:24} {seconds:8.2f} {args.images / seconds:9.2f} {base / seconds:8.2f}x {start}")
+    print(f"{'':22} {'median s':>9} {'images/s':>9} {'speed-up':>9} {'cold start':>11}")
+    serial = seconds[names[0]]
+    for name in names:
+        median = statistics.median(seconds[name])
+        ratio = statistics.median(s / t for s, t in zip(serial, seconds[name], strict=True))
+        print(f"{name:22} {median:9.2f} {args.images / median:9.2f} {ratio:8.2f}x {cold[name]:10.1f}s")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,13 @@ def test_a_run_failing_on_a_user_mistake_is_reported_and_the_others_go_on(pool, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy_00001.png"]
 
 
+def test_a_pool_larger_than_the_cluster_is_refused_rather_than_left_waiting(pool):
+    from sdflow.errors import UserError
+
+    with pytest.raises(UserError, match="3 workers need 3 CPUs; the Ray cluster has 2"):
+        RayBackend(workers=3, device="cpu").start()
+
+
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(pool, tmp_path):
     shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
     (tmp_path / "copy.yaml").write_text(COPY)

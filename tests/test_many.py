@@ -30,7 +30,7 @@ def rendered(name: str, data: bytes, folder: str) -> Rendered:
 
 
 def test_files_are_numbered_in_job_order_whatever_order_the_jobs_finish_in(tmp_path):
-    writer = FileWriter(str(tmp_path), {})
+    writer = FileWriter(str(tmp_path))
     folder = str(tmp_path.resolve())
     finished = [
         Completed(2, rendered("c", b"third", folder), "w1", 1),
@@ -135,3 +135,17 @@ def test_workers_without_ray_installed_exit_2_saying_how_to_install_it(monkeypat
     code = main(["run", str(ROOT / "examples" / "txt2img.yaml"), "--workers", "2", "--quiet"])
     assert code == 2
     assert 'pip install -e ".[ray]"' in capsys.readouterr().err
+
+
+def test_an_identical_second_run_writes_nothing_and_reports_the_first_runs_files(
+    tmp_path, runner, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
+    (tmp_path / "copy.yaml").write_text(COPY)
+    workflow = load(tmp_path / "copy.yaml")
+    first = run_many(workflow, [{}], LocalBackend(runner), output_dir="out")
+    again = run_many(workflow, [{}], LocalBackend(runner), output_dir="out")  # as Runner.run does
+    assert again[0].report.status()["save"] == "cached"
+    assert again[0].files == first[0].files == ["out/copies/copy_00001.png"]
+    assert [p.name for p in (tmp_path / "out" / "copies").iterdir()] == ["copy_00001.png"]

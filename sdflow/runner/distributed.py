@@ -57,7 +57,6 @@ class RayBackend:
         self.size, self.address, self.device, self.dtype = workers, address, device, dtype
         self.cpus_per_worker, self.max_retries = cpus_per_worker, max_retries
         self.worker_listeners = list(worker_listeners)
-        self.file_names: dict[str, str] = {}
         self.actors: dict[str, Any] = {}
         self._started_ray = False
         self._count = 0

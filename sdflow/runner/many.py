@@ -19,6 +19,9 @@ from sdflow.runner.jobs import Failure, Job, attempt, plain_workflow, render
 from sdflow.runner.report import RunReport
 
 Task = Callable[[Any, Job], Any]
+# Stand-in paths handed out by workers -> the files written for them. A worker whose SaveImage comes
+# from its cache reports the stand-ins of the run that wrote the files, in this call or an earlier one.
+WRITTEN: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,6 @@ class Completed:
 class Backend(Protocol):
     """Runs ``task(runner, job)`` for every job on its workers; yields each as it completes."""
 
-    file_names: dict[str, str]  # stand-in paths handed out by workers -> the files the driver wrote
-
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]: ...
 
 
@@ -44,7 +45,6 @@ class LocalBackend:
 
     def __init__(self, runner: Runner | None = None) -> None:
         self.runner = runner
-        self.file_names: dict[str, str] = {}
 
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
         from sdflow.api import default_runner
@@ -100,7 +100,7 @@ def run_many(
     for values in given:
         check(workflow, values, targets)
     backend = backend or LocalBackend()
-    writer = FileWriter(output_dir, backend.file_names)
+    writer = FileWriter(output_dir)
     jobs = [Job(workflow, values, targets, writer.absolute) for values in given]
     results: list[JobResult] = []
     completions = backend.map(render, jobs)
@@ -128,10 +128,9 @@ def in_job_order(completions: Iterable[Completed]) -> Iterator[Completed]:
 class FileWriter:
     """Writes the files a job captured into the output folder (call it in job order)."""
 
-    def __init__(self, output_dir: str, names: dict[str, str]) -> None:
+    def __init__(self, output_dir: str) -> None:
         self.given = str(output_dir)
         self.absolute = str(Path(output_dir).resolve())
-        self.names = names
 
     def finish(self, done: Completed, inputs: dict[str, Any]) -> JobResult:
         """The job's result, its files written and the report naming them."""
@@ -144,8 +143,8 @@ class FileWriter:
             written = write_new(
                 self._local(pending.folder), pending.stem, pending.suffix, _bytes(pending.data)
             )
-            self.names[pending.token] = str(written)
-        files = [self.names.get(path, path) for path in value.report.files]
+            WRITTEN[pending.token] = str(written)
+        files = [WRITTEN.get(path, path) for path in value.report.files]
         result.report = replace(value.report, files=files)
         return result
 
