@@ -69,7 +69,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as temp:
             folder = Path(temp)
             sides = [LocalBackend(Runner(device="cpu")), *pools]
-            warm = range(-max(args.workers), 0)  # seeds no round uses
+            warm = range(10**6, 10**6 + max(args.workers))  # seeds no round uses
             for name, backend, size in zip(names, sides, [1, *args.workers], strict=True):
                 started = time.perf_counter()
                 sweep(backend, workflow, warm[:size], folder / "warm")

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,16 @@ from sdflow.nodes.fields import fields_of, type_label
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 
 
+DEBUG_FLAG = "--debug"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere before a lone '--', for every command (SDFLOW_DEBUG=1 does the same).
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end] or os.environ.get("SDFLOW_DEBUG", "") not in ("", "0")
+    argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -38,10 +47,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user mistake: one line, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        print(internal_error_line(exc), file=sys.stderr)
+        return EXIT_FAILED
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """'internal error: ...' naming the node that was running, and how to see the traceback."""
+    where = ""
+    node = getattr(exc, "sdflow_node", None)
+    if node is not None:
+        where = f" while running node '{node[0]}' ({node[1]})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return (
+        f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
+        f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdflow", description=__doc__)
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="on an internal error, print its traceback (also SDFLOW_DEBUG=1); allowed after any command",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a workflow")

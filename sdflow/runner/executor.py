@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable
@@ -226,8 +227,14 @@ class Runner:
                 locate=spec.location,
                 write_new=self.write_new,
             )
-            values = node.run(ctx)
-            _check_outputs(cls, values)
+            try:
+                values = node.run(ctx)
+                _check_outputs(cls, values)
+            except UserError:
+                raise
+            except Exception as exc:
+                _tag_node(exc, step.id, cls.type_name)
+                raise
             cache.put(step.key, values)
         seconds = time.perf_counter() - started
         report.nodes.append(NodeRecord(step.id, cls.type_name, status, round(seconds, 6)))
@@ -364,6 +371,12 @@ def _output_name(workflow: Workflow, link: Link) -> str:
     if link.output is not None:
         return link.output
     return next(iter(registry.get(workflow.nodes[link.node].type).outputs))
+
+
+def _tag_node(exc: Exception, node_id: str, type_name: str) -> None:
+    """Remember on a failure which node raised it, for the CLI's one-line internal error."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.sdflow_node = (node_id, type_name)  # type: ignore[attr-defined]
 
 
 def _check_outputs(cls: type[Node], values: dict[str, Any]) -> None:
