@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import Location, UserError, WorkflowError
+from sdflow.errors import DEBUG_HINT, Location, UserError, WorkflowError, internal_error
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
     parser = _parser()
     args = parser.parse_args(argv)
+    args.debug = debug  # for commands that report bugs of several runs themselves (--workers)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -56,16 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def internal_error_line(exc: BaseException) -> str:
     """'internal error: ...' naming the node that was running, and how to see the traceback."""
-    where = ""
-    node = getattr(exc, "sdflow_node", None)
-    if node is not None:
-        where = f" while running node '{node[0]}' ({node[1]})"
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return (
-        f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
-        f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
-    )
+    return f"{internal_error(exc)} {DEBUG_HINT}"
 
 
 def _parser() -> argparse.ArgumentParser:

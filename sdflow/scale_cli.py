@@ -48,9 +48,13 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
     def finished(result: JobResult) -> None:
         for path in result.files:
             print(path)
-        if result.error is not None:
-            message = f"run {result.index + 1} {result.inputs}: {result.error}".rstrip()
-            bar.write("error: " + message.replace("\n", "\nerror: "), sys.stderr)
+        if result.failure is not None:
+            text = result.failure.describe(getattr(args, "debug", False))
+            if result.failure.kind == "bug":  # as main() reports a bug: its own line(s), no "error:"
+                bar.write(f"run {result.index + 1} {result.inputs}: {text}", sys.stderr)
+            else:
+                message = f"run {result.index + 1} {result.inputs}: {text}"
+                bar.write("error: " + message.replace("\n", "\nerror: "), sys.stderr)
         bar.update(1)
 
     try:

@@ -35,7 +35,7 @@ def test_files_are_numbered_in_job_order_whatever_order_the_jobs_finish_in(tmp_p
     finished = [
         Completed(2, rendered("c", b"third", folder), "w1", 1),
         Completed(0, rendered("a", b"first", folder), "w2", 1),
-        Completed(1, Failure("no such thing", user=True), "w1", 1),
+        Completed(1, Failure("no such thing", "user"), "w1", 1),
         Completed(3, rendered("d", b"fourth", folder), "w2", 1),
     ]
     delivered = [writer.finish(done, {}) for done in in_job_order(finished)]
@@ -149,3 +149,23 @@ def test_an_identical_second_run_writes_nothing_and_reports_the_first_runs_files
     assert again[0].report.status()["save"] == "cached"
     assert again[0].files == first[0].files == ["out/copies/copy_00001.png"]
     assert [p.name for p in (tmp_path / "out" / "copies").iterdir()] == ["copy_00001.png"]
+
+
+def test_a_bug_in_one_run_is_one_line_naming_the_node_with_the_traceback_kept(tmp_path, runner, monkeypatch):
+    from sdflow.nodes.library.image_io import LoadImage
+
+    def broken(self, ctx):
+        raise RuntimeError("sizes do not match\nmore detail")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(LoadImage, "run", broken)
+    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
+    (tmp_path / "copy.yaml").write_text(COPY)
+    [result] = run_many(load(tmp_path / "copy.yaml"), [{}], LocalBackend(runner), output_dir="out")
+    assert result.failure.kind == "bug" and not result.user_error
+    assert (
+        result.error
+        == "internal error while running node 'picture' (LoadImage): RuntimeError: sizes do not match"
+    )
+    assert result.failure.describe().endswith("SDFLOW_DEBUG=1 for the traceback)")
+    assert "Traceback (most recent call last)" in result.failure.describe(debug=True)

@@ -161,14 +161,14 @@ class RayBackend:
                     yield from self._worker_died(name, index, scheduler, running, tries)
                     continue
                 except self.ray.exceptions.RayError as exc:
-                    value = Failure(f"{name}: {exc}", user=False)
+                    value = Failure(f"internal error on {name}: {type(exc).__name__}", "bug", str(exc))
                 report = getattr(value, "report", None)
                 if report is not None:
                     scheduler.measured({n.id: n.seconds for n in report.nodes if n.status == "ran"})
                 yield Completed(index, value, name, tries[index])
             for index in scheduler.pending:  # no worker left to take them
                 message = f"no worker left to run it (workers died {self._replacements} times)"
-                yield Completed(index, Failure(message, user=False), "-", tries[index])
+                yield Completed(index, Failure(message, "cluster"), "-", tries[index])
         except BaseException:  # Ctrl-C, or the caller stopped early: stop the cluster's work now
             for actor in self.actors.values():
                 self.ray.kill(actor, no_restart=True)
@@ -204,7 +204,7 @@ class RayBackend:
             scheduler.retry(other, name)
         if tries[index] > self.max_retries:
             message = f"its worker died on each of {tries[index]} attempts (last: {name})"
-            yield Completed(index, Failure(message, user=False), name, tries[index])
+            yield Completed(index, Failure(message, "cluster"), name, tries[index])
         else:
             scheduler.retry(index, name)
 
@@ -221,5 +221,5 @@ def _keys(jobs: Sequence[Job]) -> tuple[list[dict[str, str] | None], list[Comple
             keys.append(planner.keys(job.workflow, job.inputs, job.outputs, job.output_dir))
         except UserError as exc:
             keys.append(None)
-            refused.append(Completed(index, Failure(str(exc), user=True), "driver", 0))
+            refused.append(Completed(index, Failure(str(exc), "user"), "driver", 0))
     return keys, refused

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
-from sdflow.errors import UserError
+from sdflow.errors import DEBUG_HINT, UserError, internal_error
 from sdflow.graphs.model import Workflow
 from sdflow.runner.report import RunReport
 
@@ -68,10 +68,21 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Failure:
-    """A job that raised: ``user`` for a UserError (the message says where), else a traceback."""
+    """A job that did not finish: ``user`` (a UserError, its message says where), ``bug`` (any
+    other exception: one line, its traceback kept apart) or ``cluster`` (its workers kept dying)."""
 
     message: str
-    user: bool
+    kind: Literal["user", "bug", "cluster"]
+    traceback: str = ""
+
+    def describe(self, debug: bool = False) -> str:
+        """What to tell the user; a bug's line comes with the --debug hint, or with --debug after
+        its traceback."""
+        if self.kind != "bug":
+            return self.message
+        if debug:
+            return f"{self.traceback.rstrip()}\n{self.message}"
+        return f"{self.message} {DEBUG_HINT}"
 
 
 def render(runner: Any, job: Job) -> Rendered:
@@ -90,9 +101,9 @@ def attempt(task: Callable[[Any, Job], Any], runner: Any, job: Job) -> Any:
     try:
         return task(runner, job)
     except UserError as exc:
-        return Failure(str(exc), user=True)
-    except Exception:
-        return Failure(traceback.format_exc(), user=False)
+        return Failure(str(exc), "user")
+    except Exception as exc:
+        return Failure(internal_error(exc), "bug", traceback.format_exc())
 
 
 def plain_workflow(workflow: Workflow) -> Workflow:

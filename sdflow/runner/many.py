@@ -56,29 +56,42 @@ class LocalBackend:
 
 @dataclass
 class JobResult:
-    """One run of ``run_many``: its report (files as written) or its error, and the worker that ran it."""
+    """One run of ``run_many``: its report (files as written) or its failure, and the worker that ran it."""
 
     index: int
     inputs: dict[str, Any]
     worker: str
     attempts: int
     report: RunReport | None = None
-    error: str | None = None
-    user_error: bool = False  # the error is the user's to fix (exit code 2 on the command line)
+    failure: Failure | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.failure is None
+
+    @property
+    def error(self) -> str | None:
+        """The failure in one message (None when the run succeeded)."""
+        return self.failure.message if self.failure is not None else None
+
+    @property
+    def user_error(self) -> bool:
+        """The run failed on a mistake the user can fix (exit code 2 on the command line)."""
+        return self.failure is not None and self.failure.kind == "user"
 
     @property
     def files(self) -> list[str]:
         return self.report.files if self.report is not None else []
 
     def to_dict(self) -> dict[str, Any]:
-        if self.report is None:
-            body: dict[str, Any] = {"inputs": self.inputs, "error": self.error}
+        if self.failure is not None:
+            body: dict[str, Any] = {
+                "inputs": self.inputs,
+                "error": self.error,
+                "error_kind": self.failure.kind,
+            }
         else:
-            body = self.report.to_dict()
+            body = self.report.to_dict() if self.report is not None else {}
         return {**body, "worker": self.worker, "attempts": self.attempts}
 
 
@@ -137,7 +150,7 @@ class FileWriter:
         result = JobResult(done.index, inputs, done.worker, done.attempts)
         value = done.value
         if isinstance(value, Failure):
-            result.error, result.user_error = value.message, value.user
+            result.failure = value
             return result
         for pending in value.files:
             written = write_new(
