@@ -1,6 +1,6 @@
 """Images per second of a seed sweep: serial, and on 1 and 2 Ray workers, side by side in one run.
 
-    python benchmarks/scale.py [--images 8] [--rounds 3] [--steps 20] [--size 64] [--workers 1 2]
+    python benchmarks/scale.py [--images 8] [--rounds 5] [--steps 20] [--size 64] [--workers 1 2]
 
 Every side renders examples/txt2img.yaml (builtin:shapes, its EmptyLatent set to --size) for a
 sweep of seeds, writing PNGs into a temporary folder: serial on one Runner in this process, and on
@@ -46,7 +46,7 @@ def sweep(backend, workflow, seeds: range, folder: Path) -> tuple[float, list[by
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=8, help="images per side and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -88,6 +88,8 @@ def main() -> None:
         for pool in pools:
             pool.close()
         ray.shutdown()
+    busy = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at the end: {busy[0]:.1f} {busy[1]:.1f} {busy[2]:.1f}")
     print(
         f"{args.images} images x {args.rounds} rounds per side, {args.size}x{args.size}, {args.steps} steps, "
         f"builtin:shapes, 1 torch thread per process, {os.cpu_count()} CPUs; pictures identical to serial"

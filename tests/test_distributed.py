@@ -107,6 +107,12 @@ def test_a_two_worker_sweep_equals_the_serial_sweep_pixel_for_pixel(pool, tmp_pa
     # each worker loaded the checkpoint once: later runs found it cached
     loads = [r.worker for r in results if r.report.status()["ckpt"] == "ran"]
     assert sorted(loads) == ["worker-1", "worker-2"]
+    # runs sharing a prompt went to the same worker, so each prompt was encoded once
+    prompts = {r.worker: set() for r in results}
+    for r in results:
+        prompts[r.worker].add(r.inputs["prompt"])
+    assert sorted(len(p) for p in prompts.values()) == [1, 1]
+    assert sum(r.report.status()["positive"] == "ran" for r in results) == 2
 
 
 def test_a_worker_killed_mid_run_has_its_run_retried_on_another(pool, trap, tmp_path):
