@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import DEBUG_HINT, Location, UserError, WorkflowError, internal_error
+from sdflow.errors import DEBUG_HINT, Location, UserError, WorkflowError, internal_error, one_line
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"error: {exc}".replace("\n", "\nerror: "), file=sys.stderr)
+        for error in getattr(exc, "errors", [exc]):
+            print(f"error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USER
     except BrokenPipeError:  # `sdflow nodes | head`: the reader left, nothing is wrong
         sys.stderr.close()
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def internal_error_line(exc: BaseException) -> str:
     """'internal error: ...' naming the node that was running, and how to see the traceback."""
-    return f"{internal_error(exc)} {DEBUG_HINT}"
+    return one_line(f"{internal_error(exc)} {DEBUG_HINT}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -79,3 +79,9 @@ def internal_error(exc: BaseException) -> str:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return f"internal error{where}: {detail}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
+    whatever a user's value (quoted back in the message) contains."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from sdflow.errors import Location, UserError
+from sdflow.errors import Location, UserError, one_line
 from sdflow.graphs.model import Workflow
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
@@ -49,12 +49,9 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
         for path in result.files:
             print(path)
         if result.failure is not None:
-            text = result.failure.describe(getattr(args, "debug", False))
-            if result.failure.kind == "bug":  # as main() reports a bug: its own line(s), no "error:"
-                bar.write(f"run {result.index + 1} {result.inputs}: {text}", sys.stderr)
-            else:
-                message = f"run {result.index + 1} {result.inputs}: {text}"
-                bar.write("error: " + message.replace("\n", "\nerror: "), sys.stderr)
+            subject = f"run {result.index + 1} {one_line(str(result.inputs))}"
+            for line in result.failure.lines(subject, getattr(args, "debug", False)):
+                bar.write(line, sys.stderr)
         bar.update(1)
 
     try:

@@ -153,3 +153,12 @@ def test_mutated_workflows_fail_only_as_located_user_errors(data: st.DataObject)
     if code == 2:
         assert lines and all(line.startswith("error: ") for line in lines), lines
         assert all(str(path) in line or "--" in line for line in lines), lines
+
+
+def test_a_line_separator_in_a_value_stays_on_the_messages_line(tmp_path: Path, capsys) -> None:
+    text = TEXTS[0][1]
+    path = tmp_path / "workflow.yaml"
+    path.write_text(text.replace('"builtin:shapes"', '"\\u2028builtin:shapes"'), encoding="utf-8")
+    assert main(["validate", str(path)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {path}:") and "\\u2028builtin:shapes" in line

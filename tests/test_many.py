@@ -167,5 +167,6 @@ def test_a_bug_in_one_run_is_one_line_naming_the_node_with_the_traceback_kept(tm
         result.error
         == "internal error while running node 'picture' (LoadImage): RuntimeError: sizes do not match"
     )
-    assert result.failure.describe().endswith("SDFLOW_DEBUG=1 for the traceback)")
-    assert "Traceback (most recent call last)" in result.failure.describe(debug=True)
+    [line] = result.failure.lines("run 1")
+    assert line.startswith("run 1: internal error") and line.endswith("SDFLOW_DEBUG=1 for the traceback)")
+    assert result.failure.lines("run 1", debug=True)[0].startswith("Traceback (most recent call last)")

@@ -119,11 +119,8 @@ def _check(args: argparse.Namespace) -> int:
     failed = errors = 0
     for job, result in zip(jobs, outcomes, strict=True):
         if isinstance(result, Failure):  # the run itself failed on a worker; the others go on
-            text = result.describe(getattr(args, "debug", False))
-            print(
-                f"error: {job.file}: {text}" if result.kind != "bug" else f"{job.file}: {text}",
-                file=sys.stderr,
-            )
+            for line in result.lines(job.file, getattr(args, "debug", False)):
+                print(line, file=sys.stderr)
             errors += 1
             continue
         for warning in result.warnings:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from sdflow.errors import DEBUG_HINT, UserError, internal_error
+from sdflow.errors import DEBUG_HINT, UserError, internal_error, one_line
 from sdflow.graphs.model import Workflow
 from sdflow.runner.report import RunReport
 
@@ -75,14 +75,15 @@ class Failure:
     kind: Literal["user", "bug", "cluster"]
     traceback: str = ""
 
-    def describe(self, debug: bool = False) -> str:
-        """What to tell the user; a bug's line comes with the --debug hint, or with --debug after
-        its traceback."""
+    def lines(self, subject: str, debug: bool = False) -> list[str]:
+        """How the command line shows it, about ``subject`` (a run, a file): ``error:`` lines for a
+        mistake or a cluster fault; for a bug, one internal-error line with the --debug hint, or its
+        traceback and then the line when ``debug``."""
         if self.kind != "bug":
-            return self.message
+            return [f"error: {subject}: {line}" for line in self.message.split("\n")]
         if debug:
-            return f"{self.traceback.rstrip()}\n{self.message}"
-        return f"{self.message} {DEBUG_HINT}"
+            return [self.traceback.rstrip(), f"{subject}: {self.message}"]
+        return [f"{subject}: {self.message} {DEBUG_HINT}"]
 
 
 def render(runner: Any, job: Job) -> Rendered:
@@ -100,10 +101,10 @@ def attempt(task: Callable[[Any, Job], Any], runner: Any, job: Job) -> Any:
     """``task(runner, job)``, with any exception turned into a Failure the driver can report."""
     try:
         return task(runner, job)
-    except UserError as exc:
-        return Failure(str(exc), "user")
+    except UserError as exc:  # one line per error, as the command line shows them
+        return Failure("\n".join(one_line(str(e)) for e in getattr(exc, "errors", [exc])), "user")
     except Exception as exc:
-        return Failure(internal_error(exc), "bug", traceback.format_exc())
+        return Failure(one_line(internal_error(exc)), "bug", traceback.format_exc())
 
 
 def plain_workflow(workflow: Workflow) -> Workflow:
