@@ -22,6 +22,7 @@ from sdflow.nodes import registry
 from sdflow.nodes.fields import fields_of, type_label
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
+ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
 
 
 DEBUG_FLAG = "--debug"
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     run.set_defaults(handler=_run)
     from sdflow.scale_cli import add_arguments as add_scale_arguments
 
@@ -110,15 +112,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="check with this workflow input value (repeatable)",
     )
+    check.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     check.set_defaults(handler=_validate)
 
     nodes = commands.add_parser("nodes", help="list node types, or describe one")
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
-    from sdflow.golden.cli import add_commands
+    from sdflow.draw import cli as draw_cli
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
+    from sdflow.models_cli import add_command as add_models_command
 
-    add_commands(commands)
+    golden_cli.add_commands(commands)
+    add_models_command(commands)
+    interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     return parser
 
 
@@ -128,14 +137,14 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
     from sdflow.runner.executor import Runner, check
-    from sdflow.runner.progress import ProgressPrinter
+    from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
     workflow = load(args.workflow)
     validate(workflow)
     fixed = dict(parse_assignment(workflow, text) for text in args.set)
     combinations = sweep_combinations(workflow, args.sweep)
     for varied in combinations:  # every run is checked before the first one starts
-        check(workflow, {**fixed, **varied})
+        check(workflow, {**fixed, **varied}, allow_pickle=args.allow_pickle)
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
@@ -144,11 +153,12 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
     try:
-        runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
+        runner = Runner(
+            device=args.device, dtype=args.dtype, output_dir=args.output_dir, allow_pickle=args.allow_pickle
+        )
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None
-    if not args.quiet:
-        runner.subscribe(ProgressPrinter(sys.stderr))
+    runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
     runs = []
     for index, varied in enumerate(combinations):
         inputs = {**fixed, **varied}
@@ -256,7 +266,9 @@ def _validate(args: argparse.Namespace) -> int:
     if unset:  # the graph is fine; values that depend on these inputs can only be checked with them
         print(f"{args.workflow}: valid ({count}; give {', '.join(unset)} with --set to check the values)")
         return EXIT_OK
-    check(workflow, given)  # what a run checks first: ranges of input values, missing files...
+    check(
+        workflow, given, allow_pickle=args.allow_pickle
+    )  # what a run checks first: ranges of input values, missing files...
     print(f"{args.workflow}: valid ({count})")
     return EXIT_OK
 

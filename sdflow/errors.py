@@ -63,6 +63,10 @@ class NodeError(UserError):
     """A node refused its inputs while running (e.g. a missing image file)."""
 
 
+class SdflowWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. prompt text dropped)."""
+
+
 DEBUG_HINT = (
     "(this is a bug in sdflow or a library it uses; "
     "run again with --debug or SDFLOW_DEBUG=1 for the traceback)"

@@ -42,10 +42,18 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
 
     if args.workers is None:
         raise UserError("--ray-address needs --workers N", Location(field="--ray-address"))
-    backend = RayBackend(args.workers, address=args.ray_address, device=args.device, dtype=args.dtype)
+    backend = RayBackend(
+        args.workers,
+        address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+        allow_pickle=args.allow_pickle,
+    )
     bar = tqdm(total=len(runs), unit="run", file=sys.stderr, disable=args.quiet, desc="runs", delay=0.5)
 
     def finished(result: JobResult) -> None:
+        for warning in result.report.warnings if result.report is not None else []:
+            bar.write(f"warning: run {result.index + 1}: {one_line(warning)}", sys.stderr)
         for path in result.files:
             print(path)
         if result.failure is not None:

@@ -149,7 +149,7 @@ def test_any_registered_node_class_is_a_graph_method_without_editing_the_builder
 def test_node_calls_have_the_node_fields_as_their_runtime_signature(graph):
     parameters = inspect.signature(graph.CLIPEncode).parameters
 
-    assert list(parameters) == ["id", "clip", "text", "clip_skip"]
+    assert list(parameters) == ["id", "clip", "text", "clip_skip", "weighting", "truncate", "allow_pickle"]
     assert parameters["clip"].default is inspect.Parameter.empty
     assert parameters["clip_skip"].default == 0
     assert graph.CLIPEncode.__doc__ == registry.get("CLIPEncode").summary()
@@ -299,7 +299,10 @@ def test_the_stubs_type_every_field_of_every_node():
     assert annotations == {
         "id": "str | None",
         "clip": "Linkable[Clip]",
-        "text": "str | Input",
+        "text": "str | list[str] | Input",
         "clip_skip": "int | Input",
+        "weighting": "_CLIPEncode_weighting | Input",
+        "truncate": "bool | Input",
+        "allow_pickle": "bool | Input",
     }
     assert ast.unparse(clip_encode.returns) == "CLIPEncodeNode"

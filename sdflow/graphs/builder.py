@@ -178,6 +178,7 @@ class Graph(Workflow, NodeCalls):
             version=workflow.version,
             file=workflow.file,
             source=workflow.source,
+            base_dir=workflow.base_dir,
         )
 
     def copy(self) -> Graph:
@@ -307,8 +308,11 @@ class Graph(Workflow, NodeCalls):
             cls = registry.get(spec.type)
             for name in cls.path_fields if cls else ():
                 value = spec.fields.get(name)
-                if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                    spec.fields[name] = Path(os.path.relpath(base / value, folder)).as_posix()
+                if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+                    continue
+                if name in cls.folder_kinds and not (base / value).exists():
+                    continue  # a name in the model folders, not a path
+                spec.fields[name] = Path(os.path.relpath(base / value, folder)).as_posix()
 
     def _values(self, spec: NodeSpec, given: dict[str, Any]) -> tuple[dict[str, Any], list[UserError]]:
         """Field values as the model stores them: handles become Links and InputRefs."""

@@ -7,6 +7,10 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_CLIPEncode_weighting = Literal[
+    "comfy",
+    "a1111",
+]
 _ImageScale_resample = Literal[
     "nearest",
     "bilinear",
@@ -19,6 +23,11 @@ _LatentUpscale_mode = Literal[
     "bilinear",
     "bicubic",
     "area",
+]
+_LoadCheckpoint_prediction = Literal[
+    "auto",
+    "epsilon",
+    "v_prediction",
 ]
 _LoadMask_channel = Literal[
     "luminance",
@@ -51,6 +60,16 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -95,10 +114,22 @@ class LoadImageNode(NodeHandle):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadLoRANode(NodeHandle):
+    """Handle of a node of type LoadLoRA: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadVAENode(NodeHandle, Linkable[Vae]):
+    """Handle of a node of type LoadVAE: its attributes are its outputs."""
+    @property
+    def vae(self) -> Output[Vae]: ...
 
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
@@ -154,18 +185,58 @@ class NodeCalls:
         *,
         id: str | None = None,
         clip: Linkable[Clip],
-        text: str | Input = "",
+        text: str | list[str] | Input = "",
         clip_skip: int | Input = 0,
+        weighting: _CLIPEncode_weighting | Input = "comfy",
+        truncate: bool | Input = False,
+        allow_pickle: bool | Input = False,
     ) -> CLIPEncodeNode:
-        """Encode a prompt with CLIP into conditioning for the UNet.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with CLIP into conditioning.
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
             clip: tokenizer and text encoder, from LoadCheckpoint
-            text: the prompt; longer than 77 tokens is truncated
+            text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
             clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
                 24]
+            weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
+            truncate: keep only the first 75 tokens (a warning tells what is dropped)
+            allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+        """
+
+    def ConditioningAverage(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+        weight: float | Input = 0.5,
+    ) -> ConditioningAverageNode:
+        """Blend two conditionings: weight × first + (1 − weight) × second (shorter one padded).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: the conditioning that `weight` measures
+            second: the other conditioning
+            weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningConcat(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+    ) -> ConditioningConcatNode:
+        """Join two conditionings along the tokens: the UNet attends to both prompts at once.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: tokens that come first (its pooled output is kept)
+            second: tokens appended after the first's
         """
 
     def DenoiseLoop(
@@ -279,13 +350,22 @@ class NodeCalls:
         *,
         id: str | None = None,
         checkpoint: str | Input = "builtin:tiny-sd15",
+        prediction: _LoadCheckpoint_prediction | Input = "auto",
+        config: str | Input = "",
+        allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x checkpoint: a built-in name, a diffusers folder, or a hub id.
+        """Load an SD 1.x/2.x checkpoint: a single file, a model-folder name, a diffusers folder or built-in.
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
         Fields:
-            checkpoint: 'builtin:NAME', a diffusers folder, or a hub id (needs network)
+            checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
+                'builtin:NAME', or a hub id (needs network)
+            prediction: what the UNet predicts; auto: the file's modelspec metadata or 'v_pred' key, else for
+                SD 2.x single files ComfyUI's weight statistic, else the folder's scheduler config / epsilon
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
+                describe its architecture; empty: the detected family's configs shipped with sdflow
+            allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
         """
 
     def LoadImage(
@@ -300,6 +380,31 @@ class NodeCalls:
 
         Fields:
             path: picture file (PNG, JPEG, WebP...); a relative path is relative to the workflow file's folder
+        """
+
+    def LoadLoRA(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        file: str | Input,
+        strength_model: float | Input = 1.0,
+        strength_clip: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> LoadLoRANode:
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+
+        Returns the node; its outputs: model (Model), clip (Clip).
+
+        Fields:
+            model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
+            clip: the text encoder to patch; left unchanged
+            file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
+                the model folders' loras (Lora) folders
+            strength_model: scale of the UNet update (0 = none) [>= -10.0, <= 10.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def LoadMask(
@@ -319,6 +424,23 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def LoadVAE(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadVAENode:
+        """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
+
+        Returns the node; its outputs: vae (Vae).
+
+        Fields:
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
+                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def MaskBlend(
@@ -383,14 +505,17 @@ class NodeCalls:
         id: str | None = None,
         vae: Linkable[Vae],
         latent: Linkable[Latent],
+        seed: int | Input = 0,
     ) -> VAEDecodeNode:
         """Decode a latent into an RGB image with the VAE.
 
         Returns the node; its outputs: image (Image).
 
         Fields:
-            vae: the VAE, from LoadCheckpoint
+            vae: the VAE, from LoadCheckpoint or LoadVAE
             latent: the latent to decode
+            seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
+                9223372036854775807]
         """
 
     def VAEEncode(

@@ -56,6 +56,7 @@ class Vae(Port):
     """A variational autoencoder mapping images (8x larger) to scaled latents."""
 
     vae: torch.nn.Module
+    sampling_decoder: bool = False  # decoding draws noise (a consistency decoder): VAEDecode seeds it
 
     @property
     def scale_factor(self) -> int:
@@ -64,10 +65,35 @@ class Vae(Port):
 
 @dataclass(frozen=True, eq=False)
 class Conditioning(Port):
-    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them."""
+    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
+
+    ``pooled`` (batch, dim) is the pooled text embedding of the first chunk, for models that take one;
+    ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
+    token count of a longer one (long prompts are whole 77-token chunks)."""
 
     embeds: torch.Tensor
     family: Family = SD15
+    pooled: torch.Tensor | None = None
+    empty: torch.Tensor | None = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def padded_to(self, tokens: int) -> Conditioning:
+        """This with empty-prompt chunks appended up to ``tokens`` (ValueError when it cannot be)."""
+        missing = tokens - self.tokens
+        if missing == 0:
+            return self
+        chunk = self.empty.shape[1] if self.empty is not None else 0
+        if missing < 0 or self.empty is None or missing % chunk:
+            raise ValueError(
+                f"cannot pad a conditioning of {self.tokens} tokens to {tokens}"
+                + ("" if self.empty is not None else " (it carries no empty-prompt chunk)")
+            )
+        filler = self.empty.to(self.embeds.device, self.embeds.dtype)
+        filler = filler.expand(self.embeds.shape[0], -1, -1).repeat(1, missing // chunk, 1)
+        return replace(self, embeds=torch.cat([self.embeds, filler], dim=1))
 
 
 @dataclass(frozen=True, eq=False)

@@ -50,6 +50,7 @@ class RayBackend:
         cpus_per_worker: int = 1,
         max_retries: int = 2,
         worker_listeners: Iterable[Listener] = (),
+        allow_pickle: bool = False,
     ) -> None:
         if workers < 1:
             raise UserError(f"needs at least 1 worker, got {workers}", Location(field="--workers"))
@@ -57,6 +58,7 @@ class RayBackend:
         self.size, self.address, self.device, self.dtype = workers, address, device, dtype
         self.cpus_per_worker, self.max_retries = cpus_per_worker, max_retries
         self.worker_listeners = list(worker_listeners)
+        self.allow_pickle = allow_pickle  # the workers may load pickle weight files (--allow-pickle)
         self.actors: dict[str, Any] = {}
         self._started_ray = False
         self._count = 0
@@ -123,7 +125,7 @@ class RayBackend:
             runtime_env={"env_vars": environment},
         )(Worker)
         self.actors[name] = actor_class.remote(
-            name, self.device, self.dtype, self.cpus_per_worker, self.worker_listeners
+            name, self.device, self.dtype, self.cpus_per_worker, self.worker_listeners, self.allow_pickle
         )
         return name
 
@@ -141,7 +143,7 @@ class RayBackend:
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
         """Run ``task(runner, job)`` for every job on the workers; yield each as it completes."""
         self.start()
-        keys, refused = _keys(jobs)
+        keys, refused = _keys(jobs, self.allow_pickle)
         yield from refused
         scheduler = AffinityScheduler(keys)
         shared = {id(job.workflow): job.workflow for job in jobs}
@@ -209,11 +211,13 @@ class RayBackend:
             scheduler.retry(index, name)
 
 
-def _keys(jobs: Sequence[Job]) -> tuple[list[dict[str, str] | None], list[Completed]]:
+def _keys(jobs: Sequence[Job], allow_pickle: bool) -> tuple[list[dict[str, str] | None], list[Completed]]:
     """Every job's cache keys by node id, computed here; jobs that fail to plan come back refused."""
     from sdflow.runner.executor import Runner
 
-    planner = Runner(device="cpu")  # keys differ from a GPU worker's, but alike for every job
+    planner = Runner(
+        device="cpu", allow_pickle=allow_pickle
+    )  # keys differ from a GPU worker's, but alike for every job
     keys: list[dict[str, str] | None] = []
     refused = []
     for index, job in enumerate(jobs):

@@ -37,6 +37,8 @@ class Completed:
 class Backend(Protocol):
     """Runs ``task(runner, job)`` for every job on its workers; yields each as it completes."""
 
+    allow_pickle: bool  # whether its runners may load pickle weight files
+
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]: ...
 
 
@@ -45,6 +47,10 @@ class LocalBackend:
 
     def __init__(self, runner: Runner | None = None) -> None:
         self.runner = runner
+
+    @property
+    def allow_pickle(self) -> bool:
+        return self.runner.allow_pickle if self.runner is not None else False
 
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
         from sdflow.api import default_runner
@@ -110,9 +116,9 @@ def run_many(
     workflow = plain_workflow(workflow)
     targets = tuple(outputs) if outputs is not None else None
     given = [dict(values) for values in inputs]
-    for values in given:
-        check(workflow, values, targets)
     backend = backend or LocalBackend()
+    for values in given:
+        check(workflow, values, targets, allow_pickle=backend.allow_pickle)
     writer = FileWriter(output_dir)
     jobs = [Job(workflow, values, targets, writer.absolute) for values in given]
     results: list[JobResult] = []

@@ -21,6 +21,7 @@ class Worker:
         dtype: str | None,
         threads: int,
         listeners: Iterable[Listener] = (),
+        allow_pickle: bool = False,
     ) -> None:
         import torch
 
@@ -30,7 +31,10 @@ class Worker:
         registry.all_types()  # import the node library now, not in the first job
         torch.set_num_threads(threads)
         self.name = name
-        self.runner = Runner(device=device, dtype=dtype, listeners=listeners)
+        # A listener, so node warnings stay in each run's report (the driver shows them) rather than
+        # going to this process's stderr as Python warnings.
+        listening = [*listeners] or [_ignore]
+        self.runner = Runner(device=device, dtype=dtype, listeners=listening, allow_pickle=allow_pickle)
 
     def run(
         self,
@@ -45,3 +49,7 @@ class Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _ignore(event: object) -> None:
+    """A listener that needs nothing."""

@@ -54,7 +54,7 @@ class DenoiseLoop(Node):
         # submodule (about a millisecond each on the CPU).
         weights = next(unet.parameters())
         x = self.latent.samples.to(weights.device, weights.dtype)
-        embeds = self._embeddings(x.shape[0], guide).to(weights.device, weights.dtype)
+        embeds = self._embeddings(x.shape[0], guide, ctx).to(weights.device, weights.dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
         if mask is not None:
@@ -110,10 +110,27 @@ class DenoiseLoop(Node):
             )
         return mask
 
-    def _embeddings(self, batch: int, guide: bool) -> torch.Tensor:
-        """Conditioning repeated to the latent batch; negative first when guiding."""
-        parts = [self.negative.embeds, self.positive.embeds] if guide else [self.positive.embeds]
-        return torch.cat([_repeat_to(p, batch) for p in parts])
+    def _embeddings(self, batch: int, guide: bool, ctx: RunContext) -> torch.Tensor:
+        """Conditioning repeated to the latent batch; negative first when guiding. A long prompt on
+        one side is met by empty-prompt chunks on the other (as A1111 and ComfyUI pad)."""
+        parts = {"negative": self.negative, "positive": self.positive}
+        if not guide:
+            del parts["negative"]
+        tokens = max(p.tokens for p in parts.values())
+        embeds = []
+        for name, part in parts.items():
+            try:
+                part = part.padded_to(tokens)
+            except ValueError as exc:
+                raise ctx.error(f"{exc}: positive and negative must be whole 77-token chunks", name) from None
+            if batch % part.embeds.shape[0]:
+                raise ctx.error(
+                    f"{part.embeds.shape[0]} prompts do not divide the latent batch of {batch}: "
+                    f"make the latent batch a multiple of the number of prompts",
+                    name,
+                )
+            embeds.append(_repeat_to(part.embeds, batch))
+        return torch.cat(embeds)
 
 
 def _repeat_to(embeds: torch.Tensor, batch: int) -> torch.Tensor:
