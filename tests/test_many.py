@@ -108,6 +108,16 @@ def test_a_seed_sweep_spreads_over_every_worker_in_job_order():
     assert scheduler.next_for("a") is None
 
 
+def test_a_repeated_job_waits_for_the_worker_that_has_it_cached():
+    scheduler = AffinityScheduler([keys_of("red", 1), keys_of("red", 1), keys_of("red", 2)])
+    for worker in ("a", "b"):
+        scheduler.add_worker(worker)
+    assert scheduler.next_for("a") == 0
+    assert scheduler.next_for("b") == 2  # not job 1, which repeats job 0 on "a"
+    assert scheduler.next_for("b") is None
+    assert scheduler.next_for("a") == 1
+
+
 def test_a_job_retried_after_its_worker_died_goes_to_another_worker():
     scheduler = AffinityScheduler([keys_of("red", 1), keys_of("red", 2)])
     for worker in ("a", "b"):

@@ -5,7 +5,8 @@ of the jobs it was given. A free worker takes the pending job that saves it the 
 of the nodes it holds already) and, among those, the one that shares least with the other workers,
 so jobs that share a prompt, a mask or an upscaled latent gather on one worker while a seed sweep
 still spreads over all. A node's cost is the seconds it last took when it ran (1 until measured).
-Ties go to the earliest job, so the order is deterministic.
+Ties go to the earliest job, so the order is deterministic. A job repeating one another worker
+holds (every key the same) is left to that worker, where it is all cached, as in a serial run.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ class AffinityScheduler:
             allowed = [j for j in self.pending if not (self.held.keys() - self.excluded.get(j, set()))]
         if not allowed:
             return None
-        others: set[str] = set()
-        for name, keys in self.held.items():
-            if name != worker:
-                others |= keys
         mine = self.held.setdefault(worker, set())
+        rivals = [keys for name, keys in self.held.items() if name != worker]
+        # a repeat of a job another worker holds stays with it: all cached there, as in a serial run
+        allowed = [j for j in allowed if not any(_repeat(self.keys[j], keys) for keys in rivals)]
+        if not allowed:
+            return None
+        others = set().union(*rivals)
         best = max(allowed, key=lambda j: (self._worth(j, mine), -self._worth(j, others), -j))
         self.pending.remove(best)
         mine.update(self.keys[best].values())
@@ -61,3 +64,7 @@ class AffinityScheduler:
 
     def _worth(self, job: int, held: set[str]) -> float:
         return sum(self.cost.get(node, 1.0) for node, key in self.keys[job].items() if key in held)
+
+
+def _repeat(keys: Mapping[str, str], held: set[str]) -> bool:
+    return bool(keys) and all(key in held for key in keys.values())
