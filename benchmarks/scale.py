@@ -94,12 +94,16 @@ def main() -> None:
         f"{args.images} images x {args.rounds} rounds per side, {args.size}x{args.size}, {args.steps} steps, "
         f"builtin:shapes, 1 torch thread per process, {os.cpu_count()} CPUs; pictures identical to serial"
     )
-    print(f"{'':22} {'median s':>9} {'images/s':>9} {'speed-up':>9} {'cold start':>11}")
+    print(f"{'':22} {'median s':>9} {'images/s':>9} {'speed-up':>9} {'(range)':>13} {'cold start':>11}")
     serial = seconds[names[0]]
     for name in names:
         median = statistics.median(seconds[name])
-        ratio = statistics.median(s / t for s, t in zip(serial, seconds[name], strict=True))
-        print(f"{name:22} {median:9.2f} {args.images / median:9.2f} {ratio:8.2f}x {cold[name]:10.1f}s")
+        ratios = [s / t for s, t in zip(serial, seconds[name], strict=True)]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        print(
+            f"{name:22} {median:9.2f} {args.images / median:9.2f} {statistics.median(ratios):8.2f}x "
+            f"{spread:>13} {cold[name]:10.1f}s"
+        )
 
 
 if __name__ == "__main__":

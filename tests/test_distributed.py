@@ -151,6 +151,18 @@ def test_a_run_failing_on_a_user_mistake_is_reported_and_the_others_go_on(pool, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy_00001.png"]
 
 
+def test_one_gpu_per_worker_where_the_cluster_has_gpus():
+    from sdflow.errors import UserError
+
+    assert RayBackend(workers=2)._gpus_per_worker({"CPU": 8, "GPU": 2}) == 1
+    assert RayBackend(workers=2)._gpus_per_worker({"CPU": 8}) == 0
+    assert RayBackend(workers=2, device="cpu")._gpus_per_worker({"CPU": 8, "GPU": 2}) == 0
+    with pytest.raises(UserError, match="3 workers need a GPU each; the Ray cluster has 2"):
+        RayBackend(workers=3)._gpus_per_worker({"CPU": 8, "GPU": 2})
+    with pytest.raises(UserError, match="no GPU"):
+        RayBackend(workers=1, device="cuda")._gpus_per_worker({"CPU": 8})
+
+
 def test_a_pool_larger_than_the_cluster_is_refused_rather_than_left_waiting(pool):
     from sdflow.errors import UserError
 
