@@ -1,7 +1,7 @@
 """Sweeps on Ray workers: identical to a serial run, surviving a killed worker and a failing run.
 
-One local Ray (2 CPUs) and one 2-worker pool serve the whole module (a test that stops the pool
-leaves it to restart on its next use).
+One local Ray (2 CPUs) and one 2-worker pool serve the whole module; the commands borrow it (see
+``borrowed``), and the Ctrl-C test, which stops it, runs last.
 """
 
 from __future__ import annotations
@@ -70,6 +70,37 @@ def pool(trap: Path):
     finally:
         backend.close()
         ray.shutdown()
+
+
+@pytest.fixture
+def borrowed(pool, monkeypatch) -> list[tuple]:
+    """Commands run with ``--workers`` get the module's pool instead of starting their own workers
+    (each would import torch and diffusers again: seconds per worker). Everything else runs as it
+    does for a user, on real Ray workers; the list records how the command asked for its pool."""
+    asked: list[tuple] = []
+
+    class Borrowed:
+        allow_pickle = False
+
+        def __init__(self, workers, address=None, device="auto", dtype=None, **options) -> None:
+            asked.append((workers, address, device, dtype))
+
+        def start(self) -> Borrowed:
+            return self
+
+        def map(self, task, jobs):
+            return pool.map(task, jobs)
+
+        def close(self) -> None:  # the pool outlives the command
+            pass
+
+        __enter__ = start
+
+        def __exit__(self, *exc_info) -> None:
+            pass
+
+    monkeypatch.setattr("sdflow.runner.distributed.RayBackend", Borrowed)
+    return asked
 
 
 def txt2img():
@@ -170,28 +201,11 @@ def test_a_pool_larger_than_the_cluster_is_refused_rather_than_left_waiting(pool
         RayBackend(workers=3, device="cpu").start()
 
 
-def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(pool, tmp_path):
-    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
-    (tmp_path / "copy.yaml").write_text(COPY)
-    workflow = load(tmp_path / "copy.yaml")
-    pids = {ray.get(actor.pid.remote()) for actor in pool.actors.values()}
-
-    def interrupt(result):
-        raise KeyboardInterrupt
-
-    out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        run_many(workflow, [{"path": "a.png"}] * 8, pool, output_dir=str(out), on_result=interrupt)
-    assert pool.actors == {}
-    assert [p.name for p in out.iterdir()] == ["copy_00001.png"]  # the one run delivered, whole
-    for pid in pids:
-        assert not _alive(pid)
-
-
-def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_failed_run(pool, tmp_path, capsys):
+def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_failed_run(
+    borrowed, tmp_path, capsys
+):
     from sdflow.cli import main
 
-    pool.close()  # free the cluster's two CPUs for the command's own workers
     shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
     shutil.copy(ROOT / "examples" / "inputs" / "shapes.png", tmp_path / "b.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:120])
@@ -199,6 +213,7 @@ def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_faile
     out = tmp_path / "out"
     argv = [str(tmp_path / "copy.yaml"), "--sweep", "path=a.png,cut.png,b.png", "--output-dir", str(out)]
     code = main(["run", *argv, "--workers", "2", "--report", str(tmp_path / "r.json"), "--quiet"])
+    assert borrowed == [(2, None, "auto", None)]  # workers, address, device, dtype
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out.split() == [str(out / "copy_00001.png"), str(out / "copy_00002.png")]
@@ -226,22 +241,9 @@ def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_faile
     assert (tmp_path / "s" / "copy_00001.png").read_bytes() == (out / "copy_00001.png").read_bytes()
 
 
-def _alive(pid: int) -> bool:
-    import time
-
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def test_golden_check_on_workers_prints_what_a_serial_check_prints(pool, tmp_path, capsys):
+def test_golden_check_on_workers_prints_what_a_serial_check_prints(borrowed, tmp_path, capsys):
     from sdflow.cli import main
 
-    pool.close()  # free the cluster's two CPUs for the command's own workers
     shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
     shutil.copy(ROOT / "examples" / "inputs" / "shapes.png", tmp_path / "b.png")
     files = []
@@ -256,7 +258,38 @@ def test_golden_check_on_workers_prints_what_a_serial_check_prints(pool, tmp_pat
     serial = capsys.readouterr().out
     spread = ["--artifacts", str(tmp_path / "spread"), "--workers", "2"]
     assert main(["golden", "check", *files, *goldens, *spread]) == 1
+    assert borrowed == [(2, None, "cpu", None)]
     assert capsys.readouterr().out == serial.replace(str(tmp_path / "serial"), str(tmp_path / "spread"))
     assert "1 passed, 1 failed" in serial
     written = sorted(p.name for p in (tmp_path / "spread" / "b").iterdir())
     assert written == sorted(p.name for p in (tmp_path / "serial" / "b").iterdir()) != []
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_partial_file(pool, tmp_path):
+    shutil.copy(ROOT / "examples" / "inputs" / "red_circle.png", tmp_path / "a.png")
+    (tmp_path / "copy.yaml").write_text(COPY)
+    workflow = load(tmp_path / "copy.yaml")
+    pids = {ray.get(actor.pid.remote()) for actor in pool.actors.values()}
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_many(workflow, [{"path": "a.png"}] * 8, pool, output_dir=str(out), on_result=interrupt)
+    assert pool.actors == {}
+    assert [p.name for p in out.iterdir()] == ["copy_00001.png"]  # the one run delivered, whole
+    for pid in pids:
+        assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    import time
+
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
