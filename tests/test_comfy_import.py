@@ -326,7 +326,7 @@ def test_a_lora_workflow_finds_its_lora_and_vae_in_comfyuis_model_folders(
     tmp_path, tool, model_folders, runner
 ):
     """The names ComfyUI wrote (lora_name, vae_name) are kept; LoadLoRA / LoadVAE find them."""
-    from sdflow.nodes import checkpoints
+    from sdflow.models import checkpoints
 
     loaded = checkpoints.load(checkpoints.resolve("builtin:tiny-sd15"), torch.device("cpu"), torch.float32)
     made = tmp_path / "made"
