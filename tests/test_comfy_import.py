@@ -14,12 +14,15 @@ from PIL.PngImagePlugin import PngInfo
 from sdflow.cli import main
 from sdflow.errors import UserError
 from sdflow.graphs.model import InputRef, Link
-from sdflow.graphs.yaml_io import dumps, load
+from sdflow.graphs.validate import validate
+from sdflow.graphs.yaml_io import dumps, load, loads
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
 from sdflow.interop.comfy_read import read
+from sdflow.interop.infotext import parse_infotext
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
+TINY_SD15 = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "tiny-sd15"
 
 
 def imported(name: str, image_dir: str | None = None):
@@ -326,9 +329,9 @@ def test_a_lora_workflow_finds_its_lora_and_vae_in_comfyuis_model_folders(
     tmp_path, tool, model_folders, runner
 ):
     """The names ComfyUI wrote (lora_name, vae_name) are kept; LoadLoRA / LoadVAE find them."""
-    from sdflow.models import checkpoints
+    from diffusers import StableDiffusionPipeline
 
-    loaded = checkpoints.load(checkpoints.resolve("builtin:tiny-sd15"), torch.device("cpu"), torch.float32)
+    loaded = StableDiffusionPipeline.from_pretrained(str(TINY_SD15))
     made = tmp_path / "made"
     made.mkdir()
     lora = tool("make_tiny_loras.py").write_kohya(
@@ -416,3 +419,58 @@ def test_backend_primitive_nodes_become_the_constants_they_hold(tmp_path):
     conversion = convert(read(path), str(path))
     assert conversion.workflow.inputs["prompt"].default == "a blue square"
     assert conversion.workflow.inputs["seed"].default == 77
+
+
+def test_a_comfyui_checkpoint_name_is_found_in_the_model_folders(
+    tmp_path, single_files, model_folders, runner
+):
+    """img2img as ComfyUI saved it: `sd15/dreamshaper_8.safetensors` in ComfyUI's checkpoints folder."""
+    model_folders("ComfyUI/models/checkpoints/sd15/dreamshaper_8.safetensors", single_files["sd15"][0])
+    document = json.loads((FIXTURES / "img2img_api.json").read_text())
+    document["12"]["inputs"]["steps"] = 2
+    path = tmp_path / "img2img_api.json"
+    path.write_text(json.dumps(document))
+    workflow = convert(read(path), str(path), image_dir=str(EXAMPLE_INPUTS)).workflow
+    assert workflow.nodes["checkpoint_1"].fields["checkpoint"] == "sd15/dreamshaper_8.safetensors"
+    workflow.nodes["checkpoint_1"].fields["config"] = str(single_files["sd15"][1])  # tiny: not SD 1.5's sizes
+    result = runner.run(workflow)
+    with PILImage.open(result.files[0]) as picture:
+        info = parse_infotext(picture.text["parameters"])  # a plain img2img: A1111 parameters too
+    assert info.prompt == "a green circle on a blue background"
+    assert info.settings["Model"] == "dreamshaper_8"
+    assert (info.settings["Sampler"], info.settings["Schedule type"]) == ("DPM++ 2M", "Karras")
+    assert info.settings["Steps"] == "3" and info.settings["Seed"] == "7"  # int(2 / 0.6) scheduled, 2 run
+
+
+def test_conditioning_concat_and_average_map_to_and_from_to_first_and_second(tmp_path):
+    document = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    document["20"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "high detail", "clip": ["4", 1]}}
+    document["21"] = {
+        "class_type": "ConditioningConcat",
+        "inputs": {"conditioning_to": ["6", 0], "conditioning_from": ["20", 0]},
+    }
+    document["22"] = {
+        "class_type": "ConditioningAverage",
+        "inputs": {
+            "conditioning_to": ["21", 0],
+            "conditioning_from": ["7", 0],
+            "conditioning_to_strength": 0.75,
+        },
+    }
+    document["3"]["inputs"]["positive"] = ["22", 0]
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(document))
+    conversion = convert(read(path), str(path))
+    assert fields(conversion, "concat_21") == {
+        "type": "ConditioningConcat",
+        "first": Link("prompt_6", "conditioning"),
+        "second": Link("prompt_20", "conditioning"),
+    }
+    assert fields(conversion, "average_22") == {
+        "type": "ConditioningAverage",
+        "first": Link("concat_21", "conditioning"),
+        "second": Link("prompt_7", "conditioning"),
+        "weight": 0.75,  # ComfyUI: to * strength + from * (1 - strength)
+    }
+    assert fields(conversion, "sample_3")["positive"] == Link("average_22", "conditioning")
+    validate(loads(dumps(conversion.workflow)))  # the links fit the nodes' types

@@ -104,3 +104,14 @@ def test_format_and_parse_round_trip_multiline_prompts_and_quoted_values():
 )
 def test_models_are_named_as_a1111_names_them(checkpoint, name):
     assert model_name(checkpoint) == name
+
+
+def test_a_batch_of_prompts_gets_no_parameters(runner):
+    graph = sdflow.load(EXAMPLES / "txt2img.yaml")
+    graph["positive"]["text"] = ["a red circle on a blue background", "a green square on a white background"]
+    graph["empty"]["batch_size"] = 2
+    result = runner.run(graph, inputs={"steps": 2})
+    assert len(result.files) == 2
+    for path in result.files:
+        with PILImage.open(path) as picture:
+            assert "parameters" not in picture.text

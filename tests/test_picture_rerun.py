@@ -144,3 +144,17 @@ def test_a_jpeg_is_neither_yaml_nor_an_sdflow_png(tmp_path, capsys):
     code, _, err = sdflow_cli("run", str(picture), capsys=capsys)
     assert code == 2
     assert "not a workflow: neither UTF-8 YAML text nor a PNG that sdflow saved" in err
+
+
+def test_a_picture_saved_as_yaml_elsewhere_keeps_naming_the_same_files(examples, tmp_path, capsys):
+    sdflow_cli(
+        "run", str(examples / "img2img.yaml"), *FAST, "--output-dir", str(tmp_path / "a"), capsys=capsys
+    )
+    first = next((tmp_path / "a").glob("*.png"))
+    saved = sdflow.load(first).save(tmp_path / "elsewhere" / "again.yaml")
+    assert "../examples/inputs/red_circle.png" in saved.read_text()
+    code, out, err = sdflow_cli(
+        "run", str(saved), "--quiet", "--output-dir", str(tmp_path / "b"), capsys=capsys
+    )
+    assert code == 0, err
+    assert np.array_equal(pixels(first), pixels(out.split()[0]))

@@ -67,9 +67,12 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
         strength = noised.constants.get("strength")
         if seed is None:  # the noise continues VAEEncode's random stream: its seed is the run's
             seed = start.constants.get("seed")
+    texts = positive.constants.get("text", ""), negative.constants.get("text", "")
+    if not all(isinstance(text, str) for text in texts):  # a batch of prompts: no one text describes it
+        raise _NotPlain
     return {
-        "prompt": str(positive.constants.get("text", "")),
-        "negative": str(negative.constants.get("text", "")),
+        "prompt": texts[0],
+        "negative": texts[1],
         "steps": schedule.constants.get("steps"),
         "sampler": schedule.constants.get("sampler"),
         "cfg": loop.constants.get("cfg"),

@@ -146,7 +146,7 @@ class _Converter:
         if not isinstance(value, Ref):
             raise _Problem(f"input '{name}' is not connected")
         slots = self.ports.get(value.node, [])
-        if value.slot >= len(slots):
+        if not 0 <= value.slot < len(slots):
             raise _Problem(f"input '{name}' uses output {value.slot} of node {value.node}, which has none")
         return slots[value.slot]
 
@@ -371,6 +371,19 @@ def _vae_loader(c: _Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(c.add("vae", node.id, "LoadVAE", file=str(c.const(node, "vae_name"))), "vae"))]
 
 
+def _conditioning_concat(c: _Converter, node: ComfyNode) -> list[Port]:
+    first, second = c.port(node, "conditioning_to").link, c.port(node, "conditioning_from").link
+    nid = c.add("concat", node.id, "ConditioningConcat", first=first, second=second)
+    return [Port(Link(nid, "conditioning"))]
+
+
+def _conditioning_average(c: _Converter, node: ComfyNode) -> list[Port]:
+    first, second = c.port(node, "conditioning_to").link, c.port(node, "conditioning_from").link
+    weight = float(c.const(node, "conditioning_to_strength", 1.0))
+    nid = c.add("average", node.id, "ConditioningAverage", first=first, second=second, weight=weight)
+    return [Port(Link(nid, "conditioning"))]
+
+
 HANDLERS: dict[str, Callable[[_Converter, ComfyNode], list[Port]]] = {
     "CheckpointLoaderSimple": _checkpoint,
     "CLIPSetLastLayer": _clip_set_last_layer,
@@ -390,6 +403,8 @@ HANDLERS: dict[str, Callable[[_Converter, ComfyNode], list[Port]]] = {
     "ImageScale": _image_scale,
     "LoraLoader": _lora,
     "VAELoader": _vae_loader,
+    "ConditioningConcat": _conditioning_concat,
+    "ConditioningAverage": _conditioning_average,
 }
 
 

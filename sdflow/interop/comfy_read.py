@@ -45,6 +45,8 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "LatentUpscaleBy": ("upscale_method", "scale_by"),
     "ImageScale": ("upscale_method", "width", "height", "crop"),
     "LoraLoader": ("lora_name", "strength_model", "strength_clip"),
+    "ConditioningConcat": (),
+    "ConditioningAverage": ("conditioning_to_strength",),
     "VAELoader": ("vae_name",),
 }
 SEED_WIDGETS = ("seed", "noise_seed")
