@@ -12,6 +12,10 @@ its peak resident memory (``ru_maxrss``) and its resident memory before loading;
 weight once (a checksum: both sides must load the same numbers; memory-mapped weights are only read
 on first use) and reports the time and resident memory after that too. Prints medians and sdflow / diffusers
 ratios; the goal is <= 1.0 for both time and peak memory.
+
+Both sides end in the same state: sdflow keeps a VAE whose config sets ``force_upcast`` in fp32 under
+fp16 (the README's dtype rule), so at fp16 the diffusers side moves its VAE to fp32 inside the timed
+region too.
 """
 
 from __future__ import annotations
@@ -109,6 +113,8 @@ def child(side: str, file: Path, dtype_name: str, configs: Path) -> None:
         pipe = StableDiffusionPipeline.from_single_file(
             str(file), config=str(configs), local_files_only=True, torch_dtype=dtype
         )
+        if dtype == torch.float16 and pipe.vae.config.force_upcast:
+            pipe.vae.to(torch.float32)  # the end state sdflow delivers (see the module docstring)
         modules = (pipe.unet, pipe.vae, pipe.text_encoder)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -139,7 +145,7 @@ def measure(side: str, file: Path, dtype_name: str, configs: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dtypes", default="fp32,fp16")
     parser.add_argument("--keep", type=Path, help="write the file here and keep it (default: temp, deleted)")
     parser.add_argument(
@@ -191,7 +197,10 @@ def run_dtype(file: Path, dtype_name: str, rounds: int, configs: Path) -> None:
         )
     time_ratio = medians["sdflow"][0] / medians["diffusers"][0]
     rss_ratio = medians["sdflow"][1] / medians["diffusers"][1]
+    pairs = zip(results["sdflow"], results["diffusers"], strict=True)
+    paired = [a["seconds"] / b["seconds"] for a, b in pairs]
     print(f"  sdflow / diffusers: time {time_ratio:.2f}, peak RSS {rss_ratio:.2f} (goal <= 1.0 on both)")
+    print(f"  time ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from sdflow.errors import UserError
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
 from sdflow.models.ldm_keys import unet_mapping
+from sdflow.nodes.types import storages
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +152,22 @@ def test_patched_model_shares_every_unpatched_tensor_and_leaves_the_base_alone(
     assert len(changed) == len(lora.parse(*weights.read_all(loras["peft"])).for_target("unet"))
 
 
+def test_the_model_cache_counts_a_patched_model_by_its_patched_weights_only(loras: dict[str, Path]) -> None:
+    runner = Runner(device="cpu", dtype="fp32")
+    result = runner.run(loads(workflow((str(loras["peft"]), 1.0, 1.0)), "w.yaml"), outputs=["lora0"])
+    base = sum(storages(result.outputs["ckpt"].values()).values())
+    patched = result["lora0.model"].unet, result["lora0.clip"].text_encoder
+    shared = {
+        id(p)
+        for p in (*result["ckpt.model"].unet.parameters(), *result["ckpt.clip"].text_encoder.parameters())
+    }
+    added = sum(p.nbytes for module in patched for p in module.parameters() if id(p) not in shared)
+    assert 0 < added < base / 4
+    assert runner.models.used == base + added
+    runner.models.clear()
+    assert runner.models.used == 0
+
+
 def test_cache_key_follows_the_lora_file_content_and_the_strengths(
     tmp_path: Path, runner: Runner, loras: dict[str, Path]
 ) -> None:
@@ -203,6 +220,16 @@ def run_error(runner: Runner, file: str, tmp_path: Path, **fields) -> UserError:
     return caught.value
 
 
+def test_a_strength_out_of_range_is_refused_before_anything_runs(
+    tmp_path: Path, capsys, loras: dict[str, Path]
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(workflow((str(loras["kohya"]), 150.0, 1.0)))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "node 'lora0', field 'strength_model'" in err and "less than or equal to 100" in err
+
+
 def test_a_missing_lora_file_is_a_located_error(tmp_path: Path, runner: Runner) -> None:
     error = run_error(runner, "nowhere.safetensors", tmp_path)
     assert "no lora file or folder 'nowhere.safetensors'" in error.message
@@ -229,6 +256,7 @@ def test_a_lora_for_another_model_says_how_many_layers_matched(tmp_path: Path, r
     error = run_error(runner, str(tmp_path / "xl.safetensors"), tmp_path)
     assert "1 of its 2 UNet layers match nothing in this model (1 matched" in error.message
     assert "input_blocks_4_1_proj_in" in error.message
+    assert "is this kohya-format LoRA for another model family?" in error.message
 
 
 def test_an_sdxl_lora_is_refused_as_such(tmp_path: Path, runner: Runner) -> None:

@@ -240,3 +240,18 @@ def test_old_sd1_files_without_the_text_model_level_load(single_files, tmp_path)
     reference = load(folder).text_encoder.state_dict()
     assert mine.keys() == reference.keys()
     assert all(torch.equal(mine[k], reference[k]) for k in reference)
+
+
+def test_weights_used_in_place_are_copy_on_write(single_files, tmp_path):
+    """Same dtype on the CPU: parameters are the file's mapped pages; writing to one (as a weight
+    patch might) changes neither the file nor another load of it."""
+    file, folder = single_files["sd15"]
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(file.read_bytes())
+    first = load(copy, config=folder)
+    weight = first.unet.conv_in.weight
+    original = weight.clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    assert copy.read_bytes() == file.read_bytes()
+    assert torch.equal(load(copy, config=folder).unet.conv_in.weight, original)

@@ -402,8 +402,8 @@ class NodeCalls:
             clip: the text encoder to patch; left unchanged
             file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
                 the model folders' loras (Lora) folders
-            strength_model: scale of the UNet update (0 = none) [>= -10.0, <= 10.0]
-            strength_clip: scale of the text-encoder update (0 = none) [>= -10.0, <= 10.0]
+            strength_model: scale of the UNet update (0 = none) [>= -100.0, <= 100.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -100.0, <= 100.0]
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,19 +14,33 @@ from sdflow.models.families import SD15, Family
 class Port:
     """Marker base: a field typed with a Port subclass can only be filled by a link."""
 
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor this value holds: its own, its nested ports', its modules' parameters and
+        buffers (for the caches' byte budgets)."""
+        for value in vars(self).values():
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, Port):
+                yield from value.tensors()
+            elif isinstance(value, torch.nn.Module):
+                yield from value.parameters()
+                yield from value.buffers()
+
     def nbytes(self) -> int:
-        """Bytes this value holds in tensors (for the output cache's budget)."""
-        return sum(_tensor_bytes(v) for v in vars(self).values())
+        """Bytes of the distinct tensor storages this value holds (shared ones counted once)."""
+        return sum(storages([self]).values())
 
 
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, Port):
-        return value.nbytes()
-    if isinstance(value, torch.nn.Module):
-        return sum(p.element_size() * p.nelement() for p in value.parameters())
-    return 0
+def storages(values: Iterable[Any]) -> dict[int, int]:
+    """{storage address: bytes} of the tensors the ports among ``values`` hold: views and tensors
+    shared between values (a LoRA-patched model and its base) appear once."""
+    found: dict[int, int] = {}
+    for value in values:
+        if isinstance(value, Port):
+            for tensor in value.tensors():
+                storage = tensor.untyped_storage()
+                found[storage.data_ptr()] = storage.nbytes()
+    return found
 
 
 @dataclass(frozen=True, eq=False)

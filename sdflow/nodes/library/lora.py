@@ -15,7 +15,7 @@ from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Clip, Model
 
-MAX_STRENGTH = 10.0  # ComfyUI allows ±100; past ±10 any LoRA is noise
+MAX_STRENGTH = 100.0  # ComfyUI's bounds, so every workflow `sdflow import comfy` reads validates
 
 
 class LoadLoRA(ModelFileNode):
@@ -88,6 +88,6 @@ class LoadLoRA(ModelFileNode):
             raise lora.LoraError(
                 f"{len(unmatched)} of its {len(layers)} {what} layers match nothing in this model "
                 f"({len(layers) - len(unmatched)} matched; first unmatched: {', '.join(unmatched[:3])}); "
-                f"is it a LoRA for another model family?"
+                f"is this {parsed.format}-format LoRA for another model family?"
             )
         return {path: functools.partial(lora.delta, matched) for path, matched in found.items()}
