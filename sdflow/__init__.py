@@ -35,17 +35,24 @@ _EXPORTS = {
     "Runner": "sdflow.runner",
     "RunResult": "sdflow.runner",
     "StepProgress": "sdflow.runner",
+    "JobResult": "sdflow.runner.many",
+    "LocalBackend": "sdflow.runner.many",
+    "run_many": "sdflow.runner.many",
+    "RayBackend": "sdflow.runner.distributed",
 }
 
 __all__ = [
     "Graph",
     "Input",
+    "JobResult",
+    "LocalBackend",
     "NodeError",
     "NodeFinished",
     "NodeHandle",
     "NodeStarted",
     "NodeWarning",
     "Output",
+    "RayBackend",
     "RunResult",
     "Runner",
     "SdflowError",
@@ -61,6 +68,7 @@ __all__ = [
     "load",
     "loads",
     "run",
+    "run_many",
     "validate",
 ]
 
@@ -84,3 +92,5 @@ if TYPE_CHECKING:
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
     from sdflow.runner import NodeFinished, NodeStarted, NodeWarning, Runner, RunResult, StepProgress
+    from sdflow.runner.distributed import RayBackend
+    from sdflow.runner.many import JobResult, LocalBackend, run_many

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import Location, UserError, WorkflowError
+from sdflow.errors import DEBUG_HINT, Location, UserError, WorkflowError, internal_error, one_line
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
     parser = _parser()
     args = parser.parse_args(argv)
+    args.debug = debug  # for commands that report bugs of several runs themselves (--workers)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -56,24 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
-    whatever a user's value (quoted back in the message) contains."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def internal_error_line(exc: BaseException) -> str:
     """'internal error: ...' naming the node that was running, and how to see the traceback."""
-    where = ""
-    node = getattr(exc, "sdflow_node", None)
-    if node is not None:
-        where = f" while running node '{node[0]}' ({node[1]})"
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return one_line(
-        f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
-        f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
-    )
+    return one_line(f"{internal_error(exc)} {DEBUG_HINT}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     run.set_defaults(handler=_run)
+    from sdflow.scale_cli import add_arguments as add_scale_arguments
+
+    add_scale_arguments(run)
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow")
@@ -159,6 +148,10 @@ def _run(args: argparse.Namespace) -> int:
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
+    if args.workers is not None or args.ray_address:
+        from sdflow.scale_cli import run_on_workers
+
+        return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
     try:
         runner = Runner(
             device=args.device, dtype=args.dtype, output_dir=args.output_dir, allow_pickle=args.allow_pickle

@@ -5,12 +5,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from sdflow.errors import Location, NodeError, SdflowWarning
+from sdflow.files import write_new
+
+# write_new's signature: (folder, stem, suffix, write the content) -> the path written
+FileWriter = Callable[[Path | str, str, str, Callable[[BinaryIO], None]], Path]
 
 CacheKind = Literal["output", "model"]
 
@@ -31,6 +36,8 @@ class RunContext:
     locate: Callable[[str | None], Location] | None = None
     allow_pickle: bool = False  # the runner-wide opt-in to pickle weight files (--allow-pickle)
     on_warning: Callable[[str], None] | None = None
+    # How output nodes write new files; a Ray worker swaps in one that hands the bytes to the driver.
+    write_new: FileWriter = write_new
 
     def error(self, message: str, field: str | None = None) -> NodeError:
         """A NodeError located at this node (and field), to raise."""

@@ -16,12 +16,13 @@ import torch
 from PIL import Image as PILImage
 
 from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, WorkflowErrors
+from sdflow.files import write_new
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
 from sdflow.interop.a1111 import Planned, generation
 from sdflow.nodes import registry
-from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
@@ -110,6 +111,7 @@ class Runner:
         self.outputs = LRUCache(output_cache_bytes)
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
+        self.write_new: FileWriter = write_new  # how output nodes write new files (see RunContext)
         self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
 
     def subscribe(self, listener: Listener) -> None:
@@ -235,6 +237,7 @@ class Runner:
                 locate=spec.location,
                 allow_pickle=ctx_base.allow_pickle,
                 on_warning=self._warning_reporter(step.id, cls.type_name, report),
+                write_new=self.write_new,
             )
             try:
                 values = node.run(ctx)

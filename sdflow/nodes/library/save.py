@@ -11,7 +11,6 @@ from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
 from pydantic import Field
 
-from sdflow.files import write_new
 from sdflow.interop.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.pixels import to_pil
@@ -59,7 +58,7 @@ class SaveImage(Node):
         folder = Path(ctx.output_dir, *prefix.parent.parts)
         paths = []
         for picture in to_pil(self.image):
-            path = write_new(folder, prefix.name, ".png", _png_writer(picture, info))
+            path = ctx.write_new(folder, prefix.name, ".png", _png_writer(picture, info))
             paths.append(str(path))
         return {"files": SavedFiles(tuple(paths))}
 
