@@ -167,7 +167,7 @@ def test_conditioning_of_another_family_is_a_located_error(write_workflow, tmp_p
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
     assert f"{path}:11:" in stderr and "node 'denoised', field 'positive'" in stderr
-    assert "encoded by a SD 1.x text encoder but the model is SDXL" in stderr
+    assert "'positive' is SD 1.x (from node 'sd') but 'model' is SDXL (from node 'xl')" in stderr
 
 
 def test_size_fields_are_refused_for_a_family_that_does_not_read_them(graph_runner: Runner) -> None:

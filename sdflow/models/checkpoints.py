@@ -165,8 +165,8 @@ def check(source: CheckpointSource, allow_pickle: bool = False) -> None:
                 raise BadCheckpoint(pickle_refusal(path))
             return
         try:
-            singlefile.inspect(path)
-        except (WeightFileError, UnknownLayout) as exc:
+            singlefile.detection(path)
+        except (OSError, WeightFileError, UnknownLayout) as exc:
             raise BadCheckpoint(f"{path}: {exc}") from None
     elif source.kind == "folder":
         check_folder(source.path, allow_pickle)

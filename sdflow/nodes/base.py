@@ -6,13 +6,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from sdflow.errors import Location, NodeError, SdflowWarning
 from sdflow.files import write_new
+
+if TYPE_CHECKING:
+    from sdflow.models.families import Family
 
 # write_new's signature: (folder, stem, suffix, write the content) -> the path written
 FileWriter = Callable[[Path | str, str, str, Callable[[BinaryIO], None]], Path]
@@ -78,6 +81,11 @@ class Node(BaseModel):
     # Path fields that may instead name a model in the model folders of a kind (field -> kind, e.g.
     # "loras"): made absolute only when that path exists next to the workflow, else kept as a name.
     folder_kinds: ClassVar[dict[str, str]] = {}
+    # Model families, followed along the links before anything runs (see ``families``): each output
+    # named here carries the family of that input field (CLIPEncode: {"conditioning": "clip"}) ...
+    family_from: ClassVar[dict[str, str]] = {}
+    # ... and these linked inputs must be of one family (DenoiseLoop: model, positive, negative).
+    same_family: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,6 +105,14 @@ class Node(BaseModel):
     def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
         """Cheap checks of constants before anything runs (a file exists...): (field, message) pairs."""
         return []
+
+    @classmethod
+    def families(
+        cls, constants: dict[str, Any], inputs: dict[str, Family | None]
+    ) -> dict[str, Family | None]:
+        """The model family of each output known without running (None or absent: unknown), from the
+        constants and the families of the linked inputs (None: unknown); must stay cheap."""
+        return {output: inputs.get(source) for output, source in cls.family_from.items()}
 
     @classmethod
     def summary(cls) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import warnings
@@ -29,6 +30,7 @@ from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
 from sdflow.runner.cache import LRUCache, ModelCache
 from sdflow.runner.device import dtype_name, pick_device, pick_dtype
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
+from sdflow.runner.family_check import family_errors
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -323,7 +325,8 @@ def _steps(
     outputs: Iterable[str] | None,
     allow_pickle: bool = False,
 ) -> list[_Step]:
-    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed).
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed), and
+    the model families along their links where known without loading (``family_check``).
     ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle`` field to True."""
     targets = _targets(workflow, graph, outputs)
     needed = set(targets)
@@ -347,6 +350,7 @@ def _steps(
             constants["allow_pickle"] = True
         errors += _check_constants(cls, constants, sources, spec.location)
         steps.append(_Step(node_id, cls, constants, links))
+    errors = errors or family_errors(workflow, steps, functools.partial(_output_name, workflow))
     if errors:
         raise WorkflowErrors(errors)
     return steps

@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from sdflow.models import checkpoints
+from sdflow.models import checkpoints, family_probe
+from sdflow.models.families import Family
 from sdflow.models.loaded import LoadOptions
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.types import Clip, Model, Vae
@@ -70,6 +71,14 @@ class LoadCheckpoint(Node):
             except checkpoints.CheckpointNotFound as exc:
                 return [("config", str(exc))]
         return []
+
+    @classmethod
+    def families(
+        cls, constants: dict[str, Any], inputs: dict[str, Family | None]
+    ) -> dict[str, Family | None]:
+        """Decided from the checkpoint's configs or single-file header, without loading weights."""
+        family = family_probe.checkpoint_family(constants["checkpoint"])
+        return {"model": family, "clip": family}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:

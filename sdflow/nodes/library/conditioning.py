@@ -36,6 +36,8 @@ class ConditioningConcat(Node):
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"conditioning": Conditioning}
+    family_from: ClassVar[dict[str, str]] = {"conditioning": "first"}
+    same_family: ClassVar[tuple[str, ...]] = ("first", "second")
 
     first: Conditioning = Field(description="tokens that come first (its pooled output is kept)")
     second: Conditioning = Field(description="tokens appended after the first's")
@@ -56,6 +58,8 @@ class ConditioningAverage(Node):
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"conditioning": Conditioning}
+    family_from: ClassVar[dict[str, str]] = {"conditioning": "first"}
+    same_family: ClassVar[tuple[str, ...]] = ("first", "second")
 
     first: Conditioning = Field(description="the conditioning that `weight` measures")
     second: Conditioning = Field(description="the other conditioning")

@@ -25,6 +25,7 @@ class LoadLoRA(ModelFileNode):
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip}
     cache: ClassVar[str] = "model"
     kind: ClassVar[str] = "loras"
+    family_from: ClassVar[dict[str, str]] = {"model": "model", "clip": "clip"}
 
     model: Model = Field(
         description="the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged"

@@ -31,6 +31,7 @@ class CLIPEncode(Node):
 
     version: ClassVar[int] = 3
     outputs: ClassVar[dict[str, type]] = {"conditioning": Conditioning}
+    family_from: ClassVar[dict[str, str]] = {"conditioning": "clip"}
 
     clip: Clip = Field(description="tokenizer(s) and text encoder(s), from LoadCheckpoint")
     text: str | list[str] = Field(
