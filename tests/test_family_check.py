@@ -116,57 +116,47 @@ def test_an_input_driven_checkpoint_is_checked_with_the_value_given(nothing_load
         check(workflow, {"model_from": "builtin:tiny-sdxl-refiner"})
 
 
-MIXED_CONCAT = """
-version: 1
-nodes:
-  xl: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl"}
-  sd: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}
-  a: {type: CLIPEncode, clip: !link xl.clip, text: "a cat"}
-  b: {type: CLIPEncode, clip: !link sd.clip, text: "a dog"}
-  both: {type: %s, first: !link a, second: !link b}
-  negative: {type: CLIPEncode, clip: !link xl.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link xl.model, steps: 2}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule}
-  denoised: {type: DenoiseLoop, model: !link xl.model, positive: !link both,
-             negative: !link negative, latent: !link noised}
-"""
+def grown(nodes: str, *replacements: tuple[str, str]) -> str:
+    """TXT2IMG with more nodes and some links rewired."""
+    text = TXT2IMG
+    for old, new in replacements:
+        text = text.replace(old, new)
+    return text + nodes
 
 
 @pytest.mark.parametrize("node", ["ConditioningConcat", "ConditioningAverage"])
 def test_combining_conditionings_of_two_families_is_one_error(node: str, nothing_loads) -> None:
+    text = grown(
+        f"""  third: {{type: LoadCheckpoint, checkpoint: !input third}}
+  extra: {{type: CLIPEncode, clip: !link third.clip, text: "a dog"}}
+  both: {{type: {node}, first: !link positive, second: !link extra}}
+""",
+        ("positive: !link positive,", "positive: !link both,"),
+        ("inputs: {", 'inputs: {third: "builtin:tiny-sd15", '),
+    )
     with pytest.raises(WorkflowErrors) as caught:
-        check(loads(MIXED_CONCAT % node, "concat.yaml"))
+        check(loads(text, "combined.yaml"))
     [error] = caught.value.errors  # the DenoiseLoop after it is not blamed as well
     assert (error.location.node, error.location.field) == ("both", "second")
-    assert "'second' is SD 1.x (from node 'sd') but 'first' is SDXL (from node 'xl')" in str(error)
+    assert "'second' is SD 1.x (from node 'third') but 'first' is SDXL (from node 'other')" in str(error)
     assert "first and second must come from checkpoints of one model family" in str(error)
-    check(loads((MIXED_CONCAT % node).replace("sd.clip", "xl.clip"), "concat.yaml"))
-
-
-LORA = """
-version: 1
-nodes:
-  xl: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl"}
-  sd: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}
-  styled: {type: LoadLoRA, model: !link sd.model, clip: !link xl.clip, file: %s}
-  positive: {type: CLIPEncode, clip: !link styled.clip, text: "a cat"}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link styled.model, steps: 2}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule}
-  denoised: {type: DenoiseLoop, model: !link styled.model, positive: !link positive,
-             negative: !link positive, latent: !link noised}
-"""
+    check(loads(text, "combined.yaml"), {"third": "builtin:tiny-sdxl"})
 
 
 def test_families_pass_through_a_lora_unchanged(tmp_path: Path, nothing_loads) -> None:
     lora = tmp_path / "style.safetensors"
     lora.write_bytes(b"")  # never read before a run
+    text = grown(
+        f"  styled: {{type: LoadLoRA, model: !link base.model, clip: !link other.clip, file: {lora}}}\n",
+        ("!link base.model", "!link styled.model"),
+        ("!link other.clip", "!link styled.clip"),
+    )
+    inputs = {"model_from": "builtin:tiny-sd15", "clip_from": "builtin:tiny-sdxl"}
     with pytest.raises(WorkflowErrors) as caught:
-        check(loads(LORA % lora, "lora.yaml"))
+        check(loads(text, "lora.yaml"), inputs)
     [error] = caught.value.errors
-    assert error.location.field == "positive"
-    assert "'positive' is SDXL (from node 'xl') but 'model' is SD 1.x (from node 'sd')" in str(error)
+    assert (error.location.node, error.location.field) == ("denoised", "positive")
+    assert "'positive' is SDXL (from node 'other') but 'model' is SD 1.x (from node 'base')" in str(error)
 
 
 def test_an_unknown_family_checks_nothing_early_and_the_run_still_refuses(
