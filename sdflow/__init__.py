@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "default_runner": "sdflow.api",
     "run": "sdflow.api",
+    "run_batch": "sdflow.api",
     "NodeError": "sdflow.errors",
     "SdflowError": "sdflow.errors",
     "UserError": "sdflow.errors",
@@ -57,6 +58,7 @@ __all__ = [
     "load",
     "loads",
     "run",
+    "run_batch",
     "validate",
 ]
 
@@ -75,7 +77,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from sdflow.api import default_runner, run
+    from sdflow.api import default_runner, run, run_batch
     from sdflow.errors import NodeError, SdflowError, UserError, WorkflowError, WorkflowErrors
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads

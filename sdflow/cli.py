@@ -19,6 +19,7 @@ from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
 from sdflow.nodes import registry
 from sdflow.nodes.fields import fields_of, type_label
+from sdflow.runner_cli import add_runner_arguments, make_runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 
@@ -61,12 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run once per value, reusing the caches (repeatable: all combinations)",
     )
     run.add_argument("--output-dir", default="outputs")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_runner_arguments(run)
     run.add_argument(
-        "--dtype",
-        default=None,
-        choices=["fp32", "fp16", "bf16"],
-        help="default: fp16 on cuda, fp32 elsewhere",
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N sweep items that differ only in seed or prompt as one batch (same pixels)",
     )
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -98,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
-    from sdflow.runner.executor import Runner, check
+    from sdflow.runner.executor import check
     from sdflow.runner.progress import ProgressPrinter
 
     workflow = load(args.workflow)
@@ -110,21 +112,14 @@ def _run(args: argparse.Namespace) -> int:
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
-    try:
-        runner = Runner(device=args.device, dtype=args.dtype, output_dir=args.output_dir)
-    except ValueError as exc:
-        raise UserError(str(exc), Location(field="--device")) from None
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: must be at least 1", Location(field="--batch"))
+    runner = make_runner(args, output_dir=args.output_dir)
     if not args.quiet:
         runner.subscribe(ProgressPrinter(sys.stderr))
     runs = []
-    for index, varied in enumerate(combinations):
-        inputs = {**fixed, **varied}
-        if len(combinations) > 1 and not args.quiet:
-            print(f"run {index + 1}/{len(combinations)}: {inputs}", file=sys.stderr)
-        try:
-            result = runner.run(workflow, inputs=inputs)
-        except OSError as exc:  # the output folder went away or filled up while running
-            raise UserError(f"--output-dir {args.output_dir}: cannot write the outputs: {exc}") from None
+    items = [{**fixed, **varied} for varied in combinations]
+    for result in _results(runner, workflow, items, args):
         runs.append(result.report.to_dict())
         for path in result.report.files:
             print(path)
@@ -137,6 +132,29 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"report: {written}", file=sys.stderr)
     return EXIT_OK
+
+
+def _results(runner: Any, workflow: Workflow, items: list[dict[str, Any]], args: argparse.Namespace):
+    """The run results of ``items`` in order: one by one, or grouped in batches of ``--batch``."""
+    from sdflow.runner.batch import run_batched
+
+    def announce(index: int, count: int) -> None:
+        if len(items) > 1 and not args.quiet:
+            what = ", ".join(str(items[i]) for i in range(index, index + count))
+            print(
+                f"run {index + 1}/{len(items)}{f' (batch of {count})' if count > 1 else ''}: {what}",
+                file=sys.stderr,
+            )
+
+    try:
+        if args.batch > 1:
+            yield from run_batched(runner, workflow, items, batch=args.batch, announce=announce)
+        else:
+            for index, inputs in enumerate(items):
+                announce(index, 1)
+                yield runner.run(workflow, inputs=inputs)
+    except OSError as exc:  # the output folder went away or filled up while running
+        raise UserError(f"--output-dir {args.output_dir}: cannot write the outputs: {exc}") from None
 
 
 def writable_folder(folder: Path, option: str) -> None:

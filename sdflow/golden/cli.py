@@ -138,6 +138,8 @@ def _runner(args: argparse.Namespace) -> Any:
     """A Runner on the chosen device and dtype, after setting torch's thread count."""
     import torch
 
+    from sdflow.runner.device import pick_device
+    from sdflow.runner.dtypes import fixed_dtype
     from sdflow.runner.executor import Runner
 
     threads = args.threads
@@ -151,6 +153,7 @@ def _runner(args: argparse.Namespace) -> Any:
             raise UserError("needs at least 1 thread", Location(field="--threads"))
         torch.set_num_threads(threads)
     try:
-        return Runner(device=args.device, dtype=args.dtype)
+        # Goldens want the same numbers on every machine: not 'auto', which measures the CPU.
+        return Runner(device=args.device, dtype=args.dtype or fixed_dtype(pick_device(args.device)))
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
+from sdflow.runner.accel import Acceleration
 from sdflow.runner.cache import LRUCache, ModelCache
-from sdflow.runner.device import dtype_name, pick_device, pick_dtype
+from sdflow.runner.device import pick_device
+from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, StepProgress
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
@@ -92,19 +95,26 @@ class Runner:
     def __init__(
         self,
         device: str = "auto",
-        dtype: str | None = None,
+        dtype: str | None = "auto",
         output_dir: str = "outputs",
         output_cache_bytes: int = 4 * GiB,
         model_cache_bytes: int = 16 * GiB,
         listeners: Iterable[Listener] = (),
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device, dtype)
+        choice = choose_dtype(self.device, dtype)
+        if choice.warning:  # before anything heavy runs: a slow dtype can cost 40x
+            warnings.warn(choice.warning, SlowDtypeWarning, stacklevel=2)
+        self.dtype, self.dtype_reason = choice.dtype, choice.reason
         self.output_dir = output_dir
         self.outputs = LRUCache(output_cache_bytes)
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
+        self.acceleration = acceleration or Acceleration()
         self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
+        if self.acceleration.key(self.device):
+            self._environment += "/" + self.acceleration.key(self.device)
 
     def subscribe(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -137,6 +147,21 @@ class Runner:
                 if isinstance(value, SavedFiles):
                     result.report.files.extend(value.paths)
         return result
+
+    def run_batch(
+        self,
+        workflow: Workflow,
+        items: Iterable[dict[str, Any]],
+        batch: int = 4,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | None = None,
+    ) -> list[RunResult]:
+        """``run`` once per input dict of ``items``, in order, with up to ``batch`` consecutive runs
+        sharing one pass through the nodes that batch (DenoiseLoop, VAEDecode) when they differ only
+        in seed or prompt: the same images and files as running them one by one, faster on a GPU."""
+        from sdflow.runner.batch import run_batched
+
+        return list(run_batched(self, workflow, list(items), batch, outputs, output_dir))
 
     def keys(
         self,
@@ -210,26 +235,40 @@ class Runner:
         status = "cached"
         if values is None:
             status = "ran"
-            arguments = dict(step.constants)
-            for name, link in step.links.items():
-                arguments[name] = produced[link.node][_output_name(workflow, link)]
-            node = cls.model_construct(**arguments)
-            ctx = RunContext(
-                device=ctx_base.device,
-                dtype=ctx_base.dtype,
-                node_id=step.id,
-                output_dir=ctx_base.output_dir,
-                metadata=ctx_base.metadata,
-                on_step=self._step_reporter(step.id),
-                locate=spec.location,
-            )
-            values = node.run(ctx)
+            node = cls.model_construct(**self._arguments(workflow, step, produced))
+            values = node.run(self._context(step, spec, ctx_base))
             _check_outputs(cls, values)
+            if cls.cache == "model":
+                values = self.acceleration.apply(values, self.device)
             cache.put(step.key, values)
         seconds = time.perf_counter() - started
         report.nodes.append(NodeRecord(step.id, cls.type_name, status, round(seconds, 6)))
         self._emit(NodeFinished(step.id, cls.type_name, status, seconds))
         return values
+
+    def _arguments(
+        self, workflow: Workflow, step: _Step, produced: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The node's field values: its constants and the outputs linked into it."""
+        arguments = dict(step.constants)
+        for name, link in step.links.items():
+            arguments[name] = produced[link.node][_output_name(workflow, link)]
+        return arguments
+
+    def _context(self, step: _Step, spec: Any, ctx_base: RunContext) -> RunContext:
+        """The RunContext of one node: model-loading nodes load where the acceleration says."""
+        device = ctx_base.device
+        if step.cls.cache == "model":
+            device = self.acceleration.load_device(device)
+        return RunContext(
+            device=device,
+            dtype=ctx_base.dtype,
+            node_id=step.id,
+            output_dir=ctx_base.output_dir,
+            metadata=ctx_base.metadata,
+            on_step=self._step_reporter(step.id),
+            locate=spec.location,
+        )
 
     def _step_reporter(self, node_id: str):
         if not self.listeners:
