@@ -89,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
+    from sdflow.bench import add_command as add_bench
     from sdflow.golden.cli import add_commands
 
+    add_bench(commands)
     add_commands(commands)
     return parser
 
