@@ -289,8 +289,8 @@ def measure(args: argparse.Namespace, model: Path) -> None:
 
 
 def _row(label: str, pairs: list[tuple[float, float]]) -> None:
-    ours = " / ".join(f"{a:.2f}" for a, _ in pairs)
-    theirs = " / ".join(f"{b:.2f}" for _, b in pairs)
+    ours = " / ".join(f"{a:.3f}" for a, _ in pairs)
+    theirs = " / ".join(f"{b:.3f}" for _, b in pairs)
     ratio = statistics.median(a / b for a, b in pairs)
     print(f"{label:<22}{ours:>22}{theirs:>22}{ratio:>8.3f}")
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,23 @@ from sdflow.runner_cli import add_runner_arguments, make_runner
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 
 
+DEBUG_FLAG = "--debug"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere before a lone '--', for every command (SDFLOW_DEBUG=1 does the same).
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end] or os.environ.get("SDFLOW_DEBUG", "") not in ("", "0")
+    argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"error: {exc}".replace("\n", "\nerror: "), file=sys.stderr)
+        for error in getattr(exc, "errors", [exc]):
+            print(f"error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USER
     except BrokenPipeError:  # `sdflow nodes | head`: the reader left, nothing is wrong
         sys.stderr.close()
@@ -39,10 +49,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user mistake: one line, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        print(internal_error_line(exc), file=sys.stderr)
+        return EXIT_FAILED
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
+    whatever a user's value (quoted back in the message) contains."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """'internal error: ...' naming the node that was running, and how to see the traceback."""
+    where = ""
+    node = getattr(exc, "sdflow_node", None)
+    if node is not None:
+        where = f" while running node '{node[0]}' ({node[1]})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return one_line(
+        f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
+        f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdflow", description=__doc__)
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="on an internal error, print its traceback (also SDFLOW_DEBUG=1); allowed after any command",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a workflow")

@@ -165,7 +165,7 @@ def test_nodes_lists_every_type_with_its_summary_typed_inputs_and_outputs(capsys
     signature = lines[lines.index(headers[0]) + 1]
     assert signature.strip().startswith("(latent: Latent, schedule: Schedule, seed: int | None = 0")
     assert signature.endswith("-> latent: Latent")
-    assert "steps: int = 20 [>= 1, <= 1000]" in out
+    assert "steps: int = 20 [>= 1, <= 500]" in out
 
 
 def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) -> None:
@@ -184,7 +184,8 @@ def test_nodes_type_shows_the_choices_of_a_field(capsys) -> None:
     out = run_cli("nodes", "Scheduler", capsys=capsys)[1]
     sampler = next(line for line in out.splitlines() if line.startswith("  sampler:"))
     assert "'ddim' | 'ddpm'" in sampler and "'unipc' = 'euler'" in sampler
-    assert "  steps: int = 20 [>= 1, <= 1000] — denoising steps for the full schedule" in out
+    steps = next(line for line in out.splitlines() if line.startswith("  steps:"))
+    assert steps.startswith("  steps: int = 20 [>= 1, <= 500] — denoising steps for the full schedule")
 
 
 def test_nodes_with_an_unknown_type_exits_2(capsys) -> None:

@@ -37,7 +37,7 @@ DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 EXPECTED_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
     "ddpm": (DDPMScheduler, {}),
-    "pndm": (PNDMScheduler, {}),
+    "pndm": (PNDMScheduler, {"skip_prk_steps": True}),  # PLMS, as SD 1.x's own config sets it
     "lms": (LMSDiscreteScheduler, {}),
     "euler": (EulerDiscreteScheduler, {}),
     "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),

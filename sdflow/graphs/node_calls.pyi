@@ -384,7 +384,7 @@ class NodeCalls:
         Fields:
             model: the model whose training noise schedule to use
             sampler: sampling algorithm
-            steps: denoising steps for the full schedule [>= 1, <= 1000]
+            steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
         """
 
     def VAEDecode(

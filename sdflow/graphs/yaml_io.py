@@ -50,10 +50,23 @@ class _Reader:
 
     def read(self) -> Workflow:
         try:
-            root = yaml.compose(self.text, Loader=_Loader)
-        except yaml.MarkedYAMLError as exc:
+            return self._read()
+        except yaml.MarkedYAMLError as exc:  # also a bad '!!tag' met while building a value
             mark = exc.problem_mark or exc.context_mark
-            raise WorkflowError(f"invalid YAML: {exc.problem}", self._at(mark)) from None
+            raise WorkflowError(f"invalid YAML: {_problem(exc)}", self._at(mark)) from None
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow, anywhere
+            raise WorkflowError(
+                f"invalid YAML: character {chr(exc.character)!r} (U+{exc.character:04X}) is not allowed "
+                "in a YAML file (non-printable)",
+                self._at_offset(exc.position),
+            ) from None
+        except yaml.YAMLError as exc:
+            raise WorkflowError(f"invalid YAML: {exc}", Location(self.file)) from None
+        except RecursionError:
+            raise WorkflowError("invalid YAML: nested too deeply", Location(self.file)) from None
+
+    def _read(self) -> Workflow:
+        root = yaml.compose(self.text, Loader=_Loader)
         if not isinstance(root, yaml.MappingNode):
             raise WorkflowError(
                 "a workflow is a mapping with 'version', 'inputs' and 'nodes'",
@@ -82,6 +95,12 @@ class _Reader:
         if mark is None:
             return Location(self.file, node=node, field=field)
         return Location(self.file, mark.line + 1, mark.column + 1, node, field)
+
+    def _at_offset(self, offset: int) -> Location:
+        """The location of a character offset into the text."""
+        before = self.text[:offset]
+        line = before.count("\n") + 1
+        return Location(self.file, line, offset - (before.rfind("\n") + 1) + 1)
 
     def _error(self, message: str, yaml_node: Any, node: str | None = None, field: str | None = None):
         self.errors.append(WorkflowError(message, self._at(yaml_node.start_mark, node, field)))
@@ -215,7 +234,7 @@ class _Reader:
         try:
             return self._value(yaml_node)
         except yaml.YAMLError as exc:
-            self._error(f"invalid value: {exc}", yaml_node, node_id, name)
+            self._error(f"invalid value: {_problem(exc)}", yaml_node, node_id, name)
             return _INVALID
 
     def _link(self, node_id: str, name: str, yaml_node: Any) -> Any:
@@ -228,6 +247,17 @@ class _Reader:
 
 
 _INVALID = object()
+_STANDARD_TAG = "tag:yaml.org,2002:"
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint in one line, without its own copy of the location."""
+    problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+    if isinstance(exc, yaml.constructor.ConstructorError) and "for the tag" in problem:
+        tag = problem.rsplit("tag ", 1)[-1].strip("'")
+        tag = "!!" + tag[len(_STANDARD_TAG) :] if tag.startswith(_STANDARD_TAG) else tag
+        return f"unsupported tag '{tag}' (a workflow holds plain values, !link NODE.OUTPUT and !input NAME)"
+    return problem
 
 
 def _type_name(value: Any) -> str | None:

@@ -34,7 +34,9 @@ _DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
     "ddpm": (DDPMScheduler, {}),
-    "pndm": (PNDMScheduler, {}),
+    # PLMS, as Stable Diffusion ships it: the Runge-Kutta warm-up of a plain PNDMScheduler needs
+    # at least 4 steps and crashes below that (and checkpoints whose config is DDIM's lack the flag).
+    "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
     "lms": (LMSDiscreteScheduler, {}),
     "euler": (EulerDiscreteScheduler, {}),
     "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-Family = Literal["sd15"]
+from sdflow.models.families import SD15, Family
 
 
 class Port:
@@ -34,7 +34,7 @@ class Model(Port):
 
     unet: torch.nn.Module
     scheduler_config: dict[str, Any]
-    family: Family = "sd15"
+    family: Family = SD15
 
     @property
     def is_inpainting(self) -> bool:
@@ -48,6 +48,7 @@ class Clip(Port):
 
     tokenizer: Any
     text_encoder: torch.nn.Module
+    family: Family = SD15
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +67,7 @@ class Conditioning(Port):
     """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them."""
 
     embeds: torch.Tensor
+    family: Family = SD15
 
 
 @dataclass(frozen=True, eq=False)

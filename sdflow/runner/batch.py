@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from sdflow.errors import UserError
 from sdflow.graphs.model import Workflow
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.types import SavedFiles
 from sdflow.runner.events import NodeFinished, NodeStarted
-from sdflow.runner.executor import Runner, RunResult, _check_outputs, _Step
+from sdflow.runner.executor import Runner, RunResult, _check_outputs, _Step, _tag_node
 from sdflow.runner.report import NodeRecord, RunReport
 
 
@@ -100,7 +101,13 @@ def _try_batch(
     runner._emit(NodeStarted(step.id, cls.type_name))
     started = time.perf_counter()
     ctx = runner._context(step, workflow.nodes[step.id], ctx_base)
-    outputs = cls.run_batch(nodes, ctx)
+    try:
+        outputs = cls.run_batch(nodes, ctx)
+    except UserError:
+        raise
+    except Exception as exc:
+        _tag_node(exc, step.id, cls.type_name)
+        raise
     if outputs is None:
         return {}
     seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -236,8 +237,14 @@ class Runner:
         if values is None:
             status = "ran"
             node = cls.model_construct(**self._arguments(workflow, step, produced))
-            values = node.run(self._context(step, spec, ctx_base))
-            _check_outputs(cls, values)
+            try:
+                values = node.run(self._context(step, spec, ctx_base))
+                _check_outputs(cls, values)
+            except UserError:
+                raise
+            except Exception as exc:
+                _tag_node(exc, step.id, cls.type_name)
+                raise
             if cls.cache == "model":
                 values = self.acceleration.apply(values, self.device)
             cache.put(step.key, values)
@@ -400,6 +407,12 @@ def _output_name(workflow: Workflow, link: Link) -> str:
     if link.output is not None:
         return link.output
     return next(iter(registry.get(workflow.nodes[link.node].type).outputs))
+
+
+def _tag_node(exc: Exception, node_id: str, type_name: str) -> None:
+    """Remember on a failure which node raised it, for the CLI's one-line internal error."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.sdflow_node = (node_id, type_name)  # type: ignore[attr-defined]
 
 
 def _check_outputs(cls: type[Node], values: dict[str, Any]) -> None:

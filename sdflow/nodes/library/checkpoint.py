@@ -43,7 +43,7 @@ class LoadCheckpoint(Node):
         except (checkpoints.CheckpointNotFound, ValueError, OSError) as exc:
             raise ctx.error(f"cannot load checkpoint: {exc}", "checkpoint") from None
         return {
-            "model": Model(loaded.unet, loaded.scheduler_config, "sd15"),
+            "model": Model(loaded.unet, loaded.scheduler_config),
             "clip": Clip(loaded.tokenizer, loaded.text_encoder),
             "vae": Vae(loaded.vae),
         }

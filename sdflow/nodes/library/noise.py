@@ -12,6 +12,10 @@ from sdflow.nodes.samplers import SamplerName, scheduler_for
 from sdflow.nodes.types import Latent, Model, NoiseState, Schedule
 
 MAX_SEED = 2**63 - 1
+# Beyond this, several diffusers schedulers index past the 1000 training timesteps or divide by
+# zero (DDIM, DDPM and PNDM at 1000 steps; LMS, DPM-Solver++ and UniPC at 999): far more steps
+# than any sampler gains from.
+MAX_STEPS = 500
 
 
 class Scheduler(Node):
@@ -22,7 +26,12 @@ class Scheduler(Node):
 
     model: Model = Field(description="the model whose training noise schedule to use")
     sampler: SamplerName = Field("euler", description="sampling algorithm")
-    steps: int = Field(20, ge=1, le=1000, description="denoising steps for the full schedule")
+    steps: int = Field(
+        20,
+        ge=1,
+        le=MAX_STEPS,
+        description="denoising steps for the full schedule (diffusers' schedulers fail near 1000)",
+    )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cls, config = scheduler_for(self.sampler, self.model.scheduler_config)

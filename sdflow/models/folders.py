@@ -1,0 +1,174 @@
+"""Model folders: where names like ``dreamshaper_8.safetensors`` are looked up.
+
+A root is a ComfyUI or A1111 install (holding ``models/``), or a ``models`` folder itself. Roots come
+from ``SDFLOW_MODELS`` (paths separated by ``os.pathsep``), then from the user config file
+(``$SDFLOW_CONFIG``, else ``$XDG_CONFIG_HOME/sdflow/config.yaml``, key ``model_folders``). Each kind
+of model has the sub-folder names both layouts use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+# kind -> sub-folder names under a models folder (ComfyUI's first, then A1111's)
+KINDS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints", "Stable-diffusion", "diffusers"),
+    "loras": ("loras", "Lora", "LyCORIS"),
+    "vae": ("vae", "VAE"),
+    "embeddings": ("embeddings",),
+}
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
+# folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models
+_MODEL_FOLDER_MARKERS = ("model_index.json", "config.json")
+
+
+class ModelNotFound(LookupError):
+    """A name found in no model folder (the message suggests the closest names)."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One model found in a model folder: its name relative to the kind folder, and its path."""
+
+    kind: str
+    name: str
+    path: Path
+
+
+def config_file() -> Path:
+    """The user config file's path (it need not exist)."""
+    if os.environ.get("SDFLOW_CONFIG"):
+        return Path(os.environ["SDFLOW_CONFIG"]).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "sdflow" / "config.yaml"
+
+
+def roots() -> list[Path]:
+    """Configured model roots, in search order: SDFLOW_MODELS first, then the config file's."""
+    found: list[Path] = []
+    for entry in os.environ.get("SDFLOW_MODELS", "").split(os.pathsep):
+        if entry.strip():
+            found.append(Path(entry.strip()).expanduser())
+    found += _config_roots()
+    unique: list[Path] = []
+    for root in found:
+        if root not in unique:
+            unique.append(root)
+    return unique
+
+
+def _config_roots() -> list[Path]:
+    path = config_file()
+    if not path.is_file():
+        return []
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelNotFound(f"cannot read the sdflow config file {path}: {exc}") from None
+    entries = document.get("model_folders", []) if isinstance(document, dict) else []
+    if isinstance(entries, str):
+        entries = [entries]
+    base = path.parent
+    return [(base / Path(str(e)).expanduser()) for e in entries if str(e).strip()]
+
+
+def kind_folders(kind: str) -> list[Path]:
+    """Existing folders holding models of ``kind`` under every root, in search order (A1111 keeps
+    embeddings at its top level, so ``ROOT/SUB`` is looked at as well as ``ROOT/models/SUB``)."""
+    folders: list[Path] = []
+    for root in roots():
+        for models in (root / "models", root):
+            for sub in KINDS[kind]:
+                if (models / sub).is_dir() and (models / sub) not in folders:
+                    folders.append(models / sub)
+    return folders
+
+
+def list_models(kind: str) -> list[ModelFile]:
+    """Every model of ``kind`` in the model folders: weight files and model folders, recursively."""
+    found: list[ModelFile] = []
+    for folder in kind_folders(kind):
+        for path in sorted(_walk(folder)):
+            found.append(ModelFile(kind, path.relative_to(folder).as_posix(), path))
+    return found
+
+
+def _walk(folder: Path):
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if any((entry / marker).is_file() for marker in _MODEL_FOLDER_MARKERS):
+                yield entry
+            else:
+                yield from _walk(entry)
+        elif entry.suffix.lower() in WEIGHT_SUFFIXES:
+            yield entry
+
+
+def find(kind: str, name: str) -> Path | None:
+    """The model of ``kind`` called ``name`` (relative path, file name, or either without suffix)."""
+    models = list_models(kind)
+    for matches in (
+        lambda m: m.name == name,
+        lambda m: m.path.name == name,
+        lambda m: _stem(m.name) == name,
+        lambda m: _stem(m.path.name) == name,
+    ):
+        for model in models:
+            if matches(model):
+                return model.path
+    return None
+
+
+def _stem(name: str) -> str:
+    for suffix in WEIGHT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def resolve(kind: str, spec: str, base: Path | None = None) -> Path:
+    """``spec`` as a path: an existing path (relative to ``base`` or the working folder), else a
+    name in the model folders of ``kind``. ModelNotFound says where it looked and what is close."""
+    path = Path(spec).expanduser()
+    if not path.is_absolute() and base is not None and (base / path).exists():
+        return base / path
+    if path.exists():
+        return path
+    found = find(kind, spec)
+    if found is not None:
+        return found
+    raise ModelNotFound(not_found_message(kind, spec))
+
+
+def not_found_message(kind: str, spec: str) -> str:
+    """Why ``spec`` was not found, with the closest names and where to configure folders."""
+    names = [m.name for m in list_models(kind)]
+    folders = kind_folders(kind)
+    what = kind.rstrip("s") if kind != "vae" else "VAE"
+    message = f"no {what} file or folder '{spec}'"
+    if not folders:
+        return (
+            f"{message}, and no model folders are configured: set SDFLOW_MODELS to a ComfyUI or A1111 "
+            f"folder (or list model_folders in {config_file()})"
+        )
+    hints = _closest_names(spec, names)
+    looked = ", ".join(str(f) for f in folders)
+    if hints:
+        return f"{message} (looked in {looked}); did you mean {', '.join(repr(h) for h in hints)}?"
+    return f"{message} (looked in {looked}; {len(names)} {kind} there)"
+
+
+def _closest_names(spec: str, names: list[str]) -> list[str]:
+    by_stem = {_stem(Path(n).name): n for n in names}
+    stems = difflib.get_close_matches(_stem(Path(spec).name), list(by_stem), n=3, cutoff=0.5)
+    hints = [by_stem[s] for s in stems]
+    if not hints:
+        hints = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
+    return hints
