@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=2, help="cold processes per system, warm repetitions")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-cold", action="store_true", help="only the warm, same-process comparison")
     parser.add_argument("--keep-model", metavar="DIR", help="write the model here (or reuse it) and keep it")
     parser.add_argument(
         "--comfyui", metavar="DIR", help="a ComfyUI checkout to measure too (not implemented)"
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 def measure(args: argparse.Namespace, model: Path) -> None:
     cold: dict[str, list[float]] = {"sdflow": [], "diffusers": []}
     rss: dict[str, list[int]] = {"sdflow": [], "diffusers": []}
-    for round_ in range(args.rounds):
+    for round_ in range(0 if args.no_cold else args.rounds):
         order = ["sdflow", "diffusers"] if round_ % 2 == 0 else ["diffusers", "sdflow"]
         for name in order:
             seconds, result = _spawn(args, f"cold-{name}", model)
@@ -274,13 +275,16 @@ def measure(args: argparse.Namespace, model: Path) -> None:
         f"cfg {args.cfg}, fp32, {args.threads} thread(s), {args.rounds} rounds; seconds (each "
         "repetition), ratio = median of paired sdflow/diffusers"
     )
-    print(f"{'':<22}{'sdflow':>22}{'diffusers':>22}{'ratio':>8}")
-    pairs = list(zip(cold["sdflow"], cold["diffusers"], strict=True))
-    _row("cold (load + image)", pairs)
+    print(f"{'':<22}{'sdflow':>30} {'diffusers':>30}{'ratio':>8}")
+    if not args.no_cold:
+        _row("cold (load + image)", list(zip(cold["sdflow"], cold["diffusers"], strict=True)))
     for scenario, rows in warm_result["rows"].items():
         _row(scenario, [tuple(row) for row in rows])
-    ours, theirs = max(rss["sdflow"]), max(rss["diffusers"])
-    print(f"{'peak RSS (cold), GB':<22}{ours / 2**30:>22.2f}{theirs / 2**30:>22.2f}{ours / theirs:>8.2f}")
+    if not args.no_cold:
+        ours = " / ".join(f"{value / 2**30:.2f}" for value in rss["sdflow"])
+        theirs = " / ".join(f"{value / 2**30:.2f}" for value in rss["diffusers"])
+        ratio = max(rss["sdflow"]) / max(rss["diffusers"])
+        print(f"{'peak RSS (cold), GB':<22}{ours:>30} {theirs:>30}{ratio:>8.2f}")
     warm_rss = warm_result["peak_rss"] / 2**30
     print(f"warm process (both systems, one copy of the weights): peak RSS {warm_rss:.2f} GB")
     print(
@@ -292,7 +296,7 @@ def _row(label: str, pairs: list[tuple[float, float]]) -> None:
     ours = " / ".join(f"{a:.3f}" for a, _ in pairs)
     theirs = " / ".join(f"{b:.3f}" for _, b in pairs)
     ratio = statistics.median(a / b for a, b in pairs)
-    print(f"{label:<22}{ours:>22}{theirs:>22}{ratio:>8.3f}")
+    print(f"{label:<22}{ours:>30} {theirs:>30}{ratio:>8.3f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,23 +186,20 @@ class Runner:
         """Validate, resolve the inputs and plan: the input values, the keyed steps, the base context."""
         graph = validate(workflow)
         values = resolve_inputs(workflow, inputs or {})
+        steps = _steps(workflow, graph, values, outputs)
+        # Only output nodes embed the metadata; dumping a changed graph to YAML costs milliseconds,
+        # which an identical re-run of, say, `outputs=["decoded"]` should not pay.
+        wants_metadata = any(step.cls.is_output for step in steps)
         ctx_base = RunContext(
             device=self.device,
             dtype=self.dtype,
             output_dir=output_dir or self.output_dir,
-            metadata=_metadata(workflow, values),
+            metadata=_metadata(workflow, values) if wants_metadata else {},
         )
-        return values, self._plan(workflow, graph, values, outputs, ctx_base), ctx_base
+        return values, self._keyed(workflow, steps, ctx_base), ctx_base
 
-    def _plan(
-        self,
-        workflow: Workflow,
-        graph: nx.DiGraph,
-        values: dict[str, Any],
-        outputs: Iterable[str] | None,
-        ctx: RunContext,
-    ) -> list[_Step]:
-        steps = _steps(workflow, graph, values, outputs)
+    def _keyed(self, workflow: Workflow, steps: list[_Step], ctx: RunContext) -> list[_Step]:
+        """``steps`` with their cache keys set, in order (a key includes its upstream keys)."""
         keys: dict[str, str] = {}
         for step in steps:
             upstream = {
@@ -424,6 +422,20 @@ def _check_outputs(cls: type[Node], values: dict[str, Any]) -> None:
 def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
     """Text chunks for saved images: the workflow and the inputs of this run."""
     return {
-        "sdflow:workflow": workflow.source if workflow.source is not None else dumps(workflow),
+        "sdflow:workflow": workflow.source if workflow.source is not None else _yaml_of(workflow),
         "sdflow:inputs": json.dumps(values, sort_keys=True),
     }
+
+
+_YAML: OrderedDict[str, str] = OrderedDict()  # a graph built or changed in Python, dumped once
+
+
+def _yaml_of(workflow: Workflow) -> str:
+    """``dumps(workflow)``, remembered for the last few graphs: a pure-Python YAML dump costs ~10 ms,
+    which every re-run of an unchanged Python-built graph would pay again."""
+    key = repr((workflow.file, workflow.structure()))
+    if key not in _YAML:
+        _YAML[key] = dumps(workflow)
+        if len(_YAML) > 16:
+            _YAML.popitem(last=False)
+    return _YAML[key]
