@@ -20,6 +20,7 @@ _EXPORTS = {
     "UserError": "sdflow.errors",
     "WorkflowError": "sdflow.errors",
     "WorkflowErrors": "sdflow.errors",
+    "SdflowWarning": "sdflow.errors",
     "Workflow": "sdflow.graphs",
     "dumps": "sdflow.graphs",
     "validate": "sdflow.graphs",
@@ -31,22 +32,32 @@ _EXPORTS = {
     "loads": "sdflow.graphs.builder",
     "NodeFinished": "sdflow.runner",
     "NodeStarted": "sdflow.runner",
+    "NodeWarning": "sdflow.runner",
     "Runner": "sdflow.runner",
     "RunResult": "sdflow.runner",
     "StepProgress": "sdflow.runner",
+    "JobResult": "sdflow.runner.many",
+    "LocalBackend": "sdflow.runner.many",
+    "run_many": "sdflow.runner.many",
+    "RayBackend": "sdflow.runner.distributed",
 }
 
 __all__ = [
     "Graph",
     "Input",
+    "JobResult",
+    "LocalBackend",
     "NodeError",
     "NodeFinished",
     "NodeHandle",
     "NodeStarted",
+    "NodeWarning",
     "Output",
+    "RayBackend",
     "RunResult",
     "Runner",
     "SdflowError",
+    "SdflowWarning",
     "StepProgress",
     "UserError",
     "Workflow",
@@ -59,6 +70,7 @@ __all__ = [
     "loads",
     "run",
     "run_batch",
+    "run_many",
     "validate",
 ]
 
@@ -78,7 +90,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from sdflow.api import default_runner, run, run_batch
-    from sdflow.errors import NodeError, SdflowError, UserError, WorkflowError, WorkflowErrors
+    from sdflow.errors import NodeError, SdflowError, SdflowWarning, UserError, WorkflowError, WorkflowErrors
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
-    from sdflow.runner import NodeFinished, NodeStarted, Runner, RunResult, StepProgress
+    from sdflow.runner import NodeFinished, NodeStarted, NodeWarning, Runner, RunResult, StepProgress
+    from sdflow.runner.distributed import RayBackend
+    from sdflow.runner.many import JobResult, LocalBackend, run_many

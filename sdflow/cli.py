@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import Location, UserError, WorkflowError
+from sdflow.errors import DEBUG_HINT, Location, UserError, WorkflowError, internal_error, one_line
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
@@ -23,6 +23,7 @@ from sdflow.nodes.fields import fields_of, type_label
 from sdflow.runner_cli import add_runner_arguments, make_runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
+ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
 
 
 DEBUG_FLAG = "--debug"
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for i, a in enumerate(argv) if not (i < end and a == DEBUG_FLAG)]
     parser = _parser()
     args = parser.parse_args(argv)
+    args.debug = debug  # for commands that report bugs of several runs themselves (--workers)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -56,24 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
-    whatever a user's value (quoted back in the message) contains."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def internal_error_line(exc: BaseException) -> str:
     """'internal error: ...' naming the node that was running, and how to see the traceback."""
-    where = ""
-    node = getattr(exc, "sdflow_node", None)
-    if node is not None:
-        where = f" while running node '{node[0]}' ({node[1]})"
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return one_line(
-        f"internal error{where}: {detail} (this is a bug in sdflow or a library it uses; "
-        f"run again with {DEBUG_FLAG} or SDFLOW_DEBUG=1 for the traceback)"
-    )
+    return one_line(f"{internal_error(exc)} {DEBUG_HINT}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     run.set_defaults(handler=_run)
+    from sdflow.scale_cli import add_arguments as add_scale_arguments
+
+    add_scale_arguments(run)
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow")
@@ -123,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="check with this workflow input value (repeatable)",
     )
+    check.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     check.set_defaults(handler=_validate)
 
     nodes = commands.add_parser("nodes", help="list node types, or describe one")
@@ -130,10 +122,16 @@ def _parser() -> argparse.ArgumentParser:
     nodes.set_defaults(handler=_nodes)
 
     from sdflow.bench import add_command as add_bench
-    from sdflow.golden.cli import add_commands
+    from sdflow.draw import cli as draw_cli
+    from sdflow.golden import cli as golden_cli
+    from sdflow.interop import cli as interop_cli
+    from sdflow.models_cli import add_command as add_models_command
 
+    golden_cli.add_commands(commands)
+    add_models_command(commands)
+    interop_cli.add_commands(commands)
+    draw_cli.add_commands(commands)
     add_bench(commands)
-    add_commands(commands)
     return parser
 
 
@@ -143,22 +141,25 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
     from sdflow.runner.executor import check
-    from sdflow.runner.progress import ProgressPrinter
+    from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
     workflow = load(args.workflow)
     validate(workflow)
     fixed = dict(parse_assignment(workflow, text) for text in args.set)
     combinations = sweep_combinations(workflow, args.sweep)
     for varied in combinations:  # every run is checked before the first one starts
-        check(workflow, {**fixed, **varied})
+        check(workflow, {**fixed, **varied}, allow_pickle=args.allow_pickle)
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: must be at least 1", Location(field="--batch"))
-    runner = make_runner(args, output_dir=args.output_dir)
-    if not args.quiet:
-        runner.subscribe(ProgressPrinter(sys.stderr))
+    if args.workers is not None or args.ray_address:
+        from sdflow.scale_cli import run_on_workers
+
+        return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
+    runner = make_runner(args, output_dir=args.output_dir, allow_pickle=args.allow_pickle)
+    runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
     runs = []
     items = [{**fixed, **varied} for varied in combinations]
     for result in _results(runner, workflow, items, args):
@@ -283,7 +284,9 @@ def _validate(args: argparse.Namespace) -> int:
     if unset:  # the graph is fine; values that depend on these inputs can only be checked with them
         print(f"{args.workflow}: valid ({count}; give {', '.join(unset)} with --set to check the values)")
         return EXIT_OK
-    check(workflow, given)  # what a run checks first: ranges of input values, missing files...
+    check(
+        workflow, given, allow_pickle=args.allow_pickle
+    )  # what a run checks first: ranges of input values, missing files...
     print(f"{args.workflow}: valid ({count})")
     return EXIT_OK
 

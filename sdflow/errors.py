@@ -61,3 +61,31 @@ class WorkflowErrors(UserError):
 
 class NodeError(UserError):
     """A node refused its inputs while running (e.g. a missing image file)."""
+
+
+class SdflowWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. prompt text dropped)."""
+
+
+DEBUG_HINT = (
+    "(this is a bug in sdflow or a library it uses; "
+    "run again with --debug or SDFLOW_DEBUG=1 for the traceback)"
+)
+
+
+def internal_error(exc: BaseException) -> str:
+    """A bug's one-line description: 'internal error while running node ID (TYPE): Type: first line'
+    (the runner tags exceptions with the node that raised them)."""
+    where = ""
+    node = getattr(exc, "sdflow_node", None)
+    if node is not None:
+        where = f" while running node '{node[0]}' ({node[1]})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"internal error{where}: {detail}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped: one message, one line,
+    whatever a user's value (quoted back in the message) contains."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -49,3 +49,42 @@ def examples(tmp_path: Path) -> Path:
         shutil.copy(EXAMPLES / name, folder / name)
     shutil.copytree(EXAMPLES / "inputs", folder / "inputs")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tool():
+    """Import a script of tools/ by its path there (e.g. "make_tiny_loras.py") as a module."""
+    import importlib.util
+
+    def load(relative: str):
+        path = ROOT / "tools" / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def model_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Put a copy of a file into a model folder (e.g. "ComfyUI/models/loras/style.safetensors" under
+    tmp_path) and make its root (the part before /models/) the only configured model root."""
+
+    def install(relative: str, source: Path) -> Path:
+        target = tmp_path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        monkeypatch.setenv("SDFLOW_MODELS", str(tmp_path / relative.split("/models/")[0]))
+        monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "no-config.yaml"))
+        return target
+
+    return install
+
+
+@pytest.fixture(scope="session")
+def single_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, tuple[Path, Path]]:
+    """Tiny LDM-layout single files with the diffusers folders of the same weights, written once per
+    session by tools/make_single_files.py: name -> (file, folder). Names: sd15, sd15-inpaint, sd2,
+    sd2-v, sd2-inpaint."""
+    return tool("make_single_files.py").make_all(tmp_path_factory.mktemp("single_files"))

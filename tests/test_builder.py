@@ -16,6 +16,7 @@ from sdflow.errors import WorkflowErrors
 from sdflow.graphs.model import InputRef, Link
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.fields import fields_of
 from sdflow.nodes.types import Latent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +150,8 @@ def test_any_registered_node_class_is_a_graph_method_without_editing_the_builder
 def test_node_calls_have_the_node_fields_as_their_runtime_signature(graph):
     parameters = inspect.signature(graph.CLIPEncode).parameters
 
-    assert list(parameters) == ["id", "clip", "text", "clip_skip"]
+    assert list(parameters) == ["id", *fields_of(registry.get("CLIPEncode"))]
+    assert list(parameters)[:4] == ["id", "clip", "text", "clip_skip"]
     assert parameters["clip"].default is inspect.Parameter.empty
     assert parameters["clip_skip"].default == 0
     assert graph.CLIPEncode.__doc__ == registry.get("CLIPEncode").summary()
@@ -299,7 +301,17 @@ def test_the_stubs_type_every_field_of_every_node():
     assert annotations == {
         "id": "str | None",
         "clip": "Linkable[Clip]",
-        "text": "str | Input",
+        "text": "str | list[str] | Input",
         "clip_skip": "int | Input",
+        "weighting": "_CLIPEncode_weighting | Input",
+        "truncate": "bool | Input",
+        "allow_pickle": "bool | Input",
+        "original_width": "int | Input | None",
+        "original_height": "int | Input | None",
+        "crop_left": "int | Input",
+        "crop_top": "int | Input",
+        "target_width": "int | Input | None",
+        "target_height": "int | Input | None",
+        "aesthetic_score": "float | Input | None",
     }
     assert ast.unparse(clip_encode.returns) == "CLIPEncodeNode"

@@ -203,6 +203,20 @@ def test_output_cache_evicts_as_many_entries_as_a_big_one_needs() -> None:
     assert cache.used == 2500
 
 
+def test_a_tensor_shared_by_two_entries_is_counted_once_and_freed_with_the_last() -> None:
+    shared, own = torch.zeros(250), torch.zeros(100)
+    cache = LRUCache(budget=3500)
+    cache.put("base", {"latent": Latent(shared)})
+    cache.put("patched", {"latent": Latent(shared, noise_mask=own)})
+    assert cache.used == 1000 + 400
+    cache.put("patched", {"latent": Latent(shared, noise_mask=own)})  # replacing it counts nothing twice
+    assert cache.used == 1000 + 400
+    # 3600 > 3500: evicting "base" frees nothing ("patched" still holds its tensor), so "patched" goes too
+    cache.put("other", latent_of(2200))
+    assert [key for key in ("base", "patched", "other") if key in cache] == ["other"]
+    assert cache.used == 2200
+
+
 def test_output_cache_keeps_nothing_larger_than_its_budget() -> None:
     cache = LRUCache(budget=1000)
     cache.put("a", latent_of(400))

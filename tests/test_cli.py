@@ -172,7 +172,7 @@ def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) 
     code, out, _ = run_cli("nodes", "DenoiseLoop", capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("DenoiseLoop (version 1): Denoise a noised latent")
+    assert lines[0].startswith("DenoiseLoop (version 2): Denoise a noised latent")
     assert lines[1] == "inputs:"
     assert lines[2].startswith("  model: Model (link)")
     assert "  latent: Latent (link) — a latent noised by AddNoise: it carries the schedule" in lines

@@ -10,7 +10,7 @@ import torch
 from PIL import Image as PILImage
 
 from sdflow.errors import NodeError
-from sdflow.nodes import checkpoints
+from sdflow.models import checkpoints
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.library.encode import VAEEncode
 from sdflow.nodes.library.image_io import LoadImage, LoadMask

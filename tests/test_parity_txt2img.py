@@ -22,7 +22,7 @@ from diffusers import (
 )
 
 from sdflow.graphs import loads
-from sdflow.nodes.samplers import SAMPLERS
+from sdflow.nodes.samplers import SAMPLERS, karras_samplers
 from sdflow.runner import Runner
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "tiny-sd15"
@@ -57,6 +57,7 @@ inputs:
   steps: 8
   cfg: 5.0
   sampler: ddim
+  sigmas: default
   batch: 1
 nodes:
   ckpt:
@@ -82,6 +83,7 @@ nodes:
     model: !link ckpt.model
     sampler: !input sampler
     steps: !input steps
+    sigmas: !input sigmas
   noised:
     type: AddNoise
     latent: !link empty
@@ -115,9 +117,11 @@ class Reference:
         # Swap from the checkpoint's own config each time: a swapped-in config carries its overrides.
         self.base_config = dict(self.pipe.scheduler.config)
 
-    def image(self, sampler: str, seed: int, **kwargs: Any) -> np.ndarray:
+    def image(self, sampler: str, seed: int, karras: bool = False, **kwargs: Any) -> np.ndarray:
         """The pipeline's numpy output, (batch, height, width, 3)."""
         cls, overrides = EXPECTED_SCHEDULERS[sampler]
+        if karras:
+            overrides = {**overrides, "use_karras_sigmas": True}
         self.pipe.scheduler = cls.from_config(self.base_config, **overrides)
         output = self.pipe(
             height=SIZE,
@@ -179,6 +183,39 @@ def test_graph_matches_pipeline_for_sampler(graph_runner: Runner, reference: Ref
     )
     assert ours.shape == (1, SIZE, SIZE, 3)
     assert max_diff(ours, theirs) <= TOLERANCE
+
+
+def test_the_karras_samplers_are_those_diffusers_gives_karras_sigmas() -> None:
+    assert karras_samplers() == ["lms", "euler", "heun", "dpmpp_2m", "unipc"]
+
+
+@pytest.mark.parametrize("sampler", karras_samplers())
+def test_graph_matches_pipeline_with_karras_sigmas(
+    graph_runner: Runner, reference: Reference, sampler: str
+) -> None:
+    common = {"prompt": PROMPT, "negative": NEGATIVE, "seed": 5, "steps": STEPS, "cfg": 5.0}
+    ours = graph_image(graph_runner, **common, sampler=sampler, sigmas="karras")
+    theirs = reference.image(
+        sampler,
+        seed=5,
+        karras=True,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+    )
+    assert max_diff(ours, theirs) <= TOLERANCE
+    plain = graph_image(graph_runner, **common, sampler=sampler)
+    assert max_diff(ours, plain) > 1e-3  # the sigmas changed the picture
+
+
+def test_dpmpp_2m_karras_is_dpmpp_2m_with_karras_sigmas(graph_runner: Runner) -> None:
+    common = {"prompt": PROMPT, "negative": NEGATIVE, "seed": 5, "steps": 4, "cfg": 5.0}
+    alias = graph_image(graph_runner, **common, sampler="dpmpp_2m_karras")
+    assert np.array_equal(alias, graph_image(graph_runner, **common, sampler="dpmpp_2m", sigmas="karras"))
+    assert np.array_equal(
+        alias, graph_image(graph_runner, **common, sampler="dpmpp_2m_karras", sigmas="karras")
+    )
 
 
 def test_graph_matches_pipeline_with_clip_skip(graph_runner: Runner, reference: Reference) -> None:

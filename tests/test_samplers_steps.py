@@ -12,18 +12,20 @@ import torch
 import sdflow
 from sdflow.cli import main
 from sdflow.nodes.library.noise import MAX_STEPS, start_index
-from sdflow.nodes.samplers import SAMPLERS, scheduler_for
+from sdflow.nodes.samplers import SAMPLERS, karras_samplers, scheduler_for
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CONFIGS = ["tiny-sd15", "shapes"]  # a PNDM scheduler config and a DDIM one
+# Every sampler with the sigmas it takes: its own spacing, and Karras sigmas where it has them.
+SPACINGS = [(s, "default") for s in sorted(SAMPLERS)] + [(s, "karras") for s in karras_samplers()]
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_the_largest_and_smallest_step_counts_stay_finite(sampler: str, config: str) -> None:
+@pytest.mark.parametrize(("sampler", "sigmas"), SPACINGS)
+def test_the_largest_and_smallest_step_counts_stay_finite(sampler: str, sigmas: str, config: str) -> None:
     base = json.loads((BUILTIN / config / "scheduler" / "scheduler_config.json").read_text())
-    cls, settings = scheduler_for(sampler, base)
+    cls, settings = scheduler_for(sampler, base, sigmas)
     for steps in (1, 2, 3, MAX_STEPS):
         for strength in (1.0, 0.3):
             scheduler = cls.from_config(settings)
@@ -40,11 +42,12 @@ def test_the_largest_and_smallest_step_counts_stay_finite(sampler: str, config: 
             assert torch.isfinite(x).all(), (sampler, steps, strength)
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_txt2img_and_img2img_run_with_one_to_four_steps(sampler: str, runner) -> None:
+@pytest.mark.parametrize(("sampler", "sigmas"), SPACINGS)
+def test_txt2img_and_img2img_run_with_one_to_four_steps(sampler: str, sigmas: str, runner) -> None:
     for name in ("txt2img.yaml", "img2img.yaml"):
         graph = sdflow.load(EXAMPLES / name)
         graph["ckpt"]["checkpoint"] = "builtin:tiny-sd15"
+        graph["schedule"]["sigmas"] = sigmas
         for steps in (1, 2, 3, 4):
             result = runner.run(graph, inputs={"sampler": sampler, "steps": steps}, outputs=["decoded"])
             pixels = result.tensor("decoded")
@@ -65,3 +68,19 @@ def test_more_steps_than_the_schedulers_support_are_refused_up_front(tmp_path: P
     assert "txt2img.yaml:" in err and "node 'schedule', field 'steps'" in err
     assert f"less than or equal to {MAX_STEPS}" in err
     assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - set(karras_samplers()) - {"dpmpp_2m_karras"}))
+def test_karras_sigmas_on_a_sampler_without_them_are_refused_up_front(
+    sampler: str, tmp_path: Path, capsys
+) -> None:
+    text = (EXAMPLES / "txt2img.yaml").read_text()
+    text = text.replace("    steps: !input steps\n", "    steps: !input steps\n    sigmas: karras\n", 1)
+    workflow = tmp_path / "karras.yaml"
+    workflow.write_text(text)
+    argv = ["run", str(workflow), "--set", f"sampler={sampler}", "--quiet", "--output-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "karras.yaml:" in err and "node 'schedule', field 'sigmas'" in err
+    assert f"sampler '{sampler}' has no Karras sigmas: use one of lms, euler, heun, dpmpp_2m, unipc" in err
+    assert "Traceback" not in err and not list(tmp_path.glob("*.png"))

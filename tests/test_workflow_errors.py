@@ -349,7 +349,7 @@ def test_missing_checkpoint_folder(write_workflow, capsys) -> None:
     path = write_workflow(edited('"builtin:tiny-sd15"', '"/no/such/sd15"'))
     stderr = cli_error(["validate", str(path)], capsys)
     where = f"{path}:9:17, node 'ckpt', field 'checkpoint'"
-    assert stderr == f"error: {where}: checkpoint folder '/no/such/sd15' does not exist\n"
+    assert stderr == f"error: {where}: checkpoint file or folder '/no/such/sd15' does not exist\n"
 
 
 def test_unknown_builtin_checkpoint_lists_the_builtins(write_workflow, capsys) -> None:
@@ -366,7 +366,8 @@ def test_missing_checkpoint_set_from_the_command_line(base_file: Path, tmp_path:
     base_file.write_text(text)
     argv = ["run", str(base_file), "--set", "checkpoint=/no/such/sd15", "--output-dir", str(tmp_path)]
     stderr = cli_error(argv, capsys)
-    assert "node 'ckpt', field 'checkpoint': checkpoint folder '/no/such/sd15' does not exist" in stderr
+    expected = "node 'ckpt', field 'checkpoint': checkpoint file or folder '/no/such/sd15' does not exist"
+    assert expected in stderr
 
 
 def test_missing_workflow_file(tmp_path: Path, capsys) -> None:

@@ -36,6 +36,11 @@ PICTURES = [
     ("img2img_green_circle.png", "img2img.yaml", {}, "decoded"),
     ("inpaint_yellow_circle.png", "inpaint.yaml", {}, "pasted"),
     ("hires_fix.png", "hires_fix.yaml", {}, "decoded"),
+    ("sdxl_blue_triangle.png", "sdxl.yaml", {}, "decoded"),
+    ("sdxl_purple_circle.png", "sdxl.yaml", {"prompt": "a purple circle on a green background"}, "decoded"),
+    ("sdxl_refiner_red_square.png", "sdxl_refiner.yaml", {}, "decoded"),
+    ("sdxl_img2img_green_circle.png", "img2img.yaml", {"checkpoint": "builtin:shapes-xl"}, "decoded"),
+    ("sdxl_inpaint_yellow_circle.png", "inpaint.yaml", {"checkpoint": "builtin:shapes-xl"}, "pasted"),
 ]
 
 

@@ -141,10 +141,13 @@ def make_vae(seed: int) -> AutoencoderKL:
     return vae.eval()
 
 
-def make_text_encoder(seed: int) -> CLIPTextModel:
-    """A tiny 4-layer CLIP text encoder with seeded random weights and no constant parameters."""
+def make_text_encoder(
+    seed: int, cls: type = CLIPTextModel, config: dict[str, Any] | None = None
+) -> CLIPTextModel:
+    """A tiny 4-layer CLIP text encoder (``cls``: with or without a text projection; ``config``:
+    TEXT_CONFIG by default) with seeded random weights and no constant parameters."""
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    text_encoder = cls(CLIPTextConfig(**(config or TEXT_CONFIG)))
     jitter_constant_params(text_encoder, seed + 1)
     return text_encoder.eval()
 

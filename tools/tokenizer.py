@@ -22,13 +22,18 @@ def _byte_symbols() -> list[str]:
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
-def save_byte_tokenizer(folder: Path) -> CLIPTokenizer:
-    """Write vocab.json + merges.txt to ``folder`` and return the loaded, saved tokenizer."""
+def save_byte_tokenizer(folder: Path, pad_token: str | None = None) -> CLIPTokenizer:
+    """Write vocab.json + merges.txt to ``folder`` and return the loaded, saved tokenizer.
+
+    ``pad_token="!"`` makes SDXL's second tokenizer (OpenCLIP pads with '!', not end-of-text)."""
     folder.mkdir(parents=True, exist_ok=True)
     symbols = _byte_symbols()
     tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    extra = {"pad_token": pad_token} if pad_token is not None else {}
+    tokenizer = CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, **extra
+    )
     tokenizer.save_pretrained(folder)
     return tokenizer

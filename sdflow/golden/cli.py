@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from sdflow.errors import Location, UserError, WorkflowErrors
 from sdflow.golden.compare import DEFAULT_MAX_ABS, DEFAULT_PSNR, DEFAULT_SSIM, Thresholds
 from sdflow.graphs.model import Workflow
+from sdflow.runner.jobs import Failure
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 DEFAULT_DIR = "goldens"
@@ -36,6 +38,12 @@ def add_commands(commands: Any) -> None:
     check.add_argument("--ssim", type=float, default=DEFAULT_SSIM, help="lowest allowed SSIM")
     check.add_argument(
         "--artifacts", metavar="DIR", help="write failure images here (default: beside each golden)"
+    )
+    check.add_argument(
+        "--workers", type=int, metavar="N", help='check on N Ray workers (needs pip install -e ".[ray]")'
+    )
+    check.add_argument(
+        "--ray-address", metavar="ADDRESS", help="join this Ray cluster instead of a local one"
     )
     check.set_defaults(handler=_check)
 
@@ -100,16 +108,42 @@ def _check(args: argparse.Namespace) -> int:
         raise missing[0] if len(missing) == 1 else WorkflowErrors(missing)
     thresholds = Thresholds(max_abs=args.max_abs, psnr=args.psnr, ssim=args.ssim)
     artifacts = Path(args.artifacts) if args.artifacts else None
-    runner = _runner(args)
-    failed = 0
-    for job, golden in zip(jobs, goldens, strict=True):
-        result = check_workflow(job.workflow, golden, runner, thresholds, job.inputs, artifacts)
+    if args.workers is not None:
+        outcomes = _check_on_workers(args, jobs, goldens, thresholds, artifacts)
+    else:
+        runner = _runner(args)
+        outcomes = (
+            check_workflow(job.workflow, golden, runner, thresholds, job.inputs, artifacts)
+            for job, golden in zip(jobs, goldens, strict=True)
+        )
+    failed = errors = 0
+    for job, result in zip(jobs, outcomes, strict=True):
+        if isinstance(result, Failure):  # the run itself failed on a worker; the others go on
+            for line in result.lines(job.file, getattr(args, "debug", False)):
+                print(line, file=sys.stderr)
+            errors += 1
+            continue
         for warning in result.warnings:
             print(f"warning: {job.file}: {warning}", file=sys.stderr)
         print(result.report())
         failed += not result.passed
-    print(f"{len(jobs) - failed} passed, {failed} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    print(
+        f"{len(jobs) - failed - errors} passed, {failed} failed"
+        + (f", {errors} could not run" if errors else "")
+    )
+    return EXIT_FAILED if failed else EXIT_USER if errors else EXIT_OK
+
+
+def _check_on_workers(args, jobs, goldens, thresholds, artifacts) -> Iterator[Any]:
+    """The checks on ``args.workers`` Ray workers, results in the order of the workflows."""
+    from sdflow.golden.spread import check_on_workers
+    from sdflow.runner.distributed import RayBackend
+
+    threads = _threads(args) or 1
+    backend = RayBackend(args.workers, args.ray_address, args.device, args.dtype, cpus_per_worker=threads)
+    with backend:
+        workflows = [(job.workflow, job.inputs) for job in jobs]
+        yield from check_on_workers(workflows, goldens, backend, thresholds, artifacts)
 
 
 def _jobs(args: argparse.Namespace) -> list[_Job]:
@@ -142,18 +176,24 @@ def _runner(args: argparse.Namespace) -> Any:
     from sdflow.runner.dtypes import fixed_dtype
     from sdflow.runner.executor import Runner
 
-    threads = args.threads
-    if threads is None and os.environ.get(THREADS_ENV):
-        raw = os.environ[THREADS_ENV]
-        if not raw.isdigit():
-            raise UserError(f"expected a whole number of threads, got '{raw}'", Location(field=THREADS_ENV))
-        threads = int(raw)
+    threads = _threads(args)
     if threads is not None:
-        if threads < 1:
-            raise UserError("needs at least 1 thread", Location(field="--threads"))
         torch.set_num_threads(threads)
     try:
         # Goldens want the same numbers on every machine: not 'auto', which measures the CPU.
         return Runner(device=args.device, dtype=args.dtype or fixed_dtype(pick_device(args.device)))
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None
+
+
+def _threads(args: argparse.Namespace) -> int | None:
+    """torch CPU threads: --threads, else $SDFLOW_THREADS, else None (torch's own choice)."""
+    threads = args.threads
+    if threads is None and os.environ.get(THREADS_ENV):
+        raw = os.environ[THREADS_ENV]
+        if not raw.isdigit():
+            raise UserError(f"expected a whole number of threads, got '{raw}'", Location(field=THREADS_ENV))
+        threads = int(raw)
+    if threads is not None and threads < 1:
+        raise UserError("needs at least 1 thread", Location(field="--threads"))
+    return threads

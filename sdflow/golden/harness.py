@@ -80,11 +80,27 @@ def check_workflow(
     artifacts_dir: Path | None = None,
 ) -> CheckResult:
     """Re-run ``workflow`` with the golden's inputs (``inputs`` overlaid) and compare its images."""
-    given = {**golden.meta.get("inputs", {}).get("set", {}), **(inputs or {})}
-    actual = run_images(runner, workflow, given)
+    actual = run_images(runner, workflow, golden_inputs(golden, inputs))
+    return judge(workflow, golden, actual, runner_environment(runner), thresholds, artifacts_dir)
+
+
+def golden_inputs(golden: Golden, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The inputs a check runs with: those the golden was recorded with, ``inputs`` overlaid."""
+    return {**golden.meta.get("inputs", {}).get("set", {}), **(inputs or {})}
+
+
+def judge(
+    workflow: Workflow,
+    golden: Golden,
+    actual: Mapping[str, np.ndarray],
+    current_environment: Mapping[str, Any],
+    thresholds: Thresholds | None = None,
+    artifacts_dir: Path | None = None,
+) -> CheckResult:
+    """Compare images a run of ``workflow`` made with the golden's; note a workflow changed since."""
     title = workflow.file or golden.path.name
     result = check_images(
-        title, golden, actual, thresholds or Thresholds(), runner_environment(runner), artifacts_dir
+        title, golden, actual, thresholds or Thresholds(), current_environment, artifacts_dir
     )
     if golden.meta.get("workflow", {}).get("sha256") != workflow_hash(workflow):
         result.notes.append(f"{title} has changed since its golden was recorded")

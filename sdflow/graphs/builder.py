@@ -178,6 +178,7 @@ class Graph(Workflow, NodeCalls):
             version=workflow.version,
             file=workflow.file,
             source=workflow.source,
+            base_dir=workflow.base_dir,
         )
 
     def copy(self) -> Graph:
@@ -300,15 +301,31 @@ class Graph(Workflow, NodeCalls):
 
     def _rebase(self, folder: Path) -> None:
         """Make relative path constants relative to ``folder`` instead of where they resolve now
-        (the workflow file's folder, else the working directory, as the runner resolves them)."""
-        source = Path(self.file) if self.file else None
-        base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+        (the workflow file's folder, a picture's recorded folder, else the working directory, as the
+        runner resolves them)."""
+        base = self.path_base().resolve()
+
+        def moved(value: Any, is_name: bool) -> Any:
+            if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+                return value
+            if is_name and not (base / value).exists():
+                return value  # a name in the model folders, not a path
+            return Path(os.path.relpath(base / value, folder)).as_posix()
+
+        inputs_done = set()
         for spec in self.nodes.values():
             cls = registry.get(spec.type)
             for name in cls.path_fields if cls else ():
-                value = spec.fields.get(name)
-                if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                    spec.fields[name] = Path(os.path.relpath(base / value, folder)).as_posix()
+                if name not in spec.fields:  # an optional path field left at its default
+                    continue
+                value, is_name = spec.fields[name], name in cls.folder_kinds
+                if isinstance(value, InputRef):  # a path given by a workflow input: move its default
+                    entry = self.inputs.get(value.name)
+                    if entry is not None and entry.type == "str" and value.name not in inputs_done:
+                        entry.default = moved(entry.default, is_name)
+                        inputs_done.add(value.name)
+                    continue
+                spec.fields[name] = moved(value, is_name)
 
     def _values(self, spec: NodeSpec, given: dict[str, Any]) -> tuple[dict[str, Any], list[UserError]]:
         """Field values as the model stores them: handles become Links and InputRefs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sdflow.errors import Location
@@ -85,6 +86,16 @@ class Workflow:
     version: int = 1
     file: str | None = None
     source: str | None = None
+    # Folder relative file paths resolve against; None: the workflow file's folder (or the current
+    # folder when there is no file). A workflow loaded from a picture sets it (see graphs/picture.py).
+    base_dir: str | None = None
+
+    def path_base(self) -> Path:
+        """The folder relative file paths in this workflow resolve against."""
+        if self.base_dir is not None:
+            return Path(self.base_dir)
+        source = Path(self.file) if self.file else None
+        return source.resolve().parent if source is not None and source.is_file() else Path.cwd()
 
     def location(self, node: str | None = None, field_name: str | None = None) -> Location:
         if node is not None and node in self.nodes:

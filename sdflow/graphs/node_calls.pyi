@@ -7,6 +7,10 @@ from typing import Literal
 from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
+_CLIPEncode_weighting = Literal[
+    "comfy",
+    "a1111",
+]
 _ImageScale_resample = Literal[
     "nearest",
     "bilinear",
@@ -19,6 +23,11 @@ _LatentUpscale_mode = Literal[
     "bilinear",
     "bicubic",
     "area",
+]
+_LoadCheckpoint_prediction = Literal[
+    "auto",
+    "epsilon",
+    "v_prediction",
 ]
 _LoadMask_channel = Literal[
     "luminance",
@@ -38,6 +47,10 @@ _Scheduler_sampler = Literal[
     "dpmpp_2m",
     "dpmpp_2m_karras",
     "unipc",
+]
+_Scheduler_sigmas = Literal[
+    "default",
+    "karras",
 ]
 _VAEDecode_tiled = Literal[
     "auto",
@@ -61,6 +74,16 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -105,10 +128,22 @@ class LoadImageNode(NodeHandle):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadLoRANode(NodeHandle):
+    """Handle of a node of type LoadLoRA: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadVAENode(NodeHandle, Linkable[Vae]):
+    """Handle of a node of type LoadVAE: its attributes are its outputs."""
+    @property
+    def vae(self) -> Output[Vae]: ...
 
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
@@ -146,6 +181,8 @@ class NodeCalls:
         schedule: Linkable[Schedule],
         seed: int | Input | None = 0,
         strength: float | Input = 1.0,
+        denoise_start: float | Input | None = None,
+        start_step: int | Input | None = None,
     ) -> AddNoiseNode:
         """Add seeded noise to a latent, to the level that strength selects on the schedule.
 
@@ -157,6 +194,12 @@ class NodeCalls:
             seed: noise seed; null continues the latent's random stream (VAEEncode's seed) [>= 0, <=
                 9223372036854775807]
             strength: how much to repaint: 1 = all steps, 0 = none [>= 0.0, <= 1.0]
+            denoise_start: resume the schedule at this fraction without adding noise (strength is then
+                ignored; diffusers' denoising_start); null = where the latent's DenoiseLoop stopped
+                (denoise_end), if it stopped early [>= 0.0, < 1.0]
+            start_step: begin at this step of the schedule instead of where strength puts it (ComfyUI's
+                start_at_step): a latent a DenoiseLoop stopped (end_step) continues as it is, any other is
+                noised to that step; null = strength, or where the latent's DenoiseLoop stopped [>= 0, <= 500]
         """
 
     def CLIPEncode(
@@ -164,18 +207,77 @@ class NodeCalls:
         *,
         id: str | None = None,
         clip: Linkable[Clip],
-        text: str | Input = "",
+        text: str | list[str] | Input = "",
         clip_skip: int | Input = 0,
+        weighting: _CLIPEncode_weighting | Input = "comfy",
+        truncate: bool | Input = False,
+        allow_pickle: bool | Input = False,
+        original_width: int | Input | None = None,
+        original_height: int | Input | None = None,
+        crop_left: int | Input = 0,
+        crop_top: int | Input = 0,
+        target_width: int | Input | None = None,
+        target_height: int | Input | None = None,
+        aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
-        """Encode a prompt with CLIP into conditioning for the UNet.
+        """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
         Returns the node; its outputs: conditioning (Conditioning).
 
         Fields:
-            clip: tokenizer and text encoder, from LoadCheckpoint
-            text: the prompt; longer than 77 tokens is truncated
-            clip_skip: final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2') [>= 0, <=
-                24]
+            clip: tokenizer(s) and text encoder(s), from LoadCheckpoint
+            text: the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch
+            clip_skip: final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the
+                penultimate), 1 = one earlier (A1111 'clip skip 2') [>= 0, <= 24]
+            weighting: comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean
+            truncate: keep only the first 75 tokens (a warning tells what is dropped)
+            allow_pickle: load pickled embeddings (.pt, .bin): only for files you trust
+            original_width: (SDXL) original width in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            original_height: (SDXL) original height in pixels; null = the size of the picture being denoised
+                (diffusers' default) [>= 8, <= 16384]
+            crop_left: (SDXL) crop coordinate left, in pixels [>= 0, <= 16384]
+            crop_top: (SDXL) crop coordinate top, in pixels [>= 0, <= 16384]
+            target_width: (SDXL) target width (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
+                denoised (diffusers' default) [>= 8, <= 16384]
+            aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
+                (diffusers) [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningAverage(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+        weight: float | Input = 0.5,
+    ) -> ConditioningAverageNode:
+        """Blend two conditionings: weight × first + (1 − weight) × second (shorter one padded).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: the conditioning that `weight` measures
+            second: the other conditioning
+            weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningConcat(
+        self,
+        *,
+        id: str | None = None,
+        first: Linkable[Conditioning],
+        second: Linkable[Conditioning],
+    ) -> ConditioningConcatNode:
+        """Join two conditionings along the tokens: the UNet attends to both prompts at once.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            first: tokens that come first (its pooled output is kept)
+            second: tokens appended after the first's
         """
 
     def DenoiseLoop(
@@ -187,6 +289,8 @@ class NodeCalls:
         negative: Linkable[Conditioning],
         latent: Linkable[Latent],
         cfg: float | Input = 7.5,
+        denoise_end: float | Input = 1.0,
+        end_step: int | Input | None = None,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -198,6 +302,12 @@ class NodeCalls:
             negative: what to steer away from (CLIPEncode of '' for none)
             latent: a latent noised by AddNoise: it carries the schedule
             cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            denoise_end: stop after this fraction of the schedule and output the still-noisy latent, for a
+                second model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully [>
+                0.0, <= 1.0]
+            end_step: stop after this step of the full schedule and output the still-noisy latent, for an
+                AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully [>= 1,
+                <= 500]
         """
 
     def EmptyLatent(
@@ -289,13 +399,22 @@ class NodeCalls:
         *,
         id: str | None = None,
         checkpoint: str | Input = "builtin:tiny-sd15",
+        prediction: _LoadCheckpoint_prediction | Input = "auto",
+        config: str | Input = "",
+        allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x checkpoint: a built-in name, a diffusers folder, or a hub id.
+        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
         Fields:
-            checkpoint: 'builtin:NAME', a diffusers folder, or a hub id (needs network)
+            checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
+                'builtin:NAME', or a hub id (needs network)
+            prediction: what the UNet predicts; auto: the file's modelspec metadata or 'v_pred' key, else for
+                SD 2.x single files ComfyUI's weight statistic, else the folder's scheduler config / epsilon
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
+                describe its architecture; empty: the detected family's configs shipped with sdflow
+            allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
         """
 
     def LoadImage(
@@ -310,6 +429,31 @@ class NodeCalls:
 
         Fields:
             path: picture file (PNG, JPEG, WebP...); a relative path is relative to the workflow file's folder
+        """
+
+    def LoadLoRA(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        file: str | Input,
+        strength_model: float | Input = 1.0,
+        strength_clip: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> LoadLoRANode:
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+
+        Returns the node; its outputs: model (Model), clip (Clip).
+
+        Fields:
+            model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
+            clip: the text encoder to patch; left unchanged
+            file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
+                the model folders' loras (Lora) folders
+            strength_model: scale of the UNet update (0 = none) [>= -100.0, <= 100.0]
+            strength_clip: scale of the text-encoder update (0 = none) [>= -100.0, <= 100.0]
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def LoadMask(
@@ -329,6 +473,23 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def LoadVAE(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadVAENode:
+        """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
+
+        Returns the node; its outputs: vae (Vae).
+
+        Fields:
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
+                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
     def MaskBlend(
@@ -376,6 +537,7 @@ class NodeCalls:
         model: Linkable[Model],
         sampler: _Scheduler_sampler | Input = "euler",
         steps: int | Input = 20,
+        sigmas: _Scheduler_sigmas | Input = "default",
     ) -> SchedulerNode:
         """Pick a sampler and step count; AddNoise and DenoiseLoop both follow this schedule.
 
@@ -385,6 +547,8 @@ class NodeCalls:
             model: the model whose training noise schedule to use
             sampler: sampling algorithm
             steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
+            sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
+                heun, dpmpp_2m, unipc); dpmpp_2m_karras is dpmpp_2m with karras
         """
 
     def VAEDecode(
@@ -393,6 +557,7 @@ class NodeCalls:
         id: str | None = None,
         vae: Linkable[Vae],
         latent: Linkable[Latent],
+        seed: int | Input = 0,
         tiled: _VAEDecode_tiled | Input = "auto",
         tile_size: int | Input = 512,
         tile_overlap: int | Input = 64,
@@ -402,8 +567,10 @@ class NodeCalls:
         Returns the node; its outputs: image (Image).
 
         Fields:
-            vae: the VAE, from LoadCheckpoint
+            vae: the VAE, from LoadCheckpoint or LoadVAE
             latent: the latent to decode
+            seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
+                9223372036854775807]
             tiled: decode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
             tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
             tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]

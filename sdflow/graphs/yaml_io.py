@@ -26,13 +26,21 @@ class _Loader(yaml.SafeLoader):
 
 
 def load(path: str | Path) -> Workflow:
-    """Load a workflow file; raise WorkflowError naming file, line and column on any problem."""
+    """Load a workflow file (YAML, or a PNG written by SaveImage); raise WorkflowError naming file,
+    line and column on any problem."""
+    from sdflow.graphs.picture import is_png, load_picture
+
     path = Path(path)
+    if is_png(path):
+        return load_picture(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkflowError("workflow file not found", Location(str(path))) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        message = "not a workflow: neither UTF-8 YAML text nor a PNG that sdflow saved"
+        raise WorkflowError(message, Location(str(path))) from None
+    except OSError as exc:
         raise WorkflowError(f"cannot read workflow file: {exc}", Location(str(path))) from None
     return loads(text, str(path))
 
@@ -274,6 +282,10 @@ def _type_name(value: Any) -> str | None:
 
 class _Dumper(yaml.SafeDumper):
     """SafeDumper that writes Links and InputRefs with our tags."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        """A link used twice is written twice, never as a YAML anchor and alias."""
+        return True
 
     def choose_scalar_style(self) -> str:
         """Links and input names unquoted, as people write them: ``!link ckpt.clip``."""

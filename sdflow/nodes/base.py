@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from sdflow.errors import Location, NodeError
+from sdflow.errors import Location, NodeError, SdflowWarning
+from sdflow.files import write_new
+
+# write_new's signature: (folder, stem, suffix, write the content) -> the path written
+FileWriter = Callable[[Path | str, str, str, Callable[[BinaryIO], None]], Path]
 
 CacheKind = Literal["output", "model"]
 
@@ -23,13 +29,31 @@ class RunContext:
     node_id: str = "?"
     output_dir: str = "outputs"
     metadata: dict[str, str] = field(default_factory=dict)
+    # For an output node behind a plain txt2img / img2img: prompt, sampler, seed... (A1111's
+    # "parameters" text is made from it; see sdflow/interop/a1111.py).
+    generation: dict[str, Any] | None = None
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     locate: Callable[[str | None], Location] | None = None
+    allow_pickle: bool = False  # the runner-wide opt-in to pickle weight files (--allow-pickle)
+    on_warning: Callable[[str], None] | None = None
+    # How output nodes write new files; a Ray worker swaps in one that hands the bytes to the driver.
+    write_new: FileWriter = write_new
 
     def error(self, message: str, field: str | None = None) -> NodeError:
         """A NodeError located at this node (and field), to raise."""
-        where = self.locate(field) if self.locate else Location(node=self.node_id, field=field)
-        return NodeError(message, where)
+        return NodeError(message, self._where(field))
+
+    def warn(self, message: str, field: str | None = None) -> None:
+        """Tell the user something went wrong without stopping (text dropped...): a runner event the
+        CLI prints, or a Python warning when nobody listens."""
+        text = f"{self._where(field)}: {message}"
+        if self.on_warning is not None:
+            self.on_warning(text)
+        else:
+            warnings.warn(text, SdflowWarning, stacklevel=2)
+
+    def _where(self, field: str | None) -> Location:
+        return self.locate(field) if self.locate else Location(node=self.node_id, field=field)
 
     def step(self, index: int, total: int, latent: torch.Tensor) -> None:
         """Report one denoising step (index counts from 1)."""
@@ -51,6 +75,9 @@ class Node(BaseModel):
     # String fields naming input files: the runner makes relative ones absolute against the
     # workflow file's folder before prechecks, cache keys and run (and expands '~').
     path_fields: ClassVar[tuple[str, ...]] = ()
+    # Path fields that may instead name a model in the model folders of a kind (field -> kind, e.g.
+    # "loras"): made absolute only when that path exists next to the workflow, else kept as a name.
+    folder_kinds: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -109,6 +109,8 @@ def type_label(annotation: Any) -> str:
             labels.append("None")
         elif typing.get_origin(member) is typing.Literal:
             labels.append(" | ".join(repr(v) for v in typing.get_args(member)))
+        elif typing.get_args(member):  # a generic such as list[str]
+            labels.append(str(member))
         else:
             labels.append(getattr(member, "__name__", str(member)))
     return " | ".join(labels)

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from sdflow.models.families import SD15, Family
+from sdflow.models.families import SD15, Family, SizeConditioning
+from sdflow.prompts.padding import pad_tokens
 
 
 class Port:
     """Marker base: a field typed with a Port subclass can only be filled by a link."""
 
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor this value holds: its own, its nested ports', its modules' parameters and
+        buffers (for the caches' byte budgets)."""
+        for value in vars(self).values():
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, Port):
+                yield from value.tensors()
+            elif isinstance(value, torch.nn.Module):
+                yield from value.parameters()
+                yield from value.buffers()
+
     def nbytes(self) -> int:
-        """Bytes this value holds in tensors (for the output cache's budget)."""
-        return sum(_tensor_bytes(v) for v in vars(self).values())
+        """Bytes of the distinct tensor storages this value holds (shared ones counted once)."""
+        return sum(storages([self]).values())
 
 
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, Port):
-        return value.nbytes()
-    if isinstance(value, torch.nn.Module):
-        return sum(p.element_size() * p.nelement() for p in value.parameters())
-    return 0
+def storages(values: Iterable[Any]) -> dict[int, int]:
+    """{storage address: bytes} of the tensors the ports among ``values`` hold: views and tensors
+    shared between values (a LoRA-patched model and its base) appear once."""
+    found: dict[int, int] = {}
+    for value in values:
+        if isinstance(value, Port):
+            for tensor in value.tensors():
+                storage = tensor.untyped_storage()
+                found[storage.data_ptr()] = storage.nbytes()
+    return found
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,11 +60,24 @@ class Model(Port):
 
 @dataclass(frozen=True, eq=False)
 class Clip(Port):
-    """A tokenizer and its CLIP text encoder."""
+    """The family's tokenizers and CLIP text encoders: one pair, or two for SDXL base.
+
+    The first (or only) pair is ``tokenizer`` / ``text_encoder``, whichever encoder it is (the SDXL
+    refiner's only one is OpenCLIP ViT-bigG); SDXL base's second is ``tokenizer_2`` / ``text_encoder_2``."""
 
     tokenizer: Any
     text_encoder: torch.nn.Module
     family: Family = SD15
+    tokenizer_2: Any = None
+    text_encoder_2: torch.nn.Module | None = None
+
+    @property
+    def pairs(self) -> list[tuple[Any, torch.nn.Module]]:
+        """(tokenizer, text encoder) per encoder, in the order the family concatenates them."""
+        pairs = [(self.tokenizer, self.text_encoder)]
+        if self.text_encoder_2 is not None:
+            pairs.append((self.tokenizer_2, self.text_encoder_2))
+        return pairs
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +85,7 @@ class Vae(Port):
     """A variational autoencoder mapping images (8x larger) to scaled latents."""
 
     vae: torch.nn.Module
+    sampling_decoder: bool = False  # decoding draws noise (a consistency decoder): VAEDecode seeds it
 
     @property
     def scale_factor(self) -> int:
@@ -64,10 +94,31 @@ class Vae(Port):
 
 @dataclass(frozen=True, eq=False)
 class Conditioning(Port):
-    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them."""
+    """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
+
+    SDXL families add the pooled embedding (batch, dim; of the first 77-token chunk) and the size /
+    aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
+    ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
+    token count of a longer one (long prompts are whole 77-token chunks); CLIPEncode attaches it to
+    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side)."""
 
     embeds: torch.Tensor
     family: Family = SD15
+    pooled: torch.Tensor | None = None
+    sizes: SizeConditioning = field(default_factory=SizeConditioning)
+    empty: torch.Tensor | None = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def padded_to(self, tokens: int, empty: torch.Tensor | None = None) -> Conditioning:
+        """This lengthened to ``tokens`` with empty-prompt chunks (its own, else ``empty``, from
+        conditioning of the same clip); ValueError when it cannot be (see ``pad_tokens``)."""
+        if tokens == self.tokens:
+            return self
+        filler = self.empty if self.empty is not None else empty
+        return replace(self, embeds=pad_tokens(self.embeds, filler, tokens))
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +189,11 @@ class Latent(Port):
     rng_state: torch.Tensor | None = None
     is_empty: bool = False
     masked_image: MaskedImage | None = None
+    # Set by a DenoiseLoop that stopped at this fraction of its schedule (denoise_end < 1): the
+    # samples are still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
+    stopped_at: float | None = None
+    # Set by a DenoiseLoop that stopped after this step of its schedule (end_step); as stopped_at.
+    stopped_step: int | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

@@ -100,7 +100,7 @@ def _try_batch(
     step = steps[0]
     runner._emit(NodeStarted(step.id, cls.type_name))
     started = time.perf_counter()
-    ctx = runner._context(step, workflow.nodes[step.id], ctx_base)
+    ctx = runner._context(step, workflow.nodes[step.id], ctx_base, results[0].report)
     try:
         outputs = cls.run_batch(nodes, ctx)
     except UserError:

@@ -7,20 +7,19 @@ from typing import Any
 
 import torch
 
-from sdflow.nodes.types import Port
-
-
-def size_of(outputs: dict[str, Any]) -> int:
-    """Bytes held in tensors and module parameters by one node's outputs."""
-    return sum(v.nbytes() for v in outputs.values() if isinstance(v, Port))
+from sdflow.nodes.types import storages
 
 
 class LRUCache:
-    """Maps cache keys to node outputs, evicting the least recently used past ``budget`` bytes."""
+    """Maps cache keys to node outputs, evicting the least recently used past ``budget`` bytes.
+
+    ``used`` counts each tensor storage once however many entries hold it, so a LoRA-patched model
+    that shares all but its patched weights with a cached base model adds only those weights."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._entries: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[dict[str, Any], dict[int, int]]] = OrderedDict()
+        self._holders: dict[int, int] = {}  # storage address -> number of entries holding it
         self.used = 0
 
     def __len__(self) -> int:
@@ -38,23 +37,34 @@ class LRUCache:
 
     def put(self, key: str, outputs: dict[str, Any]) -> bool:
         """Keep ``outputs`` unless larger than the whole budget; False when not kept."""
-        size = size_of(outputs)
+        held = storages(outputs.values())
         if key in self._entries:
-            self.used -= self._entries.pop(key)[1]
-        if size > self.budget:
+            self._drop(key)
+        if sum(held.values()) > self.budget:
             return False
-        self._entries[key] = (outputs, size)
-        self.used += size
+        self._entries[key] = (outputs, held)
+        for address, size in held.items():
+            if self._holders.get(address, 0) == 0:
+                self.used += size
+            self._holders[address] = self._holders.get(address, 0) + 1
         while self.used > self.budget:
             self._evict()
         return True
 
+    def _drop(self, key: str) -> None:
+        _, held = self._entries.pop(key)
+        for address, size in held.items():
+            self._holders[address] -= 1
+            if self._holders[address] == 0:
+                del self._holders[address]
+                self.used -= size
+
     def _evict(self) -> None:
-        _, (_, size) = self._entries.popitem(last=False)
-        self.used -= size
+        self._drop(next(iter(self._entries)))
 
     def clear(self) -> None:
         self._entries.clear()
+        self._holders.clear()
         self.used = 0
 
 

@@ -32,5 +32,14 @@ class StepProgress:
     latent: torch.Tensor
 
 
-Event = NodeStarted | NodeFinished | StepProgress
+@dataclass(frozen=True)
+class NodeWarning:
+    """A node carried on but something was lost or odd; ``message`` starts with where."""
+
+    node_id: str
+    type: str
+    message: str
+
+
+Event = NodeStarted | NodeFinished | StepProgress | NodeWarning
 Listener = Callable[[Event], None]

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,14 @@ import networkx as nx
 import torch
 from PIL import Image as PILImage
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, SdflowWarning, UserError, WorkflowError, WorkflowErrors
+from sdflow.files import write_new
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps
+from sdflow.interop.a1111 import Planned, generation
 from sdflow.nodes import registry
-from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
@@ -29,7 +31,7 @@ from sdflow.runner.accel import Acceleration
 from sdflow.runner.cache import LRUCache, ModelCache
 from sdflow.runner.device import pick_device
 from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
-from sdflow.runner.events import Listener, NodeFinished, NodeStarted, StepProgress
+from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -89,6 +91,7 @@ class _Step:
     constants: dict[str, Any]
     links: dict[str, Link]
     key: str = ""
+    generation: dict[str, Any] | None = None
 
 
 class Runner:
@@ -102,8 +105,10 @@ class Runner:
         output_cache_bytes: int = 4 * GiB,
         model_cache_bytes: int = 16 * GiB,
         listeners: Iterable[Listener] = (),
+        allow_pickle: bool = False,
         acceleration: Acceleration | None = None,
     ) -> None:
+        self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
         choice = choose_dtype(self.device, dtype)
         if choice.warning:  # before anything heavy runs: a slow dtype can cost 40x
@@ -113,6 +118,7 @@ class Runner:
         self.outputs = LRUCache(output_cache_bytes)
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
+        self.write_new: FileWriter = write_new  # how output nodes write new files (see RunContext)
         self.acceleration = acceleration or Acceleration()
         self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
         if self.acceleration.key(self.device):
@@ -186,27 +192,34 @@ class Runner:
         """Validate, resolve the inputs and plan: the input values, the keyed steps, the base context."""
         graph = validate(workflow)
         values = resolve_inputs(workflow, inputs or {})
-        steps = _steps(workflow, graph, values, outputs)
-        # Only output nodes embed the metadata; dumping a changed graph to YAML costs milliseconds,
-        # which an identical re-run of, say, `outputs=["decoded"]` should not pay.
-        wants_metadata = any(step.cls.is_output for step in steps)
         ctx_base = RunContext(
             device=self.device,
             dtype=self.dtype,
             output_dir=output_dir or self.output_dir,
-            metadata=_metadata(workflow, values) if wants_metadata else {},
+            metadata=_metadata(workflow, values),
+            allow_pickle=self.allow_pickle,
         )
-        return values, self._keyed(workflow, steps, ctx_base), ctx_base
+        return values, self._plan(workflow, graph, values, outputs, ctx_base), ctx_base
 
-    def _keyed(self, workflow: Workflow, steps: list[_Step], ctx: RunContext) -> list[_Step]:
-        """``steps`` with their cache keys set, in order (a key includes its upstream keys)."""
+    def _plan(
+        self,
+        workflow: Workflow,
+        graph: nx.DiGraph,
+        values: dict[str, Any],
+        outputs: Iterable[str] | None,
+        ctx: RunContext,
+    ) -> list[_Step]:
+        steps = _steps(workflow, graph, values, outputs, ctx.allow_pickle)
+        planned = {s.id: Planned(s.cls.type_name, s.constants, s.links) for s in steps}
         keys: dict[str, str] = {}
         for step in steps:
+            if step.cls.is_output:
+                step.generation = generation(planned, step.id)
             upstream = {
                 name: output_key(keys[link.node], _output_name(workflow, link))
                 for name, link in step.links.items()
             }
-            fingerprint = step.cls.fingerprint(step.constants, ctx)
+            fingerprint = step.cls.fingerprint(step.constants, replace(ctx, generation=step.generation))
             step.key = node_key(
                 step.cls.type_name,
                 step.cls.version,
@@ -236,7 +249,7 @@ class Runner:
             status = "ran"
             node = cls.model_construct(**self._arguments(workflow, step, produced))
             try:
-                values = node.run(self._context(step, spec, ctx_base))
+                values = node.run(self._context(step, spec, ctx_base, report))
                 _check_outputs(cls, values)
             except UserError:
                 raise
@@ -260,7 +273,7 @@ class Runner:
             arguments[name] = produced[link.node][_output_name(workflow, link)]
         return arguments
 
-    def _context(self, step: _Step, spec: Any, ctx_base: RunContext) -> RunContext:
+    def _context(self, step: _Step, spec: Any, ctx_base: RunContext, report: RunReport) -> RunContext:
         """The RunContext of one node: model-loading nodes load where the acceleration says."""
         device = ctx_base.device
         if step.cls.cache == "model":
@@ -271,14 +284,30 @@ class Runner:
             node_id=step.id,
             output_dir=ctx_base.output_dir,
             metadata=ctx_base.metadata,
+            generation=step.generation,
             on_step=self._step_reporter(step.id),
             locate=spec.location,
+            allow_pickle=ctx_base.allow_pickle,
+            on_warning=self._warning_reporter(step.id, step.cls.type_name, report),
+            write_new=self.write_new,
         )
 
     def _step_reporter(self, node_id: str):
         if not self.listeners:
             return None
         return lambda index, total, latent: self._emit(StepProgress(node_id, index, total, latent))
+
+    def _warning_reporter(self, node_id: str, type_name: str, report: RunReport):
+        """Warnings go into the report and to the listeners, or to Python's warnings if none listen."""
+
+        def warn(message: str) -> None:
+            report.warnings.append(message)
+            if self.listeners:
+                self._emit(NodeWarning(node_id, type_name, message))
+            else:
+                warnings.warn(message, SdflowWarning, stacklevel=3)
+
+        return warn
 
     def _emit(self, event: Any) -> None:
         for listener in self.listeners:
@@ -313,20 +342,28 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(
-    workflow: Workflow, inputs: dict[str, Any] | None = None, outputs: Iterable[str] | None = None
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
     prechecks such as a missing checkpoint), without a runner; returns the input values."""
     graph = validate(workflow)
     values = resolve_inputs(workflow, inputs or {})
-    _steps(workflow, graph, values, outputs)
+    _steps(workflow, graph, values, outputs, allow_pickle)
     return values
 
 
 def _steps(
-    workflow: Workflow, graph: nx.DiGraph, values: dict[str, Any], outputs: Iterable[str] | None
+    workflow: Workflow,
+    graph: nx.DiGraph,
+    values: dict[str, Any],
+    outputs: Iterable[str] | None,
+    allow_pickle: bool = False,
 ) -> list[_Step]:
-    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed)."""
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed).
+    ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle`` field to True."""
     targets = _targets(workflow, graph, outputs)
     needed = set(targets)
     for target in targets:
@@ -345,6 +382,8 @@ def _steps(
                 sources[name] = value.name
             constants[name] = values[value.name] if isinstance(value, InputRef) else value
         constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
+        if allow_pickle and "allow_pickle" in constants:
+            constants["allow_pickle"] = True
         errors += _check_constants(cls, constants, sources, spec.location)
         steps.append(_Step(node_id, cls, constants, links))
     if errors:
@@ -372,12 +411,13 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
     """The node's file-path constants made absolute against the workflow file's folder (or cwd)."""
     if not cls.path_fields:
         return constants
-    source = Path(workflow.file) if workflow.file else None
-    base = source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+    base = workflow.path_base()
     resolved = dict(constants)
     for name in cls.path_fields:
         if isinstance(resolved.get(name), str) and resolved[name]:
-            resolved[name] = str(base / Path(resolved[name]).expanduser())
+            path = base / Path(resolved[name]).expanduser()
+            if name not in cls.folder_kinds or path.exists():
+                resolved[name] = str(path)
     return resolved
 
 
@@ -424,6 +464,7 @@ def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
     return {
         "sdflow:workflow": workflow.source if workflow.source is not None else _yaml_of(workflow),
         "sdflow:inputs": json.dumps(values, sort_keys=True),
+        "sdflow:base": str(workflow.path_base().resolve()),
     }
 
 

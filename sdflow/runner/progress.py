@@ -6,7 +6,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from sdflow.runner.events import Event, NodeFinished, StepProgress
+from sdflow.runner.events import Event, NodeFinished, NodeWarning, StepProgress
 
 
 class ProgressPrinter:
@@ -17,7 +17,9 @@ class ProgressPrinter:
         self.bar: tqdm | None = None
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StepProgress):
+        if isinstance(event, NodeWarning):
+            print(f"warning: {event.message}", file=self.stream)
+        elif isinstance(event, StepProgress):
             if self.bar is None:
                 self.bar = tqdm(total=event.total, desc=event.node_id, file=self.stream, leave=False)
             self.bar.update(event.index - self.bar.n)
@@ -29,3 +31,14 @@ class ProgressPrinter:
                 f"  {event.node_id:<16} {event.type:<16} {event.status:<6} {event.seconds:8.3f}s",
                 file=self.stream,
             )
+
+
+class WarningPrinter:
+    """An event listener that writes only warnings (for --quiet: warnings are never silenced)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, NodeWarning):
+            print(f"warning: {event.message}", file=self.stream)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,7 +42,7 @@ TILE = 128
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="StableDiffusionPipeline folder")
+    parser.add_argument("model", type=Path, help="an SD 1.x or SDXL pipeline folder")
     parser.add_argument("--sheet", type=Path, default=Path("/tmp/shapes_check.png"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=25)
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def generate(
-    pipe: StableDiffusionPipeline,
+    pipe: DiffusionPipeline,
     captions: list[str],
     seeds: list[int],
     steps: int,
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     """Generate, judge, print a report and save the contact sheet."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    pipe = DiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32)  # SD 1.x or SDXL
     pipe.set_progress_bar_config(disable=True)
     captions = [caption_for(*case) for case in CASES]
     images = generate(pipe, captions, args.seeds, args.steps, args.cfg)

@@ -1,17 +1,21 @@
-"""Train a tiny Stable Diffusion 1.x-style text-to-image model on coloured shapes, on the CPU.
+"""Train a tiny text-to-image model on coloured shapes, on the CPU: SD 1.x, SDXL base or SDXL refiner.
 
-Phases: (1) AutoencoderKL on the pictures; (2) encode every picture to latents once; (3) UNet noise
-prediction (SD's scaled_linear DDPM schedule) jointly with a small CLIP text encoder, ~10% empty captions
-for classifier-free guidance. Saves a ``StableDiffusionPipeline`` folder in fp16 safetensors.
+Phases: (1) AutoencoderKL on the pictures (or ``--vae-from`` a trained one); (2) encode every picture to
+latents once; (3) UNet noise prediction (SD's scaled_linear DDPM schedule) jointly with the text
+encoder(s), ~10% empty captions for classifier-free guidance. ``--arch`` picks the architecture
+(``arch.py``); the result is the matching diffusers pipeline folder in fp16 safetensors.
 
     HF_HUB_OFFLINE=1 python tools/shapes/train.py --out /tmp/shapes_run
+    HF_HUB_OFFLINE=1 python tools/shapes/train.py --arch sdxl --out /tmp/xl \
+        --vae-from sdflow/builtin/shapes/vae --unet-steps 3000
+    HF_HUB_OFFLINE=1 python tools/shapes/train.py --arch sdxl-refiner --base /tmp/xl --out /tmp/xl_refiner \
+        --vae-from sdflow/builtin/shapes/vae --unet-steps 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -20,27 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import arch as architectures
+from arch import SCHEDULE, Arch
 from data import make_dataset
-from tokenizer import VOCAB_SIZE, save_byte_tokenizer
-
-SCHEDULE = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-}
 
 
 class Clock:
@@ -63,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output pipeline folder")
+    parser.add_argument("--arch", choices=("sd15", "sdxl", "sdxl-refiner"), default="sd15")
+    parser.add_argument("--base", type=Path, default=None, help="sdxl-refiner: the trained base folder")
+    parser.add_argument(
+        "--init-from", type=Path, default=None, help="sdxl: start from this SD 1.x shapes folder's weights"
+    )
+    parser.add_argument("--latents-from", type=Path, default=None, help="reuse a run's latents.pt")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vae-steps", type=int, default=1000)
     parser.add_argument("--unet-steps", type=int, default=5000)
@@ -93,39 +91,6 @@ def build_vae() -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=64,
-    )
-
-
-def build_text_encoder() -> CLIPTextModel:
-    """Small CLIP text transformer over the 514 byte-level tokens."""
-    config = CLIPTextConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=64,
-        bos_token_id=VOCAB_SIZE - 2,
-        eos_token_id=VOCAB_SIZE - 1,
-        pad_token_id=VOCAB_SIZE - 1,
-    )
-    return CLIPTextModel(config)
-
-
-def build_unet() -> UNet2DConditionModel:
-    """~4M-parameter SD-style UNet on 8x8x4 latents, cross-attending to 64-d text states."""
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128),
-        layers_per_block=1,
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=32,
     )
 
 
@@ -206,41 +171,45 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_unet(
-    unet: UNet2DConditionModel,
-    text_encoder: CLIPTextModel,
+    model: Arch,
     latents: tuple[torch.Tensor, torch.Tensor, float],
-    token_ids: torch.Tensor,
-    empty_ids: torch.Tensor,
+    token_ids: list[torch.Tensor],
+    empty_ids: list[torch.Tensor],
     args: argparse.Namespace,
     clock: Clock,
     checkpoint,
-) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    """Epsilon prediction with joint text-encoder training; returns the EMA copies."""
+) -> tuple[UNet2DConditionModel, list[torch.nn.Module]]:
+    """Epsilon prediction with joint training of the unfrozen text encoders; returns the EMA copies."""
     mean, std, factor = latents
+    unet, encoders = model.unet, model.encoders
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     unet.train()
-    text_encoder.train()
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": unet.parameters(), "lr": args.lr},
-            {"params": text_encoder.parameters(), "lr": args.text_lr},
-        ],
-        weight_decay=1e-2,
-    )
+    trained = [e.train() for e in encoders if any(p.requires_grad for p in e.parameters())]
+    ema_unet = copy.deepcopy(unet).eval()
+    ema_text = [copy.deepcopy(e).eval() for e in encoders]
+    text_params = [p for e in trained for p in e.parameters()]
+    groups = [{"params": list(unet.parameters()), "lr": args.lr}]
+    if text_params:
+        groups.append({"params": text_params, "lr": args.text_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(200, args.unet_steps))
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    params = [*unet.parameters(), *text_params]
     running = 0.0
     for step in range(1, args.unet_steps + 1):
         index = torch.randint(len(mean), (args.batch_size,))
         clean = (mean[index] + std[index] * torch.randn_like(mean[index])) * factor
-        ids = token_ids[index].clone()
-        ids[torch.rand(args.batch_size) < args.uncond_prob] = empty_ids
+        empty = torch.rand(args.batch_size) < args.uncond_prob
+        ids = []
+        for table, blank in zip(token_ids, empty_ids, strict=True):
+            batch_ids = table[index].clone()
+            batch_ids[empty] = blank
+            ids.append(batch_ids)
         noise = torch.randn_like(clean)
-        timesteps = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch_size,))
+        timesteps = torch.randint(0, model.max_timestep, (args.batch_size,))
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        states = text_encoder(ids)[0]
-        loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=states).sample, noise)
+        states, added = model.condition(ids)
+        prediction = unet(noisy, timesteps, encoder_hidden_states=states, added_cond_kwargs=added).sample
+        loss = F.mse_loss(prediction, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -248,7 +217,8 @@ def train_unet(
         schedule.step()
         decay = min(args.ema_decay, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay)
-        ema_update(ema_text, text_encoder, decay)
+        for ema, encoder in zip(ema_text, encoders, strict=True):
+            ema_update(ema, encoder, decay)
         running += loss.item()
         if step % args.log_every == 0 or step == args.unet_steps:
             log(f"unet step {step}/{args.unet_steps} loss {running / args.log_every:.4f} elapsed {clock()}")
@@ -258,35 +228,15 @@ def train_unet(
     return ema_unet, ema_text
 
 
-def save_pipeline(
-    out: Path,
-    vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
-    unet: UNet2DConditionModel,
-    note: dict,
-) -> None:
-    """Write a ``StableDiffusionPipeline`` folder (DDIM scheduler, no safety checker) in fp16 safetensors."""
-    scheduler = DDIMScheduler(
-        **SCHEDULE,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=copy.deepcopy(vae),
-        text_encoder=copy.deepcopy(text_encoder),
-        tokenizer=tokenizer,
-        unet=copy.deepcopy(unet),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.to(torch.float16)
-    pipe.save_pretrained(out, safe_serialization=True)
-    (out / "training.json").write_text(json.dumps(note, indent=2) + "\n")
+def build(args: argparse.Namespace) -> Arch:
+    """The architecture ``--arch`` names, its tokenizers already saved into ``--out``."""
+    if args.arch == "sd15":
+        return architectures.sd15(args.out)
+    if args.arch == "sdxl":
+        return architectures.sdxl(args.out, args.init_from)
+    if args.base is None:
+        raise SystemExit("--arch sdxl-refiner needs --base (the trained SDXL base folder)")
+    return architectures.sdxl_refiner(args.out, args.base)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -296,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     clock = Clock()
     args.out.mkdir(parents=True, exist_ok=True)
-    tokenizer = save_byte_tokenizer(args.out / "tokenizer")
+    model = build(args)
     images, captions = make_dataset(args.dataset_size, seed=args.seed)
     log(f"dataset {len(images)} pictures, {len(set(captions))} captions, elapsed {clock()}")
 
@@ -308,41 +258,34 @@ def main(argv: list[str] | None = None) -> None:
         log(f"vae {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M params")
         train_vae(vae, images, args, clock)
     vae.eval().requires_grad_(False)
-    mean, std = encode_all(vae, images)
-    factor = scaling_factor(mean, std)
+    if args.latents_from is not None:
+        mean, std, factor = torch.load(args.latents_from)
+    else:
+        mean, std = encode_all(vae, images)
+        factor = scaling_factor(mean, std)
+    torch.save((mean, std, factor), args.out / "latents.pt")
     vae.register_to_config(scaling_factor=factor)
     vae.save_pretrained(args.out / "vae_fp32")
     log(f"latents {tuple(mean.shape)} scaling_factor {factor:.4f} elapsed {clock()}")
 
-    unet, text_encoder = build_unet(), build_text_encoder()
-    log(
-        f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M params, text encoder "
-        f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M params"
-    )
+    sizes = ", ".join(f"{sum(p.numel() for p in e.parameters()) / 1e6:.2f}M" for e in model.encoders)
+    unet_size = sum(p.numel() for p in model.unet.parameters()) / 1e6
+    log(f"{args.arch}: unet {unet_size:.2f}M params, text encoders {sizes}")
     note = {key: str(value) for key, value in vars(args).items()}
 
-    def checkpoint(ema_unet: UNet2DConditionModel, ema_text: CLIPTextModel, step: int) -> None:
-        save_pipeline(args.out, vae, ema_text, tokenizer, ema_unet, {**note, "unet_step": step})
+    def checkpoint(ema_unet: UNet2DConditionModel, ema_text: list[torch.nn.Module], step: int) -> None:
+        model.save(args.out, vae, ema_unet, ema_text, {**note, "unet_step": step})
         log(f"checkpoint at unet step {step} saved to {args.out}, elapsed {clock()}")
 
-    empty_ids = tokenize(tokenizer, [""])[0]
-    token_ids = tokenize(tokenizer, captions)
-    ema_unet, ema_text = train_unet(
-        unet,
-        text_encoder,
-        (mean, std, factor),
-        token_ids,
-        empty_ids,
-        args,
-        clock,
-        checkpoint,
-    )
+    empty_ids = [tokenize(t, [""])[0] for t in model.tokenizers]
+    token_ids = [tokenize(t, captions) for t in model.tokenizers]
+    ema_unet, ema_text = train_unet(model, (mean, std, factor), token_ids, empty_ids, args, clock, checkpoint)
     note = {
         **note,
         "unet_step": args.unet_steps,
         "wall_seconds": round(time.monotonic() - clock.start),
     }
-    save_pipeline(args.out, vae, ema_text, tokenizer, ema_unet, note)
+    model.save(args.out, vae, ema_unet, ema_text, note)
     log(f"done: saved {args.out}, elapsed {clock()}")
 
 

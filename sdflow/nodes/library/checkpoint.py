@@ -2,48 +2,98 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from sdflow.nodes import checkpoints
+from sdflow.models import checkpoints
+from sdflow.models.loaded import LoadOptions
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.types import Clip, Model, Vae
 
 
 class LoadCheckpoint(Node):
-    """Load an SD 1.x checkpoint: a built-in name, a diffusers folder, or a hub id."""
+    """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
     cache: ClassVar[str] = "model"
+    # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
+    path_fields: ClassVar[tuple[str, ...]] = ("checkpoint", "config")
+    folder_kinds: ClassVar[dict[str, str]] = {"checkpoint": "checkpoints", "config": "checkpoints"}
 
     checkpoint: str = Field(
         "builtin:tiny-sd15",
         min_length=1,
-        description="'builtin:NAME', a diffusers folder, or a hub id (needs network)",
+        description=(
+            "a .safetensors single file (path, or name in the model folders), a diffusers folder, "
+            "'builtin:NAME', or a hub id (needs network)"
+        ),
+    )
+    prediction: Literal["auto", "epsilon", "v_prediction"] = Field(
+        "auto",
+        description=(
+            "what the UNet predicts; auto: the file's modelspec metadata or 'v_pred' key, else for SD 2.x "
+            "single files ComfyUI's weight statistic, else the folder's scheduler config / epsilon"
+        ),
+    )
+    config: str = Field(
+        "",
+        description=(
+            "for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer "
+            "describe its architecture; empty: the detected family's configs shipped with sdflow"
+        ),
+    )
+    allow_pickle: bool = Field(
+        False,
+        description="load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)",
     )
 
     @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
-        return checkpoints.fingerprint(constants["checkpoint"])
+        parts = [checkpoints.fingerprint(constants["checkpoint"])]
+        if constants.get("config"):
+            parts.append(checkpoints.fingerprint(constants["config"]))
+        return ":".join(parts)
 
     @classmethod
     def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
         try:
-            checkpoints.resolve(constants["checkpoint"])
-        except checkpoints.CheckpointNotFound as exc:
+            source = checkpoints.resolve(constants["checkpoint"])
+            checkpoints.check(source, constants.get("allow_pickle", False))
+        except (checkpoints.CheckpointNotFound, checkpoints.BadCheckpoint) as exc:
             return [("checkpoint", str(exc))]
+        if constants.get("config"):
+            try:
+                _config_folder(constants["config"])
+            except checkpoints.CheckpointNotFound as exc:
+                return [("config", str(exc))]
         return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
+            config = _config_folder(self.config) if self.config else None
+        except checkpoints.CheckpointNotFound as exc:
+            raise ctx.error(str(exc), "config") from None
+        options = LoadOptions(self.prediction, config, self.allow_pickle or ctx.allow_pickle)
+        try:
             source = checkpoints.resolve(self.checkpoint)
-            loaded = checkpoints.load(source, ctx.device, ctx.dtype)
+            loaded = checkpoints.load(source, ctx.device, ctx.dtype, options)
         except (checkpoints.CheckpointNotFound, ValueError, OSError) as exc:
             raise ctx.error(f"cannot load checkpoint: {exc}", "checkpoint") from None
+        second = ()
+        if loaded.more_text_encoders:  # SDXL base's OpenCLIP ViT-bigG
+            second = (loaded.more_tokenizers[0], loaded.more_text_encoders[0])
         return {
-            "model": Model(loaded.unet, loaded.scheduler_config),
-            "clip": Clip(loaded.tokenizer, loaded.text_encoder),
+            "model": Model(loaded.unet, loaded.scheduler_config, loaded.family),
+            "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, *second),
             "vae": Vae(loaded.vae),
         }
+
+
+def _config_folder(spec: str) -> Path:
+    source = checkpoints.resolve(spec)
+    if source.kind != "folder":
+        raise checkpoints.CheckpointNotFound(f"'{spec}' is not a diffusers folder with configs")
+    return source.path

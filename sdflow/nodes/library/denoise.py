@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.batch_shape import serial_shaped
+from sdflow.nodes.library.noise import MAX_STEPS
 from sdflow.nodes.placement import placement
-from sdflow.nodes.types import Conditioning, Latent, Model, NoiseState, Schedule
+from sdflow.nodes.schedule_window import end_count
+from sdflow.nodes.types import Conditioning, Latent, Model
+
+LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
 
 
 def guided(prediction: torch.Tensor, scale: float) -> torch.Tensor:
@@ -30,7 +32,7 @@ class DenoiseLoop(Node):
     and the masked-image latent next to the latent at every step.
     """
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
 
     model: Model = Field(description="the UNet, from LoadCheckpoint")
@@ -38,70 +40,155 @@ class DenoiseLoop(Node):
     negative: Conditioning = Field(description="what to steer away from (CLIPEncode of '' for none)")
     latent: Latent = Field(description="a latent noised by AddNoise: it carries the schedule")
     cfg: float = Field(7.5, ge=0.0, le=100.0, description="guidance scale; <= 1 disables guidance")
+    denoise_end: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "stop after this fraction of the schedule and output the still-noisy latent, for a second "
+            "model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully"
+        ),
+    )
+    end_step: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description=(
+            "stop after this step of the full schedule and output the still-noisy latent, for an "
+            "AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully"
+        ),
+    )
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        if constants.get("end_step") is not None and constants.get("denoise_end", 1.0) < 1.0:
+            return [("end_step", "give end_step or denoise_end, not both")]
+        return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        state = self._noise_state(ctx)
-        scheduler, timesteps = _scheduler(state, ctx.device)
-        generator = _generator(state.rng_state)
+        state = self.latent.noise
+        if self.latent.stopped_at is not None:
+            raise ctx.error(
+                f"this latent stopped at {self.latent.stopped_at:g} of a schedule (denoise_end): pass it "
+                "through AddNoise first, which continues from there without adding noise",
+                "latent",
+            )
+        if self.latent.stopped_step is not None:
+            raise ctx.error(
+                f"this latent stopped after step {self.latent.stopped_step} (end_step): pass it through "
+                "AddNoise first, which continues from there without adding noise",
+                "latent",
+            )
+        if state is None:
+            raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
+        self._check_families(ctx)
+        unet = self.model.unet
+        scheduler = state.schedule.make(ctx.device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(state.start_index)
+        timesteps = scheduler.timesteps[state.start_index :]
+        stopped = self.denoise_end < 1.0
+        if stopped:
+            timesteps = timesteps[: end_count(scheduler, timesteps, self.denoise_end)]
+        elif self.end_step is not None:
+            timesteps = timesteps[: self._steps_to(self.end_step, scheduler, state.start_index, ctx)]
+            stopped = state.start_index + len(timesteps) < len(scheduler.timesteps)
+        generator = torch.Generator(device="cpu")
+        generator.set_state(state.rng_state)
+        step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
+
         guide = self.cfg > 1.0
-        device, dtype = placement(self.model.unet)
+        device, dtype = placement(unet)  # the execution device under model offload
         x = self.latent.samples.to(device, dtype)
-        embeds = self._embeddings(x.shape[0], guide).to(device, dtype)
+        embeds = self._embeddings(x.shape[0], guide, ctx).to(device, dtype)
+        added = self._added_cond_kwargs(x, guide, device, dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
-        blend = None
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
+        # The timesteps after each step, for that blend: past an end_step the schedule goes on (the
+        # next pass continues it); past denoise_end, as in diffusers, the original is kept clean.
+        following = scheduler.timesteps[state.start_index :] if self.end_step is not None else timesteps
+        with torch.inference_mode():
+            for index, t in enumerate(timesteps):
+                model_input = torch.cat([x, x]) if guide else x
+                model_input = scheduler.scale_model_input(model_input, t)
+                if extra is not None:
+                    model_input = torch.cat([model_input, extra], dim=1)
+                prediction = unet(
+                    model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False
+                )[0]
+                if guide:
+                    prediction = guided(prediction, self.cfg)
+                x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
+                if mask is not None:
+                    # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
+                    kept = original
+                    if index < len(following) - 1:
+                        kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
+                    x = (1 - mask) * kept + mask * x
+                ctx.step(index + 1, len(timesteps), x)
+        latent = self.latent.with_(
+            samples=x,
+            noise=state if stopped else None,
+            rng_state=generator.get_state(),
+            stopped_at=self.denoise_end if stopped and self.end_step is None else None,
+            stopped_step=self.end_step if stopped and self.end_step is not None else None,
+        )
+        return {"latent": latent}
 
-            def blend(index: int, x: torch.Tensor) -> torch.Tensor:
-                # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
-                kept = original
-                if index < len(timesteps) - 1:
-                    kept = scheduler.add_noise(original, noise, timesteps[index + 1 : index + 2])
-                return (1 - mask) * kept + mask * x
+    def _steps_to(self, end_step: int, scheduler: Any, start: int, ctx: RunContext) -> int:
+        """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
+        scheduler runs two per step, as diffusers' img2img counts them)."""
+        count = end_step * scheduler.order - start
+        if count <= 0:
+            raise ctx.error(
+                f"end_step {end_step} is not after the step this latent starts at "
+                f"({start // scheduler.order}): nothing would be denoised",
+                "end_step",
+            )
+        return count
 
-        x = _sample(self.model.unet, scheduler, timesteps, x, embeds, self.cfg, generator, ctx, extra, blend)
-        return {"latent": self.latent.with_(samples=x, noise=None, rng_state=generator.get_state())}
+    def _check_families(self, ctx: RunContext) -> None:
+        """Conditioning must come from a text encoder of the model's own family."""
+        family = self.model.family
+        for name in ("positive", "negative"):
+            conditioning: Conditioning = getattr(self, name)
+            if conditioning.family != family:
+                raise ctx.error(
+                    f"this conditioning was encoded by a {conditioning.family} text encoder but the model "
+                    f"is {family}: encode the prompt with the clip of the checkpoint the model comes from",
+                    name,
+                )
+
+    def _added_cond_kwargs(
+        self, x: torch.Tensor, guide: bool, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, torch.Tensor] | None:
+        """The family's extra UNet inputs (SDXL: pooled text embeds and time ids), in batch order."""
+        parts = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
+        size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        return self.model.family.added_cond_kwargs(parts, x.shape[0], size, device, dtype)
 
     @classmethod
     def run_batch(cls, nodes: list[Node], ctx: RunContext) -> list[dict[str, Any]] | None:
-        """Several txt2img/img2img loops (one image each) that share model, schedule, cfg and shapes, as
-        one batch: item i keeps its own generator (ancestral noise is drawn per item), so each result
-        equals the item's own run. None when the loops cannot share a batch."""
-        loops = [node for node in nodes if isinstance(node, DenoiseLoop)]
-        if len(loops) != len(nodes) or not _batchable(loops):
-            return None
-        first = loops[0]
-        state = first._noise_state(ctx)
-        scheduler, timesteps = _scheduler(state, ctx.device)
-        generators = [_generator(loop._noise_state(ctx).rng_state) for loop in loops]
-        guide = first.cfg > 1.0
-        unet = first.model.unet
-        device, dtype = placement(unet)
-        x = torch.cat([loop.latent.samples for loop in loops]).to(device, dtype)
-        # Interleaved [uncond 1, cond 1, uncond 2, ...]: every slice of two is one serial UNet batch.
-        pairs = [
-            [loop.negative.embeds, loop.positive.embeds] if guide else [loop.positive.embeds]
-            for loop in loops
-        ]
-        embeds = torch.cat([e for pair in pairs for e in pair]).to(device, dtype)
-        serial = 2 if guide else 1
-        with serial_shaped(unet, serial * len(loops), serial, device):
-            x = _sample(unet, scheduler, timesteps, x, embeds, first.cfg, generators, ctx, interleaved=True)
-        return [
-            {
-                "latent": loop.latent.with_(
-                    samples=x[i : i + 1], noise=None, rng_state=generators[i].get_state()
-                )
-            }
-            for i, loop in enumerate(loops)
-        ]
+        """Several whole txt2img/img2img loops (one image each) sharing model, schedule, cfg and shapes,
+        as one batch; each keeps its own generator, so each result equals its own run's. None when
+        they cannot share a batch (inpainting, split schedules, extra UNet inputs such as SDXL's)."""
+        from sdflow.nodes.denoise_batch import run_together
 
-    def _noise_state(self, ctx: RunContext) -> NoiseState:
-        state = self.latent.noise
-        if state is None:
-            raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
-        return state
+        loops = [node for node in nodes if isinstance(node, DenoiseLoop)]
+        if len(loops) != len(nodes):
+            return None
+        for loop in loops:
+            if loop.denoise_end < 1.0 or loop.end_step is not None:
+                return None
+            if loop.latent.stopped_at is not None or loop.latent.stopped_step is not None:
+                return None
+            loop._check_families(ctx)
+            x = loop.latent.samples
+            if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
+                return None
+        return run_together(loops, ctx)
 
     def _inpainting_channels(self, x: torch.Tensor, guide: bool, ctx: RunContext) -> torch.Tensor | None:
         """For a 9-channel UNet: [mask, masked-image latent] per batch item (twice when guiding)."""
@@ -135,99 +222,28 @@ class DenoiseLoop(Node):
             )
         return mask
 
-    def _embeddings(self, batch: int, guide: bool) -> torch.Tensor:
-        """Conditioning repeated to the latent batch; negative first when guiding."""
-        parts = [self.negative.embeds, self.positive.embeds] if guide else [self.positive.embeds]
-        return torch.cat([_repeat_to(p, batch) for p in parts])
-
-
-def _batchable(loops: list[DenoiseLoop]) -> bool:
-    """One image each, no inpainting, and everything but the noise and the prompts shared."""
-    first = loops[0]
-    for loop in loops:
-        latent, state = loop.latent, loop.latent.noise
-        if state is None or latent.noise_mask is not None or latent.masked_image is not None:
-            return False
-        if loop.model is not first.model or loop.model.is_inpainting or loop.cfg != first.cfg:
-            return False
-        if latent.samples.shape[0] != 1 or latent.samples.shape != first.latent.samples.shape:
-            return False
-        first_state = first.latent.noise
-        assert first_state is not None
-        if state.start_index != first_state.start_index or not _same_schedule(
-            state.schedule, first_state.schedule
-        ):
-            return False
-        embeds = (loop.positive.embeds, loop.negative.embeds)
-        if any(
-            e.shape[0] != 1 or e.shape != f.shape
-            for e, f in zip(embeds, (first.positive.embeds, first.negative.embeds), strict=True)
-        ):
-            return False
-    return True
-
-
-def _same_schedule(a: Schedule, b: Schedule) -> bool:
-    return a is b or (
-        (a.sampler, a.steps, a.scheduler_class, a.inpainting_model)
-        == (b.sampler, b.steps, b.scheduler_class, b.inpainting_model)
-        and a.scheduler_config == b.scheduler_config
-    )
-
-
-def _scheduler(state: NoiseState, device: torch.device) -> tuple[Any, torch.Tensor]:
-    """A fresh scheduler positioned where AddNoise left the latent, and the timesteps still to run."""
-    scheduler = state.schedule.make(device)
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(state.start_index)
-    return scheduler, scheduler.timesteps[state.start_index :]
-
-
-def _generator(rng_state: torch.Tensor) -> torch.Generator:
-    generator = torch.Generator(device="cpu")
-    generator.set_state(rng_state)
-    return generator
-
-
-def _sample(
-    unet: torch.nn.Module,
-    scheduler: Any,
-    timesteps: torch.Tensor,
-    x: torch.Tensor,
-    embeds: torch.Tensor,
-    cfg: float,
-    generator: torch.Generator | list[torch.Generator],
-    ctx: RunContext,
-    extra: torch.Tensor | None = None,
-    blend: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-    interleaved: bool = False,
-) -> torch.Tensor:
-    """The loop: UNet on [uncond, cond] (or cond alone when cfg <= 1), guidance, scheduler step;
-    ``extra`` channels go next to the latent (9-channel inpainting), ``blend`` runs after each step.
-    A list of generators draws each batch item's step noise from its own generator; ``interleaved``
-    lays the guided batch out [uncond 1, cond 1, uncond 2, cond 2, ...] (``embeds`` likewise)."""
-    guide = cfg > 1.0
-    step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
-    with torch.inference_mode():
-        for index, t in enumerate(timesteps):
-            if guide:
-                model_input = x.repeat_interleave(2, dim=0) if interleaved else torch.cat([x, x])
-            else:
-                model_input = x
-            model_input = scheduler.scale_model_input(model_input, t)
-            if extra is not None:
-                model_input = torch.cat([model_input, extra], dim=1)
-            prediction = unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
-            if guide and interleaved:
-                pairs = prediction.unflatten(0, (-1, 2))
-                prediction = guided(torch.cat([pairs[:, 0], pairs[:, 1]]), cfg)
-            elif guide:
-                prediction = guided(prediction, cfg)
-            x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
-            if blend is not None:
-                x = blend(index, x)
-            ctx.step(index + 1, len(timesteps), x)
-    return x
+    def _embeddings(self, batch: int, guide: bool, ctx: RunContext) -> torch.Tensor:
+        """Conditioning repeated to the latent batch; negative first when guiding. A long prompt on
+        one side is met by empty-prompt chunks on the other (as A1111 and ComfyUI pad)."""
+        parts = {"negative": self.negative, "positive": self.positive}
+        if not guide:
+            del parts["negative"]
+        tokens = max(p.tokens for p in parts.values())
+        empty = next((p.empty for p in parts.values() if p.empty is not None), None)
+        embeds = []
+        for name, part in parts.items():
+            try:
+                part = part.padded_to(tokens, empty)
+            except ValueError as exc:
+                raise ctx.error(f"{exc}: positive and negative must be whole 77-token chunks", name) from None
+            if batch % part.embeds.shape[0]:
+                raise ctx.error(
+                    f"{part.embeds.shape[0]} prompts do not divide the latent batch of {batch}: "
+                    f"make the latent batch a multiple of the number of prompts",
+                    name,
+                )
+            embeds.append(_repeat_to(part.embeds, batch))
+        return torch.cat(embeds)
 
 
 def _repeat_to(embeds: torch.Tensor, batch: int) -> torch.Tensor:

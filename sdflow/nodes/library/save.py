@@ -11,14 +11,18 @@ from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
 from pydantic import Field
 
-from sdflow.files import write_new
+from sdflow.interop.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Image, SavedFiles
 
 
 class SaveImage(Node):
-    """Write each image as a new PNG in the output folder, with the workflow as text metadata."""
+    """Write each image as a new PNG in the output folder, with the workflow as text metadata.
+
+    Behind a plain txt2img / img2img it also writes A1111's "parameters" text, which model-sharing
+    sites and A1111 tools read.
+    """
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"files": SavedFiles}
@@ -34,7 +38,7 @@ class SaveImage(Node):
 
     @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
-        metadata = json.dumps(ctx.metadata, sort_keys=True)
+        metadata = json.dumps([ctx.metadata, ctx.generation], sort_keys=True)
         return hashlib.sha256(f"{Path(ctx.output_dir).resolve()}\n{metadata}".encode()).hexdigest()
 
     @classmethod
@@ -48,13 +52,21 @@ class SaveImage(Node):
         info = PngInfo()
         for key, value in ctx.metadata.items():
             info.add_text(key, value)
+        if ctx.generation is not None:
+            info.add_text(INFOTEXT_KEY, _infotext(ctx.generation, self.image.size))
         prefix = PurePosixPath(self.filename_prefix)
         folder = Path(ctx.output_dir, *prefix.parent.parts)
         paths = []
         for picture in to_pil(self.image):
-            path = write_new(folder, prefix.name, ".png", _png_writer(picture, info))
+            path = ctx.write_new(folder, prefix.name, ".png", _png_writer(picture, info))
             paths.append(str(path))
         return {"files": SavedFiles(tuple(paths))}
+
+
+def _infotext(generation: dict[str, Any], size: tuple[int, int]) -> str:
+    given = dict(generation)
+    prompt, negative = given.pop("prompt"), given.pop("negative")
+    return format_infotext(Infotext(prompt, negative, settings(**given, size=size)))
 
 
 def _png_writer(picture: PILImage.Image, info: PngInfo):

@@ -1,53 +1,155 @@
-"""CLIPEncode: prompt text to conditioning."""
+"""CLIPEncode: prompt text (weights, BREAK, long prompts, embeddings) to conditioning, any family."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from pydantic import Field
 
+from sdflow.models.families import AESTHETIC_IDS, SIZE_IDS, SizeConditioning
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.clip_text import ClipSkipError, check_clip_skip
 from sdflow.nodes.types import Clip, Conditioning
+from sdflow.prompts import embeddings
+from sdflow.prompts.chunks import PromptError, overflow
+from sdflow.prompts.encode import Layer, embedding_slot, encode_prompts
+from sdflow.prompts.parse import parse
+from sdflow.prompts.weighting import Weighting
+
+_READERS = (("SDXL", SIZE_IDS), ("the SDXL refiner", AESTHETIC_IDS))
+_SIZE_DOC = "(SDXL) {what} in pixels; null = the size of the picture being denoised (diffusers' default)"
 
 
 class CLIPEncode(Node):
-    """Encode a prompt with CLIP into conditioning for the UNet."""
+    """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
 
-    version: ClassVar[int] = 1
+    The prompt syntax is A1111's and ComfyUI's (docs/prompts.md), the same on both SDXL encoders.
+    SDXL's size conditioning (and the refiner's aesthetic score) are fields here, as in ComfyUI's
+    SDXL text encoders: they belong to the prompt, so positive and negative can differ (diffusers'
+    negative_original_size ...), and when left null they follow the picture DenoiseLoop draws.
+    """
+
+    version: ClassVar[int] = 3
     outputs: ClassVar[dict[str, type]] = {"conditioning": Conditioning}
 
-    clip: Clip = Field(description="tokenizer and text encoder, from LoadCheckpoint")
-    text: str = Field("", description="the prompt; longer than 77 tokens is truncated")
+    clip: Clip = Field(description="tokenizer(s) and text encoder(s), from LoadCheckpoint")
+    text: str | list[str] = Field(
+        "",
+        description="the prompt: (word:1.3), (word), [word], BREAK, embedding:NAME; a list makes a batch",
+    )
     clip_skip: int = Field(
         0,
         ge=0,
         le=24,
-        description="final layers to skip: 0 = last layer, 1 = penultimate (A1111 'clip skip 2')",
+        description=(
+            "final layers to skip: 0 = the family's layer (SD 1.x/2.x the last, SDXL the penultimate), "
+            "1 = one earlier (A1111 'clip skip 2')"
+        ),
+    )
+    weighting: Weighting = Field(
+        "comfy",
+        description="comfy: move weighted tokens from the empty prompt's; a1111: scale, keep the mean",
+    )
+    truncate: bool = Field(
+        False, description="keep only the first 75 tokens (a warning tells what is dropped)"
+    )
+    allow_pickle: bool = Field(
+        False, description="load pickled embeddings (.pt, .bin): only for files you trust"
+    )
+    original_width: int | None = Field(
+        None, ge=8, le=16384, description=_SIZE_DOC.format(what="original width")
+    )
+    original_height: int | None = Field(
+        None, ge=8, le=16384, description=_SIZE_DOC.format(what="original height")
+    )
+    crop_left: int = Field(0, ge=0, le=16384, description="(SDXL) crop coordinate left, in pixels")
+    crop_top: int = Field(0, ge=0, le=16384, description="(SDXL) crop coordinate top, in pixels")
+    target_width: int | None = Field(
+        None, ge=8, le=16384, description=_SIZE_DOC.format(what="target width (base only)")
+    )
+    target_height: int | None = Field(
+        None, ge=8, le=16384, description=_SIZE_DOC.format(what="target height (base only)")
+    )
+    aesthetic_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=10.0,
+        description="(SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative (diffusers)",
     )
 
+    @classmethod
+    def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
+        return embeddings.fingerprint("\n".join(_prompts(constants.get("text", ""))))
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = []
+        for size in ("original", "target"):
+            width, height = constants.get(f"{size}_width"), constants.get(f"{size}_height")
+            if (width is None) != (height is None):
+                message = f"give {size}_width and {size}_height together (or neither)"
+                problems.append((f"{size}_width" if width is None else f"{size}_height", message))
+        text = "\n".join(_prompts(constants.get("text", "")))
+        problems += [("text", p) for p in embeddings.check(text, bool(constants.get("allow_pickle")))]
+        return problems
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        tokenizer, encoder = self.clip.tokenizer, self.clip.text_encoder
-        layers = encoder.config.num_hidden_layers
-        if self.clip_skip >= layers:
-            raise ctx.error(
-                f"clip_skip {self.clip_skip} is too large: this text encoder has {layers} layers "
-                f"(at most {layers - 1})",
-                "clip_skip",
+        family = self.clip.family
+        self._check_sizes_apply(ctx)
+        try:
+            for _, encoder in self.clip.pairs:
+                check_clip_skip(encoder, family, self.clip_skip)
+        except ClipSkipError as exc:
+            raise ctx.error(str(exc), "clip_skip") from None
+        library = embeddings.Library(self.allow_pickle)
+        prompts = [parse(text) for text in _prompts(self.text)]
+        try:
+            if self.truncate:
+                tokenizer, encoder = self.clip.pairs[0]
+                vectors = library.vectors_for(*embedding_slot(encoder))
+                for dropped in filter(None, (overflow(p, tokenizer, vectors) for p in prompts)):
+                    ctx.warn(f"truncate: {dropped}", "text")
+            layer = Layer.of(family.penultimate, self.clip_skip)
+            max_chunks = 1 if self.truncate else None
+            encoded = encode_prompts(
+                self.clip.pairs, prompts, layer, self.weighting, library.vectors_for, max_chunks
             )
-        ids = tokenizer(
-            self.text,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(encoder.device)
-        with torch.inference_mode():
-            if self.clip_skip == 0:
-                embeds = encoder(ids)[0]
-            else:
-                hidden = encoder(ids, output_hidden_states=True).hidden_states
-                # transformers 5 dropped the `text_model` wrapper; older releases still have it.
-                final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
-                embeds = final_norm(hidden[-(self.clip_skip + 1)])
-        return {"conditioning": Conditioning(embeds.to(encoder.dtype))}
+        except PromptError as exc:
+            raise ctx.error(str(exc), "text") from None
+        sizes = SizeConditioning(
+            original_size=_pair(self.original_width, self.original_height),
+            crop_top_left=(self.crop_left, self.crop_top),
+            target_size=_pair(self.target_width, self.target_height),
+            aesthetic_score=self.aesthetic_score,
+        )
+        conditioning = Conditioning(encoded.hidden, family, encoded.pooled, sizes, encoded.empty)
+        return {"conditioning": conditioning}
+
+    def _check_sizes_apply(self, ctx: RunContext) -> None:
+        """Refuse size fields the clip's family does not read (instead of silently ignoring them)."""
+        family = self.clip.family
+        reads = {
+            "original_width": "original_size",
+            "original_height": "original_size",
+            "crop_left": "crops_coords_top_left",
+            "crop_top": "crops_coords_top_left",
+            "target_width": "target_size",
+            "target_height": "target_size",
+            "aesthetic_score": "aesthetic_score",
+        }
+        defaults = {"crop_left": 0, "crop_top": 0}
+        for name, time_id in reads.items():
+            if getattr(self, name) != defaults.get(name) and time_id not in family.time_ids:
+                readers = [label for label, ids in _READERS if time_id in ids]
+                raise ctx.error(
+                    f"{name} is read by {' and '.join(readers)} only; this clip is {family}: leave it unset",
+                    name,
+                )
+
+
+def _prompts(text: str | list[str]) -> list[str]:
+    return [text] if isinstance(text, str) else list(text) or [""]
+
+
+def _pair(width: int | None, height: int | None) -> tuple[int, int] | None:
+    return None if width is None or height is None else (width, height)

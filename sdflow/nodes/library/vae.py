@@ -1,17 +1,54 @@
-"""VAEDecode: latents back to pixels (in tiles for large images; several latents as one batch)."""
+"""VAE nodes: LoadVAE (a VAE of its own) and VAEDecode (latents back to pixels)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
+from sdflow.models import vae as vae_files
+from sdflow.models import weights
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.batch_shape import exact_slices
+from sdflow.nodes.library.noise import MAX_SEED
+from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.placement import placement
 from sdflow.nodes.tiling import Tiling, run_tiled, wants_tiles
 from sdflow.nodes.types import Image, Latent, Vae
+
+
+class LoadVAE(ModelFileNode):
+    """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's."""
+
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, type]] = {"vae": Vae}
+    cache: ClassVar[str] = "model"
+    kind: ClassVar[str] = "vae"
+
+    file: str = Field(
+        min_length=1,
+        description=(
+            "a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or "
+            "ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders"
+        ),
+    )
+    allow_pickle: bool = Field(
+        False, description="also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)"
+    )
+
+    @classmethod
+    def read_from(cls, path: Path) -> Path:
+        return vae_files.source(path)  # a pipeline folder's vae/ only, not its UNet
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        path = self.resolved(ctx)
+        try:
+            vae = vae_files.load(path, ctx.device, ctx.dtype, self.allow_pickle or ctx.allow_pickle)
+        except (weights.WeightFileError, vae_files.VaeError) as exc:
+            raise ctx.error(f"{path.name}: {exc}", "file") from None
+        return {"vae": Vae(vae, sampling_decoder=type(vae).__name__ == "ConsistencyDecoderVAE")}
 
 
 class VAEDecode(Node):
@@ -20,8 +57,14 @@ class VAEDecode(Node):
     version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"image": Image}
 
-    vae: Vae = Field(description="the VAE, from LoadCheckpoint")
+    vae: Vae = Field(description="the VAE, from LoadCheckpoint or LoadVAE")
     latent: Latent = Field(description="the latent to decode")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="noise seed of decoders that sample (a consistency decoder); others ignore it",
+    )
     tiled: Tiling = Field(
         "auto",
         description="decode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels",
@@ -34,24 +77,24 @@ class VAEDecode(Node):
 
     @classmethod
     def run_batch(cls, nodes: list[Node], ctx: RunContext) -> list[dict[str, Any]] | None:
-        """Latents of one shape decoded by one VAE as a single batch (decoding draws no noise)."""
-        first = nodes[0]
-        if not all(isinstance(n, VAEDecode) for n in nodes) or not isinstance(first, VAEDecode):
+        """Latents of one shape decoded by one VAE as a single batch (when decoding draws no noise)."""
+        decodes = [node for node in nodes if isinstance(node, VAEDecode)]
+        if len(decodes) != len(nodes):
             return None
+        first = decodes[0]
         settings = (first.vae, first.tiled, first.tile_size, first.tile_overlap)
         shape = first.latent.samples.shape[1:]
-        for node in nodes:
-            assert isinstance(node, VAEDecode)
+        for node in decodes:
             if (node.vae, node.tiled, node.tile_size, node.tile_overlap) != settings:
                 return None
-            if node.latent.samples.shape[1:] != shape:
+            if node.latent.samples.shape[1:] != shape or node.vae.sampling_decoder:
                 return None
-        latents = [node.latent.samples for node in nodes if isinstance(node, VAEDecode)]
-        sizes = [latent.shape[0] for latent in latents]
+        latents = [node.latent.samples for node in decodes]
         if exact_slices(placement(first.vae.vae)[0]):
             pixels = torch.cat([first._decode(latent) for latent in latents])
         else:
             pixels = first._decode(torch.cat(latents))
+        sizes = [latent.shape[0] for latent in latents]
         return [{"image": Image(part)} for part in pixels.split(sizes)]
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
@@ -59,14 +102,18 @@ class VAEDecode(Node):
         vae = self.vae.vae
         device, dtype = placement(vae)
         latents = samples.to(device, dtype) / vae.config.scaling_factor
+        extra = {}
+        if self.vae.sampling_decoder:
+            # as diffusers' pipelines pass their generator; drawn on the CPU like all our noise
+            extra["generator"] = torch.Generator().manual_seed(self.seed)
         factor = self.vae.scale_factor
         height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
 
         def decode(z: torch.Tensor) -> torch.Tensor:
-            return vae.decode(z, return_dict=False)[0]
+            return vae.decode(z, return_dict=False, **extra)[0]
 
         with torch.inference_mode():
-            if wants_tiles(self.tiled, width, height, self.tile_size):
+            if not self.vae.sampling_decoder and wants_tiles(self.tiled, width, height, self.tile_size):
                 decoded = run_tiled(
                     decode, latents, self.tile_size // factor, self.tile_overlap // factor, factor
                 )

@@ -1,0 +1,1 @@
+"""Pictures of workflows: Mermaid text and a small layered SVG."""

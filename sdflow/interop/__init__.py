@@ -1,0 +1,1 @@
+"""Exchange with other tools: ComfyUI workflows in, A1111 generation parameters out."""

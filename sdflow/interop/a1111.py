@@ -1,0 +1,92 @@
+"""Recognise a plain txt2img / img2img graph behind an output node, and gather what A1111's
+"parameters" text says about it (prompt, negative prompt, sampler, steps, CFG, seed, model...).
+
+Plain means: the saved image is a VAEDecode of a DenoiseLoop whose prompts are CLIPEncodes, whose
+latent is an AddNoise on an EmptyLatent (txt2img) or on an unmasked VAEEncode of a LoadImage
+(img2img), with the model straight from a LoadCheckpoint. Anything else (inpainting, a hires fix,
+LoRAs, resizing after decoding) describes no A1111 run faithfully, and gets no text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from sdflow.graphs.model import Link
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A node as the runner plans it: type, constants (inputs substituted, defaults filled), links."""
+
+    type: str
+    constants: Mapping[str, Any]
+    links: Mapping[str, Link]
+
+
+def generation(nodes: Mapping[str, Planned], output: str) -> dict[str, Any] | None:
+    """The settings of the run ``output`` saves (all but the size, which the saved image has), or
+    None when the graph behind it is not a plain txt2img / img2img."""
+    try:
+        return _trace(nodes, output)
+    except _NotPlain:
+        return None
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _follow(nodes: Mapping[str, Planned], node: Planned, field: str, *types: str) -> Planned:
+    link = node.links.get(field)
+    target = nodes.get(link.node) if link is not None else None
+    if target is None or target.type not in types:
+        raise _NotPlain
+    return target
+
+
+def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
+    save = nodes[output]
+    decoded = _follow(nodes, save, "image", "VAEDecode")
+    loop = _follow(nodes, decoded, "latent", "DenoiseLoop")
+    positive = _follow(nodes, loop, "positive", "CLIPEncode")
+    negative = _follow(nodes, loop, "negative", "CLIPEncode")
+    noised = _follow(nodes, loop, "latent", "AddNoise")
+    schedule = _follow(nodes, noised, "schedule", "Scheduler")
+    checkpoint = _follow(nodes, loop, "model", "LoadCheckpoint")
+    if _follow(nodes, schedule, "model", "LoadCheckpoint") is not checkpoint:
+        raise _NotPlain
+    start = _follow(nodes, noised, "latent", "EmptyLatent", "VAEEncode")
+    if loop.constants.get("end_step") is not None or noised.constants.get("start_step") is not None:
+        raise _NotPlain  # part of a split run: A1111 has no words for it
+    seed, strength = noised.constants.get("seed"), None
+    if start.type == "VAEEncode":
+        if "mask" in start.links:
+            raise _NotPlain
+        _follow(nodes, start, "image", "LoadImage")
+        strength = noised.constants.get("strength")
+        if seed is None:  # the noise continues VAEEncode's random stream: its seed is the run's
+            seed = start.constants.get("seed")
+    texts = positive.constants.get("text", ""), negative.constants.get("text", "")
+    if not all(isinstance(text, str) for text in texts):  # a batch of prompts: no one text describes it
+        raise _NotPlain
+    return {
+        "prompt": texts[0],
+        "negative": texts[1],
+        "steps": schedule.constants.get("steps"),
+        "sampler": schedule.constants.get("sampler"),
+        "sigmas": schedule.constants.get("sigmas", "default"),
+        "cfg": loop.constants.get("cfg"),
+        "seed": seed,
+        "model": model_name(str(checkpoint.constants.get("checkpoint", ""))),
+        "strength": strength,
+        "clip_skip": positive.constants.get("clip_skip", 0) or 0,
+    }
+
+
+def model_name(checkpoint: str) -> str:
+    """How A1111 names a model: the file name without its suffix ('builtin:shapes' -> 'shapes')."""
+    name = checkpoint.removeprefix("builtin:").rstrip("/\\")
+    return PurePath(name).stem if PurePath(name).suffix else PurePath(name).name

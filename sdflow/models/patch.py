@@ -1,0 +1,45 @@
+"""Copy-on-write weight patches: a model that shares every tensor with its base except the patched ones.
+
+A patched model is a new tree of module objects along the paths to the patched layers only; every
+other sub-module (and every parameter and buffer not patched) is the base's own object. The base model,
+which the model cache hands to other nodes and runs, is never modified, and memory grows by the
+patched weights alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+Delta = Callable[[torch.Tensor], torch.Tensor]  # the base weight -> its float32 update, on its device
+
+
+def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: float) -> torch.nn.Module:
+    """``root`` with ``weight += strength * delta(weight)`` in each module named in ``deltas``
+    (computed in float32, stored in the weight's dtype), leaving ``root`` untouched."""
+    new_root = _shallow(root)
+    fresh = {id(new_root)}  # module objects this copy owns (safe to edit)
+    for path, delta in deltas.items():
+        module = new_root
+        for part in path.split(".") if path else []:
+            child = module._modules[part]
+            if id(child) not in fresh:
+                child = _shallow(child)
+                fresh.add(id(child))
+                module._modules[part] = child
+            module = child
+        weight = module._parameters["weight"]
+        value = (weight.detach().float() + strength * delta(weight.detach())).to(weight.dtype)
+        module._parameters["weight"] = torch.nn.Parameter(value, requires_grad=False)
+    return new_root
+
+
+def _shallow(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module object sharing ``module``'s children, parameters and buffers (in new dicts, so
+    replacing one in the copy leaves the original's in place)."""
+    twin = copy.copy(module)
+    twin._modules = copy.copy(module._modules)
+    twin._parameters = copy.copy(module._parameters)
+    return twin

@@ -1,0 +1,188 @@
+"""Load an original (LDM-layout) single-file checkpoint offline, holding its weights only once.
+
+Detect the layout from the keys (``detect``), build each component empty (parameters on the meta
+device) from the diffusers configs shipped in ``sdflow/models/configs/<family>/`` (or a folder the
+user names), then read every weight straight from the file into the tensor the module keeps
+(``ldm_keys`` says where it lives). Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdflow.models.detect import Detection, Layout, detect, norm_std_key
+from sdflow.models.ldm_keys import Mapping, Source, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, text_encoder_class, tokenizer_fixed
+from sdflow.models.weights import WeightReader
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+V_NORM_STD = 0.09  # ComfyUI's threshold for SD 2.x v-prediction
+
+
+class ArchitectureMismatch(ValueError):
+    """The file's weights do not fit the configs (missing keys or other shapes)."""
+
+
+def config_folder(layout: Layout, config: Path | None = None) -> Path:
+    """The diffusers config folder for a layout: the user's, else the one shipped for its family."""
+    return config if config is not None else CONFIGS / layout.config
+
+
+def inspect(path: Path, allow_pickle: bool = False) -> Detection:
+    """Detect what a single file holds from its header (UnknownLayout, WeightFileError if not)."""
+    with WeightReader(path, allow_pickle) as reader:
+        return detect(reader.shapes, reader.metadata)
+
+
+def load(
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    options: LoadOptions | None = None,
+) -> LoadedCheckpoint:
+    """Every component of the single file at ``path`` on ``device`` in ``dtype``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    options = options or LoadOptions()
+    with WeightReader(path, options.allow_pickle) as reader:
+        found = detect(reader.shapes, reader.metadata)
+        layout, folder = found.layout, config_folder(found.layout, options.config)
+        chosen = resolve_prediction(found, options.prediction, reader)
+
+        unet_config = _read_json(folder / "unet" / "config.json")
+        unet_config["in_channels"] = found.in_channels
+        unet = build_empty(UNet2DConditionModel.from_config, unet_config)
+        fill_weights(unet, unet_mapping(unet_config, layout.unet_prefix), reader, dtype, device, "UNet")
+
+        vae_config = _read_json(folder / "vae" / "config.json")
+        vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
+        vae = build_empty(AutoencoderKL.from_config, vae_config)
+        fill_weights(vae, vae_mapping(vae_config, layout.vae_prefix), reader, vae_dtype, device, "VAE")
+
+        encoders, tokenizers = [], []
+        for part in layout.text_encoders:
+            encoder = _text_encoder(folder / part.component)
+            mapping = openclip_mapping(part.prefix) if part.style == "openclip" else None
+            mapping = mapping or clip_mapping(part.prefix, reader.shapes)
+            fill_weights(encoder, mapping, reader, dtype, device, f"text encoder ({part.prefix}*)")
+            encoders.append(encoder)
+            tokenizer_folder = folder / part.component.replace("text_encoder", "tokenizer")
+            tokenizers.append(tokenizer_fixed(_tokenizer(tokenizer_folder), encoder))
+
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler_config["prediction_type"] = chosen
+    return LoadedCheckpoint(
+        unet, vae, encoders[0], tokenizers[0], scheduler_config, layout.family, encoders[1:], tokenizers[1:]
+    )
+
+
+def resolve_prediction(found: Detection, requested: str, reader: WeightReader) -> str:
+    """``requested`` unless 'auto'; then what the file declares, else ComfyUI's SD 2.x weight
+    statistic, else epsilon."""
+    if requested != "auto":
+        return requested
+    if found.prediction is not None:
+        return found.prediction
+    key = norm_std_key(reader.shapes) if found.layout.v_by_norm_std and not found.inpainting else None
+    if key is not None:
+        std = reader.read(key, torch.float32).std(unbiased=False)
+        return "v_prediction" if float(std) > V_NORM_STD else "epsilon"
+    return "epsilon"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing config file {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+
+
+def build_empty(factory: Any, config: Any) -> torch.nn.Module:
+    """``factory(config)`` with its parameters on the meta device (no memory, no random init)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return factory(config)
+
+
+def _text_encoder(folder: Path) -> torch.nn.Module:
+    from transformers import CLIPTextConfig
+
+    config = CLIPTextConfig.from_dict(_read_json(folder / "config.json"))
+    return build_empty(text_encoder_class(config), config)
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"missing tokenizer file {folder / 'vocab.json'}")
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def plan_weights(
+    module: torch.nn.Module, mapping: Mapping, shapes: dict[str, tuple[int, ...]], what: str
+) -> dict[str, tuple[Source, torch.Tensor]]:
+    """For each weight ``module`` still lacks, its source in the file, checked to exist and fit
+    (ArchitectureMismatch listing the first few that do not)."""
+    plan, missing, misfit = {}, [], []
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        source = mapping(name)
+        found = shapes.get(source.key) if source is not None else None
+        if found is None:
+            if tensor.is_meta:
+                missing.append(source.key if source is not None else name)
+            continue
+        shape = tuple(tensor.shape)
+        expected = source.file_shape(shape)
+        fits = found == expected or (source.kind == "squeeze" and math.prod(found) == math.prod(shape))
+        if not fits:
+            misfit.append(f"{source.key} {list(found)} (expected {list(expected)})")
+            continue
+        plan[name] = (source, tensor)
+    if missing or misfit:
+        raise ArchitectureMismatch(_misfit_message(what, missing, misfit))
+    return plan
+
+
+def fill_weights(
+    module: torch.nn.Module,
+    mapping: Mapping,
+    reader: WeightReader,
+    dtype: torch.dtype,
+    device: torch.device,
+    what: str,
+) -> None:
+    """Read each of ``module``'s weights from the file into place (checked for fit first)."""
+    fused: dict[str, torch.Tensor] = {}
+    state = {}
+    for name, (source, tensor) in plan_weights(module, mapping, reader.shapes, what).items():
+        target = dtype if tensor.is_floating_point() else tensor.dtype
+        if source.kind == "chunk":  # q, k and v share one fused tensor: read it once
+            if source.key not in fused:
+                fused[source.key] = reader.read(source.key, target, device)
+            raw = fused[source.key]
+        else:
+            raw = reader.read(source.key, target, device)
+        state[name] = source.to_module(raw, tuple(tensor.shape))
+    module.load_state_dict(state, strict=False, assign=True)
+    module.to(device).eval().requires_grad_(False)
+
+
+def _misfit_message(what: str, missing: list[str], misfit: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if misfit:
+        parts.append(f"{len(misfit)} of another shape (e.g. {'; '.join(misfit[:3])})")
+    return (
+        f"the {what} weights do not fit the {what} config: {' and '.join(parts)}. The file may be a "
+        "different architecture: name a diffusers folder with matching configs in 'config'"
+    )

@@ -1,0 +1,115 @@
+"""Stopping a DenoiseLoop after a step (end_step) and continuing with AddNoise (start_step), as
+ComfyUI's two KSamplerAdvanced passes do: for a deterministic sampler the split equals one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import sdflow
+from sdflow.errors import NodeError, UserError
+from sdflow.graphs import loads
+from sdflow.runner import Runner
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+WORKFLOW = """
+version: 1
+inputs:
+  sampler: euler
+  seed: 3
+nodes:
+  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}
+  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: a red circle}
+  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
+  empty: {type: EmptyLatent, width: 64, height: 64}
+  schedule: {type: Scheduler, model: !link ckpt.model, sampler: !input sampler, steps: 4}
+  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: !input seed}
+  whole:
+    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
+     latent: !link noised, cfg: 5.0}
+  first:
+    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
+     latent: !link noised, cfg: 5.0, end_step: 2}
+  resumed: {type: AddNoise, latent: !link first, schedule: !link schedule, seed: 9, start_step: 2}
+  second:
+    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
+     latent: !link resumed, cfg: 5.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def graph_runner() -> Runner:
+    return Runner(device="cpu", dtype="fp32")
+
+
+def run(runner: Runner, text: str = WORKFLOW, **inputs: Any):
+    return runner.run(loads(text, "split.yaml"), inputs=inputs)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim", "heun"])
+def test_two_passes_split_at_a_step_equal_one_full_run_bit_for_bit(
+    graph_runner: Runner, sampler: str
+) -> None:
+    result = run(graph_runner, sampler=sampler)
+    whole, first = result["whole.latent"], result["first.latent"]
+    assert first.stopped_step == 2 and whole.stopped_step is None
+    assert not torch.equal(first.samples, whole.samples)  # still noisy halfway
+    assert torch.equal(result["second.latent"].samples, whole.samples)
+
+
+def test_start_step_null_resumes_where_the_loop_stopped(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace(", start_step: 2}", "}")
+    result = run(graph_runner, text)
+    assert torch.equal(result["second.latent"].samples, result["whole.latent"].samples)
+
+
+def test_start_step_on_a_fresh_latent_noises_it_to_that_step(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("seed: !input seed}", "seed: !input seed, start_step: 1}")
+    noised = run(graph_runner, text)["noised.latent"]
+    assert noised.noise.start_index == 1
+    # an empty latent noised to step 1 is the noise times that step's sigma (Euler's add_noise)
+    scheduler = noised.noise.schedule.make("cpu")
+    assert torch.allclose(noised.samples, noised.noise.noise * scheduler.sigmas[1])
+
+
+def test_a_stopped_latent_must_pass_through_add_noise(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("latent: !link resumed, cfg: 5.0}", "latent: !link first, cfg: 5.0}")
+    with pytest.raises(NodeError, match=r"stopped after step 2 \(end_step\): pass it through AddNoise"):
+        run(graph_runner, text)
+
+
+def test_an_end_step_not_after_the_start_is_a_located_error(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace(
+        "latent: !link resumed, cfg: 5.0}", "latent: !link resumed, cfg: 5.0, end_step: 2}"
+    )
+    with pytest.raises(NodeError, match="end_step 2 is not after the step this latent starts at") as caught:
+        run(graph_runner, text)
+    assert "second" in str(caught.value) and "end_step" in str(caught.value)
+
+
+def test_steps_and_fractions_together_are_refused_up_front(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("end_step: 2}", "end_step: 2, denoise_end: 0.5}")
+    with pytest.raises(UserError, match="give end_step or denoise_end, not both"):
+        run(graph_runner, text)
+    text = WORKFLOW.replace("start_step: 2}", "start_step: 2, denoise_start: 0.5}")
+    with pytest.raises(UserError, match="give start_step or denoise_start, not both"):
+        run(graph_runner, text)
+
+
+@pytest.mark.parametrize("checkpoint", ["builtin:tiny-sd15", "builtin:tiny-sd15-inpaint"])
+def test_an_inpainting_split_equals_one_run(runner, checkpoint: str) -> None:
+    """A 4-channel model blends with the original re-noised to the next step of the whole schedule,
+    also at the end of the first pass; a 9-channel model reads the mask in both passes."""
+    graph = sdflow.load(EXAMPLES / "inpaint.yaml")
+    graph["ckpt"]["checkpoint"] = checkpoint
+    loop = graph["denoised"]
+    shared = {f: loop[f] for f in ("model", "positive", "negative", "cfg")}
+    first = graph.add("DenoiseLoop", id="first", **shared, latent=graph["noised"], end_step=2)
+    resumed = graph.add("AddNoise", id="resumed", latent=first, schedule=graph["schedule"], seed=1)
+    graph.add("DenoiseLoop", id="second", **shared, latent=resumed)
+    result = runner.run(graph, inputs={"steps": 4, "sampler": "euler"}, outputs=["denoised", "second"])
+    assert torch.equal(result["second.latent"].samples, result["denoised.latent"].samples)
