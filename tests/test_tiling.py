@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from sdflow.nodes.base import RunContext
-from sdflow.nodes.checkpoints import BUILTIN_ROOT, load
 from sdflow.nodes.library.encode import VAEEncode
 from sdflow.nodes.library.vae import VAEDecode
 from sdflow.nodes.tiling import run_tiled, wants_tiles
@@ -20,7 +20,10 @@ CTX = RunContext(CPU, torch.float32)
 
 @pytest.fixture(scope="module")
 def vae() -> Vae:
-    return Vae(load(str(BUILTIN_ROOT / "shapes"), CPU, torch.float32).vae)
+    from diffusers import AutoencoderKL
+
+    shapes = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "shapes"
+    return Vae(AutoencoderKL.from_pretrained(shapes, subfolder="vae").eval())
 
 
 def _latent() -> torch.Tensor:
