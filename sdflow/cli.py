@@ -157,6 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None or args.ray_address:
         from sdflow.scale_cli import run_on_workers
 
+        if args.batch > 1:
+            raise UserError("--batch and --workers do not combine yet: give one", Location(field="--batch"))
+
         return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
     runner = make_runner(args, output_dir=args.output_dir, allow_pickle=args.allow_pickle)
     runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
