@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import traceback
@@ -20,7 +19,7 @@ from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
 from sdflow.nodes import registry
 from sdflow.nodes.fields import fields_of, type_label
-from sdflow.runner_cli import add_runner_arguments, make_runner
+from sdflow.runner_cli import add_runner_arguments, make_runner, write_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
@@ -139,7 +138,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sdflow.files import write_new_path
     from sdflow.runner.executor import check
     from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
@@ -171,12 +169,7 @@ def _run(args: argparse.Namespace) -> int:
             print(path)
     if args.report:
         document = {"workflow": args.workflow, "runs": runs}
-        try:
-            written = write_new_path(args.report, json.dumps(document, indent=2).encode())
-        except OSError as exc:
-            raise UserError(f"--report {args.report}: cannot write the report: {exc}") from None
-        if not args.quiet:
-            print(f"report: {written}", file=sys.stderr)
+        write_report(args.report, document, args.quiet)
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ and `sdflow bench`; a slow-dtype warning becomes one line on stderr before anyth
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from typing import Any
@@ -61,3 +62,15 @@ def make_runner(args: argparse.Namespace, **options: Any) -> Any:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return runner
+
+
+def write_report(path: str, document: dict[str, Any], quiet: bool) -> None:
+    """The --report JSON, written atomically under a new name; a write failure is the user's to fix."""
+    from sdflow.files import write_new_path
+
+    try:
+        written = write_new_path(path, json.dumps(document, indent=2).encode())
+    except OSError as exc:
+        raise UserError(f"--report {path}: cannot write the report: {exc}") from None
+    if not quiet:
+        print(f"report: {written}", file=sys.stderr)
