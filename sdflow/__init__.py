@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "default_runner": "sdflow.api",
     "run": "sdflow.api",
+    "run_batch": "sdflow.api",
     "NodeError": "sdflow.errors",
     "SdflowError": "sdflow.errors",
     "UserError": "sdflow.errors",
@@ -68,6 +69,7 @@ __all__ = [
     "load",
     "loads",
     "run",
+    "run_batch",
     "run_many",
     "validate",
 ]
@@ -87,7 +89,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from sdflow.api import default_runner, run
+    from sdflow.api import default_runner, run, run_batch
     from sdflow.errors import NodeError, SdflowError, SdflowWarning, UserError, WorkflowError, WorkflowErrors
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads

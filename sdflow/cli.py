@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import traceback
@@ -20,6 +19,7 @@ from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import load
 from sdflow.nodes import registry
 from sdflow.nodes.fields import fields_of, type_label
+from sdflow.runner_cli import add_runner_arguments, make_runner, write_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
@@ -88,12 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run once per value, reusing the caches (repeatable: all combinations)",
     )
     run.add_argument("--output-dir", default="outputs")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_runner_arguments(run)
     run.add_argument(
-        "--dtype",
-        default=None,
-        choices=["fp32", "fp16", "bf16"],
-        help="default: fp16 on cuda, fp32 elsewhere",
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N sweep items that differ only in seed or prompt as one batch (same pixels)",
     )
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument("type", nargs="?")
     nodes.set_defaults(handler=_nodes)
 
+    from sdflow.bench import add_command as add_bench
     from sdflow.draw import cli as draw_cli
     from sdflow.golden import cli as golden_cli
     from sdflow.interop import cli as interop_cli
@@ -128,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     add_models_command(commands)
     interop_cli.add_commands(commands)
     draw_cli.add_commands(commands)
+    add_bench(commands)
     return parser
 
 
@@ -135,8 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sdflow.files import write_new_path
-    from sdflow.runner.executor import Runner, check
+    from sdflow.runner.executor import check
     from sdflow.runner.progress import ProgressPrinter, WarningPrinter
 
     workflow = load(args.workflow)
@@ -148,38 +150,50 @@ def _run(args: argparse.Namespace) -> int:
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: must be at least 1", Location(field="--batch"))
     if args.workers is not None or args.ray_address:
         from sdflow.scale_cli import run_on_workers
 
+        if args.batch > 1:
+            raise UserError("--batch and --workers do not combine yet: give one", Location(field="--batch"))
+
         return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
-    try:
-        runner = Runner(
-            device=args.device, dtype=args.dtype, output_dir=args.output_dir, allow_pickle=args.allow_pickle
-        )
-    except ValueError as exc:
-        raise UserError(str(exc), Location(field="--device")) from None
+    runner = make_runner(args, output_dir=args.output_dir, allow_pickle=args.allow_pickle)
     runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
     runs = []
-    for index, varied in enumerate(combinations):
-        inputs = {**fixed, **varied}
-        if len(combinations) > 1 and not args.quiet:
-            print(f"run {index + 1}/{len(combinations)}: {inputs}", file=sys.stderr)
-        try:
-            result = runner.run(workflow, inputs=inputs)
-        except OSError as exc:  # the output folder went away or filled up while running
-            raise UserError(f"--output-dir {args.output_dir}: cannot write the outputs: {exc}") from None
+    items = [{**fixed, **varied} for varied in combinations]
+    for result in _results(runner, workflow, items, args):
         runs.append(result.report.to_dict())
         for path in result.report.files:
             print(path)
     if args.report:
         document = {"workflow": args.workflow, "runs": runs}
-        try:
-            written = write_new_path(args.report, json.dumps(document, indent=2).encode())
-        except OSError as exc:
-            raise UserError(f"--report {args.report}: cannot write the report: {exc}") from None
-        if not args.quiet:
-            print(f"report: {written}", file=sys.stderr)
+        write_report(args.report, document, args.quiet)
     return EXIT_OK
+
+
+def _results(runner: Any, workflow: Workflow, items: list[dict[str, Any]], args: argparse.Namespace):
+    """The run results of ``items`` in order: one by one, or grouped in batches of ``--batch``."""
+    from sdflow.runner.batch import run_batched
+
+    def announce(index: int, count: int) -> None:
+        if len(items) > 1 and not args.quiet:
+            what = ", ".join(str(items[i]) for i in range(index, index + count))
+            print(
+                f"run {index + 1}/{len(items)}{f' (batch of {count})' if count > 1 else ''}: {what}",
+                file=sys.stderr,
+            )
+
+    try:
+        if args.batch > 1:
+            yield from run_batched(runner, workflow, items, batch=args.batch, announce=announce)
+        else:
+            for index, inputs in enumerate(items):
+                announce(index, 1)
+                yield runner.run(workflow, inputs=inputs)
+    except OSError as exc:  # the output folder went away or filled up while running
+        raise UserError(f"--output-dir {args.output_dir}: cannot write the outputs: {exc}") from None
 
 
 def writable_folder(folder: Path, option: str) -> None:

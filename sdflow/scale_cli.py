@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from sdflow.errors import Location, UserError, one_line
 from sdflow.graphs.model import Workflow
+from sdflow.runner_cli import write_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 
@@ -36,7 +36,6 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
     """
     from tqdm import tqdm
 
-    from sdflow.files import write_new_path
     from sdflow.runner.distributed import RayBackend
     from sdflow.runner.many import JobResult, run_many
 
@@ -75,12 +74,7 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
             "workers": args.workers,
             "runs": [r.to_dict() for r in results],
         }
-        try:
-            written = write_new_path(args.report, json.dumps(document, indent=2).encode())
-        except OSError as exc:
-            raise UserError(f"--report {args.report}: cannot write the report: {exc}") from None
-        if not args.quiet:
-            print(f"report: {written}", file=sys.stderr)
+        write_report(args.report, document, args.quiet)
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"{len(results) - len(failed)} of {len(results)} runs succeeded", file=sys.stderr)

@@ -269,11 +269,6 @@ def test_asking_for_an_absent_cuda_fails_clearly(no_accelerator: None) -> None:
         pick_device("cuda")
 
 
-def test_default_dtype_is_fp16_on_cuda_and_fp32_on_cpu() -> None:
-    assert pick_dtype(torch.device("cuda")) == torch.float16
-    assert pick_dtype(torch.device("cpu")) == torch.float32
-
-
 def test_dtype_can_be_overridden() -> None:
     assert pick_dtype(torch.device("cuda"), "fp32") == torch.float32
     assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
@@ -284,6 +279,8 @@ def test_unknown_dtype_is_refused() -> None:
         pick_dtype(torch.device("cpu"), "fp8")
 
 
-def test_runner_defaults_to_cpu_fp32_here(no_accelerator: None) -> None:
+def test_runner_defaults_to_the_cpu_and_the_auto_dtype_here(no_accelerator: None) -> None:
+    from sdflow.runner.dtypes import choose_dtype
+
     runner = Runner()
-    assert (runner.device, runner.dtype) == (torch.device("cpu"), torch.float32)
+    assert (runner.device, runner.dtype) == (torch.device("cpu"), choose_dtype(torch.device("cpu")).dtype)

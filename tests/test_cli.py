@@ -77,8 +77,8 @@ def test_report_lists_inputs_nodes_and_files_of_each_run(tmp_path: Path, capsys)
         "save",
     ]
     for node in run["nodes"]:
-        assert set(node) == {"id", "type", "status", "seconds"}
-        assert node["status"] == "ran"
+        assert set(node) == {"id", "type", "status", "seconds", "batch"}
+        assert node["status"] == "ran" and node["batch"] == 1
         assert isinstance(node["seconds"], float) and node["seconds"] >= 0
     assert {n["id"]: n["type"] for n in run["nodes"]}["denoised"] == "DenoiseLoop"
     assert run["files"] == [str(p) for p in pngs(tmp_path / "out")]

@@ -213,7 +213,7 @@ def test_the_command_line_spreads_a_sweep_reports_workers_and_exits_2_on_a_faile
     out = tmp_path / "out"
     argv = [str(tmp_path / "copy.yaml"), "--sweep", "path=a.png,cut.png,b.png", "--output-dir", str(out)]
     code = main(["run", *argv, "--workers", "2", "--report", str(tmp_path / "r.json"), "--quiet"])
-    assert borrowed == [(2, None, "auto", None)]  # workers, address, device, dtype
+    assert borrowed == [(2, None, "auto", "auto")]  # workers, address, device, dtype
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out.split() == [str(out / "copy_00001.png"), str(out / "copy_00002.png")]

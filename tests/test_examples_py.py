@@ -35,7 +35,8 @@ def shared_runner(tmp_path_factory: pytest.TempPathFactory) -> sdflow.Runner:
 
 
 def _cli_pngs(workflow: Path, output_dir: Path) -> list[Path]:
-    assert cli(["run", str(workflow), "--output-dir", str(output_dir), "--quiet"]) == 0
+    # fp32 as the shared runner: 'auto' may pick bf16 on a CPU with native bf16
+    assert cli(["run", str(workflow), "--output-dir", str(output_dir), "--quiet", "--dtype", "fp32"]) == 0
     return sorted(output_dir.rglob("*.png"))
 
 

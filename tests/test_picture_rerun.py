@@ -57,8 +57,15 @@ def test_set_overrides_the_inputs_a_picture_recorded(examples, tmp_path, capsys)
 
 
 def test_load_gives_the_graph_with_the_recorded_inputs_as_defaults(examples, tmp_path, capsys):
-    sdflow_cli(
-        "run", str(examples / "img2img.yaml"), *FAST, "--output-dir", str(tmp_path / "a"), capsys=capsys
+    sdflow_cli(  # fp32 like the runner below: 'auto' may pick bf16 on a CPU with native bf16
+        "run",
+        str(examples / "img2img.yaml"),
+        *FAST,
+        "--dtype",
+        "fp32",
+        "--output-dir",
+        str(tmp_path / "a"),
+        capsys=capsys,
     )
     first = next((tmp_path / "a").glob("*.png"))
     graph = sdflow.load(first)

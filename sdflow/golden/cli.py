@@ -172,13 +172,16 @@ def _runner(args: argparse.Namespace) -> Any:
     """A Runner on the chosen device and dtype, after setting torch's thread count."""
     import torch
 
+    from sdflow.runner.device import pick_device
+    from sdflow.runner.dtypes import fixed_dtype
     from sdflow.runner.executor import Runner
 
     threads = _threads(args)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return Runner(device=args.device, dtype=args.dtype)
+        # Goldens want the same numbers on every machine: not 'auto', which measures the CPU.
+        return Runner(device=args.device, dtype=args.dtype or fixed_dtype(pick_device(args.device)))
     except ValueError as exc:
         raise UserError(str(exc), Location(field="--device")) from None
 

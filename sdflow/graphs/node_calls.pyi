@@ -52,9 +52,19 @@ _Scheduler_sigmas = Literal[
     "default",
     "karras",
 ]
+_VAEDecode_tiled = Literal[
+    "auto",
+    "on",
+    "off",
+]
 _VAEEncode_posterior = Literal[
     "sample",
     "mode",
+]
+_VAEEncode_tiled = Literal[
+    "auto",
+    "on",
+    "off",
 ]
 
 class AddNoiseNode(NodeHandle, Linkable[Latent]):
@@ -548,6 +558,9 @@ class NodeCalls:
         vae: Linkable[Vae],
         latent: Linkable[Latent],
         seed: int | Input = 0,
+        tiled: _VAEDecode_tiled | Input = "auto",
+        tile_size: int | Input = 512,
+        tile_overlap: int | Input = 64,
     ) -> VAEDecodeNode:
         """Decode a latent into an RGB image with the VAE.
 
@@ -558,6 +571,9 @@ class NodeCalls:
             latent: the latent to decode
             seed: noise seed of decoders that sample (a consistency decoder); others ignore it [>= 0, <=
                 9223372036854775807]
+            tiled: decode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
+            tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
+            tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]
         """
 
     def VAEEncode(
@@ -569,6 +585,9 @@ class NodeCalls:
         mask: Linkable[Mask] | None = None,
         posterior: _VAEEncode_posterior | Input = "sample",
         seed: int | Input = 0,
+        tiled: _VAEEncode_tiled | Input = "auto",
+        tile_size: int | Input = 512,
+        tile_overlap: int | Input = 64,
     ) -> VAEEncodeNode:
         """Encode an RGB image into a latent with the VAE; with a mask, prepare it for inpainting.
 
@@ -584,4 +603,7 @@ class NodeCalls:
             posterior: 'sample': draw from the VAE's posterior with the seed (as diffusers); 'mode': its mean
             seed: random stream seed; AddNoise with seed null continues it (diffusers' one generator) [>= 0,
                 <= 9223372036854775807]
+            tiled: encode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
+            tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
+            tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]
         """

@@ -115,6 +115,12 @@ class Node(BaseModel):
         return {output: inputs.get(source) for output, source in cls.family_from.items()}
 
     @classmethod
+    def run_batch(cls, nodes: list[Node], ctx: RunContext) -> list[dict[str, Any]] | None:
+        """Run several instances of this type as one batch, returning each one's outputs exactly as
+        its own ``run`` would; None when they cannot share a batch (the runner then runs each)."""
+        return None
+
+    @classmethod
     def summary(cls) -> str:
         """The first line of the docstring: the node's user-facing help."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

@@ -1,10 +1,12 @@
-"""Choosing the device and dtype: auto = cuda, then mps, then cpu; fp16 on cuda, fp32 elsewhere."""
+"""Choosing the device: auto = cuda, then mps, then cpu (the dtype: sdflow.runner.dtypes)."""
 
 from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from sdflow.runner.dtypes import DTYPES, choose_dtype, dtype_name
+
+__all__ = ["DEVICES", "DTYPES", "dtype_name", "pick_device", "pick_dtype"]
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -27,13 +29,5 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
-    """fp16 on CUDA and fp32 elsewhere, unless ``name`` (fp32, fp16, bf16) says otherwise."""
-    if name is not None:
-        if name not in DTYPES:
-            raise ValueError(f"unknown dtype '{name}' (expected one of {', '.join(DTYPES)})")
-        return DTYPES[name]
-    return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return next(k for k, v in DTYPES.items() if v == dtype)
+    """The dtype for ``name`` (auto, fp32, fp16, bf16; None = auto) on ``device``: see choose_dtype."""
+    return choose_dtype(device, name).dtype

@@ -7,6 +7,7 @@ import functools
 import json
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,8 +28,10 @@ from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
 from sdflow.nodes.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
+from sdflow.runner.accel import Acceleration
 from sdflow.runner.cache import LRUCache, ModelCache
-from sdflow.runner.device import dtype_name, pick_device, pick_dtype
+from sdflow.runner.device import pick_device
+from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.family_check import family_errors
 from sdflow.runner.keys import node_key, output_key
@@ -99,22 +102,29 @@ class Runner:
     def __init__(
         self,
         device: str = "auto",
-        dtype: str | None = None,
+        dtype: str | None = "auto",
         output_dir: str = "outputs",
         output_cache_bytes: int = 4 * GiB,
         model_cache_bytes: int = 16 * GiB,
         listeners: Iterable[Listener] = (),
         allow_pickle: bool = False,
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device, dtype)
+        choice = choose_dtype(self.device, dtype)
+        if choice.warning:  # before anything heavy runs: a slow dtype can cost 40x
+            warnings.warn(choice.warning, SlowDtypeWarning, stacklevel=2)
+        self.dtype, self.dtype_reason = choice.dtype, choice.reason
         self.output_dir = output_dir
         self.outputs = LRUCache(output_cache_bytes)
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
         self.write_new: FileWriter = write_new  # how output nodes write new files (see RunContext)
+        self.acceleration = acceleration or Acceleration()
         self._environment = f"{self.device.type}/{dtype_name(self.dtype)}"
+        if self.acceleration.key(self.device):
+            self._environment += "/" + self.acceleration.key(self.device)
 
     def subscribe(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -147,6 +157,21 @@ class Runner:
                 if isinstance(value, SavedFiles):
                     result.report.files.extend(value.paths)
         return result
+
+    def run_batch(
+        self,
+        workflow: Workflow,
+        items: Iterable[dict[str, Any]],
+        batch: int = 4,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | None = None,
+    ) -> list[RunResult]:
+        """``run`` once per input dict of ``items``, in order, with up to ``batch`` consecutive runs
+        sharing one pass through the nodes that batch (DenoiseLoop, VAEDecode) when they differ only
+        in seed or prompt: the same images and files as running them one by one, faster on a GPU."""
+        from sdflow.runner.batch import run_batched
+
+        return list(run_batched(self, workflow, list(items), batch, outputs, output_dir))
 
     def keys(
         self,
@@ -224,36 +249,50 @@ class Runner:
         status = "cached"
         if values is None:
             status = "ran"
-            arguments = dict(step.constants)
-            for name, link in step.links.items():
-                arguments[name] = produced[link.node][_output_name(workflow, link)]
-            node = cls.model_construct(**arguments)
-            ctx = RunContext(
-                device=ctx_base.device,
-                dtype=ctx_base.dtype,
-                node_id=step.id,
-                output_dir=ctx_base.output_dir,
-                metadata=ctx_base.metadata,
-                generation=step.generation,
-                on_step=self._step_reporter(step.id),
-                locate=spec.location,
-                allow_pickle=ctx_base.allow_pickle,
-                on_warning=self._warning_reporter(step.id, cls.type_name, report),
-                write_new=self.write_new,
-            )
+            node = cls.model_construct(**self._arguments(workflow, step, produced))
             try:
-                values = node.run(ctx)
+                values = node.run(self._context(step, spec, ctx_base, report))
                 _check_outputs(cls, values)
             except UserError:
                 raise
             except Exception as exc:
                 _tag_node(exc, step.id, cls.type_name)
                 raise
+            if cls.cache == "model":
+                values = self.acceleration.apply(values, self.device)
             cache.put(step.key, values)
         seconds = time.perf_counter() - started
         report.nodes.append(NodeRecord(step.id, cls.type_name, status, round(seconds, 6)))
         self._emit(NodeFinished(step.id, cls.type_name, status, seconds))
         return values
+
+    def _arguments(
+        self, workflow: Workflow, step: _Step, produced: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The node's field values: its constants and the outputs linked into it."""
+        arguments = dict(step.constants)
+        for name, link in step.links.items():
+            arguments[name] = produced[link.node][_output_name(workflow, link)]
+        return arguments
+
+    def _context(self, step: _Step, spec: Any, ctx_base: RunContext, report: RunReport) -> RunContext:
+        """The RunContext of one node: model-loading nodes load where the acceleration says."""
+        device = ctx_base.device
+        if step.cls.cache == "model":
+            device = self.acceleration.load_device(device)
+        return RunContext(
+            device=device,
+            dtype=ctx_base.dtype,
+            node_id=step.id,
+            output_dir=ctx_base.output_dir,
+            metadata=ctx_base.metadata,
+            generation=step.generation,
+            on_step=self._step_reporter(step.id),
+            locate=spec.location,
+            allow_pickle=ctx_base.allow_pickle,
+            on_warning=self._warning_reporter(step.id, step.cls.type_name, report),
+            write_new=self.write_new,
+        )
 
     def _step_reporter(self, node_id: str):
         if not self.listeners:
@@ -427,7 +466,21 @@ def _check_outputs(cls: type[Node], values: dict[str, Any]) -> None:
 def _metadata(workflow: Workflow, values: dict[str, Any]) -> dict[str, str]:
     """Text chunks for saved images: the workflow and the inputs of this run."""
     return {
-        "sdflow:workflow": workflow.source if workflow.source is not None else dumps(workflow),
+        "sdflow:workflow": workflow.source if workflow.source is not None else _yaml_of(workflow),
         "sdflow:inputs": json.dumps(values, sort_keys=True),
         "sdflow:base": str(workflow.path_base().resolve()),
     }
+
+
+_YAML: OrderedDict[str, str] = OrderedDict()  # a graph built or changed in Python, dumped once
+
+
+def _yaml_of(workflow: Workflow) -> str:
+    """``dumps(workflow)``, remembered for the last few graphs: a pure-Python YAML dump costs ~10 ms,
+    which every re-run of an unchanged Python-built graph would pay again."""
+    key = repr((workflow.file, workflow.structure()))
+    if key not in _YAML:
+        _YAML[key] = dumps(workflow)
+        if len(_YAML) > 16:
+            _YAML.popitem(last=False)
+    return _YAML[key]

@@ -12,6 +12,7 @@ class NodeRecord:
     type: str
     status: str  # "ran" | "cached"
     seconds: float
+    batch: int = 1  # items of a batched sweep this one run served (seconds are the whole batch's)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.library.noise import MAX_STEPS
+from sdflow.nodes.placement import placement
 from sdflow.nodes.schedule_window import end_count
 from sdflow.nodes.types import Conditioning, Latent, Model
 
@@ -98,12 +99,10 @@ class DenoiseLoop(Node):
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
 
         guide = self.cfg > 1.0
-        # The weights' placement, from one parameter: diffusers' unet.device/.dtype walk every
-        # submodule (about a millisecond each on the CPU).
-        weights = next(unet.parameters())
-        x = self.latent.samples.to(weights.device, weights.dtype)
-        embeds = self._embeddings(x.shape[0], guide, ctx).to(weights.device, weights.dtype)
-        added = self._added_cond_kwargs(x, guide, weights)
+        device, dtype = placement(unet)  # the execution device under model offload
+        x = self.latent.samples.to(device, dtype)
+        embeds = self._embeddings(x.shape[0], guide, ctx).to(device, dtype)
+        added = self._added_cond_kwargs(x, guide, device, dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
         if mask is not None:
@@ -164,12 +163,33 @@ class DenoiseLoop(Node):
                 )
 
     def _added_cond_kwargs(
-        self, x: torch.Tensor, guide: bool, weights: torch.Tensor
+        self, x: torch.Tensor, guide: bool, device: torch.device, dtype: torch.dtype
     ) -> dict[str, torch.Tensor] | None:
         """The family's extra UNet inputs (SDXL: pooled text embeds and time ids), in batch order."""
         parts = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
         size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
-        return self.model.family.added_cond_kwargs(parts, x.shape[0], size, weights.device, weights.dtype)
+        return self.model.family.added_cond_kwargs(parts, x.shape[0], size, device, dtype)
+
+    @classmethod
+    def run_batch(cls, nodes: list[Node], ctx: RunContext) -> list[dict[str, Any]] | None:
+        """Several whole txt2img/img2img loops (one image each) sharing model, schedule, cfg and shapes,
+        as one batch; each keeps its own generator, so each result equals its own run's. None when
+        they cannot share a batch (inpainting, split schedules, extra UNet inputs such as SDXL's)."""
+        from sdflow.nodes.denoise_batch import run_together
+
+        loops = [node for node in nodes if isinstance(node, DenoiseLoop)]
+        if len(loops) != len(nodes):
+            return None
+        for loop in loops:
+            if loop.denoise_end < 1.0 or loop.end_step is not None:
+                return None
+            if loop.latent.stopped_at is not None or loop.latent.stopped_step is not None:
+                return None
+            loop._check_families(ctx)
+            x = loop.latent.samples
+            if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
+                return None
+        return run_together(loops, ctx)
 
     def _inpainting_channels(self, x: torch.Tensor, guide: bool, ctx: RunContext) -> torch.Tensor | None:
         """For a 9-channel UNet: [mask, masked-image latent] per batch item (twice when guiding)."""

@@ -6,11 +6,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.library.noise import MAX_SEED
 from sdflow.nodes.pixels import resize_8bit
+from sdflow.nodes.placement import placement
+from sdflow.nodes.tiling import Tiling, run_tiled, wants_tiles
 from sdflow.nodes.types import Image, Latent, Mask, MaskedImage, Vae
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same shape
@@ -19,7 +22,7 @@ ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still take
 class VAEEncode(Node):
     """Encode an RGB image into a latent with the VAE; with a mask, prepare it for inpainting."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
 
     vae: Vae = Field(description="the VAE, from LoadCheckpoint")
@@ -47,6 +50,12 @@ class VAEEncode(Node):
         le=MAX_SEED,
         description="random stream seed; AddNoise with seed null continues it (diffusers' one generator)",
     )
+    tiled: Tiling = Field(
+        "auto",
+        description="encode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels",
+    )
+    tile_size: int = Field(512, ge=64, le=4096, multiple_of=8, description="tile side in pixels")
+    tile_overlap: int = Field(64, ge=0, le=1024, multiple_of=8, description="tile overlap in pixels")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         vae = self.vae.vae
@@ -61,8 +70,7 @@ class VAEEncode(Node):
             # Keep where the mask is < 0.5, blank (0 in [-1, 1], mid grey) where it repaints.
             blanked = pixels * 2.0 - 1.0
             blanked = blanked * (mask < 0.5)
-            with torch.inference_mode():
-                posterior = vae.encode(_vae_input(blanked, vae)).latent_dist
+            posterior = self._posterior(blanked)
             masked_image = MaskedImage(
                 mean=posterior.mean,
                 std=posterior.std,
@@ -98,10 +106,25 @@ class VAEEncode(Node):
     def _encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scaled latents of ``pixels``: a posterior sample drawn from ``generator``, or its mode."""
         vae = self.vae.vae
-        with torch.inference_mode():
-            posterior = vae.encode(_vae_input(pixels * 2.0 - 1.0, vae)).latent_dist
+        posterior = self._posterior(pixels * 2.0 - 1.0)
         latents = posterior.sample(generator) if self.posterior == "sample" else posterior.mode()
         return latents * vae.config.scaling_factor
+
+    def _posterior(self, pixels: torch.Tensor) -> Any:
+        """The VAE's posterior of ``pixels`` in [-1, 1]; for a large image, its parameters (mean and
+        log-variance) are blended from overlapping tiles."""
+        vae = self.vae.vae
+        height, width = pixels.shape[-2:]
+        with torch.inference_mode():
+            if not wants_tiles(self.tiled, width, height, self.tile_size):
+                return vae.encode(_vae_input(pixels, vae)).latent_dist
+
+            def moments(window: torch.Tensor) -> torch.Tensor:
+                return vae.encode(_vae_input(window, vae)).latent_dist.parameters
+
+            factor = self.vae.scale_factor
+            parameters = run_tiled(moments, pixels, self.tile_size, self.tile_overlap, 1 / factor)
+            return DiagonalGaussianDistribution(parameters.to(placement(vae)[1]))
 
     def _mask(self, pixels: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         """The mask at the image's (resized) size, binarized: 1 = repaint, 0 = keep."""
@@ -127,4 +150,4 @@ class VAEEncode(Node):
 def _vae_input(pixels: torch.Tensor, vae: torch.nn.Module) -> torch.Tensor:
     """Pixels in [-1, 1] on the VAE's device and dtype, laid out channels-last as diffusers' image
     processor leaves them (a view of NHWC numpy data): CPU convolutions round differently by layout."""
-    return pixels.to(vae.device, vae.dtype).contiguous(memory_format=torch.channels_last)
+    return pixels.to(*placement(vae)).contiguous(memory_format=torch.channels_last)
