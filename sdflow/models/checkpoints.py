@@ -136,10 +136,16 @@ def fingerprint(spec: str) -> str:
         digest.update(str(file.resolve()).encode())
         stat = file.stat()
         if source.builtin:
-            digest.update(_content_digest(str(file), stat.st_size, stat.st_mtime_ns))
+            digest.update(file_digest(file))
         else:
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
+
+
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, remembered while its size and mtime stay the same."""
+    stat = path.stat()
+    return _content_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)

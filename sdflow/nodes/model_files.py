@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sdflow.models import folders, weights
-from sdflow.models.checkpoints import _content_digest
+from sdflow.models.checkpoints import file_digest
 from sdflow.nodes.base import Node, RunContext
 
 
@@ -18,9 +18,8 @@ def content_fingerprint(path: Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat()
         digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-        digest.update(_content_digest(str(file), stat.st_size, stat.st_mtime_ns))
+        digest.update(file_digest(file))
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sdflow.models import folders
+from sdflow.models.checkpoints import file_digest
 from sdflow.prompts.chunks import PromptError
 from sdflow.prompts.parse import embedding_names
 
@@ -57,7 +58,7 @@ def fingerprint(text: str) -> str | None:
         except PromptError:
             digest.update(b"missing\0")
             continue
-        digest.update(str(path).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        digest.update(str(path).encode() + b"\0" + file_digest(path))
     return digest.hexdigest()
 
 
