@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     graph = load(args.workflow)
     inputs = dict(parse_assignment(graph, text) for text in args.set)
     sizes = _sizes(args.sizes)
-    samplers = _list(args.samplers)
+    samplers = _samplers(args.samplers)
     latents = _nodes_of(graph, "EmptyLatent", "--sizes", sizes)
     schedulers = _nodes_of(graph, "Scheduler", "--samplers", samplers)
     targets = _targets(graph)
@@ -236,6 +236,19 @@ def _sizes(text: str | None) -> list[str]:
 
 def _list(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _samplers(text: str | None) -> list[str]:
+    """--samplers as names, each one a sampler the Scheduler node knows (else exit 2 naming it)."""
+    from sdflow.nodes.registry import suggestion
+    from sdflow.nodes.samplers import SAMPLERS
+
+    names = _list(text)
+    for name in names:
+        if name not in SAMPLERS:
+            more = suggestion(name, SAMPLERS, f" (samplers: {', '.join(SAMPLERS)})")
+            raise UserError(f"--samplers: unknown sampler '{name}'{more}", Location(field="--samplers"))
+    return names
 
 
 def _nodes_of(graph: Any, type_name: str, option: str, wanted: list[str]) -> list[str]:
