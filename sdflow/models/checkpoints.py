@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sdflow.models import folders, singlefile
+from sdflow.models import folder_load, folders, singlefile
 from sdflow.models.detect import UnknownLayout
 from sdflow.models.families import Family
 from sdflow.models.folder_family import UnknownFamily, family_of, listed
@@ -129,11 +129,10 @@ def fingerprint(spec: str) -> str:
     if source.kind == "hub":
         return "hub:" + spec
     digest = hashlib.sha256()
-    files = (
-        [source.path] if source.kind == "file" else sorted(p for p in source.path.rglob("*") if p.is_file())
-    )
+    root = source.path.resolve()
+    files = [root] if source.kind == "file" else sorted(p for p in root.rglob("*") if p.is_file())
     for file in files:
-        digest.update(str(file.resolve()).encode())
+        digest.update(str(file).encode())
         stat = file.stat()
         if source.builtin:
             digest.update(file_digest(file))
@@ -197,8 +196,9 @@ def _check_weights(folder: Path, stem: str, allow_pickle: bool) -> None:
     safe = folder / f"{stem}.safetensors"
     if safe.is_file():
         try:
-            read_header(safe)
-        except (OSError, WeightFileError) as exc:
+            stat = safe.stat()
+            _header_error(str(safe), stat.st_size, stat.st_mtime_ns)
+        except OSError as exc:
             raise BadCheckpoint(str(exc)) from None
         return
     if (folder / f"{stem}.safetensors.index.json").is_file():
@@ -210,6 +210,15 @@ def _check_weights(folder: Path, stem: str, allow_pickle: bool) -> None:
             raise BadCheckpoint(f"{pickled}: {pickle_refusal(pickled)}")
         return
     raise BadCheckpoint(f"missing weights file {safe}")
+
+
+@functools.lru_cache(maxsize=64)
+def _header_error(path: str, size: int, mtime_ns: int) -> None:
+    """Check a weight file's header once per file state (pre-run checks run on every run)."""
+    try:
+        read_header(Path(path))
+    except WeightFileError as exc:
+        raise BadCheckpoint(str(exc)) from None
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -260,8 +269,10 @@ def folder_family(location: str) -> Family:
 
 
 def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) -> LoadedCheckpoint:
-    """Each component with diffusers / transformers ``from_pretrained``: the text encoders and
-    tokenizers the family lists (SDXL base: two; the refiner: only the second)."""
+    """Each component of a diffusers folder or hub id: the UNet, the VAE, and the text encoders and
+    tokenizers the family lists (SDXL base: two; the refiner: only the second). A local folder's
+    models are read mapped from their safetensors files (``folder_load``: converted tensor by tensor,
+    so the file's pages and the model never add up); anything else with ``from_pretrained``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
@@ -275,17 +286,33 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise BadCheckpoint(f"cannot load {Path(location) / component}: {exc}") from None
 
-    unet = part(
-        "unet", lambda: UNet2DConditionModel.from_pretrained(location, subfolder="unet", torch_dtype=dtype)
+    local = Path(location).is_dir()
+
+    def model(component: str, fast: Any, slow: Any) -> Any:
+        """Mapped from a local folder's safetensors file where it can be, else ``from_pretrained``."""
+        loaded = part(component, fast) if local else None
+        return loaded if loaded is not None else part(component, slow)
+
+    folder = Path(location)
+    unet_config = part("unet", lambda: UNet2DConditionModel.load_config(location, subfolder="unet"))
+    unet = model(
+        "unet",
+        lambda: folder_load.unet(folder / "unet", unet_config, dtype, device),
+        lambda: UNet2DConditionModel.from_pretrained(location, subfolder="unet", torch_dtype=dtype),
     )
     vae_config = part("vae", lambda: AutoencoderKL.load_config(location, subfolder="vae"))
     vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
-    vae = part("vae", lambda: AutoencoderKL.from_pretrained(location, subfolder="vae", torch_dtype=vae_dtype))
+    vae = model(
+        "vae",
+        lambda: folder_load.vae(folder / "vae", vae_config, vae_dtype, device),
+        lambda: AutoencoderKL.from_pretrained(location, subfolder="vae", torch_dtype=vae_dtype),
+    )
     text_encoders, tokenizers = [], []
     for slot in family.encoders:
         cls = CLIPTextModelWithProjection if slot.projection else CLIPTextModel
-        encoder = part(
+        encoder = model(
             slot.folder,
+            functools.partial(folder_load.text_encoder, folder / slot.folder, cls, dtype, device),
             functools.partial(cls.from_pretrained, location, subfolder=slot.folder, torch_dtype=dtype),
         )
         tokenizer = part(

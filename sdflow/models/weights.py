@@ -114,7 +114,7 @@ def _tensor_info(path: Path, name: str, entry: Any, base: int, size: int) -> Ten
         begin, end = (int(o) for o in entry["data_offsets"])
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightFileError(f"'{path}': tensor '{name}' has a malformed header entry ({exc})") from None
-    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(shape) * dtype.itemsize
     if end - begin != expected or begin < 0:
         raise WeightFileError(f"'{path}': tensor '{name}' has {end - begin} bytes for shape {list(shape)}")
     if base + end > size:
