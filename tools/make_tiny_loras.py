@@ -1,15 +1,19 @@
 """Write tiny random LoRA files for a checkpoint, in the kohya/A1111 and the diffusers/PEFT formats.
 
-The tests call these functions to make LoRAs for ``builtin:tiny-sd15`` in a temporary folder:
+The tests call these functions to make LoRAs for ``builtin:tiny-sd15`` and ``builtin:tiny-sdxl`` in
+a temporary folder:
 
     python tools/make_tiny_loras.py OUT_FOLDER [--checkpoint builtin:tiny-sd15] [--rank 4] [--seed 0]
 
 writes ``OUT_FOLDER/tiny_kohya.safetensors`` and ``OUT_FOLDER/tiny_peft.safetensors``.
 
-kohya: attention projections, the 1x1 ``proj_in`` convs and one 3x3 resnet conv (a LoCon layer) of
-the UNet, and the text encoder's attention and first MLP layers, with ``alpha = rank / 2``.
-diffusers/PEFT: attention projections of both, saved by diffusers' ``save_lora_weights`` with the
-adapter metadata (``lora_alpha = 2 * rank``) in the safetensors header.
+kohya: attention projections, the ``proj_in`` layers and one 3x3 resnet conv (a LoCon layer) of
+the UNet, and the text encoders' attention and first MLP layers, with ``alpha = rank / 2``. For SDXL
+(a second text encoder given) as kohya's SDXL trainer writes them: ``lora_te1_`` / ``lora_te2_`` and
+the UNet layers by their original LDM names (``lora_unet_input_blocks_1_0_in_layers_2``).
+diffusers/PEFT: attention projections of each, saved by diffusers' ``save_lora_weights`` with the
+adapter metadata (``lora_alpha = 2 * rank``; ``3 * rank`` for SDXL's second text encoder) in the
+safetensors header.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from sdflow.models.ldm_keys import unet_mapping
 
 UNET_LINEAR = ("to_q", "to_k", "to_v", "to_out.0")
 TE_LINEAR = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -48,17 +54,34 @@ def _pair(
 
 
 def kohya_lora(
-    unet: torch.nn.Module, text_encoder: torch.nn.Module, rank: int = 4, seed: int = 0
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module | None,
+    rank: int = 4,
+    seed: int = 0,
+    text_encoder_2: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A kohya-format state dict: ``lora_unet_*`` / ``lora_te_*`` with lora_down, lora_up and alpha."""
+    """A kohya-format state dict with lora_down, lora_up and alpha: ``lora_unet_*`` / ``lora_te_*``, or
+    with ``text_encoder_2`` (SDXL; ``text_encoder`` None for the refiner) ``lora_unet_<LDM name>``,
+    ``lora_te1_*`` and ``lora_te2_*``."""
     generator = torch.Generator().manual_seed(seed)
-    unet_layers = _targets(unet, (*UNET_LINEAR, "proj_in", "down_blocks.0.resnets.0.conv1"))
-    te_layers = _targets(text_encoder, (*TE_LINEAR, "mlp.fc1"))
+    sdxl = text_encoder_2 is not None
+    to_ldm = unet_mapping(dict(unet.config), prefix="") if sdxl else None
+    groups = [("lora_unet_", _targets(unet, (*UNET_LINEAR, "proj_in", "down_blocks.0.resnets.0.conv1")))]
+    encoders = (
+        (("lora_te1_", text_encoder), ("lora_te2_", text_encoder_2))
+        if sdxl
+        else (("lora_te_", text_encoder),)
+    )
+    groups += [
+        (prefix, _targets(root, (*TE_LINEAR, "mlp.fc1"))) for prefix, root in encoders if root is not None
+    ]
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, layers in (("lora_unet_", unet_layers), ("lora_te_", te_layers)):
+    for prefix, layers in groups:
         for name, module in layers:
-            if prefix == "lora_te_" and not name.startswith("text_model."):
+            if prefix.startswith("lora_te") and not name.startswith("text_model."):
                 name = "text_model." + name  # kohya's names come from transformers' CLIPTextModel of 4.x
+            elif to_ldm is not None and prefix == "lora_unet_":
+                name = to_ldm(name + ".weight").key.removesuffix(".weight")  # kohya's SDXL UNet is SGM's
             stem = prefix + name.replace(".", "_")
             down, up = _pair(module, rank, generator)
             tensors[f"{stem}.lora_down.weight"] = down
@@ -68,39 +91,49 @@ def kohya_lora(
 
 
 def write_kohya(
-    path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module, rank: int, seed: int
+    path: Path,
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module | None,
+    rank: int,
+    seed: int,
+    text_encoder_2: torch.nn.Module | None = None,
 ) -> Path:
-    save_file(
-        kohya_lora(unet, text_encoder, rank, seed), str(path), metadata={"ss_network_module": "networks.lora"}
-    )
+    tensors = kohya_lora(unet, text_encoder, rank, seed, text_encoder_2)
+    save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora"})
     return path
 
 
 def write_peft(
-    folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module, rank: int, seed: int
+    folder: Path,
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module | None,
+    rank: int,
+    seed: int,
+    text_encoder_2: torch.nn.Module | None = None,
 ) -> Path:
-    """diffusers' own save_lora_weights of PEFT-named layers, with adapter metadata (lora_alpha)."""
-    from diffusers import StableDiffusionPipeline
+    """diffusers' own save_lora_weights of PEFT-named layers, with adapter metadata (lora_alpha); with
+    ``text_encoder_2``, StableDiffusionXLPipeline's, which adds the ``text_encoder_2.`` layers."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from peft import LoraConfig
 
     generator = torch.Generator().manual_seed(seed)
-    layers: dict[str, dict[str, torch.Tensor]] = {}
-    metadata: dict[str, dict] = {}
-    for target, root, suffixes in (("unet", unet, UNET_LINEAR), ("text_encoder", text_encoder, TE_LINEAR)):
+    targets = [("unet", unet, UNET_LINEAR, 2 * rank), ("text_encoder", text_encoder, TE_LINEAR, 2 * rank)]
+    if text_encoder_2 is not None:
+        targets.append(("text_encoder_2", text_encoder_2, TE_LINEAR, 3 * rank))
+    arguments: dict[str, dict] = {}
+    for target, root, suffixes, alpha in targets:
+        if root is None:
+            continue
         state: dict[str, torch.Tensor] = {}
         for name, module in _targets(root, suffixes):
             state[f"{name}.lora_A.weight"], state[f"{name}.lora_B.weight"] = _pair(module, rank, generator)
-        layers[target] = state
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(suffixes))
-        metadata[target] = {k: list(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder),
-        unet_lora_layers=layers["unet"],
-        text_encoder_lora_layers=layers["text_encoder"],
-        weight_name="tiny_peft.safetensors",
-        unet_lora_adapter_metadata=metadata["unet"],
-        text_encoder_lora_adapter_metadata=metadata["text_encoder"],
-    )
+        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(suffixes))
+        arguments[f"{target}_lora_layers"] = state
+        arguments[f"{target}_lora_adapter_metadata"] = {
+            k: list(v) if isinstance(v, set) else v for k, v in config.to_dict().items()
+        }
+    saver = StableDiffusionPipeline if text_encoder_2 is None else StableDiffusionXLPipeline
+    saver.save_lora_weights(str(folder), weight_name="tiny_peft.safetensors", **arguments)
     return folder / "tiny_peft.safetensors"
 
 
@@ -111,15 +144,16 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     from sdflow.models import checkpoints
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(checkpoints.resolve(args.checkpoint).path))
+    pipe = DiffusionPipeline.from_pretrained(str(checkpoints.resolve(args.checkpoint).path))
+    encoders = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
     args.out.mkdir(parents=True, exist_ok=True)
     kohya = args.out / "tiny_kohya.safetensors"
-    print(write_kohya(kohya, pipe.unet, pipe.text_encoder, args.rank, args.seed))
-    print(write_peft(args.out, pipe.unet, pipe.text_encoder, args.rank, args.seed + 1))
+    print(write_kohya(kohya, pipe.unet, encoders[0], args.rank, args.seed, encoders[1]))
+    print(write_peft(args.out, pipe.unet, encoders[0], args.rank, args.seed + 1, encoders[1]))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """LoRA files: their key formats, and the weight deltas they make for a model's layers.
 
-Two formats are read:
+Two formats are read, for SD 1.x/2.x and SDXL (base and refiner) alike:
 
-- kohya / A1111: ``lora_unet_<module>`` and ``lora_te_<module>`` (module path with ``_`` for ``.``;
-  UNet modules by their diffusers or their original LDM names),
-  each with ``.lora_down.weight``, ``.lora_up.weight`` and an optional ``.alpha``; LoCon layers (conv
+- kohya / A1111: ``lora_unet_<module>``, ``lora_te_<module>`` / ``lora_te1_<module>`` (the first text
+  encoder) and ``lora_te2_<module>`` (SDXL's second, OpenCLIP bigG), module paths with ``_`` for ``.``;
+  UNet modules by their diffusers or their original LDM/SGM names (``input_blocks_4_1_...``), each
+  with ``.lora_down.weight``, ``.lora_up.weight`` and an optional ``.alpha``; LoCon layers (conv
   kernels in ``lora_down``) too.
-- diffusers / PEFT: ``unet.<module>`` and ``text_encoder.<module>`` with ``.lora_A.weight`` /
-  ``.lora_B.weight`` (or the older ``.lora.down.weight`` / ``.lora.up.weight``,
+- diffusers / PEFT: ``unet.<module>``, ``text_encoder.<module>`` and ``text_encoder_2.<module>`` with
+  ``.lora_A.weight`` / ``.lora_B.weight`` (or the older ``.lora.down.weight`` / ``.lora.up.weight``,
   ``.lora_linear_layer.*`` and attention-processor ``.processor.to_q_lora.*`` spellings).
+
+Layers are grouped by target, named as diffusers names a checkpoint's folders (``unet``,
+``text_encoder``, ``text_encoder_2``); which encoder of a model that is, the loader decides.
 
 A layer's delta is ``(alpha / rank) * up @ down`` (alpha from the file's ``.alpha`` keys or PEFT's
 adapter metadata, else the rank: a scale of 1), as diffusers' ``fuse_lora`` adds it; the node
@@ -26,7 +30,7 @@ import torch
 
 from sdflow.models.ldm_keys import unet_mapping
 
-TARGETS = ("unet", "text_encoder")
+TARGETS = ("unet", "text_encoder", "text_encoder_2")
 
 # key suffix -> role; the longest matching suffix wins
 _SUFFIXES: dict[str, str] = {
@@ -44,8 +48,13 @@ _SUFFIXES: dict[str, str] = {
 }
 # keys of LoRA variants we do not apply (LyCORIS LoHa / LoKr / Tucker, DoRA)
 _UNSUPPORTED = re.compile(r"\.(hada_|lokr_|lora_mid|dora_scale|lora_magnitude_vector)")
-_KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
-_DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder"}
+_KOHYA_PREFIXES = {
+    "lora_unet_": "unet",
+    "lora_te_": "text_encoder",
+    "lora_te1_": "text_encoder",
+    "lora_te2_": "text_encoder_2",
+}
+_DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
 
 
 class LoraError(ValueError):
@@ -56,7 +65,7 @@ class LoraError(ValueError):
 class LoraLayer:
     """One low-rank update: ``delta = scale * up @ down`` for the layer called ``name``."""
 
-    target: str  # "unet" or "text_encoder"
+    target: str  # one of TARGETS
     name: str  # as the file writes it: kohya's flat name or a dotted module path
     flat: bool  # kohya's flat name ('_' for '.'), which must be matched against module paths
     down: torch.Tensor
@@ -110,10 +119,6 @@ def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = No
         raise LoraError(f"not a LoRA file: no lora_down/lora_up or lora_A/lora_B weights (keys: {sample}...)")
     if unsupported:
         raise LoraError(f"{len(unsupported)} keys of unsupported LoRA variants, e.g. {unsupported[0]}")
-    if any(stem.startswith(("lora_te2_", "text_encoder_2.")) for stem in stems):
-        raise LoraError(
-            "an SDXL LoRA (it has layers for SDXL's second text encoder): only SD 1.x/2.x LoRAs apply"
-        )
     kohya = any(stem.startswith(tuple(_KOHYA_PREFIXES)) for stem in stems)
     adapters = _peft_adapters(metadata or {})
     lora = LoraFile("kohya" if kohya else "diffusers")

@@ -1,4 +1,4 @@
-"""LoadLoRA: a LoRA file's low-rank updates added to a model's UNet and text encoder."""
+"""LoadLoRA: a LoRA file's low-rank updates added to a model's UNet and text encoders."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Clip, Model
 
 MAX_STRENGTH = 100.0  # ComfyUI's bounds, so every workflow `sdflow import comfy` reads validates
+CLIP_ENCODERS = ("text_encoder", "text_encoder_2")  # Clip's attributes, in the order of family.encoders
+_WHAT = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2": "second text encoder"}
 
 
 class LoadLoRA(ModelFileNode):
-    """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder."""
+    """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders (both of
+    SDXL's: strength_clip scales the updates of each)."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip}
@@ -30,7 +33,7 @@ class LoadLoRA(ModelFileNode):
     model: Model = Field(
         description="the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged"
     )
-    clip: Clip = Field(description="the text encoder to patch; left unchanged")
+    clip: Clip = Field(description="the text encoders to patch; left unchanged")
     file: str = Field(
         min_length=1,
         description=(
@@ -53,18 +56,46 @@ class LoadLoRA(ModelFileNode):
         try:
             tensors, metadata = weights.read_all(path, self.allow_pickle or ctx.allow_pickle)
             parsed = lora.parse(tensors, metadata)
-            unet_deltas = self._deltas(parsed, "unet", self.model.unet)
-            te_deltas = self._deltas(parsed, "text_encoder", self.clip.text_encoder)
+            unet_deltas = self._deltas(parsed, "unet", self.model.unet, str(self.model.family))
+            te_deltas = {
+                attribute: self._deltas(parsed, target, getattr(self.clip, attribute), str(self.clip.family))
+                for target, attribute in self._encoders(parsed).items()
+            }
         except (weights.WeightFileError, lora.LoraError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
         model, clip = self.model, self.clip
         with torch.no_grad():
             if unet_deltas and self.strength_model != 0:
                 model = replace(model, unet=patch.patched_copy(model.unet, unet_deltas, self.strength_model))
-            if te_deltas and self.strength_clip != 0:
-                encoder = patch.patched_copy(clip.text_encoder, te_deltas, self.strength_clip)
-                clip = replace(clip, text_encoder=encoder)
+            if self.strength_clip != 0:
+                encoders = {
+                    attribute: patch.patched_copy(getattr(clip, attribute), deltas, self.strength_clip)
+                    for attribute, deltas in te_deltas.items()
+                    if deltas
+                }
+                clip = replace(clip, **encoders) if encoders else clip
         return {"model": model, "clip": clip}
+
+    def _encoders(self, parsed: lora.LoraFile) -> dict[str, str]:
+        """The LoRA's text-encoder targets (diffusers folder names) -> the Clip attribute holding that
+        encoder (the SDXL refiner's only encoder, ``text_encoder_2``, is its ``text_encoder``);
+        LoraError for layers of an encoder this model does not have."""
+        family = self.clip.family
+        held = {
+            slot.folder: attribute for slot, attribute in zip(family.encoders, CLIP_ENCODERS, strict=False)
+        }
+        wanted = {layer.target for layer in parsed.layers} - {"unet"}
+        for target in sorted(wanted - held.keys(), reverse=True):
+            if target == "text_encoder_2":
+                raise lora.LoraError(
+                    f"an SDXL LoRA (it has layers for SDXL's second text encoder): it does not fit this "
+                    f"{family} model"
+                )
+            raise lora.LoraError(
+                f"it has layers for a first text encoder (CLIP ViT-L), which this {family} model does not "
+                f"have: a LoRA for SDXL base or SD 1.x/2.x?"
+            )
+        return {target: held[target] for target in sorted(wanted)}
 
     @staticmethod
     def _weights_file(path: Path, ctx: RunContext) -> Path:
@@ -80,14 +111,16 @@ class LoadLoRA(ModelFileNode):
         return files[0]
 
     @staticmethod
-    def _deltas(parsed: lora.LoraFile, target: str, root: torch.nn.Module) -> dict[str, patch.Delta]:
+    def _deltas(
+        parsed: lora.LoraFile, target: str, root: torch.nn.Module, family: str
+    ) -> dict[str, patch.Delta]:
         """module path -> its update, made when patched (one module's update in memory at a time)."""
         layers = parsed.for_target(target)
-        found, unmatched = lora.match(layers, root, target)
+        found, unmatched = lora.match(layers, root, f"{family} {_WHAT[target]}")
         if unmatched:
-            what = "UNet" if target == "unet" else "text encoder"
             raise lora.LoraError(
-                f"{len(unmatched)} of its {len(layers)} {what} layers match nothing in this model "
+                f"{len(unmatched)} of its {len(layers)} {_WHAT[target]} layers match nothing in this "
+                f"{family} model "
                 f"({len(layers) - len(unmatched)} matched; first unmatched: {', '.join(unmatched[:3])}); "
                 f"is this {parsed.format}-format LoRA for another model family?"
             )
