@@ -254,7 +254,7 @@ def test_a_lora_for_another_model_says_how_many_layers_matched(tmp_path: Path, r
     }
     save_file(tensors, str(tmp_path / "xl.safetensors"))
     error = run_error(runner, str(tmp_path / "xl.safetensors"), tmp_path)
-    assert "1 of its 2 UNet layers match nothing in this model (1 matched" in error.message
+    assert "1 of its 2 UNet layers match nothing in this SD 1.x model (1 matched" in error.message
     assert "input_blocks_4_1_proj_in" in error.message
     assert "is this kohya-format LoRA for another model family?" in error.message
 

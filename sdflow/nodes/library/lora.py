@@ -56,10 +56,11 @@ class LoadLoRA(ModelFileNode):
         try:
             tensors, metadata = weights.read_all(path, self.allow_pickle or ctx.allow_pickle)
             parsed = lora.parse(tensors, metadata)
+            encoders = self._encoders(parsed)  # first: a missing encoder names the LoRA's family best
             unet_deltas = self._deltas(parsed, "unet", self.model.unet, str(self.model.family))
             te_deltas = {
                 attribute: self._deltas(parsed, target, getattr(self.clip, attribute), str(self.clip.family))
-                for target, attribute in self._encoders(parsed).items()
+                for target, attribute in encoders.items()
             }
         except (weights.WeightFileError, lora.LoraError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
