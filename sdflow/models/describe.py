@@ -53,7 +53,7 @@ def _folder_family(folder: Path) -> str:
 
 def _context_family(shapes: dict[str, tuple[int, ...]], parts: tuple[str, ...], down: str) -> str:
     """The family a LoRA targets, from the input width of a cross-attention key projection."""
-    if any(k.startswith(("lora_te1_", "lora_te2_")) for k in shapes):
+    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in shapes):
         return ", SDXL"
     for key, shape in shapes.items():
         if "attn2" in key and any(p in key for p in parts) and down in key and len(shape) == 2:
