@@ -224,7 +224,8 @@ def test_a_base_lora_on_the_refiner_is_refused_in_one_line(
 ) -> None:
     message = lora_error(runner, "tiny-sdxl-refiner", loras["kohya"], tmp_path)
     assert (
-        "layers for a first text encoder (CLIP ViT-L), which this SDXL refiner model does not have" in message
+        "layers for a first text encoder (lora_te_/lora_te1_/text_encoder.), which this SDXL refiner "
+        "model does not have" in message
     )
 
 

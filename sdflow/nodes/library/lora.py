@@ -69,12 +69,12 @@ class LoadLoRA(ModelFileNode):
             if unet_deltas and self.strength_model != 0:
                 model = replace(model, unet=patch.patched_copy(model.unet, unet_deltas, self.strength_model))
             if self.strength_clip != 0:
-                encoders = {
+                patched = {
                     attribute: patch.patched_copy(getattr(clip, attribute), deltas, self.strength_clip)
                     for attribute, deltas in te_deltas.items()
                     if deltas
                 }
-                clip = replace(clip, **encoders) if encoders else clip
+                clip = replace(clip, **patched) if patched else clip
         return {"model": model, "clip": clip}
 
     def _encoders(self, parsed: lora.LoraFile) -> dict[str, str]:
@@ -93,8 +93,8 @@ class LoadLoRA(ModelFileNode):
                     f"{family} model"
                 )
             raise lora.LoraError(
-                f"it has layers for a first text encoder (CLIP ViT-L), which this {family} model does not "
-                f"have: a LoRA for SDXL base or SD 1.x/2.x?"
+                f"it has layers for a first text encoder (lora_te_/lora_te1_/text_encoder.), which this "
+                f"{family} model does not have: a LoRA for SDXL base or SD 1.x/2.x?"
             )
         return {target: held[target] for target in sorted(wanted)}
 
