@@ -442,13 +442,13 @@ class NodeCalls:
         strength_clip: float | Input = 1.0,
         allow_pickle: bool | Input = False,
     ) -> LoadLoRANode:
-        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoder.
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders (both of
 
         Returns the node; its outputs: model (Model), clip (Clip).
 
         Fields:
             model: the model to patch (LoadCheckpoint or another LoadLoRA); left unchanged
-            clip: the text encoder to patch; left unchanged
+            clip: the text encoders to patch; left unchanged
             file: a LoRA .safetensors (or a folder holding one, as diffusers saves them): a path, or a name in
                 the model folders' loras (Lora) folders
             strength_model: scale of the UNet update (0 = none) [>= -100.0, <= 100.0]
