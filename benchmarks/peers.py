@@ -339,9 +339,17 @@ def measure(args: argparse.Namespace, model: Path, comfy_python: Path | None, sc
         }
         if comfy_python:
             colds[("cold, single file", "ComfyUI")] = lambda out: _comfy(args, comfy_python, file, "--cold")
+        by_row: dict[str, list[str]] = {}
+        for row, system in colds:
+            by_row.setdefault(row, []).append(system)
         for round_ in range(args.rounds):
-            order = list(colds)
-            order = order[round_ % len(order) :] + order[: round_ % len(order)]
+            # rows in turn; within a row the systems back to back (so each pair ran under the same
+            # load), their order rotating every round
+            order = [
+                (row, system)
+                for row, systems in by_row.items()
+                for system in systems[round_ % len(systems) :] + systems[: round_ % len(systems)]
+            ]
             for row, system in order:
                 out = Path(tempfile.mkdtemp(dir=scratch))
                 seconds, rss = cold(colds[(row, system)](out), env, scratch / "cold.log")
@@ -388,28 +396,26 @@ def run_warm(args, folder: Path, file: Path, comfy_python: Path | None, env, scr
 
 
 def report(args: argparse.Namespace, rows: dict[str, dict[str, list[float]]], difference: int) -> None:
+    """A Markdown table: each system's figures per round, and sdflow / peer per row."""
     systems = [s for s in ("sdflow", "diffusers", "ComfyUI") if any(s in row for row in rows.values())]
     print(
         f"\nfull-size SD1.5 (random weights), {args.size}x{args.size}, {args.steps} euler steps, cfg "
         f"{args.cfg}, fp32, {args.threads} thread(s), {args.rounds} rounds; seconds (or GB) of each "
-        "round; ratio = median of the paired sdflow / peer figures"
+        "round; ratio = median of the paired sdflow / peer figures\n"
     )
-    header = f"{'':<36}" + "".join(f"{s:>26}" for s in systems)
-    header += "".join(f"{'sdflow/' + s:>18}" for s in systems[1:])
-    print(header)
+    peers = systems[1:]
+    print("| | " + " | ".join(systems) + " | " + " | ".join(f"sdflow / {p}" for p in peers) + " |")
+    print("|---" * (1 + len(systems) + len(peers)) + "|")
     for label, figures in rows.items():
-        line = f"{label:<36}"
-        for system in systems:
-            values = figures.get(system)
-            line += f"{' / '.join(_figure(v) for v in values) if values else '-':>26}"
-        for peer in systems[1:]:
+        cells = [" / ".join(_figure(v) for v in figures[s]) if s in figures else "-" for s in systems]
+        for peer in peers:
             if "sdflow" in figures and peer in figures:
                 pairs = zip(figures["sdflow"], figures[peer], strict=True)
-                line += f"{statistics.median(a / b for a, b in pairs):>18.3f}"
+                cells.append(f"**{statistics.median(a / b for a, b in pairs):.3f}**")
             else:
-                line += f"{'-':>18}"
-        print(line)
-    print(f"first warm images: max pixel difference sdflow vs diffusers = {difference}")
+                cells.append("-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"\nfirst warm images: max pixel difference sdflow vs diffusers = {difference}")
 
 
 def _figure(value: float) -> str:

@@ -34,6 +34,7 @@ from sdflow.runner.device import pick_device
 from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.family_check import family_errors
+from sdflow.runner.host_memory import keep_freed_memory
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -112,6 +113,8 @@ class Runner:
     ) -> None:
         self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large blocks from the heap, reused: no page faults on every step
         choice = choose_dtype(self.device, dtype)
         if choice.warning:  # before anything heavy runs: a slow dtype can cost 40x
             warnings.warn(choice.warning, SlowDtypeWarning, stacklevel=2)
