@@ -46,7 +46,9 @@ def faults_of_five_reallocations(setting: str | None) -> tuple[str, int]:
 def test_a_cpu_runner_reuses_freed_blocks_without_new_page_faults():
     applied, faults = faults_of_five_reallocations(None)
     assert applied == "True"
-    assert faults < 1000  # 64 MB freshly mapped five times would be ~80,000 faults
+    # 64 MB freshly mapped five times is 81,920 faults; reused, none (the kernel's proactive reclaim,
+    # DAMON here, may take back some idle pages of the kept block between allocations)
+    assert faults < 16_384
 
 
 def test_sdflow_malloc_system_keeps_glibcs_default():

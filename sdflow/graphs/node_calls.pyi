@@ -442,7 +442,7 @@ class NodeCalls:
         strength_clip: float | Input = 1.0,
         allow_pickle: bool | Input = False,
     ) -> LoadLoRANode:
-        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders (both of
+        """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders.
 
         Returns the node; its outputs: model (Model), clip (Clip).
 

@@ -21,8 +21,9 @@ _WHAT = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2": "seco
 
 
 class LoadLoRA(ModelFileNode):
-    """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders (both of
-    SDXL's: strength_clip scales the updates of each)."""
+    """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders.
+
+    SDXL has two text encoders: ``strength_clip`` scales the updates of each."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip}
