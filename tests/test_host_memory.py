@@ -55,3 +55,31 @@ def test_sdflow_malloc_system_keeps_glibcs_default():
     applied, faults = faults_of_five_reallocations("system")
     assert applied == "False"
     assert faults > 50_000
+
+
+RELEASE = textwrap.dedent(
+    """
+    import os
+    import torch
+    from sdflow.runner import Runner
+
+    def rss():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    runner = Runner(device="cpu", dtype="fp32")
+    blocks = [torch.ones(16 << 20) for _ in range(4)]  # 256 MB, touched
+    del blocks
+    kept = rss()
+    runner.clear()
+    print(kept - rss())
+    """
+)
+
+
+def test_clearing_a_runner_gives_the_kept_memory_back():
+    env = {k: v for k, v in os.environ.items() if k != "SDFLOW_MALLOC"}
+    done = subprocess.run(
+        [sys.executable, "-c", RELEASE], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    assert int(done.stdout) > 200 * 2**20  # most of the 256 MB freed and kept went back

@@ -34,7 +34,7 @@ from sdflow.runner.device import pick_device
 from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.family_check import family_errors
-from sdflow.runner.host_memory import keep_freed_memory
+from sdflow.runner.host_memory import keep_freed_memory, release_free_memory
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -133,9 +133,11 @@ class Runner:
         self.listeners.append(listener)
 
     def clear(self) -> None:
-        """Empty both caches (frees the memory they held)."""
+        """Empty both caches (frees the memory they held, and gives it back to the system)."""
         self.outputs.clear()
         self.models.clear()
+        if self.device.type == "cpu":
+            release_free_memory()
 
     # -- running --------------------------------------------------------------------------------
 

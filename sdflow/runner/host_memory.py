@@ -6,7 +6,9 @@ the CPU every step pays the kernel to map and zero-fill them anew: about 2 s of 
 256x256 image on a full-size SD1.5 model here, a tenth of the run. Serving them from the heap and
 keeping freed memory for reuse (``mallopt(M_MMAP_MAX, 0)``, a high ``M_TRIM_THRESHOLD``) removes that
 cost, as tcmalloc or jemalloc would. The price: memory freed inside the process is reused by it rather
-than given back to the system until it exits. ``SDFLOW_MALLOC=system`` keeps glibc's default.
+than given back to the system, until ``release_free_memory`` (``Runner.clear`` calls it, and
+``sdflow bench`` before each measured size) or the process's exit. ``SDFLOW_MALLOC=system`` keeps
+glibc's default.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def release_free_memory() -> None:
+    """Give the memory the allocator holds free back to the system (``malloc_trim``), e.g. after a
+    cache is emptied, or before measuring a process's resident memory."""
+    libc = _glibc() if _applied else None  # glibc's default gives memory back by itself
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _apply() -> bool:
     if os.environ.get("SDFLOW_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
         return False
@@ -50,4 +60,6 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mallopt.restype = ctypes.c_int
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
     return libc
