@@ -35,7 +35,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[tuple[str, str
     made: dict[tuple[str, str], Path] = {}
     for checkpoint, pipeline in PIPELINES.items():
         pipe = pipeline.from_pretrained(str(BUILTIN / checkpoint))
-        models = (pipe.unet, pipe.text_encoder, 4)
+        models = (pipe.unet, pipe.text_encoder, 4)  # and the rank
         extra = {"text_encoder_2": getattr(pipe, "text_encoder_2", None)}
         made[checkpoint, "loha"] = make.write_lycoris(
             folder / f"{checkpoint}_loha.safetensors", "loha", *models, 1, **extra
@@ -55,6 +55,9 @@ def files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[tuple[str, str
             for key, value in parts[index % 3].items()
             if key.partition(".")[0] == stem
         }
+        assert all(
+            any(f".{kind}" in key for key in mixed) for kind in ("lora_down", "hada_w1_a", "lokr_w1_a")
+        )
         made[checkpoint, "mixed"] = folder / f"{checkpoint}_mixed.safetensors"
         save_file(mixed, str(made[checkpoint, "mixed"]))
     return made
