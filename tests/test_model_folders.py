@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,46 @@ def test_no_folders_configured_says_how(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "absent.yaml"))
     with pytest.raises(folders.ModelNotFound, match="set SDFLOW_MODELS"):
         folders.resolve("loras", "detail")
+
+
+def _settle(root: Path) -> None:
+    """Date every directory under ``root`` a minute back, as folders are that nobody is writing to."""
+    past = time.time() - 60
+    for directory in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.utime(directory, (past, past))
+
+
+def _names(kind: str) -> set[str]:
+    return {model.name for model in folders.list_models(kind)}
+
+
+def test_settled_folders_are_listed_once_and_rechecked_by_directory_mtimes(
+    layouts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comfy, a1111 = layouts
+    _settle(comfy)
+    _settle(a1111)
+    first = _names("checkpoints")
+    assert "sd15/dreamshaper_8.safetensors" in first
+
+    real_walk = folders._walk
+    monkeypatch.setattr(folders, "_walk", lambda *a: pytest.fail("listed again though nothing changed"))
+    assert _names("checkpoints") == first
+
+    monkeypatch.setattr(folders, "_walk", real_walk)
+    (comfy / "models/checkpoints/sd15/new.safetensors").write_bytes(b"x")  # in a sub-folder
+    assert _names("checkpoints") == first | {"sd15/new.safetensors"}
+    (comfy / "models/checkpoints/folder-model/model_index.json").unlink()  # no longer a model folder
+    assert "folder-model" not in _names("checkpoints")
+
+
+def test_a_folder_changed_just_now_is_listed_again_every_time(
+    layouts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within its mtime's tick a directory may change without its mtime changing: not remembered."""
+    _names("loras")
+    calls = []
+    real_walk = folders._walk
+    monkeypatch.setattr(folders, "_walk", lambda *a: calls.append(1) or real_walk(*a))
+    _names("loras")
+    assert calls

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,20 +94,51 @@ def list_models(kind: str) -> list[ModelFile]:
     """Every model of ``kind`` in the model folders: weight files and model folders, recursively."""
     found: list[ModelFile] = []
     for folder in kind_folders(kind):
-        for path in sorted(_walk(folder)):
+        for path in _listing(folder):
             found.append(ModelFile(kind, path.relative_to(folder).as_posix(), path))
     return found
 
 
-def _walk(folder: Path):
+# folder -> ((directory, mtime_ns) of every directory its walk read, the models found)
+_LISTINGS: dict[Path, tuple[tuple[tuple[Path, int], ...], list[Path]]] = {}
+_SETTLED_NS = 2_000_000_000  # a directory changed more recently may change again within its mtime's tick
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The models under ``folder``, sorted; remembered while no directory the walk read has changed
+    (a name is looked up several times per run, and ComfyUI/A1111 folders hold hundreds of files:
+    re-checking costs one stat per directory instead of a listing)."""
+    cached = _LISTINGS.get(folder)
+    if cached is not None and all(_mtime_ns(d) == m for d, m in cached[0]):
+        return cached[1]
+    read: list[tuple[Path, int]] = []
+    found = sorted(_walk(folder, read))
+    now = time.time_ns()
+    if all(now - m > _SETTLED_NS for _, m in read):
+        _LISTINGS[folder] = (tuple(read), found)
+    else:
+        _LISTINGS.pop(folder, None)
+    return found
+
+
+def _mtime_ns(directory: Path) -> int:
+    try:
+        return directory.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _walk(folder: Path, read: list[tuple[Path, int]]):
+    read.append((folder, _mtime_ns(folder)))
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if any((entry / marker).is_file() for marker in _MODEL_FOLDER_MARKERS):
+                read.append((entry, _mtime_ns(entry)))  # a marker file removed makes it a sub-folder
                 yield entry
             else:
-                yield from _walk(entry)
+                yield from _walk(entry, read)
         elif entry.suffix.lower() in WEIGHT_SUFFIXES:
             yield entry
 
