@@ -16,7 +16,8 @@ Layers are grouped by target, named as diffusers names a checkpoint's folders (`
 
 A layer's delta is ``(alpha / rank) * up @ down`` (alpha from the file's ``.alpha`` keys or PEFT's
 adapter metadata, else the rank: a scale of 1), as diffusers' ``fuse_lora`` adds it; the node
-multiplies it by its strength.
+multiplies it by its strength. Kohya-named files may also hold LyCORIS LoHa and LoKr layers (alone or
+mixed with plain ones), whose updates sdflow/models/lycoris.py makes; Tucker and DoRA are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sdflow.models import lycoris
 from sdflow.models.ldm_keys import unet_mapping
 
 TARGETS = ("unet", "text_encoder", "text_encoder_2")
@@ -45,9 +47,18 @@ _SUFFIXES: dict[str, str] = {
     "_lora.down.weight": "down",  # attention processors: ...processor.to_q_lora.down.weight
     "_lora.up.weight": "up",
     ".alpha": "alpha",
+    **lycoris.ROLES,
 }
-# keys of LoRA variants we do not apply (LyCORIS LoHa / LoKr / Tucker, DoRA)
-_UNSUPPORTED = re.compile(r"\.(hada_|lokr_|lora_mid|dora_scale|lora_magnitude_vector)")
+# keys of LoRA variants we do not apply: LyCORIS Tucker decompositions, DoRA's magnitudes
+_UNSUPPORTED = re.compile(r"\.(lora_mid|hada_t[12]|lokr_t2|dora_scale|lora_magnitude_vector)\b")
+_UNSUPPORTED_KINDS = {
+    "lora_mid": "Tucker",
+    "hada_t1": "Tucker",
+    "hada_t2": "Tucker",
+    "lokr_t2": "Tucker",
+    "dora_scale": "DoRA",
+    "lora_magnitude_vector": "DoRA",
+}
 _KOHYA_PREFIXES = {
     "lora_unet_": "unet",
     "lora_te_": "text_encoder",
@@ -89,40 +100,46 @@ class LoraLayer:
         return (up.flatten(1) @ down.flatten(1)).reshape(self.shape) * self.scale
 
 
+Layer = LoraLayer | lycoris.LohaLayer | lycoris.LokrLayer  # each: target, name, flat, shape, delta()
+
+
 @dataclass
 class LoraFile:
     """The layers of a LoRA file, and the format they were written in."""
 
     format: str  # "kohya" or "diffusers"
-    layers: list[LoraLayer] = field(default_factory=list)
+    layers: list[Layer] = field(default_factory=list)
 
-    def for_target(self, target: str) -> list[LoraLayer]:
+    def for_target(self, target: str) -> list[Layer]:
         return [layer for layer in self.layers if layer.target == target]
 
 
 def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> LoraFile:
-    """The LoRA layers in a state dict; LoraError when it holds none, or only unsupported kinds."""
+    """The LoRA layers in a state dict; LoraError when it holds none, or any of a kind we do not apply."""
+    _refuse_variants(tensors)
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    unsupported = [key for key in tensors if _UNSUPPORTED.search(key)]
     for key, tensor in tensors.items():
         suffix = max((s for s in _SUFFIXES if key.endswith(s)), key=len, default=None)
         if suffix is not None:
             parts.setdefault(key[: -len(suffix)], {})[_SUFFIXES[suffix]] = tensor
-    stems = {stem: roles for stem, roles in parts.items() if "down" in roles and "up" in roles}
+    stems = {
+        stem: roles
+        for stem, roles in parts.items()
+        if ("down" in roles and "up" in roles) or lycoris.is_lycoris(roles)
+    }
     if not stems:
-        if unsupported:
-            kinds = sorted({_UNSUPPORTED.search(k).group(1).rstrip("_") for k in unsupported})
-            raise LoraError(
-                f"this is a LyCORIS/DoRA kind of LoRA ({', '.join(kinds)}), which is not supported"
-            )
         sample = ", ".join(list(tensors)[:3]) or "no tensors"
-        raise LoraError(f"not a LoRA file: no lora_down/lora_up or lora_A/lora_B weights (keys: {sample}...)")
-    if unsupported:
-        raise LoraError(f"{len(unsupported)} keys of unsupported LoRA variants, e.g. {unsupported[0]}")
+        raise LoraError(
+            "not a LoRA file: no lora_down/lora_up, lora_A/lora_B, hada_ or lokr_ weights "
+            f"(keys: {sample}...)"
+        )
     kohya = any(stem.startswith(tuple(_KOHYA_PREFIXES)) for stem in stems)
     adapters = _peft_adapters(metadata or {})
     lora = LoraFile("kohya" if kohya else "diffusers")
     for stem, roles in stems.items():
+        if lycoris.is_lycoris(roles):
+            lora.layers.append(_lycoris_layer(stem, roles))
+            continue
         target, name, flat = _locate(stem)
         rank = int(roles["down"].shape[0])
         if "alpha" in roles:
@@ -133,6 +150,30 @@ def parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = No
             scale = 1.0  # no alpha anywhere: PEFT's default lora_alpha = r
         lora.layers.append(LoraLayer(target, name, flat, roles["down"], roles["up"], scale))
     return lora
+
+
+def _refuse_variants(tensors: dict[str, torch.Tensor]) -> None:
+    """LoraError for a file with keys of a variant we do not apply (Tucker, DoRA): never half applied."""
+    unsupported = [key for key in tensors if _UNSUPPORTED.search(key)]
+    if unsupported:
+        kinds = sorted({_UNSUPPORTED_KINDS[_UNSUPPORTED.search(k).group(1)] for k in unsupported})
+        raise LoraError(
+            f"a {' and '.join(kinds)} LoRA (keys such as {unsupported[0]}), which is "
+            "not supported (plain LoRA, LoCon, LoHa and LoKr layers are)"
+        )
+
+
+def _lycoris_layer(stem: str, roles: dict[str, torch.Tensor]) -> Layer:
+    """The LoHa / LoKr layer of a kohya-named stem (others' scaling rules, e.g. PEFT's, differ)."""
+    if not stem.startswith(tuple(_KOHYA_PREFIXES)):
+        raise LoraError(
+            f"layer {stem}: LoHa / LoKr layers are read in the kohya naming only "
+            f"({', '.join(_KOHYA_PREFIXES)})"
+        )
+    try:
+        return lycoris.layer(*_locate(stem), roles)
+    except lycoris.LycorisError as exc:
+        raise LoraError(f"layer {stem}: {exc}") from None
 
 
 def _locate(stem: str) -> tuple[str, str, bool]:
@@ -193,13 +234,11 @@ def _peft_adapters(metadata: dict[str, str]) -> dict[str, _PeftAdapter]:
     return adapters
 
 
-def match(
-    layers: list[LoraLayer], root: torch.nn.Module, what: str
-) -> tuple[dict[str, list[LoraLayer]], list[str]]:
+def match(layers: list[Layer], root: torch.nn.Module, what: str) -> tuple[dict[str, list[Layer]], list[str]]:
     """(module path -> the layers updating it, names of layers that match no module of ``root``). A
     shape that does not fit its module is a LoraError: the LoRA was made for another model family."""
     index = _module_index(root)
-    found: dict[str, list[LoraLayer]] = {}
+    found: dict[str, list[Layer]] = {}
     unmatched: list[str] = []
     for layer in layers:
         path = index.get(("flat", layer.name) if layer.flat else ("dotted", layer.name))
@@ -207,7 +246,7 @@ def match(
             unmatched.append(layer.name)
             continue
         weight = tuple(root.get_submodule(path).weight.shape)
-        if layer.shape != weight:
+        if layer.shape not in (weight, lycoris.flat_size(weight)):
             raise LoraError(
                 f"{what} layer {layer.name}: the LoRA's update is {layer.shape} but the model's "
                 f"weight is {weight} (a LoRA for another model family?)"
@@ -216,12 +255,12 @@ def match(
     return found, unmatched
 
 
-def delta(layers: list[LoraLayer], weight: torch.Tensor) -> torch.Tensor:
+def delta(layers: list[Layer], weight: torch.Tensor) -> torch.Tensor:
     """The summed float32 update of ``layers`` for ``weight``, on its device (made one module at a
     time while patching, so the updates of a whole LoRA never sit in memory together)."""
-    total = layers[0].delta(weight.device)
+    total = layers[0].delta(weight.device).reshape(weight.shape)
     for layer in layers[1:]:
-        total += layer.delta(weight.device)
+        total += layer.delta(weight.device).reshape(weight.shape)
     return total
 
 

@@ -23,7 +23,8 @@ _WHAT = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2": "seco
 class LoadLoRA(ModelFileNode):
     """Apply a LoRA (kohya/A1111 or diffusers/PEFT format) to a model and its text encoders.
 
-    SDXL has two text encoders: ``strength_clip`` scales the updates of each."""
+    LyCORIS LoHa and LoKr files (kohya naming) apply too; Tucker and DoRA ones are refused. SDXL has
+    two text encoders: ``strength_clip`` scales the updates of each."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip}
