@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from sdflow.errors import Location, UserError
-from sdflow.runner.host_memory import release_free_memory
 
 PHASES = {"CLIPEncode": "text", "DenoiseLoop": "denoise", "VAEDecode": "decode"}
 
@@ -109,8 +108,6 @@ def main(args: argparse.Namespace) -> int:
 def _measure(runner, graph, inputs, targets, args, progress, size, sampler) -> Cell:
     phases: dict[str, list[float]] = {name: [] for name in (*PHASES.values(), "other")}
     cell: Cell | None = None
-    runner.outputs.clear()
-    release_free_memory()  # what earlier sizes freed is not this size's memory
     with PeakMemory(runner.device) as memory:
         for index in range(args.warmup + args.repeat):
             runner.outputs.clear()  # the whole job every time; loaded models stay

@@ -86,6 +86,9 @@ class Node(BaseModel):
     family_from: ClassVar[dict[str, str]] = {}
     # ... and these linked inputs must be of one family (DenoiseLoop: model, positive, negative).
     same_family: ClassVar[tuple[str, ...]] = ()
+    # True for a node that repeats one computation many times (DenoiseLoop's steps): on the CPU the
+    # runner lets it reuse freed large blocks between repetitions (runner/host_memory.py).
+    repeats: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

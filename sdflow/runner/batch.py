@@ -10,6 +10,7 @@ sweep gives them. Each run gets its own RunResult and report.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.types import SavedFiles
 from sdflow.runner.events import NodeFinished, NodeStarted
 from sdflow.runner.executor import Runner, RunResult, _check_outputs, _Step, _tag_node
+from sdflow.runner.host_memory import reusing_freed_blocks
 from sdflow.runner.report import NodeRecord, RunReport
 
 
@@ -102,7 +104,8 @@ def _try_batch(
     started = time.perf_counter()
     ctx = runner._context(step, workflow.nodes[step.id], ctx_base, results[0].report)
     try:
-        outputs = cls.run_batch(nodes, ctx)
+        with reusing_freed_blocks(runner.device) if cls.repeats else contextlib.nullcontext():
+            outputs = cls.run_batch(nodes, ctx)
     except UserError:
         raise
     except Exception as exc:

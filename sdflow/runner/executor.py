@@ -34,7 +34,7 @@ from sdflow.runner.device import pick_device
 from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
 from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.family_check import family_errors
-from sdflow.runner.host_memory import keep_freed_memory, release_free_memory
+from sdflow.runner.host_memory import reusing_freed_blocks
 from sdflow.runner.keys import node_key, output_key
 from sdflow.runner.report import NodeRecord, RunReport
 
@@ -113,8 +113,6 @@ class Runner:
     ) -> None:
         self.allow_pickle = allow_pickle  # sets every node's `allow_pickle` field (pickle weight files)
         self.device = pick_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # large blocks from the heap, reused: no page faults on every step
         choice = choose_dtype(self.device, dtype)
         if choice.warning:  # before anything heavy runs: a slow dtype can cost 40x
             warnings.warn(choice.warning, SlowDtypeWarning, stacklevel=2)
@@ -133,11 +131,9 @@ class Runner:
         self.listeners.append(listener)
 
     def clear(self) -> None:
-        """Empty both caches (frees the memory they held, and gives it back to the system)."""
+        """Empty both caches (frees the memory they held)."""
         self.outputs.clear()
         self.models.clear()
-        if self.device.type == "cpu":
-            release_free_memory()
 
     # -- running --------------------------------------------------------------------------------
 
@@ -256,7 +252,8 @@ class Runner:
             status = "ran"
             node = cls.model_construct(**self._arguments(workflow, step, produced))
             try:
-                values = node.run(self._context(step, spec, ctx_base, report))
+                with reusing_freed_blocks(self.device) if cls.repeats else contextlib.nullcontext():
+                    values = node.run(self._context(step, spec, ctx_base, report))
                 _check_outputs(cls, values)
             except UserError:
                 raise

@@ -35,6 +35,7 @@ class DenoiseLoop(Node):
     version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"latent": Latent}
     same_family: ClassVar[tuple[str, ...]] = ("model", "positive", "negative")
+    repeats: ClassVar[bool] = True
 
     model: Model = Field(description="the UNet, from LoadCheckpoint")
     positive: Conditioning = Field(description="what to draw")
