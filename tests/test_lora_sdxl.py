@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from lora_workflows import lora_error, lora_node
 
-from sdflow.errors import UserError
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
 from sdflow.models.ldm_keys import unet_mapping
@@ -70,16 +70,6 @@ def workflow(file: str | None, strength_model: float = 1.0, strength_clip: float
         "  decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def lora_node(checkpoint: str, file: Path, strength_model: float, strength_clip: float) -> str:
-    """LoadCheckpoint -> LoadLoRA alone (for the patched weights)."""
-    return (
-        "version: 1\nnodes:\n"
-        f'  ckpt: {{type: LoadCheckpoint, checkpoint: "builtin:{checkpoint}"}}\n'
-        f'  lora0: {{type: LoadLoRA, model: !link ckpt.model, clip: !link ckpt.clip, file: "{file}", '
-        f"strength_model: {strength_model}, strength_clip: {strength_clip}}}\n"
-    )
 
 
 def fused(pipe, file: Path, unet_scale: float, te_scale: float):
@@ -192,14 +182,6 @@ def test_a_refiner_lora_patches_its_one_encoder_as_diffusers_does(
         changed(result["lora0.clip"].text_encoder, result["ckpt.clip"].text_encoder, reference.text_encoder_2)
         == 20
     )
-
-
-def lora_error(runner: Runner, checkpoint: str, file: Path, tmp_path: Path) -> str:
-    with pytest.raises(UserError) as caught:
-        runner.run(loads(lora_node(checkpoint, file, 1.0, 1.0), str(tmp_path / "w.yaml")), outputs=["lora0"])
-    assert (caught.value.location.node, caught.value.location.field) == ("lora0", "file")
-    assert "\n" not in caught.value.message
-    return caught.value.message
 
 
 def test_an_sdxl_lora_on_an_sd15_model_is_refused_in_one_line(

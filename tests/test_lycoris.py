@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from lora_workflows import lora_error, lora_node
 from safetensors.torch import load_file, save_file
 
 from sdflow.cli import main
@@ -61,15 +62,6 @@ def files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[tuple[str, str
         made[checkpoint, "mixed"] = folder / f"{checkpoint}_mixed.safetensors"
         save_file(mixed, str(made[checkpoint, "mixed"]))
     return made
-
-
-def lora_node(checkpoint: str, file: Path, strength_model: float, strength_clip: float) -> str:
-    return (
-        "version: 1\nnodes:\n"
-        f'  ckpt: {{type: LoadCheckpoint, checkpoint: "builtin:{checkpoint}"}}\n'
-        f'  lora0: {{type: LoadLoRA, model: !link ckpt.model, clip: !link ckpt.clip, file: "{file}", '
-        f"strength_model: {strength_model}, strength_clip: {strength_clip}}}\n"
-    )
 
 
 def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -193,11 +185,7 @@ def refused(tmp_path: Path, runner: Runner, files, extra: dict[str, torch.Tensor
     tensors = load_file(files["tiny-sd15", "loha"]) | extra
     path = tmp_path / "variant.safetensors"
     save_file(tensors, str(path))
-    with pytest.raises(UserError) as caught:
-        runner.run(loads(lora_node("tiny-sd15", path, 1.0, 1.0), str(tmp_path / "w.yaml")), outputs=["lora0"])
-    assert (caught.value.location.node, caught.value.location.field) == ("lora0", "file")
-    assert "\n" not in caught.value.message
-    return caught.value.message
+    return lora_error(runner, "tiny-sd15", path, tmp_path)
 
 
 STEM = "lora_unet_down_blocks_0_resnets_0_conv1"
