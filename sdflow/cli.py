@@ -151,12 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     from sdflow.golden import cli as golden_cli
     from sdflow.interop import cli as interop_cli
     from sdflow.models_cli import add_command as add_models_command
+    from sdflow.serve import cli as serve_cli
 
     golden_cli.add_commands(commands)
     add_models_command(commands)
     interop_cli.add_commands(commands)
     draw_cli.add_commands(commands)
     add_bench(commands)
+    serve_cli.add_command(commands)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""The `sdflow serve` command; the server's packages are imported only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from typing import Any
+
+from sdflow.errors import Location, UserError
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def add_command(commands: Any) -> None:
+    """Register `sdflow serve` on the CLI's subparsers."""
+    serve = commands.add_parser("serve", help="run a warm server with a persistent job queue and a JSON API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--data", default="sdflow-data", metavar="DIR", help="queue database and outputs")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    serve.add_argument("--max-body", default="32MB", help="largest request body (default 32MB)")
+    from sdflow.runner_cli import add_runner_arguments
+
+    add_runner_arguments(serve)
+    serve.set_defaults(handler=run)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback addresses; any other name counts as reachable from outside."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_size(text: str) -> int:
+    """'32MB' -> bytes; a UserError on anything else."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?B?)\s*", text.upper())
+    if not match or int(match.group(1)) < 1:
+        raise UserError(f"--max-body {text}: expected a size such as 32MB", Location(field="--max-body"))
+    return int(match.group(1)) * _UNITS[match.group(2) if match.group(2) != "K" else "KB"]
+
+
+def check_options(args: argparse.Namespace) -> int:
+    """The options' mistakes as UserErrors (exit 2); returns --max-body in bytes."""
+    if not is_loopback(args.host) and not args.token:
+        raise UserError(
+            f"--host {args.host} is reachable from other machines: give --token too", Location(field="--host")
+        )
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: must be 1 to 65535", Location(field="--port"))
+    return parse_size(args.max_body)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    max_body = check_options(args)
+    try:
+        import uvicorn
+
+        from sdflow.serve.app import create_app
+    except ImportError:
+        raise UserError("sdflow serve needs the 'serve' extra (pip install 'sdflow[serve]')") from None
+    from sdflow.runner_cli import make_runner
+
+    def runner(output_dir: str) -> Any:
+        return make_runner(args, output_dir=output_dir)
+
+    app = create_app(args.data, token=args.token, max_body=max_body, make_runner=runner)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
