@@ -1,0 +1,186 @@
+"""`sdflow serve`: the job queue on disk, the JSON API, the worker's outputs, auth and limits."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient
+
+from sdflow.cli import main
+from sdflow.graphs.yaml_io import loads
+from sdflow.serve.app import create_app
+from sdflow.serve.queue import JobQueue
+from tests.conftest import EXAMPLES
+
+TXT2IMG = (EXAMPLES / "txt2img.yaml").read_text()
+FAST = {"steps": 2, "seed": 5}
+
+
+def _cpu_runner(output_dir: str) -> Any:
+    from sdflow.runner import Runner
+
+    return Runner(device="cpu", dtype="fp32", output_dir=output_dir)
+
+
+def _client(data: Path, **options: Any) -> TestClient:
+    options.setdefault("worker", False)
+    return TestClient(create_app(data, make_runner=_cpu_runner, **options), raise_server_exceptions=False)
+
+
+def _wait(client: TestClient, job_id: str, seconds: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in ("finished", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {seconds}s")
+
+
+def test_submitted_job_writes_the_same_png_as_a_direct_run(tmp_path: Path) -> None:
+    with _client(tmp_path / "data", worker=True) as client:
+        reply = client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST})
+        assert reply.status_code == 201
+        assert reply.json()["position"] == 0
+        job = _wait(client, reply.json()["id"])
+    assert job["state"] == "finished", job["error"]
+    served = [Path(p) for p in job["outputs"]]
+    assert len(served) == 1 and served[0].is_file()
+    assert served[0].resolve().is_relative_to((tmp_path / "data" / "outputs").resolve())
+    direct = _cpu_runner(str(tmp_path / "direct")).run(loads(TXT2IMG), FAST)
+    assert served[0].read_bytes() == Path(direct.report.files[0]).read_bytes()
+    assert job["report"]["inputs"]["steps"] == 2
+
+
+def test_invalid_workflow_is_422_with_located_errors(tmp_path: Path) -> None:
+    broken = TXT2IMG.replace("type: VAEDecode", "type: VAEDecodee")
+    with _client(tmp_path) as client:
+        reply = client.post("/api/jobs", json={"workflow": broken, "inputs": {}})
+        assert reply.status_code == 422
+        [error] = reply.json()["errors"]
+        line = next(i for i, text in enumerate(broken.splitlines(), 1) if "VAEDecodee" in text)
+        assert (error["file"], error["line"], error["node"]) == ("<workflow>", line, "decoded")
+        assert "VAEDecodee" in error["message"]
+        assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_out_of_range_input_is_422_like_validate(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        reply = client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": {"steps": -3}})
+        assert reply.status_code == 422
+        assert any("steps" in (e["field"] or "") + e["message"] for e in reply.json()["errors"])
+
+
+def test_queued_jobs_survive_a_restart(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        ids = [
+            client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST}).json()["id"] for _ in "ab"
+        ]
+    with _client(tmp_path) as client:
+        jobs = client.get("/api/jobs", params={"state": "queued"}).json()["jobs"]
+        assert sorted(job["id"] for job in jobs) == sorted(ids)
+        assert client.get(f"/api/jobs/{ids[0]}").json()["inputs"] == FAST
+
+
+def test_job_left_running_is_queued_again_on_start(tmp_path: Path) -> None:
+    queue = JobQueue(tmp_path)
+    job_id, _ = queue.submit(TXT2IMG, FAST)
+    assert queue.claim().id == job_id  # the server "crashes" while this job runs
+    assert queue.get(job_id).state == "running"
+    queue.close()
+    with _client(tmp_path) as client:
+        assert client.get(f"/api/jobs/{job_id}").json()["state"] == "queued"
+
+
+def test_claim_takes_highest_priority_then_oldest(tmp_path: Path) -> None:
+    queue = JobQueue(tmp_path)
+    first, _ = queue.submit("a", {})
+    second, _ = queue.submit("b", {})
+    urgent, position = queue.submit("c", {}, priority=5)
+    assert position == 0
+    assert [queue.claim().id for _ in range(3)] == [urgent, first, second]
+    assert queue.claim() is None
+
+
+def test_delete_cancels_a_queued_job(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        job_id = client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST}).json()["id"]
+        assert client.delete(f"/api/jobs/{job_id}").json() == {"id": job_id, "state": "cancelled"}
+        assert client.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled"
+        assert client.delete(f"/api/jobs/{job_id}").status_code == 409
+        assert client.get("/api/jobs", params={"state": "queued"}).json()["jobs"] == []
+
+
+def test_token_is_required_on_every_route(tmp_path: Path) -> None:
+    with _client(tmp_path, token="s3cret") as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            reply = client.get("/api/jobs", headers=headers)
+            assert reply.status_code == 401 and "token" in reply.json()["error"]
+        assert client.get("/api/nodes").status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_body_over_max_body_is_413(tmp_path: Path) -> None:
+    with _client(tmp_path, max_body=1000) as client:
+        reply = client.post("/api/jobs", json={"workflow": "x" * 5000, "inputs": {}})
+        assert reply.status_code == 413 and "error" in reply.json()
+
+
+def test_unknown_job_is_404_json(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        for reply in (client.get("/api/jobs/nope"), client.delete("/api/jobs/nope")):
+            assert reply.status_code == 404 and "nope" in reply.json()["error"]
+
+
+def test_unknown_route_and_method_answer_json(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        assert client.get("/api/nowhere").status_code == 404
+        assert "error" in client.get("/api/nowhere").json()
+        reply = client.put("/api/jobs")
+        assert reply.status_code == 405 and "error" in reply.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b"\xff\xfe", 400),
+        (b"[1, 2]", 422),
+        (b'{"workflow": 3}', 422),
+        (b'{"workflow": "version: 1", "inputs": []}', 422),
+        (b'{"workflow": "version: 1", "priority": "high"}', 422),
+        (b'{"workflow": "version: 1", "extra": 1}', 422),
+        (b'{"workflow": ": : :\\n\\t-"}', 422),
+    ],
+)
+def test_bad_bodies_get_a_4xx_json_answer(tmp_path: Path, body: bytes, status: int) -> None:
+    with _client(tmp_path) as client:
+        reply = client.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert reply.status_code == status
+        assert "error" in reply.json()
+
+
+def test_bad_state_filter_is_422(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        assert client.get("/api/jobs", params={"state": "sleeping"}).status_code == 422
+        assert client.get("/api/jobs", params={"limit": "-1"}).status_code == 422
+
+
+def test_nodes_lists_node_types_as_json(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        nodes = {node["type"]: node for node in client.get("/api/nodes").json()["nodes"]}
+    assert nodes["VAEDecode"]["outputs"] == {"image": "Image"}
+    steps = next(field for field in nodes["Scheduler"]["inputs"] if field["name"] == "steps")
+    assert steps["type"] == "int" and steps["link"] is False
+
+
+def test_non_loopback_host_without_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
