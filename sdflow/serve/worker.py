@@ -19,7 +19,7 @@ class Worker:
         self, queue: JobQueue, data_dir: str | Path, make_runner: Callable[[str], Any] | None = None
     ):
         self.queue = queue
-        self.output_dir = str(Path(data_dir) / "outputs")
+        self.output_dir = str(Path(data_dir).resolve() / "outputs")
         self._make_runner = make_runner or _default_runner
         self._runner: Any = None
         self._wake = threading.Event()
