@@ -89,6 +89,33 @@ def test_queued_jobs_survive_a_restart(tmp_path: Path) -> None:
         assert client.get(f"/api/jobs/{ids[0]}").json()["inputs"] == FAST
 
 
+def test_jobs_queued_before_a_restart_run_after_it(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        job_id = client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST}).json()["id"]
+    with _client(tmp_path, worker=True) as client:
+        job = _wait(client, job_id)
+    assert job["state"] == "finished", job["error"]
+    assert Path(job["outputs"][0]).is_file()
+
+
+class _BrokenRunner:
+    """A runner whose node code has a bug: every run raises."""
+
+    def run(self, workflow: Any, inputs: dict[str, Any]) -> Any:
+        raise RuntimeError("boom\nsecond line")
+
+
+def test_job_whose_run_raises_fails_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    app = create_app(tmp_path, make_runner=lambda output_dir: _BrokenRunner())
+    with TestClient(app) as client:
+        first, second = (
+            client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST}).json()["id"] for _ in "ab"
+        )
+        jobs = [_wait(client, first), _wait(client, second)]
+    assert [job["state"] for job in jobs] == ["failed", "failed"]
+    assert "RuntimeError: boom" in jobs[0]["error"] and "\n" not in jobs[0]["error"]
+
+
 def test_job_left_running_is_queued_again_on_start(tmp_path: Path) -> None:
     queue = JobQueue(tmp_path)
     job_id, _ = queue.submit(TXT2IMG, FAST)
@@ -158,6 +185,7 @@ def test_unknown_route_and_method_answer_json(tmp_path: Path) -> None:
         (b'{"workflow": "version: 1", "priority": "high"}', 422),
         (b'{"workflow": "version: 1", "extra": 1}', 422),
         (b'{"workflow": ": : :\\n\\t-"}', 422),
+        (b"[" * 100_000 + b"]" * 100_000, 400),
     ],
 )
 def test_bad_bodies_get_a_4xx_json_answer(tmp_path: Path, body: bytes, status: int) -> None:

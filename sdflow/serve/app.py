@@ -71,6 +71,8 @@ async def _json_body(request: Request) -> Any:
         return json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "body is JSON nested too deeply") from None
 
 
 def _submission(body: Any) -> tuple[str, dict[str, Any], int]:
