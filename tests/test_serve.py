@@ -145,6 +145,18 @@ def test_delete_cancels_a_queued_job(tmp_path: Path) -> None:
         assert client.get("/api/jobs", params={"state": "queued"}).json()["jobs"] == []
 
 
+def test_patch_changes_a_queued_jobs_priority(tmp_path: Path) -> None:
+    queue_job = {"workflow": TXT2IMG, "inputs": FAST}
+    with _client(tmp_path) as client:
+        first, second = (client.post("/api/jobs", json=queue_job).json()["id"] for _ in "ab")
+        reply = client.patch(f"/api/jobs/{second}", json={"priority": 3})
+        assert reply.status_code == 200 and reply.json()["priority"] == 3
+        assert client.patch(f"/api/jobs/{second}", json={"priority": "3"}).status_code == 422
+        assert client.patch("/api/jobs/nope", json={"priority": 1}).status_code == 404
+    queue = JobQueue(tmp_path)
+    assert [queue.claim().id for _ in "ab"] == [second, first]
+
+
 def test_token_is_required_on_every_route(tmp_path: Path) -> None:
     with _client(tmp_path, token="s3cret") as client:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -207,6 +219,19 @@ def test_nodes_lists_node_types_as_json(tmp_path: Path) -> None:
     assert nodes["VAEDecode"]["outputs"] == {"image": "Image"}
     steps = next(field for field in nodes["Scheduler"]["inputs"] if field["name"] == "steps")
     assert steps["type"] == "int" and steps["link"] is False
+
+
+def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from sdflow.serve.cli import check_options
+
+    good, empty = tmp_path / "token", tmp_path / "empty"
+    good.write_text("abc123\n")
+    empty.write_text("\n")
+    args = Namespace(host="0.0.0.0", port=8188, token=None, token_file=str(good), max_body="1KB")
+    assert check_options(args) == 1024 and args.token == "abc123"
+    assert main(["serve", "--host", "0.0.0.0", "--token-file", str(empty)]) == 2
 
 
 def test_non_loopback_host_without_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -87,9 +87,14 @@ def _submission(body: Any) -> tuple[str, dict[str, Any], int]:
         raise ApiError(422, "'workflow' must be the workflow's YAML text (a string)")
     if not isinstance(inputs, dict):
         raise ApiError(422, "'inputs' must be an object {name: value}")
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 2**62:
+    return workflow, inputs, _priority(priority)
+
+
+def _priority(value: Any) -> int:
+    """A job priority from JSON: an integer (higher runs first), else 422."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**62:
         raise ApiError(422, "'priority' must be an integer")
-    return workflow, inputs, priority
+    return value
 
 
 def _queue(request: Request) -> JobQueue:
@@ -145,6 +150,20 @@ async def cancel_job(request: Request) -> JSONResponse:
     raise ApiError(409, f"job '{job_id}' is {job.state}: only a queued job can be cancelled yet")
 
 
+async def change_job(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) != {"priority"}:
+        raise ApiError(422, 'body must be {"priority": INTEGER}')
+    job_id, priority = request.path_params["id"], _priority(body["priority"])
+    queue = _queue(request)
+    if await run_in_threadpool(queue.reprioritize, job_id, priority):
+        return JSONResponse((await run_in_threadpool(queue.get, job_id)).summary())
+    job = await run_in_threadpool(queue.get, job_id)
+    if job is None:
+        raise ApiError(404, f"no job '{job_id}'")
+    raise ApiError(409, f"job '{job_id}' is {job.state}: only a queued job's priority can change")
+
+
 async def list_nodes(request: Request) -> JSONResponse:
     return JSONResponse({"nodes": await run_in_threadpool(node_types)})
 
@@ -192,6 +211,7 @@ def create_app(
         Route("/api/jobs", list_jobs, methods=["GET"]),
         Route("/api/jobs/{id}", get_job, methods=["GET"]),
         Route("/api/jobs/{id}", cancel_job, methods=["DELETE"]),
+        Route("/api/jobs/{id}", change_job, methods=["PATCH"]),
         Route("/api/nodes", list_nodes, methods=["GET"]),
     ]
     middleware = [Middleware(TokenAuth, token=token)] if token else []

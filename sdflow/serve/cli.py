@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+from pathlib import Path
 from typing import Any
 
 from sdflow.errors import Location, UserError
@@ -18,7 +19,9 @@ def add_command(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--data", default="sdflow-data", metavar="DIR", help="queue database and outputs")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    tokens = serve.add_mutually_exclusive_group()
+    tokens.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    tokens.add_argument("--token-file", metavar="F", help="read the token from file F (first line)")
     serve.add_argument("--max-body", default="32MB", help="largest request body (default 32MB)")
     from sdflow.runner_cli import add_runner_arguments
 
@@ -44,8 +47,24 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2) if match.group(2) != "K" else "KB"]
 
 
+def read_token(path: str) -> str:
+    """The token in ``path``'s first line; a missing file or an empty token is a UserError."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"--token-file {path}: cannot read it: {exc}", Location(field="--token-file")
+        ) from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise UserError(f"--token-file {path}: the first line is empty", Location(field="--token-file"))
+    return token
+
+
 def check_options(args: argparse.Namespace) -> int:
-    """The options' mistakes as UserErrors (exit 2); returns --max-body in bytes."""
+    """The options' mistakes as UserErrors (exit 2); returns --max-body in bytes (reads --token-file)."""
+    if args.token_file:
+        args.token = read_token(args.token_file)
     if not is_loopback(args.host) and not args.token:
         raise UserError(
             f"--host {args.host} is reachable from other machines: give --token too", Location(field="--host")

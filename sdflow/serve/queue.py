@@ -155,6 +155,14 @@ class JobQueue:
             )
             return cursor.rowcount == 1
 
+    def reprioritize(self, job_id: str, priority: int) -> bool:
+        """Change a queued job's priority; False when it is not queued."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET priority=? WHERE id=? AND state='queued'", (priority, job_id)
+            )
+            return cursor.rowcount == 1
+
     def finish(self, job_id: str, report: dict[str, Any], outputs: list[str]) -> None:
         with self._lock:
             self._db.execute(
