@@ -237,3 +237,68 @@ def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
 def test_non_loopback_host_without_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(data: Path, port: int) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    command = [sys.executable, "-m", "sdflow.cli", "serve", "--data", str(data), "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLES.parent)}
+    process = subprocess.Popen(
+        [*command, "--device", "cpu", "--dtype", "fp32"], env=env, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/jobs", timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("the server did not start")
+
+
+def test_sigkill_loses_no_accepted_job_and_overwrites_no_file(tmp_path: Path) -> None:
+    import httpx
+
+    http = httpx.Client(timeout=120)
+    port, data = _free_port(), tmp_path / "data"
+    base = f"http://127.0.0.1:{port}/api/jobs"
+    process = _start_server(data, port)
+    try:
+        ids = [
+            http.post(base, json={"workflow": TXT2IMG, "inputs": {**FAST, "seed": seed}}).json()["id"]
+            for seed in range(4)
+        ]
+        deadline = time.monotonic() + 300
+        while http.get(base, params={"state": "finished"}).json()["jobs"] == []:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        process.kill()  # SIGKILL, wherever the worker is
+        process.wait()
+    process = _start_server(data, port)
+    try:
+        deadline = time.monotonic() + 300
+        while len(http.get(base, params={"state": "finished"}).json()["jobs"]) < len(ids):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        jobs = [http.get(f"{base}/{job_id}").json() for job_id in ids]
+    finally:
+        process.terminate()
+        process.wait(60)
+    outputs = [path for job in jobs for path in job["outputs"]]
+    assert len(outputs) == len(set(outputs)) == len(ids)
+    assert all(Path(path).is_file() for path in outputs)
