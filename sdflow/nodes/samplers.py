@@ -93,6 +93,8 @@ def unavailable(sampler: str) -> str:
 
 def supports_karras(sampler: str) -> bool:
     """Whether ``sampler``'s diffusers scheduler can space its steps with Karras sigmas."""
+    if sampler not in SAMPLERS:  # dpmpp_sde without torchsde
+        return False
     cls = SAMPLERS[sampler][0]
     return KARRAS in inspect.signature(cls.__init__).parameters
 
