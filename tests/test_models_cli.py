@@ -23,6 +23,7 @@ def model_folders(single_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     shutil.copy(single_files["sd15"][0], checkpoints / "sd1/dreamshaper_8.safetensors")
     shutil.copy(single_files["sd2-inpaint"][0], checkpoints / "sd2_inpainting.safetensors")
     shutil.copytree(ROOT / "sdflow/builtin/tiny-sd15", checkpoints / "tiny-folder")
+    shutil.copytree(ROOT / "sdflow/builtin/tiny-sdxl-refiner", checkpoints / "refiner-folder")
     (checkpoints / "sd2-folder/unet").mkdir(parents=True)
     (checkpoints / "sd2-folder/model_index.json").write_text("{}")
     (checkpoints / "sd2-folder/unet/config.json").write_text('{"cross_attention_dim": 1024}')
@@ -45,7 +46,9 @@ def test_sdflow_models_lists_each_file_with_its_family(model_folders, capsys):
     assert listed["sd1/dreamshaper_8.safetensors"] == "SD 1.x"
     assert listed["sd2_inpainting.safetensors"] == "SD 2.x inpainting"
     assert listed["v768.safetensors"] == "SD 2.x (v_prediction)"
-    assert listed["tiny-folder"] == "diffusers folder"  # tiny widths: no family to name
+    # the family loading takes each folder for: tiny widths are still SD 1.x, the refiner is no SDXL base
+    assert listed["tiny-folder"] == "diffusers folder, SD 1.x"
+    assert listed["refiner-folder"] == "diffusers folder, SDXL refiner"
     assert listed["sd2-folder"] == "diffusers folder, SD 2.x"
     assert listed["old.ckpt"].startswith("pickle (not inspected")
     assert listed["detail.safetensors"] == "LoRA, SD 1.x"

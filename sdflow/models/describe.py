@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sdflow.models.detect import UnknownLayout, detect, recognised
 from sdflow.models.families import FAMILIES, Family
+from sdflow.models.family_probe import folder_family
 from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 # the width of the text conditioning a LoRA or an embedding was made for -> family
@@ -40,14 +40,8 @@ def describe(kind: str, path: Path) -> str:
 
 
 def _folder_family(folder: Path) -> str:
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-        if index.get("text_encoder_2") is not None:
-            return ", SDXL"
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    family = _BY_CONTEXT.get(unet.get("cross_attention_dim"))
+    """The family loading would take the folder for (one detection for both: ``family_probe``)."""
+    family = folder_family(folder)
     return f", {family.label}" if family else ""
 
 

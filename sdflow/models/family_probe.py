@@ -32,6 +32,11 @@ def checkpoint_family(spec: str) -> Family | None:
     return None
 
 
+def folder_family(folder: Path) -> Family | None:
+    """The family of a diffusers folder, as loading decides it, or None when none fits."""
+    return _folder_family(str(folder), _stamps(folder))
+
+
 def _stamps(folder: Path) -> tuple[tuple[int, int] | None, ...]:
     stamps = []
     for name in _FOLDER_FILES:

@@ -19,7 +19,7 @@ import torch
 from sdflow.models.detect import Detection, Layout, detect, norm_std_key
 from sdflow.models.ldm_keys import Mapping, Source, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, text_encoder_class, tokenizer_fixed
-from sdflow.models.weights import WeightReader
+from sdflow.models.weights import WeightReader, is_aligned
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 V_NORM_STD = 0.09  # ComfyUI's threshold for SD 2.x v-prediction
@@ -184,7 +184,11 @@ def fill_weights(
             raw = fused[source.key]
         else:
             raw = reader.read(source.key, target, device)
-        state[name] = source.to_module(raw, tuple(tensor.shape))
+        value = source.to_module(raw, tuple(tensor.shape))
+        if not is_aligned(value):  # a q/k/v slice of a fused tensor: aligned like every other weight
+            value = value.clone()
+            reader.release(source.key)
+        state[name] = value
     module.load_state_dict(state, strict=False, assign=True)
     module.to(device).eval().requires_grad_(False)
 

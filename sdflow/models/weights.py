@@ -21,6 +21,7 @@ import torch
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 SAFE_SUFFIXES = (".safetensors",)
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+ALIGNMENT = 64  # bytes; torch's CPU allocator's alignment, which BLAS kernels' results can depend on
 
 _DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -128,8 +129,9 @@ class WeightReader:
     """Reads the tensors of one weight file by name.
 
     A safetensors file is memory-mapped copy-on-write. A tensor wanted on the CPU in the file's own
-    dtype is the mapped pages themselves (no copy; read lazily on first use; writes stay private).
-    Any other tensor is converted from the mapping into its final tensor, and the mapped pages it
+    dtype whose data start on a 64-byte boundary is the mapped pages themselves (no copy; read lazily
+    on first use; writes stay private). Any other tensor (an unaligned one is copied: see
+    ``is_aligned``) is converted from the mapping into its final tensor, and the mapped pages it
     came from are released at once, so the file's pages and the model never add up in memory."""
 
     def __init__(self, path: Path, allow_pickle: bool = False) -> None:
@@ -169,11 +171,19 @@ class WeightReader:
         info = self._header.tensors[name]
         mapped = self._mapped(info)
         if device.type == "cpu" and dtype in (None, info.dtype):
-            return mapped
-        tensor = mapped.to(device=device, dtype=dtype)
+            if is_aligned(mapped):
+                return mapped
+            tensor = mapped.clone()
+        else:
+            tensor = mapped.to(device=device, dtype=dtype)
         if tensor.data_ptr() != mapped.data_ptr():
             self._release(info)
         return tensor
+
+    def release(self, name: str) -> None:
+        """Drop the pages of tensor ``name`` once the caller has copied it (safe: they were only read)."""
+        if self._state is None:
+            self._release(self._header.tensors[name])
 
     def _mapped(self, info: TensorInfo) -> torch.Tensor:
         if info.end == info.start:
@@ -193,6 +203,15 @@ class WeightReader:
         end = info.end // mmap.PAGESIZE * mmap.PAGESIZE
         if end > start:
             self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def is_aligned(tensor: torch.Tensor) -> bool:
+    """Whether a CPU tensor's data start on an ``ALIGNMENT`` boundary, as freshly allocated ones do.
+
+    MKL's sgemm (like most BLAS without a reproducibility mode) may split its loops by the
+    operands' alignment, so the same weights at another address can give other low bits on some
+    CPUs (AVX2 without AVX-512): weights are kept aligned so where they came from never matters."""
+    return tensor.device.type != "cpu" or tensor.numel() == 0 or tensor.data_ptr() % ALIGNMENT == 0
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
