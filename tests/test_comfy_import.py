@@ -197,7 +197,7 @@ def _api_with(changes: dict[str, dict]) -> dict:
 
 
 def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
-    document = _api_with({"3": {"sampler_name": "dpmpp_sde", "scheduler": "normal"}})
+    document = _api_with({"3": {"sampler_name": "dpmpp_2s_ancestral", "scheduler": "normal"}})
     document["10"] = json.loads(json.dumps(document["3"]))
     document["10"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
     document["11"] = json.loads(json.dumps(document["3"]))
@@ -208,12 +208,14 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
         convert(read(path), str(path))
     message = str(caught.value)
     assert (
-        "node 3 (KSampler): unknown sampler_name 'dpmpp_sde' (sdflow maps: euler, euler_ancestral" in message
+        "node 3 (KSampler): unknown sampler_name 'dpmpp_2s_ancestral' (sdflow maps: euler, euler_ancestral"
+        in message
     )
     assert (
-        "node 10 (KSampler): scheduler 'karras' is supported with euler, heun, dpmpp_2m, uni_pc, lms only, "
-        "not 'euler_ancestral' (diffusers has no Karras sigmas for it)" in message
+        "node 10 (KSampler): scheduler 'karras' is supported with euler, heun, dpmpp_2m, uni_pc, lms, "
+        in message
     )
+    assert "only, not 'euler_ancestral' (diffusers has no Karras sigmas for it)" in message
     assert "node 11 (KSampler): unknown scheduler 'exponential' (sdflow maps: normal, karras)" in message
 
 

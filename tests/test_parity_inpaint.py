@@ -146,7 +146,9 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max())
 
 
-@pytest.mark.parametrize("sampler", list(SAMPLERS))
+# tcd (the pipeline passes eta 0, sdflow keeps gamma 0.3) and dpmpp_sde (its Brownian-tree seed comes
+# from the generator) need reference settings of their own: tests/test_samplers_more.py has them (txt2img).
+@pytest.mark.parametrize("sampler", [name for name in SAMPLERS if name not in ("tcd", "dpmpp_sde")])
 @pytest.mark.parametrize("model", MODELS)
 def test_graph_matches_inpaint_pipeline(graph_runner: Runner, pipes, model: str, sampler: str) -> None:
     ours = graph_image(graph_runner, model, seed=4, sampler=sampler, strength=1.0)

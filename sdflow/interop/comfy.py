@@ -33,6 +33,14 @@ SAMPLERS = {
     "ddim": "ddim",
     "uni_pc": "unipc",
     "lms": "lms",
+    "uni_pc_bh2": "uni_pc_bh2",
+    "dpmpp_2m_sde": "dpmpp_2m_sde",
+    "dpmpp_3m_sde": "dpmpp_3m_sde",
+    "dpmpp_sde": "dpmpp_sde",
+    "dpm_2": "dpm_2",
+    "dpm_2_ancestral": "dpm_2_ancestral",
+    "deis": "deis",
+    "lcm": "lcm",
 }
 SCHEDULERS = ("normal", "karras")
 LATENT_MODES = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}

@@ -29,6 +29,13 @@ A1111_SAMPLERS: dict[str, tuple[str, str | None]] = {
     "dpmpp_2m": ("DPM++ 2M", None),
     "dpmpp_2m_karras": ("DPM++ 2M", "Karras"),
     "unipc": ("UniPC", None),
+    "dpmpp_2m_sde": ("DPM++ 2M SDE", None),
+    "dpmpp_3m_sde": ("DPM++ 3M SDE", None),
+    "dpmpp_sde": ("DPM++ SDE", None),
+    "dpm_2": ("DPM2", None),
+    "dpm_2_ancestral": ("DPM2 a", None),
+    "deis": ("DEIS", None),
+    "lcm": ("LCM", None),
 }
 _PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 

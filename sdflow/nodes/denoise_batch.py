@@ -11,6 +11,7 @@ import torch
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.batch_shape import serial_shaped
 from sdflow.nodes.placement import placement
+from sdflow.nodes.samplers import seed_noise_sampler
 from sdflow.nodes.types import NoiseState, Schedule
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def run_together(loops: list[DenoiseLoop], ctx: RunContext) -> list[dict[str, An
         assert loop.latent.noise is not None
         generators.append(torch.Generator(device="cpu"))
         generators[-1].set_state(loop.latent.noise.rng_state)
+    seed_noise_sampler(scheduler, generators)
     guide = first.cfg > 1.0
     unet = first.model.unet
     device, dtype = placement(unet)

@@ -5,17 +5,25 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
+    DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    TCDScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.utils import is_torchsde_available
 
 SamplerName = Literal[
     "ddim",
@@ -28,6 +36,16 @@ SamplerName = Literal[
     "dpmpp_2m",
     "dpmpp_2m_karras",
     "unipc",
+    "uni_pc_bh2",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "dpmpp_sde",
+    "dpmpp_2s",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "deis",
+    "lcm",
+    "tcd",
 ]
 
 # How the steps are spaced: the scheduler's own spacing, or Karras et al.'s (ComfyUI's `karras`
@@ -50,11 +68,33 @@ SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
     "dpmpp_2m": (DPMSolverMultistepScheduler, _DPMPP_2M),
     "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {**_DPMPP_2M, KARRAS: True}),
     "unipc": (UniPCMultistepScheduler, {}),
+    "uni_pc_bh2": (UniPCMultistepScheduler, {"solver_type": "bh2"}),
+    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp_3m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "dpmpp_2s": (DPMSolverSinglestepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm_2": (KDPM2DiscreteScheduler, {}),
+    "dpm_2_ancestral": (KDPM2AncestralDiscreteScheduler, {}),
+    "deis": (DEISMultistepScheduler, {}),
+    "lcm": (LCMScheduler, {}),
+    "tcd": (TCDScheduler, {}),
 }
+# DPMSolverSDEScheduler draws its noise from a torchsde Brownian tree (the optional `sde` extra); the
+# tree's seed comes from the loop's generator (see stochastic_seed), so a seed reproduces the picture.
+if is_torchsde_available():
+    from diffusers import DPMSolverSDEScheduler
+
+    SAMPLERS["dpmpp_sde"] = (DPMSolverSDEScheduler, {})
+
+
+def unavailable(sampler: str) -> str:
+    """Why a sampler name the Scheduler knows has no scheduler here (only dpmpp_sde: torchsde)."""
+    return f"sampler '{sampler}' needs torchsde: pip install 'sdflow[sde]' (or torchsde)"
 
 
 def supports_karras(sampler: str) -> bool:
     """Whether ``sampler``'s diffusers scheduler can space its steps with Karras sigmas."""
+    if sampler not in SAMPLERS:  # dpmpp_sde without torchsde
+        return False
     cls = SAMPLERS[sampler][0]
     return KARRAS in inspect.signature(cls.__init__).parameters
 
@@ -77,3 +117,22 @@ def scheduler_for(
             raise ValueError(f"sampler '{sampler}' has no Karras sigmas")
         overrides = {**overrides, KARRAS: True}
     return cls, {**dict(base_config), **overrides}
+
+
+# LCM and TCD space their steps over the 50 of the distilled schedule and refuse more.
+STEP_LIMITS: dict[str, int] = {"lcm": 50, "tcd": 50}
+BROWNIAN_SEEDS = 2**63 - 1
+
+
+def step_limit(sampler: str, default: int) -> int:
+    """The most steps ``sampler``'s diffusers scheduler accepts (``default`` unless it has its own)."""
+    return STEP_LIMITS.get(sampler, default)
+
+
+def seed_noise_sampler(scheduler: Any, generators: list[torch.Generator]) -> None:
+    """Give a Brownian-tree scheduler (dpmpp_sde) one seed per batch item, drawn from its generator,
+    so the seed reproduces its noise (diffusers would draw from the global RNG)."""
+    if hasattr(scheduler, "noise_sampler_seed"):
+        seeds = [int(torch.randint(0, BROWNIAN_SEEDS, [], generator=g)) for g in generators]
+        scheduler.noise_sampler_seed = seeds
+        scheduler.noise_sampler = None

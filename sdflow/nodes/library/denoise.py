@@ -11,6 +11,7 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.library.noise import MAX_STEPS
 from sdflow.nodes.placement import placement
+from sdflow.nodes.samplers import seed_noise_sampler
 from sdflow.nodes.schedule_window import end_count
 from sdflow.nodes.types import Conditioning, Latent, Model
 
@@ -98,6 +99,7 @@ class DenoiseLoop(Node):
         generator = torch.Generator(device="cpu")
         generator.set_state(state.rng_state)
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
+        seed_noise_sampler(scheduler, [generator] * self.latent.samples.shape[0])
 
         guide = self.cfg > 1.0
         device, dtype = placement(unet)  # the execution device under model offload

@@ -8,7 +8,16 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.samplers import SamplerName, SigmasName, karras_samplers, scheduler_for, supports_karras
+from sdflow.nodes.samplers import (
+    SAMPLERS,
+    SamplerName,
+    SigmasName,
+    karras_samplers,
+    scheduler_for,
+    step_limit,
+    supports_karras,
+    unavailable,
+)
 from sdflow.nodes.schedule_window import start_at, start_index
 from sdflow.nodes.types import Latent, Model, NoiseState, Schedule
 
@@ -45,16 +54,27 @@ class Scheduler(Node):
     @classmethod
     def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
         sampler = constants.get("sampler", "euler")
+        if isinstance(sampler, str) and sampler not in SAMPLERS:
+            return [("sampler", unavailable(sampler))]
         if constants.get("sigmas") == "karras" and isinstance(sampler, str) and not supports_karras(sampler):
             message = f"sampler '{sampler}' has no Karras sigmas: use one of {', '.join(karras_samplers())}"
             return [("sigmas", message + ", or sigmas: default")]
+        steps = constants.get("steps")
+        if isinstance(sampler, str) and isinstance(steps, int) and steps > step_limit(sampler, MAX_STEPS):
+            return [("steps", f"sampler '{sampler}' takes at most {step_limit(sampler, MAX_STEPS)} steps")]
         return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.sampler not in SAMPLERS:
+            raise ctx.error(unavailable(self.sampler), "sampler")
         try:
             cls, config = scheduler_for(self.sampler, self.model.scheduler_config, self.sigmas)
         except ValueError as exc:  # a sampler given by a link-free input the precheck could not see
             raise ctx.error(str(exc), "sigmas") from None
+        if self.steps > step_limit(self.sampler, MAX_STEPS):
+            raise ctx.error(
+                f"sampler '{self.sampler}' takes at most {step_limit(self.sampler, MAX_STEPS)} steps", "steps"
+            )
         schedule = Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)
         return {"schedule": schedule}
 
