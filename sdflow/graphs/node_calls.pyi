@@ -18,6 +18,12 @@ _ImageScale_resample = Literal[
     "lanczos",
     "box",
 ]
+_ImageToMask_channel = Literal[
+    "red",
+    "green",
+    "blue",
+    "alpha",
+]
 _LatentUpscale_mode = Literal[
     "nearest",
     "bilinear",
@@ -77,6 +83,11 @@ class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class CannyNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type Canny: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+
 class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
     @property
@@ -97,10 +108,20 @@ class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class ImageInvertNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type ImageInvert: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+
 class ImageScaleNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageScale: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
+
+class ImageToMaskNode(NodeHandle, Linkable[Mask]):
+    """Handle of a node of type ImageToMask: its attributes are its outputs."""
+    @property
+    def mask(self) -> Output[Mask]: ...
 
 class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentMaskBlend: its attributes are its outputs."""
@@ -147,6 +168,11 @@ class LoadVAENode(NodeHandle, Linkable[Vae]):
 
 class MaskBlendNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskBlend: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+
+class MaskToImageNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type MaskToImage: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
 
@@ -246,6 +272,24 @@ class NodeCalls:
                 (diffusers) [>= 0.0, <= 10.0]
         """
 
+    def Canny(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        low: int | Input = 100,
+        high: int | Input = 200,
+    ) -> CannyNode:
+        """Canny edge map of an image (OpenCV), white edges on black, as a ControlNet's control picture.
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            image: the picture to find edges in
+            low: lower hysteresis threshold (0-255 grey levels) [>= 0, <= 255]
+            high: upper hysteresis threshold, at least low [>= 0, <= 255]
+        """
+
     def ConditioningAverage(
         self,
         *,
@@ -328,6 +372,20 @@ class NodeCalls:
             batch_size: images per run [>= 1, <= 64]
         """
 
+    def ImageInvert(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+    ) -> ImageInvertNode:
+        """The image's negative: 1 - pixels.
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            image: the picture to invert
+        """
+
     def ImageScale(
         self,
         *,
@@ -348,6 +406,22 @@ class NodeCalls:
             height: new height in pixels; 0 = from width or factor [>= 0, <= 16384]
             factor: scale factor, used when width and height are both 0 [> 0.0, <= 16.0]
             resample: filter: nearest, bilinear, bicubic, lanczos or box (area average)
+        """
+
+    def ImageToMask(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        channel: _ImageToMask_channel | Input = "red",
+    ) -> ImageToMaskNode:
+        """One channel of an image as a mask (bright = 1 = repaint).
+
+        Returns the node; its outputs: mask (Mask).
+
+        Fields:
+            image: the picture to read the channel from
+            channel: which channel becomes the mask
         """
 
     def LatentMaskBlend(
@@ -512,6 +586,20 @@ class NodeCalls:
             mask: 1 = foreground, 0 = background; resized to the images if needed
             feather: soften the mask's edge by a gaussian blur of this sigma, in pixels; the soft edge lies
                 inside the mask, so pixels where the mask is 0 stay exactly the background [>= 0.0, <= 256.0]
+        """
+
+    def MaskToImage(
+        self,
+        *,
+        id: str | None = None,
+        mask: Linkable[Mask],
+    ) -> MaskToImageNode:
+        """A mask as a grey RGB image (the mask in all three channels).
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            mask: the mask to show as a picture
         """
 
     def SaveImage(

@@ -430,6 +430,28 @@ def _conditioning_average(c: _Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "conditioning"))]
 
 
+def _canny(c: _Converter, node: ComfyNode) -> list[Port]:
+    # ComfyUI thresholds are fractions of full scale (0.01-0.99); OpenCV's are 0-255 grey levels.
+    low, high = (
+        round(float(c.const(node, f"{k}_threshold", d)) * 255) for k, d in (("low", 0.4), ("high", 0.8))
+    )
+    nid = c.add("canny", node.id, "Canny", image=c.port(node, "image").link, low=low, high=high)
+    return [Port(Link(nid, "image"))]
+
+
+def _simple(
+    type_name: str, source: str, output: str, **fields: str
+) -> Callable[[_Converter, ComfyNode], list[Port]]:
+    """A handler for a node mapped one to one: input ``source`` feeds the same-named sdflow node."""
+
+    def handler(c: _Converter, node: ComfyNode) -> list[Port]:
+        values = {k: str(c.const(node, k, v)) for k, v in fields.items()}
+        nid = c.add(type_name.lower(), node.id, type_name, **{source: c.port(node, source).link}, **values)
+        return [Port(Link(nid, output))]
+
+    return handler
+
+
 HANDLERS: dict[str, Callable[[_Converter, ComfyNode], list[Port]]] = {
     "CheckpointLoaderSimple": _checkpoint,
     "CLIPSetLastLayer": _clip_set_last_layer,
@@ -451,6 +473,10 @@ HANDLERS: dict[str, Callable[[_Converter, ComfyNode], list[Port]]] = {
     "VAELoader": _vae_loader,
     "ConditioningConcat": _conditioning_concat,
     "ConditioningAverage": _conditioning_average,
+    "Canny": _canny,
+    "ImageInvert": _simple("ImageInvert", "image", "image"),
+    "ImageToMask": _simple("ImageToMask", "image", "mask", channel="red"),
+    "MaskToImage": _simple("MaskToImage", "mask", "image"),
 }
 
 
