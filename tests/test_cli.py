@@ -183,7 +183,7 @@ def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) 
 def test_nodes_type_shows_the_choices_of_a_field(capsys) -> None:
     out = run_cli("nodes", "Scheduler", capsys=capsys)[1]
     sampler = next(line for line in out.splitlines() if line.startswith("  sampler:"))
-    assert "'ddim' | 'ddpm'" in sampler and "'unipc' = 'euler'" in sampler
+    assert "'ddim' | 'ddpm'" in sampler and "'tcd' = 'euler'" in sampler
     steps = next(line for line in out.splitlines() if line.startswith("  steps:"))
     assert steps.startswith("  steps: int = 20 [>= 1, <= 500] — denoising steps for the full schedule")
 

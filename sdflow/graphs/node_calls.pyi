@@ -53,6 +53,16 @@ _Scheduler_sampler = Literal[
     "dpmpp_2m",
     "dpmpp_2m_karras",
     "unipc",
+    "uni_pc_bh2",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "dpmpp_sde",
+    "dpmpp_2s",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "deis",
+    "lcm",
+    "tcd",
 ]
 _Scheduler_sigmas = Literal[
     "default",
@@ -636,7 +646,8 @@ class NodeCalls:
             sampler: sampling algorithm
             steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
-                heun, dpmpp_2m, unipc); dpmpp_2m_karras is dpmpp_2m with karras
+                heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
+                dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
         """
 
     def VAEDecode(
