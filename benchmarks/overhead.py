@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from diffusers import EulerAncestralDiscreteScheduler
 
-from sdflow.graphs.yaml_io import load
+from sdflow.graphs.loading import load
 from sdflow.nodes.types import Clip, Model, Vae
 from sdflow.runner import Runner
 

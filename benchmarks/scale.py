@@ -25,9 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from sdflow.graphs.yaml_io import load
+from sdflow.graphs.loading import load
 from sdflow.runner import Runner
-from sdflow.runner.many import LocalBackend, run_many
+from sdflow.runner.scale.many import LocalBackend, run_many
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "txt2img.yaml"
 
@@ -54,7 +54,7 @@ def main() -> None:
 
     import ray
 
-    from sdflow.runner.distributed import RayBackend
+    from sdflow.runner.scale.distributed import RayBackend
 
     torch.set_num_threads(1)
     workflow = load(EXAMPLE)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import sdflow
-from sdflow.nodes.samplers import SamplerName
+from sdflow.nodes.ops.samplers import SamplerName
 
 SAMPLERS: tuple[SamplerName, ...] = ("euler_ancestral", "dpmpp_2m")
 
@@ -36,7 +36,7 @@ def build() -> sdflow.Graph:
     return g
 
 
-def show_progress(event: sdflow.runner.events.Event) -> None:
+def show_progress(event: sdflow.runner.core.events.Event) -> None:
     """An event listener: a line per finished node, a dot per denoising step."""
     if isinstance(event, sdflow.StepProgress):
         end = "\n" if event.index == event.total else ""

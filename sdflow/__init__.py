@@ -36,10 +36,10 @@ _EXPORTS = {
     "Runner": "sdflow.runner",
     "RunResult": "sdflow.runner",
     "StepProgress": "sdflow.runner",
-    "JobResult": "sdflow.runner.many",
-    "LocalBackend": "sdflow.runner.many",
-    "run_many": "sdflow.runner.many",
-    "RayBackend": "sdflow.runner.distributed",
+    "JobResult": "sdflow.runner.scale.many",
+    "LocalBackend": "sdflow.runner.scale.many",
+    "run_many": "sdflow.runner.scale.many",
+    "RayBackend": "sdflow.runner.scale.distributed",
 }
 
 __all__ = [
@@ -94,5 +94,5 @@ if TYPE_CHECKING:
     from sdflow.graphs import Workflow, dumps, validate
     from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
     from sdflow.runner import NodeFinished, NodeStarted, NodeWarning, Runner, RunResult, StepProgress
-    from sdflow.runner.distributed import RayBackend
-    from sdflow.runner.many import JobResult, LocalBackend, run_many
+    from sdflow.runner.scale.distributed import RayBackend
+    from sdflow.runner.scale.many import JobResult, LocalBackend, run_many

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from sdflow.graphs.model import Workflow
-from sdflow.runner.executor import Runner, RunResult
+from sdflow.runner.core.executor import RunResult
+from sdflow.runner.core.shared import default_runner
 
-_default: Runner | None = None
-_lock = threading.Lock()
-
-
-def default_runner() -> Runner:
-    """The shared Runner (best device, outputs in ./outputs), made on first use; its caches persist."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = Runner()
-        return _default
+__all__ = ["default_runner", "run", "run_batch"]
 
 
 def run(

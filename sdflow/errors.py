@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -89,3 +91,18 @@ def one_line(text: str) -> str:
     """``text`` with line breaks and other unprintable characters escaped: one message, one line,
     whatever a user's value (quoted back in the message) contains."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def closest(name: str, choices: list[str] | tuple[str, ...] | set[str]) -> str | None:
+    """The most similar valid name, for 'did you mean' hints."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    if not matches:
+        lowered = {c.lower(): c for c in choices}
+        return lowered.get(name.lower())
+    return matches[0]
+
+
+def suggestion(name: str, choices: Iterable[str], otherwise: str = "") -> str:
+    """ "; did you mean 'X'?" for the closest valid name, else ``otherwise`` (appended to messages)."""
+    hint = closest(name, list(choices))
+    return f"; did you mean '{hint}'?" if hint else otherwise

@@ -10,7 +10,7 @@ import torch
 import sdflow
 from sdflow.nodes.types import Model
 from sdflow.runner import Runner
-from sdflow.runner.accel import Acceleration, ModelOffload
+from sdflow.runner.devices.accel import Acceleration, ModelOffload
 
 CPU = torch.device("cpu")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -10,7 +10,8 @@ from PIL import Image as PILImage
 
 import sdflow
 import sdflow.api
-from sdflow.nodes.pixels import to_pil
+from sdflow.nodes.ops.pixels import to_pil
+from sdflow.runner.core import shared
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STEPS = 4
@@ -133,7 +134,7 @@ def test_the_byte_budgets_are_set_in_the_constructor(tmp_path: Path):
 
 
 def test_the_module_level_run_shares_one_lazily_made_runner(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(sdflow.api, "_default", None)
+    monkeypatch.setattr(shared, "_default", None)
     graph = sdflow.Graph()
     graph.EmptyLatent(id="empty", width=8, height=8)
 

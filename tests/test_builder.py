@@ -144,7 +144,7 @@ def test_any_registered_node_class_is_a_graph_method_without_editing_the_builder
         with pytest.raises(WorkflowErrors, match="Input should be greater than 0"):
             graph.Halve(latent=empty, factor=0.0)
     finally:
-        registry._REGISTRY.pop("Halve")
+        registry.REGISTERED.pop("Halve")
 
 
 def test_node_calls_have_the_node_fields_as_their_runtime_signature(graph):

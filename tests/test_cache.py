@@ -15,8 +15,8 @@ import torch
 from sdflow.graphs import Workflow, load, loads
 from sdflow.nodes.types import Latent
 from sdflow.runner import Runner
-from sdflow.runner.cache import LRUCache
-from sdflow.runner.device import pick_device, pick_dtype
+from sdflow.runner.core.cache import LRUCache
+from sdflow.runner.devices.device import pick_device, pick_dtype
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "txt2img.yaml"
 FAST = {"steps": 2, "checkpoint": "builtin:tiny-sd15"}  # the fast random model: speed matters here
@@ -280,7 +280,7 @@ def test_unknown_dtype_is_refused() -> None:
 
 
 def test_runner_defaults_to_the_cpu_and_the_auto_dtype_here(no_accelerator: None) -> None:
-    from sdflow.runner.dtypes import choose_dtype
+    from sdflow.runner.devices.dtypes import choose_dtype
 
     runner = Runner()
     assert (runner.device, runner.dtype) == (torch.device("cpu"), choose_dtype(torch.device("cpu")).dtype)

@@ -166,6 +166,7 @@ def test_nodes_lists_every_type_with_its_summary_typed_inputs_and_outputs(capsys
     assert signature.strip().startswith("(latent: Latent, schedule: Schedule, seed: int | None = 0")
     assert signature.endswith("-> latent: Latent")
     assert "steps: int = 20 [>= 1, <= 500]" in out
+    assert lines[lines.index(headers[0]) + 2] == "  in sdflow.nodes.library.add_noise"
 
 
 def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) -> None:
@@ -173,8 +174,9 @@ def test_nodes_type_shows_typed_inputs_with_defaults_ranges_and_outputs(capsys) 
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("DenoiseLoop (version 2): Denoise a noised latent")
-    assert lines[1] == "inputs:"
-    assert lines[2].startswith("  model: Model (link)")
+    assert lines[1] == "module: sdflow.nodes.library.denoise_loop"
+    assert lines[2] == "inputs:"
+    assert lines[3].startswith("  model: Model (link)")
     assert "  latent: Latent (link) — a latent noised by AddNoise: it carries the schedule" in lines
     assert any(line.startswith("  cfg: float = 7.5 [>= 0.0, <= 100.0]") for line in lines)
     assert lines[-2:] == ["outputs:", "  latent: Latent"]

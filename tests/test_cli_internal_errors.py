@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdflow.cli import main
-from sdflow.nodes.library.vae import VAEDecode
+from sdflow.nodes.library.vae_decode import VAEDecode
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "txt2img.yaml"
 

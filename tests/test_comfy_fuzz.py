@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sdflow.errors import Location, UserError
+from sdflow.formats.comfy_json import parse
 from sdflow.interop.comfy import convert
-from sdflow.interop.comfy_read import parse
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 VALUES: list[Any] = [None, 0, -1, -2, 1.5, "x", "", [], {}, [1], ["9", 0], ["1", 7], ["1", -3], True, 10**30]

@@ -14,12 +14,13 @@ from PIL.PngImagePlugin import PngInfo
 
 from sdflow.cli import main
 from sdflow.errors import UserError
+from sdflow.formats.comfy_json import read
+from sdflow.formats.infotext import parse_infotext
+from sdflow.graphs.loading import load
 from sdflow.graphs.model import InputRef, Link
 from sdflow.graphs.validate import validate
-from sdflow.graphs.yaml_io import dumps, load, loads
+from sdflow.graphs.yaml_io import dumps, loads
 from sdflow.interop.comfy import ConversionError, convert, partial_schedule
-from sdflow.interop.comfy_read import read
-from sdflow.interop.infotext import parse_infotext
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"

@@ -17,11 +17,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
 
-from sdflow.graphs.yaml_io import load  # noqa: E402
-from sdflow.runner.distributed import RayBackend  # noqa: E402
-from sdflow.runner.events import StepProgress  # noqa: E402
-from sdflow.runner.executor import Runner  # noqa: E402
-from sdflow.runner.many import run_many  # noqa: E402
+from sdflow.graphs.loading import load  # noqa: E402
+from sdflow.runner.core.events import StepProgress  # noqa: E402
+from sdflow.runner.core.executor import Runner  # noqa: E402
+from sdflow.runner.scale.distributed import RayBackend  # noqa: E402
+from sdflow.runner.scale.many import run_many  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TXT2IMG = ROOT / "examples" / "txt2img.yaml"
@@ -99,7 +99,7 @@ def borrowed(pool, monkeypatch) -> list[tuple]:
         def __exit__(self, *exc_info) -> None:
             pass
 
-    monkeypatch.setattr("sdflow.runner.distributed.RayBackend", Borrowed)
+    monkeypatch.setattr("sdflow.runner.scale.distributed.RayBackend", Borrowed)
     return asked
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sdflow.cli import main as cli
-from sdflow.runner import dtypes
-from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype
-from sdflow.runner.executor import Runner
+from sdflow.runner.core.executor import Runner
+from sdflow.runner.devices import dtypes
+from sdflow.runner.devices.dtypes import SlowDtypeWarning, choose_dtype
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 

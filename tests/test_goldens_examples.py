@@ -9,7 +9,7 @@ import pytest
 
 from sdflow.golden import store
 from sdflow.golden.harness import check_workflow
-from sdflow.graphs.yaml_io import load
+from sdflow.graphs.loading import load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

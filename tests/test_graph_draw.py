@@ -13,7 +13,7 @@ from sdflow.cli import main
 from sdflow.draw.layout import drawing, is_waypoint
 from sdflow.draw.mermaid import to_mermaid
 from sdflow.draw.svg import to_svg
-from sdflow.graphs.yaml_io import load
+from sdflow.graphs.loading import load
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sdflow
-from sdflow.runner import executor
+from sdflow.runner.core import executor
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ PROGRAM = textwrap.dedent(
     """
     import contextlib, os, resource, sys
     import torch
-    from sdflow.runner.host_memory import reusing_freed_blocks
+    from sdflow.runner.devices.host_memory import reusing_freed_blocks
 
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

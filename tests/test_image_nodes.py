@@ -12,10 +12,11 @@ from PIL import Image as PILImage
 from sdflow.errors import NodeError
 from sdflow.models import checkpoints
 from sdflow.nodes.base import RunContext
-from sdflow.nodes.library.encode import VAEEncode
-from sdflow.nodes.library.image_io import LoadImage, LoadMask
-from sdflow.nodes.library.mask import LatentMaskBlend, MaskBlend, feathered
-from sdflow.nodes.library.resize import ImageScale, LatentUpscale
+from sdflow.nodes.library.image_scale import ImageScale
+from sdflow.nodes.library.latent_upscale import LatentUpscale
+from sdflow.nodes.library.load_image import LoadImage, LoadMask
+from sdflow.nodes.library.mask_blend import LatentMaskBlend, MaskBlend, feathered
+from sdflow.nodes.library.vae_encode import VAEEncode
 from sdflow.nodes.types import Image, Latent, Mask, MaskedImage, Vae
 
 CTX = RunContext(device=torch.device("cpu"), dtype=torch.float32)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image as PILImage
 
 import sdflow
+from sdflow.formats.infotext import Infotext, format_infotext, parse_infotext, quote, settings
 from sdflow.interop.a1111 import model_name
-from sdflow.interop.infotext import Infotext, format_infotext, parse_infotext, quote, settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -16,7 +16,7 @@ from lora_workflows import lora_error, lora_node
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
 from sdflow.models.ldm_keys import unet_mapping
-from sdflow.nodes.samplers import SAMPLERS
+from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

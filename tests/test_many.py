@@ -7,11 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from sdflow.graphs.yaml_io import load
-from sdflow.runner.jobs import Failure, PendingFile, Rendered
-from sdflow.runner.many import Completed, FileWriter, LocalBackend, in_job_order, run_many
-from sdflow.runner.report import RunReport
-from sdflow.runner.schedule import AffinityScheduler
+from sdflow.graphs.loading import load
+from sdflow.runner.core.report import RunReport
+from sdflow.runner.scale.jobs import Failure, PendingFile, Rendered
+from sdflow.runner.scale.many import Completed, FileWriter, LocalBackend, in_job_order, run_many
+from sdflow.runner.scale.schedule import AffinityScheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 COPY = """\
@@ -162,7 +162,7 @@ def test_an_identical_second_run_writes_nothing_and_reports_the_first_runs_files
 
 
 def test_a_bug_in_one_run_is_one_line_naming_the_node_with_the_traceback_kept(tmp_path, runner, monkeypatch):
-    from sdflow.nodes.library.image_io import LoadImage
+    from sdflow.nodes.library.load_image import LoadImage
 
     def broken(self, ctx):
         raise RuntimeError("sizes do not match\nmore detail")

@@ -19,7 +19,7 @@ from diffusers import (
 from PIL import Image as PILImage
 
 from sdflow.graphs import loads
-from sdflow.nodes.samplers import SAMPLERS
+from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from diffusers import (
 )
 
 from sdflow.graphs import loads
-from sdflow.nodes.samplers import SAMPLERS, karras_samplers
+from sdflow.nodes.ops.samplers import SAMPLERS, karras_samplers
 from sdflow.runner import Runner
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "sdflow" / "builtin" / "tiny-sd15"

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from sdflow.errors import UserError
+from sdflow.formats.comfy_json import read
 from sdflow.graphs import load, validate
 from sdflow.interop.comfy import convert
-from sdflow.interop.comfy_read import read
 from sdflow.nodes.base import RunContext
-from sdflow.nodes.library.preprocess import Canny, ImageInvert, ImageToMask, MaskToImage
+from sdflow.nodes.library.canny import Canny
+from sdflow.nodes.library.image_mask import ImageInvert, ImageToMask, MaskToImage
 from sdflow.nodes.types import Image
-from sdflow.runner.executor import check
+from sdflow.runner.core.executor import check
 
 CTX = RunContext(device=torch.device("cpu"), dtype=torch.float32)
 CIRCLE = Path(__file__).resolve().parent.parent / "examples" / "inputs" / "red_circle.png"

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import sdflow
 from sdflow.errors import SdflowWarning
 from sdflow.graphs import loads
-from sdflow.runner.events import NodeWarning
+from sdflow.runner.core.events import NodeWarning
 
 ENCODE = """
 version: 1

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 
 import sdflow
-from sdflow.runner import executor
+from sdflow.runner.core import executor
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -97,7 +97,7 @@ def picture_node():
             raise NotImplementedError
 
     yield ReadPicture
-    registry._REGISTRY.pop("ReadPicture")
+    registry.REGISTERED.pop("ReadPicture")
 
 
 def test_save_rewrites_relative_file_paths_to_name_the_same_files(tmp_path: Path, picture_node):

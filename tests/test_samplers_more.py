@@ -22,7 +22,7 @@ from diffusers.utils import is_torchsde_available
 from test_parity_txt2img import EXPECTED_SCHEDULERS, NEGATIVE, PROMPT, SIZE, WORKFLOW, Reference, graph_image
 
 from sdflow.graphs import loads
-from sdflow.nodes.samplers import BROWNIAN_SEEDS, SAMPLERS, supports_karras
+from sdflow.nodes.ops.samplers import BROWNIAN_SEEDS, SAMPLERS, supports_karras
 from sdflow.runner import Runner
 
 PNG_LEVEL = 1 / 255

@@ -11,8 +11,9 @@ import torch
 
 import sdflow
 from sdflow.cli import main
-from sdflow.nodes.library.noise import MAX_STEPS, start_index
-from sdflow.nodes.samplers import SAMPLERS, karras_samplers, scheduler_for, step_limit
+from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops.samplers import SAMPLERS, karras_samplers, scheduler_for, step_limit
+from sdflow.nodes.ops.schedule_window import start_index
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

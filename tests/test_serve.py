@@ -224,7 +224,7 @@ def test_nodes_lists_node_types_as_json(tmp_path: Path) -> None:
 def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
     from argparse import Namespace
 
-    from sdflow.serve.cli import check_options
+    from sdflow.cli.serve import check_options
 
     good, empty = tmp_path / "token", tmp_path / "empty"
     good.write_text("abc123\n")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sdflow.nodes.base import RunContext
-from sdflow.nodes.library.encode import VAEEncode
-from sdflow.nodes.library.vae import VAEDecode
-from sdflow.nodes.tiling import run_tiled, wants_tiles
+from sdflow.nodes.library.vae_decode import VAEDecode
+from sdflow.nodes.library.vae_encode import VAEEncode
+from sdflow.nodes.ops.tiling import run_tiled, wants_tiles
 from sdflow.nodes.types import Image, Latent, Vae
 
 CPU = torch.device("cpu")

@@ -168,7 +168,7 @@ def test_consistency_decoder_vae_encodes_through_vaeencode(runner: Runner, vaes:
 
 
 def test_a_pipeline_folder_gives_its_vae_and_is_keyed_by_that_alone(runner: Runner) -> None:
-    from sdflow.nodes.library.vae import LoadVAE
+    from sdflow.nodes.library.load_vae import LoadVAE
 
     pipeline = ROOT / "sdflow" / "builtin" / "tiny-sd15"
     result = runner.run(loads(workflow(str(pipeline)), "w.yaml"), outputs=["decoded", "own"])

@@ -27,7 +27,7 @@ PHASES = {"CLIPEncode": "text", "DenoiseLoop": "denoise", "VAEDecode": "decode"}
 
 def add_command(commands: Any) -> None:
     """Register `sdflow bench` on the CLI's subparsers."""
-    from sdflow.runner_cli import add_runner_arguments
+    from sdflow.cli.runner_options import add_runner_arguments
 
     bench = commands.add_parser("bench", help="latency table: seconds per image per size x sampler")
     bench.add_argument("workflow")
@@ -68,11 +68,11 @@ class Cell:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sdflow.cli import parse_assignment, writable_folder
+    from sdflow.cli.options import parse_assignment, writable_folder
+    from sdflow.cli.runner_options import make_runner
     from sdflow.files import write_new_path
     from sdflow.graphs.builder import load
-    from sdflow.runner.executor import check
-    from sdflow.runner_cli import make_runner
+    from sdflow.runner.core.executor import check
 
     if args.repeat < 1 or args.warmup < 0:
         raise UserError("--repeat must be at least 1 and --warmup at least 0", Location(field="--repeat"))
@@ -206,7 +206,7 @@ def table(document: dict[str, Any]) -> str:
 def _document(args: argparse.Namespace, runner: Any, results: list[Cell]) -> dict[str, Any]:
     import torch
 
-    from sdflow.runner.dtypes import dtype_name
+    from sdflow.runner.devices.dtypes import dtype_name
 
     return {
         "workflow": args.workflow,
@@ -240,8 +240,8 @@ def _list(text: str | None) -> list[str]:
 
 def _samplers(text: str | None) -> list[str]:
     """--samplers as names, each one a sampler the Scheduler node knows (else exit 2 naming it)."""
-    from sdflow.nodes.registry import suggestion
-    from sdflow.nodes.samplers import SAMPLERS
+    from sdflow.errors import suggestion
+    from sdflow.nodes.ops.samplers import SAMPLERS
 
     names = _list(text)
     for name in names:

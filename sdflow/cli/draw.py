@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdflow.cli.options import EXIT_OK
 from sdflow.errors import Location, UserError
 
-EXIT_OK = 0
 FORMATS = (".svg", ".mmd")
 
 
@@ -34,8 +34,8 @@ def _graph(args: argparse.Namespace) -> int:
     from sdflow.draw.mermaid import to_mermaid
     from sdflow.draw.svg import to_svg
     from sdflow.files import write_new_path
+    from sdflow.graphs.loading import load
     from sdflow.graphs.validate import validate
-    from sdflow.graphs.yaml_io import load
 
     suffix = Path(args.output).suffix.lower()
     if suffix not in FORMATS:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdflow.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USER
 from sdflow.errors import Location, UserError, WorkflowErrors
 from sdflow.golden.compare import DEFAULT_MAX_ABS, DEFAULT_PSNR, DEFAULT_SSIM, Thresholds
 from sdflow.graphs.model import Workflow
-from sdflow.runner.jobs import Failure
+from sdflow.runner.scale.jobs import Failure
 
-EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 DEFAULT_DIR = "goldens"
 THREADS_ENV = "SDFLOW_THREADS"
 
@@ -137,7 +137,7 @@ def _check(args: argparse.Namespace) -> int:
 def _check_on_workers(args, jobs, goldens, thresholds, artifacts) -> Iterator[Any]:
     """The checks on ``args.workers`` Ray workers, results in the order of the workflows."""
     from sdflow.golden.spread import check_on_workers
-    from sdflow.runner.distributed import RayBackend
+    from sdflow.runner.scale.distributed import RayBackend
 
     threads = _threads(args) or 1
     backend = RayBackend(args.workers, args.ray_address, args.device, args.dtype, cpus_per_worker=threads)
@@ -148,10 +148,10 @@ def _check_on_workers(args, jobs, goldens, thresholds, artifacts) -> Iterator[An
 
 def _jobs(args: argparse.Namespace) -> list[_Job]:
     """Load and validate every workflow before anything runs; two workflows may not share a golden."""
-    from sdflow.cli import parse_assignment
+    from sdflow.cli.options import parse_assignment
     from sdflow.golden.capture import image_refs
-    from sdflow.graphs.yaml_io import load
-    from sdflow.runner.executor import resolve_inputs
+    from sdflow.graphs.loading import load
+    from sdflow.runner.core.executor import resolve_inputs
 
     jobs: list[_Job] = []
     for file in args.workflow:
@@ -172,9 +172,9 @@ def _runner(args: argparse.Namespace) -> Any:
     """A Runner on the chosen device and dtype, after setting torch's thread count."""
     import torch
 
-    from sdflow.runner.device import pick_device
-    from sdflow.runner.dtypes import fixed_dtype
-    from sdflow.runner.executor import Runner
+    from sdflow.runner.core.executor import Runner
+    from sdflow.runner.devices.device import pick_device
+    from sdflow.runner.devices.dtypes import fixed_dtype
 
     threads = _threads(args)
     if threads is not None:

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sdflow.cli.options import EXIT_OK
 from sdflow.errors import Location, UserError
-
-EXIT_OK = 0
 
 
 def add_commands(commands: Any) -> None:
@@ -31,10 +30,10 @@ def add_commands(commands: Any) -> None:
 
 def _import_comfy(args: argparse.Namespace) -> int:
     from sdflow.files import write_new_path
+    from sdflow.formats.comfy_json import read
     from sdflow.graphs.validate import validate
     from sdflow.graphs.yaml_io import dumps, loads
     from sdflow.interop.comfy import convert, relative_image_dir
-    from sdflow.interop.comfy_read import read
 
     graph = read(args.file)
     conversion = convert(graph, args.file, relative_image_dir(args.image_dir, args.output))

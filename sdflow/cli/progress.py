@@ -6,7 +6,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from sdflow.runner.events import Event, NodeFinished, NodeWarning, StepProgress
+from sdflow.runner.core.events import Event, NodeFinished, NodeWarning, StepProgress
 
 
 class ProgressPrinter:

@@ -44,9 +44,9 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_runner(args: argparse.Namespace, **options: Any) -> Any:
     """A Runner from the parsed options; device mistakes are UserErrors, a slow dtype one warning line."""
-    from sdflow.runner.accel import Acceleration
-    from sdflow.runner.dtypes import SlowDtypeWarning
-    from sdflow.runner.executor import Runner
+    from sdflow.runner.core.executor import Runner
+    from sdflow.runner.devices.accel import Acceleration
+    from sdflow.runner.devices.dtypes import SlowDtypeWarning
 
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     acceleration = Acceleration(args.attention, channels_last, args.compile, args.offload)

@@ -6,11 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from sdflow.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USER
+from sdflow.cli.runner_options import write_report
 from sdflow.errors import Location, UserError, one_line
 from sdflow.graphs.model import Workflow
-from sdflow.runner_cli import write_report
-
-EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +35,8 @@ def run_on_workers(args: argparse.Namespace, workflow: Workflow, runs: list[dict
     """
     from tqdm import tqdm
 
-    from sdflow.runner.distributed import RayBackend
-    from sdflow.runner.many import JobResult, run_many
+    from sdflow.runner.scale.distributed import RayBackend
+    from sdflow.runner.scale.many import JobResult, run_many
 
     if args.workers is None:
         raise UserError("--ray-address needs --workers N", Location(field="--ray-address"))

@@ -23,7 +23,7 @@ def add_command(commands: Any) -> None:
     tokens.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
     tokens.add_argument("--token-file", metavar="F", help="read the token from file F (first line)")
     serve.add_argument("--max-body", default="32MB", help="largest request body (default 32MB)")
-    from sdflow.runner_cli import add_runner_arguments
+    from sdflow.cli.runner_options import add_runner_arguments
 
     add_runner_arguments(serve)
     serve.set_defaults(handler=run)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         from sdflow.serve.app import create_app
     except ImportError:
         raise UserError("sdflow serve needs the 'serve' extra (pip install 'sdflow[serve]')") from None
-    from sdflow.runner_cli import make_runner
+    from sdflow.cli.runner_options import make_runner
 
     def runner(output_dir: str) -> Any:
         return make_runner(args, output_dir=output_dir)

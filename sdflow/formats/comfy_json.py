@@ -87,7 +87,7 @@ class ComfyGraph:
 
 def read(path: str | Path) -> ComfyGraph:
     """A ComfyUI workflow from a .json file (either format) or a PNG ComfyUI saved."""
-    from sdflow.graphs.picture import is_png, text_chunks
+    from sdflow.formats.png import is_png, text_chunks
 
     where = Location(str(path))
     if is_png(path):

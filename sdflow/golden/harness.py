@@ -50,7 +50,7 @@ class CheckResult:
 
 def runner_environment(runner: Any) -> dict[str, Any]:
     """``environment()`` for a Runner's device and dtype."""
-    from sdflow.runner.device import dtype_name
+    from sdflow.runner.devices.device import dtype_name
 
     return environment(str(runner.device), dtype_name(runner.dtype))
 
@@ -59,7 +59,7 @@ def record_workflow(
     workflow: Workflow, path: Path | str, runner: Any, inputs: Mapping[str, Any] | None = None
 ) -> Golden:
     """Run ``workflow`` with ``inputs`` set and record its images as the golden at ``path``."""
-    from sdflow.runner.executor import resolve_inputs
+    from sdflow.runner.core.executor import resolve_inputs
 
     given = dict(inputs or {})
     images = run_images(runner, workflow, given)

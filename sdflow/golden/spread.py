@@ -19,7 +19,7 @@ from sdflow.golden.compare import Thresholds
 from sdflow.golden.harness import CheckResult, golden_inputs, judge, runner_environment
 from sdflow.golden.store import Golden
 from sdflow.graphs.model import Workflow
-from sdflow.runner.jobs import Failure, Job, plain_workflow
+from sdflow.runner.scale.jobs import Failure, Job, plain_workflow
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def check_on_workers(
     artifacts_dir: Path | None = None,
 ) -> Iterator[CheckResult | Failure]:
     """Check each (workflow, inputs) against its golden on ``backend``; results in the given order."""
-    from sdflow.runner.many import in_job_order
+    from sdflow.runner.scale.many import in_job_order
 
     jobs = []
     for (workflow, inputs), golden in zip(workflows, goldens, strict=True):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import networkx as nx
 
 from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
-from sdflow.graphs import yaml_io
+from sdflow.graphs import loading, yaml_io
 from sdflow.graphs.model import INPUT_TYPES, NAME, InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.graphs.node_calls import NodeCalls
 from sdflow.graphs.validate import build_graph, check_node
@@ -433,7 +433,7 @@ def _caller() -> Location:
 
 def load(path: str | Path) -> Graph:
     """Load a YAML workflow as a Graph to change, run or save again."""
-    return Graph.from_workflow(yaml_io.load(path))
+    return Graph.from_workflow(loading.load(path))
 
 
 def loads(text: str, file: str | None = None) -> Graph:

@@ -6,37 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
-
 from sdflow.errors import Location, WorkflowError
+from sdflow.formats.infotext import INFOTEXT_KEY
+from sdflow.formats.png import text_chunks
 from sdflow.graphs.model import Workflow
-from sdflow.interop.infotext import INFOTEXT_KEY
+from sdflow.graphs.yaml_io import loads
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_KEY = "sdflow:workflow"
 INPUTS_KEY = "sdflow:inputs"
 BASE_KEY = "sdflow:base"
 COMFY_KEYS = ("prompt", "workflow")
-
-
-def is_png(path: str | Path) -> bool:
-    """True when the file starts with the PNG signature."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
-    except OSError:
-        return False
-
-
-def text_chunks(path: str | Path) -> dict[str, str]:
-    """Every tEXt / iTXt / zTXt chunk of a PNG, by key."""
-    try:
-        with PILImage.open(path) as picture:
-            picture.load()  # chunks written after the pixel data are read only with them
-            return {str(k): v for k, v in getattr(picture, "text", {}).items() if isinstance(v, str)}
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise WorkflowError(f"cannot read the picture: {exc}", Location(str(path))) from None
 
 
 def load_picture(path: str | Path) -> Workflow:
@@ -45,8 +24,6 @@ def load_picture(path: str | Path) -> Workflow:
     Relative paths in it resolve against the folder recorded when it ran (``sdflow:base``) while
     that folder exists, else against the picture's own folder (a picture shipped with its inputs).
     """
-    from sdflow.graphs.yaml_io import loads
-
     chunks = text_chunks(path)
     where = Location(str(path))
     if WORKFLOW_KEY not in chunks:

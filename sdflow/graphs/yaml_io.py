@@ -6,7 +6,6 @@ Links and input references use YAML tags, so a plain string is always a literal:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,26 +22,6 @@ INPUT_KEYS = ("type", "default", "description")
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that leaves our two tags to us."""
-
-
-def load(path: str | Path) -> Workflow:
-    """Load a workflow file (YAML, or a PNG written by SaveImage); raise WorkflowError naming file,
-    line and column on any problem."""
-    from sdflow.graphs.picture import is_png, load_picture
-
-    path = Path(path)
-    if is_png(path):
-        return load_picture(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowError("workflow file not found", Location(str(path))) from None
-    except UnicodeDecodeError:
-        message = "not a workflow: neither UTF-8 YAML text nor a PNG that sdflow saved"
-        raise WorkflowError(message, Location(str(path))) from None
-    except OSError as exc:
-        raise WorkflowError(f"cannot read workflow file: {exc}", Location(str(path))) from None
-    return loads(text, str(path))
 
 
 def loads(text: str, file: str | None = None) -> Workflow:

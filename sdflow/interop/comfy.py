@@ -19,10 +19,10 @@ from typing import Any
 import networkx as nx
 
 from sdflow.errors import Location, UserError
+from sdflow.formats.comfy_json import ComfyGraph, ComfyNode, Ref
 from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
-from sdflow.interop.comfy_read import ComfyGraph, ComfyNode, Ref
-from sdflow.nodes.library.noise import MAX_SEED
-from sdflow.nodes.samplers import supports_karras
+from sdflow.nodes.fields import MAX_SEED
+from sdflow.nodes.ops.samplers import supports_karras
 
 # ComfyUI sampler -> sdflow sampler; the `karras` scheduler is the Scheduler's `sigmas: karras`.
 SAMPLERS = {

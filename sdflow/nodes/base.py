@@ -95,8 +95,6 @@ class Node(BaseModel):
         if "type_name" not in cls.__dict__:
             cls.type_name = cls.__name__
         if not cls.__dict__.get("abstract", False):
-            from sdflow.nodes.registry import register
-
             register(cls)
 
     @classmethod
@@ -131,3 +129,18 @@ class Node(BaseModel):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Do the work; return one value per declared output."""
         raise NotImplementedError
+
+
+REGISTERED: dict[str, type[Node]] = {}
+
+
+def register(cls: type[Node]) -> None:
+    """Add a node class; a second class with the same type name is a programming error."""
+    existing = REGISTERED.get(cls.type_name)
+    same_place = existing is not None and (existing.__module__, existing.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )
+    if existing is not None and existing is not cls and not same_place:
+        raise TypeError(f"node type '{cls.type_name}' is defined twice: {existing} and {cls}")
+    REGISTERED[cls.type_name] = cls

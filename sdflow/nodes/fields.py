@@ -11,9 +11,15 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticUndefined
 
+from sdflow.errors import suggestion
 from sdflow.nodes.base import Node
-from sdflow.nodes.registry import suggestion
 from sdflow.nodes.types import Port
+
+MAX_SEED = 2**63 - 1
+# Beyond this, several diffusers schedulers index past the 1000 training timesteps or divide by
+# zero (DDIM, DDPM and PNDM at 1000 steps; LMS, DPM-Solver++ and UniPC at 999): far more steps
+# than any sampler gains from.
+MAX_STEPS = 500
 
 _STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
 

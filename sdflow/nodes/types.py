@@ -11,6 +11,9 @@ import torch
 from sdflow.models.families import SD15, Family, SizeConditioning
 from sdflow.prompts.padding import pad_tokens
 
+LATENT_CHANNELS = 4  # SD 1.x/2.x/SDXL latents
+VAE_SCALE = 8  # pixels per latent cell, each way
+
 
 class Port:
     """Marker base: a field typed with a Port subclass can only be filled by a link."""

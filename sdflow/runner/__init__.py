@@ -1,8 +1,8 @@
-"""Execution: ordering, caching, devices and memory, progress events and the run report."""
+"""Execution: the core (Runner, caches, events, report), scale-out (many runs, Ray) and devices."""
 
-from sdflow.runner.events import NodeFinished, NodeStarted, NodeWarning, StepProgress
-from sdflow.runner.executor import Runner, RunResult
-from sdflow.runner.report import NodeRecord, RunReport
+from sdflow.runner.core.events import NodeFinished, NodeStarted, NodeWarning, StepProgress
+from sdflow.runner.core.executor import Runner, RunResult
+from sdflow.runner.core.report import NodeRecord, RunReport
 
 __all__ = [
     "NodeFinished",

@@ -72,6 +72,6 @@ class Worker:
 
 def _default_runner(output_dir: str) -> Any:
     """A CPU/GPU Runner with sdflow's defaults, writing under ``output_dir``."""
-    from sdflow.runner.executor import Runner
+    from sdflow.runner.core.executor import Runner
 
     return Runner(output_dir=output_dir)

@@ -1,17 +1,15 @@
-"""Image preprocessors for control pictures: Canny edges, inversion, image <-> mask conversion."""
+"""Canny: the edge map of a picture (OpenCV), a control picture for ControlNets."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.types import Image, Mask
-
-CHANNELS = {"red": 0, "green": 1, "blue": 2, "alpha": 3}
+from sdflow.nodes.types import Image
 
 
 def canny_edges(pixels: torch.Tensor, low: int, high: int) -> torch.Tensor:
@@ -48,46 +46,3 @@ class Canny(Node):
         if self.low > self.high:
             raise ctx.error(f"low ({self.low}) must not exceed high ({self.high})", "low")
         return {"image": Image(canny_edges(self.image.pixels, self.low, self.high))}
-
-
-class ImageInvert(Node):
-    """The image's negative: 1 - pixels."""
-
-    version: ClassVar[int] = 1
-    outputs: ClassVar[dict[str, type]] = {"image": Image}
-
-    image: Image = Field(description="the picture to invert")
-
-    def run(self, ctx: RunContext) -> dict[str, Any]:
-        return {"image": Image(1.0 - self.image.pixels)}
-
-
-class ImageToMask(Node):
-    """One channel of an image as a mask (bright = 1 = repaint)."""
-
-    version: ClassVar[int] = 1
-    outputs: ClassVar[dict[str, type]] = {"mask": Mask}
-
-    image: Image = Field(description="the picture to read the channel from")
-    channel: Literal["red", "green", "blue", "alpha"] = Field(
-        "red", description="which channel becomes the mask"
-    )
-
-    def run(self, ctx: RunContext) -> dict[str, Any]:
-        index = CHANNELS[self.channel]
-        pixels = self.image.pixels
-        if index >= pixels.shape[1]:
-            raise ctx.error(f"the image has {pixels.shape[1]} channels: no {self.channel} channel", "channel")
-        return {"mask": Mask(pixels[:, index : index + 1].clone())}
-
-
-class MaskToImage(Node):
-    """A mask as a grey RGB image (the mask in all three channels)."""
-
-    version: ClassVar[int] = 1
-    outputs: ClassVar[dict[str, type]] = {"image": Image}
-
-    mask: Mask = Field(description="the mask to show as a picture")
-
-    def run(self, ctx: RunContext) -> dict[str, Any]:
-        return {"image": Image(self.mask.values.repeat(1, 3, 1, 1))}

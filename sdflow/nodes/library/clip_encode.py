@@ -8,7 +8,7 @@ from pydantic import Field
 
 from sdflow.models.families import AESTHETIC_IDS, SIZE_IDS, SizeConditioning
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.clip_text import ClipSkipError, check_clip_skip
+from sdflow.nodes.ops.clip_text import ClipSkipError, check_clip_skip
 from sdflow.nodes.types import Clip, Conditioning
 from sdflow.prompts import embeddings
 from sdflow.prompts.chunks import PromptError, overflow

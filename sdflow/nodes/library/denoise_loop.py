@@ -9,10 +9,10 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.library.noise import MAX_STEPS
-from sdflow.nodes.placement import placement
-from sdflow.nodes.samplers import seed_noise_sampler
-from sdflow.nodes.schedule_window import end_count
+from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.samplers import seed_noise_sampler
+from sdflow.nodes.ops.schedule_window import end_count
 from sdflow.nodes.types import Conditioning, Latent, Model
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
@@ -178,7 +178,7 @@ class DenoiseLoop(Node):
         """Several whole txt2img/img2img loops (one image each) sharing model, schedule, cfg and shapes,
         as one batch; each keeps its own generator, so each result equals its own run's. None when
         they cannot share a batch (inpainting, split schedules, extra UNet inputs such as SDXL's)."""
-        from sdflow.nodes.denoise_batch import run_together
+        from sdflow.nodes.ops.denoise_batch import run_together
 
         loops = [node for node in nodes if isinstance(node, DenoiseLoop)]
         if len(loops) != len(nodes):

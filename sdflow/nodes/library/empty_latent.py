@@ -8,10 +8,7 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.types import Latent
-
-LATENT_CHANNELS = 4
-VAE_SCALE = 8
+from sdflow.nodes.types import LATENT_CHANNELS, VAE_SCALE, Latent
 
 
 class EmptyLatent(Node):

@@ -13,7 +13,7 @@ from PIL import ImageOps
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.pixels import from_pil, plane_from_pil
+from sdflow.nodes.ops.pixels import from_pil, plane_from_pil
 from sdflow.nodes.types import Image, Mask
 
 # PIL raises these for files it cannot decode (SyntaxError for some broken PNG chunks).

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.pixels import resize_float
+from sdflow.nodes.ops.pixels import resize_float
 from sdflow.nodes.types import Image, Latent, Mask
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same shape

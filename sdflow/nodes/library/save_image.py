@@ -11,9 +11,9 @@ from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
 from pydantic import Field
 
-from sdflow.interop.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
+from sdflow.formats.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.pixels import to_pil
+from sdflow.nodes.ops.pixels import to_pil
 from sdflow.nodes.types import Image, SavedFiles
 
 

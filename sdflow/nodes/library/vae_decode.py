@@ -1,54 +1,18 @@
-"""VAE nodes: LoadVAE (a VAE of its own) and VAEDecode (latents back to pixels)."""
+"""VAEDecode: latents back to pixels with a VAE (tiled for large pictures)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from sdflow.models import vae as vae_files
-from sdflow.models import weights
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.batch_shape import exact_slices
-from sdflow.nodes.library.noise import MAX_SEED
-from sdflow.nodes.model_files import ModelFileNode
-from sdflow.nodes.placement import placement
-from sdflow.nodes.tiling import Tiling, run_tiled, wants_tiles
+from sdflow.nodes.fields import MAX_SEED
+from sdflow.nodes.ops.batch_shape import exact_slices
+from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.tiling import Tiling, run_tiled, wants_tiles
 from sdflow.nodes.types import Image, Latent, Vae
-
-
-class LoadVAE(ModelFileNode):
-    """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's."""
-
-    version: ClassVar[int] = 1
-    outputs: ClassVar[dict[str, type]] = {"vae": Vae}
-    cache: ClassVar[str] = "model"
-    kind: ClassVar[str] = "vae"
-
-    file: str = Field(
-        min_length=1,
-        description=(
-            "a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or "
-            "ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders"
-        ),
-    )
-    allow_pickle: bool = Field(
-        False, description="also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)"
-    )
-
-    @classmethod
-    def read_from(cls, path: Path) -> Path:
-        return vae_files.source(path)  # a pipeline folder's vae/ only, not its UNet
-
-    def run(self, ctx: RunContext) -> dict[str, Any]:
-        path = self.resolved(ctx)
-        try:
-            vae = vae_files.load(path, ctx.device, ctx.dtype, self.allow_pickle or ctx.allow_pickle)
-        except (weights.WeightFileError, vae_files.VaeError) as exc:
-            raise ctx.error(f"{path.name}: {exc}", "file") from None
-        return {"vae": Vae(vae, sampling_decoder=type(vae).__name__ == "ConsistencyDecoderVAE")}
 
 
 class VAEDecode(Node):

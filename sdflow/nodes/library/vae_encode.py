@@ -10,10 +10,10 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.library.noise import MAX_SEED
-from sdflow.nodes.pixels import resize_8bit
-from sdflow.nodes.placement import placement
-from sdflow.nodes.tiling import Tiling, run_tiled, wants_tiles
+from sdflow.nodes.fields import MAX_SEED
+from sdflow.nodes.ops.pixels import resize_8bit
+from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.tiling import Tiling, run_tiled, wants_tiles
 from sdflow.nodes.types import Image, Latent, Mask, MaskedImage, Vae
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same shape

@@ -1,24 +1,31 @@
 """DenoiseLoop over a batch of sweep items: one UNet call per step for all of them, each item with its
-own generator, so every item's result equals its own run's (see sdflow.nodes.batch_shape)."""
+own generator, so every item's result equals its own run's (see sdflow.nodes.ops.batch_shape)."""
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from sdflow.nodes.base import RunContext
-from sdflow.nodes.batch_shape import serial_shaped
-from sdflow.nodes.placement import placement
-from sdflow.nodes.samplers import seed_noise_sampler
-from sdflow.nodes.types import NoiseState, Schedule
-
-if TYPE_CHECKING:
-    from sdflow.nodes.library.denoise import DenoiseLoop
+from sdflow.nodes.ops.batch_shape import serial_shaped
+from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.samplers import seed_noise_sampler
+from sdflow.nodes.types import Conditioning, Latent, Model, NoiseState, Schedule
 
 
-def run_together(loops: list[DenoiseLoop], ctx: RunContext) -> list[dict[str, Any]] | None:
+class LoopItem(Protocol):
+    """What a batched loop reads of each DenoiseLoop node: its linked inputs and guidance."""
+
+    model: Model
+    positive: Conditioning
+    negative: Conditioning
+    latent: Latent
+    cfg: float
+
+
+def run_together(loops: list[LoopItem], ctx: RunContext) -> list[dict[str, Any]] | None:
     """The outputs of each loop, computed as one batch; None when they cannot share one."""
     if not _batchable(loops):
         return None
@@ -64,7 +71,7 @@ def run_together(loops: list[DenoiseLoop], ctx: RunContext) -> list[dict[str, An
     ]
 
 
-def _batchable(loops: list[DenoiseLoop]) -> bool:
+def _batchable(loops: list[LoopItem]) -> bool:
     """One image each, no inpainting, and everything but the noise and the prompts shared."""
     first = loops[0]
     first_state = first.latent.noise

@@ -63,3 +63,16 @@ def resize_float(tensor: torch.Tensor, size: tuple[int, int], resample: Resample
             picture = PILImage.fromarray(np.ascontiguousarray(plane))  # mode 'F'
             out[b, c] = np.asarray(picture.resize(size, resample=PIL_FILTERS[resample]))
     return torch.from_numpy(out).clamp(0.0, 1.0)
+
+
+def target_size(size: tuple[int, int], width: int, height: int, factor: float) -> tuple[int, int]:
+    """(width, height) to resize ``size`` to: both given, one given (the other keeps the aspect
+    ratio), or neither (``factor`` times the size); at least 1 pixel each."""
+    old_w, old_h = size
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(old_h * width / old_w))
+    if height:
+        return max(1, round(old_w * height / old_h)), height
+    return max(1, round(old_w * factor)), max(1, round(old_h * factor))

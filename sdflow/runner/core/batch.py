@@ -19,10 +19,10 @@ from sdflow.errors import UserError
 from sdflow.graphs.model import Workflow
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.types import SavedFiles
-from sdflow.runner.events import NodeFinished, NodeStarted
-from sdflow.runner.executor import Runner, RunResult, _check_outputs, _Step, _tag_node
-from sdflow.runner.host_memory import reusing_freed_blocks
-from sdflow.runner.report import NodeRecord, RunReport
+from sdflow.runner.core.events import NodeFinished, NodeStarted
+from sdflow.runner.core.executor import Runner, RunResult, _check_outputs, _Step, _tag_node
+from sdflow.runner.core.report import NodeRecord, RunReport
+from sdflow.runner.devices.host_memory import reusing_freed_blocks
 
 
 def run_batched(

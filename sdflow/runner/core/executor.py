@@ -26,17 +26,17 @@ from sdflow.interop.a1111 import Planned, generation
 from sdflow.nodes import registry
 from sdflow.nodes.base import FileWriter, Node, RunContext
 from sdflow.nodes.fields import fields_of
-from sdflow.nodes.pixels import to_pil
+from sdflow.nodes.ops.pixels import to_pil
 from sdflow.nodes.types import Conditioning, Image, Latent, Mask, SavedFiles
-from sdflow.runner.accel import Acceleration
-from sdflow.runner.cache import LRUCache, ModelCache
-from sdflow.runner.device import pick_device
-from sdflow.runner.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
-from sdflow.runner.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
-from sdflow.runner.family_check import family_errors
-from sdflow.runner.host_memory import reusing_freed_blocks
-from sdflow.runner.keys import node_key, output_key
-from sdflow.runner.report import NodeRecord, RunReport
+from sdflow.runner.core.cache import LRUCache, ModelCache
+from sdflow.runner.core.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
+from sdflow.runner.core.family_check import family_errors
+from sdflow.runner.core.keys import node_key, output_key
+from sdflow.runner.core.report import NodeRecord, RunReport
+from sdflow.runner.devices.accel import Acceleration
+from sdflow.runner.devices.device import pick_device
+from sdflow.runner.devices.dtypes import SlowDtypeWarning, choose_dtype, dtype_name
+from sdflow.runner.devices.host_memory import reusing_freed_blocks
 
 GiB = 1024**3
 _TENSORS: dict[type, str] = {Latent: "samples", Image: "pixels", Mask: "values", Conditioning: "embeds"}
@@ -170,7 +170,7 @@ class Runner:
         """``run`` once per input dict of ``items``, in order, with up to ``batch`` consecutive runs
         sharing one pass through the nodes that batch (DenoiseLoop, VAEDecode) when they differ only
         in seed or prompt: the same images and files as running them one by one, faster on a GPU."""
-        from sdflow.runner.batch import run_batched
+        from sdflow.runner.core.batch import run_batched
 
         return list(run_batched(self, workflow, list(items), batch, outputs, output_dir))
 

@@ -96,7 +96,7 @@ class ModelOffload:
 
     def add(self, module: torch.nn.Module) -> None:
         module.to("cpu")
-        module.sdflow_execution_device = self.device  # read by sdflow.nodes.placement
+        module.sdflow_execution_device = self.device  # read by sdflow.nodes.ops.placement
         module.register_forward_pre_hook(self._before_forward, with_kwargs=True)
 
     def _before_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -1,10 +1,10 @@
-"""Choosing the device: auto = cuda, then mps, then cpu (the dtype: sdflow.runner.dtypes)."""
+"""Choosing the device: auto = cuda, then mps, then cpu (the dtype: sdflow.runner.devices.dtypes)."""
 
 from __future__ import annotations
 
 import torch
 
-from sdflow.runner.dtypes import DTYPES, choose_dtype, dtype_name
+from sdflow.runner.devices.dtypes import DTYPES, choose_dtype, dtype_name
 
 __all__ = ["DEVICES", "DTYPES", "dtype_name", "pick_device", "pick_dtype"]
 DEVICES = ("auto", "cpu", "cuda", "mps")

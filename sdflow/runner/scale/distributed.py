@@ -13,11 +13,11 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from sdflow.errors import Location, UserError
-from sdflow.runner.events import Listener
-from sdflow.runner.jobs import Failure, Job
-from sdflow.runner.many import Completed, Task
-from sdflow.runner.schedule import AffinityScheduler
-from sdflow.runner.worker import Worker
+from sdflow.runner.core.events import Listener
+from sdflow.runner.scale.jobs import Failure, Job
+from sdflow.runner.scale.many import Completed, Task
+from sdflow.runner.scale.schedule import AffinityScheduler
+from sdflow.runner.scale.worker import Worker
 
 INSTALL = 'pip install -e ".[ray]"'
 QUEUED_PER_WORKER = 2
@@ -213,7 +213,7 @@ class RayBackend:
 
 def _keys(jobs: Sequence[Job], allow_pickle: bool) -> tuple[list[dict[str, str] | None], list[Completed]]:
     """Every job's cache keys by node id, computed here; jobs that fail to plan come back refused."""
-    from sdflow.runner.executor import Runner
+    from sdflow.runner.core.executor import Runner
 
     planner = Runner(
         device="cpu", allow_pickle=allow_pickle

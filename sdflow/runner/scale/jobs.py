@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Literal
 
 from sdflow.errors import DEBUG_HINT, UserError, internal_error, one_line
 from sdflow.graphs.model import Workflow
-from sdflow.runner.report import RunReport
+from sdflow.runner.core.report import RunReport
 
 PENDING = "sdflow-pending-"  # file names a worker hands out before the driver has written the file
 

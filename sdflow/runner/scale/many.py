@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 from sdflow.files import write_new
 from sdflow.graphs.model import Workflow
-from sdflow.runner.executor import Runner, check
-from sdflow.runner.jobs import Failure, Job, attempt, plain_workflow, render
-from sdflow.runner.report import RunReport
+from sdflow.runner.core.executor import Runner, check
+from sdflow.runner.core.report import RunReport
+from sdflow.runner.core.shared import default_runner
+from sdflow.runner.scale.jobs import Failure, Job, attempt, plain_workflow, render
 
 Task = Callable[[Any, Job], Any]
 # Stand-in paths handed out by workers -> the files written for them. A worker whose SaveImage comes
@@ -53,8 +54,6 @@ class LocalBackend:
         return self.runner.allow_pickle if self.runner is not None else False
 
     def map(self, task: Task, jobs: Sequence[Job]) -> Generator[Completed, None, None]:
-        from sdflow.api import default_runner
-
         runner = self.runner or default_runner()
         for index, job in enumerate(jobs):
             yield Completed(index, attempt(task, runner, job), "local", 1)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sdflow.graphs.model import Workflow
-from sdflow.runner.events import Listener
-from sdflow.runner.jobs import Job, attempt
+from sdflow.runner.core.events import Listener
+from sdflow.runner.scale.jobs import Job, attempt
 
 
 class Worker:
@@ -26,7 +26,7 @@ class Worker:
         import torch
 
         from sdflow.nodes import registry
-        from sdflow.runner.executor import Runner
+        from sdflow.runner.core.executor import Runner
 
         registry.all_types()  # import the node library now, not in the first job
         torch.set_num_threads(threads)

@@ -1,0 +1,5 @@
+"""The command line, above everything else: each sub-command in its own module, sharing `options`."""
+
+from sdflow.cli.main import console, exit_now, main
+
+__all__ = ["console", "exit_now", "main"]

@@ -1,0 +1,1 @@
+"""Helpers the node library shares: samplers, schedule windows, tiling, pixels, batching, placement."""
