@@ -144,3 +144,22 @@ def test_a_point_and_its_alias_together_are_refused_with_the_field_named(graph_r
     with pytest.raises(UserError, match="give one of end_at, end_step") as caught:
         run(graph_runner, text)
     assert "first" in str(caught.value) and "end_step" in str(caught.value)
+
+
+@pytest.mark.parametrize(("point", "cut"), [(2, (2, None)), (0.5, (None, 0.5))])
+def test_end_at_takes_a_workflow_input_of_either_kind(graph_runner: Runner, point, cut) -> None:
+    text = WORKFLOW.replace("  seed: 3\n", f"  seed: 3\n  point: {point}\n").replace(
+        "end_step: 2}", "end_at: !input point}"
+    )
+    stopped = run(graph_runner, text)["first.latent"].cut
+    index, fraction = cut
+    assert stopped.fraction == fraction and (index is None or stopped.index == index)
+
+
+def test_a_text_input_for_end_at_names_both_kinds_it_takes(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("  seed: 3\n", "  seed: 3\n  point: half\n").replace(
+        "end_step: 2}", "end_at: !input point}"
+    )
+    with pytest.raises(UserError, match=r"expects int \| float \| None") as caught:
+        run(graph_runner, text)
+    assert "split.yaml" in str(caught.value) and "first" in str(caught.value)

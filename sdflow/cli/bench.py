@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdflow.cli.options import add_set_argument
 from sdflow.errors import Location, UserError
 
 PHASES = {"CLIPEncode": "text", "DenoiseLoop": "denoise", "VAEDecode": "decode"}
@@ -35,7 +36,7 @@ def add_command(commands: Any) -> None:
     bench.add_argument("--samplers", help="samplers to set on every Scheduler: ddim,euler,...")
     bench.add_argument("--repeat", type=int, default=5, help="timed runs per cell (default 5)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed runs first, per cell (default 1)")
-    bench.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a workflow input")
+    add_set_argument(bench, "a workflow input")
     bench.add_argument("--output", metavar="FILE.json", help="default: WORKFLOW-NAME_bench.json here")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     add_runner_arguments(bench)

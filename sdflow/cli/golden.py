@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdflow.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USER
+from sdflow.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USER, add_set_argument
 from sdflow.errors import Location, UserError, WorkflowErrors
 from sdflow.golden.compare import DEFAULT_MAX_ABS, DEFAULT_PSNR, DEFAULT_SSIM, Thresholds
 from sdflow.graphs.model import Workflow
@@ -53,12 +53,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dir", default=DEFAULT_DIR, help="goldens folder; each workflow's golden is DIR/<file stem>/"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a workflow input (repeatable; check re-uses the golden's and overlays these)",
+    add_set_argument(
+        parser, "set a workflow input (repeatable; check re-uses the golden's and overlays these)"
     )
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp32 (fp16 on cuda)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 from pathlib import Path
@@ -15,6 +16,11 @@ from sdflow.nodes import registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set NAME=VALUE`` option every command that takes workflow inputs has."""
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=help)
 
 
 def writable_folder(folder: Path, option: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sdflow.cli.options import (
     ALLOW_PICKLE_HELP,
     EXIT_OK,
+    add_set_argument,
     parse_assignment,
     sweep_combinations,
     writable_folder,
@@ -31,13 +32,7 @@ def add_commands(commands: Any) -> None:
     """The `run` and `validate` sub-commands."""
     run = commands.add_parser("run", help="run a workflow")
     run.add_argument("workflow")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a workflow input (repeatable)",
-    )
+    add_set_argument(run, "set a workflow input (repeatable)")
     run.add_argument(
         "--sweep",
         action="append",
@@ -62,13 +57,7 @@ def add_commands(commands: Any) -> None:
 
     check = commands.add_parser("validate", help="check a workflow without running it")
     check.add_argument("workflow")
-    check.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="check with this workflow input value (repeatable)",
-    )
+    add_set_argument(check, "check with this workflow input value (repeatable)")
     check.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     check.set_defaults(handler=_validate)
 

@@ -95,8 +95,9 @@ def literal_choices(annotation: Any) -> tuple[Any, ...]:
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union (each without its Annotated constraints), or the one type."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
+        return tuple(_strip(member) for member in typing.get_args(annotation))
     return (annotation,)
 
 

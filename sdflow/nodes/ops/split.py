@@ -22,12 +22,12 @@ StartPoint = Annotated[int, Field(ge=0, le=MAX_STEPS)] | Annotated[float, Field(
 
 END_ALIASES = ("end_step", "denoise_end")
 START_ALIASES = ("start_step", "denoise_start")
-_UNSET = {"denoise_end": 1.0}  # an alias at this value is not given (denoise_end's default: to the end)
 
 
 def _given(values: Mapping[str, Any], name: str) -> bool:
+    """Whether ``name`` holds a point (denoise_end's default 1.0 means to the end: none)."""
     value = values.get(name)
-    return value is not None and value != _UNSET.get(name, object())
+    return value is not None and not (name == "denoise_end" and value == 1.0)
 
 
 def chosen(values: Mapping[str, Any], field: str, aliases: tuple[str, ...]) -> tuple[int | float | None, str]:
