@@ -10,6 +10,7 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED, MAX_STEPS
 from sdflow.nodes.ops.schedule_window import start_at, start_index
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Latent, NoiseState, Schedule
 
 
@@ -64,7 +65,7 @@ class AddNoise(Node):
     )
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         if constants.get("start_step") is not None and constants.get("denoise_start") is not None:
             return [("start_step", "give start_step or denoise_start, not both")]
         return []

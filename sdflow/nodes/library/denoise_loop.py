@@ -13,6 +13,7 @@ from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Conditioning, Latent, Model
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
@@ -63,7 +64,7 @@ class DenoiseLoop(Node):
     )
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         if constants.get("end_step") is not None and constants.get("denoise_end", 1.0) < 1.0:
             return [("end_step", "give end_step or denoise_end, not both")]
         return []
