@@ -235,15 +235,15 @@ def test_the_karras_scheduler_maps_to_karras_sigmas_for_every_sampler_that_has_t
 
 def test_two_ksampler_advanced_passes_become_a_stopped_loop_and_a_resumed_one():
     conversion = imported("two_pass_api.json")
-    assert fields(conversion, "sample_5")["end_step"] == 12
+    assert fields(conversion, "sample_5")["end_at"] == 12
     assert fields(conversion, "noise_6") == {
         "type": "AddNoise",
         "latent": Link("sample_5", "latent"),
         "schedule": Link("schedule_6"),
         "seed": InputRef("seed_6"),  # drives ancestral samplers only: nothing is added
-        "start_step": 12,
+        "start_at": 12,
     }
-    assert "end_step" not in fields(conversion, "sample_6")
+    assert "end_at" not in fields(conversion, "sample_6")
     for schedule in ("schedule_5", "schedule_6"):
         assert (
             fields(conversion, schedule)["steps"] == 20 and fields(conversion, schedule)["sigmas"] == "karras"
@@ -269,7 +269,7 @@ def _tiny_two_pass(tmp_path: Path, split: bool = True) -> Path:
 def test_an_imported_two_pass_split_equals_the_one_pass_run_bit_for_bit(tmp_path, runner):
     two = runner.run(convert(read(path := _tiny_two_pass(tmp_path)), str(path)).workflow)
     one = runner.run(convert(read(path := _tiny_two_pass(tmp_path, split=False)), str(path)).workflow)
-    assert two["sample_5"].stopped_step == 2
+    assert two["sample_5"].cut.index == 2 and not two["sample_5"].cut.clean
     assert not torch.equal(two["sample_5"].samples, one["sample_5"].samples)
     assert torch.equal(two["sample_6"].samples, one["sample_5"].samples)
 

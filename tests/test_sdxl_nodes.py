@@ -176,7 +176,7 @@ def test_a_stopped_latent_must_be_resumed_by_add_noise(graph_runner: Runner) -> 
 """
     )
     result = graph_runner.run(loads(text, "stop.yaml"), inputs={"end": 0.5}, outputs=["denoised"])
-    assert result["denoised.latent"].stopped_at == 0.5
+    assert result["denoised.latent"].cut.fraction == 0.5 and result["denoised.latent"].cut.clean
     with pytest.raises(NodeError, match=r"stopped at 0.5 .*pass it through AddNoise") as caught:
         graph_runner.run(loads(text, "stop.yaml"), inputs={"end": 0.5}, outputs=["decoded_again"])
     assert caught.value.location.node == "again"

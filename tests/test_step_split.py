@@ -56,7 +56,7 @@ def test_two_passes_split_at_a_step_equal_one_full_run_bit_for_bit(
 ) -> None:
     result = run(graph_runner, sampler=sampler)
     whole, first = result["whole.latent"], result["first.latent"]
-    assert first.stopped_step == 2 and whole.stopped_step is None
+    assert first.cut.index == 2 and not first.cut.clean and whole.cut is None
     assert not torch.equal(first.samples, whole.samples)  # still noisy halfway
     assert torch.equal(result["second.latent"].samples, whole.samples)
 
@@ -78,7 +78,7 @@ def test_start_step_on_a_fresh_latent_noises_it_to_that_step(graph_runner: Runne
 
 def test_a_stopped_latent_must_pass_through_add_noise(graph_runner: Runner) -> None:
     text = WORKFLOW.replace("latent: !link resumed, cfg: 5.0}", "latent: !link first, cfg: 5.0}")
-    with pytest.raises(NodeError, match=r"stopped after step 2 \(end_step\): pass it through AddNoise"):
+    with pytest.raises(NodeError, match=r"stopped after step 2 \(end_at\): pass it through AddNoise"):
         run(graph_runner, text)
 
 
@@ -93,10 +93,10 @@ def test_an_end_step_not_after_the_start_is_a_located_error(graph_runner: Runner
 
 def test_steps_and_fractions_together_are_refused_up_front(graph_runner: Runner) -> None:
     text = WORKFLOW.replace("end_step: 2}", "end_step: 2, denoise_end: 0.5}")
-    with pytest.raises(UserError, match="give end_step or denoise_end, not both"):
+    with pytest.raises(UserError, match=r"give one of end_step, denoise_end: they name the same point"):
         run(graph_runner, text)
     text = WORKFLOW.replace("start_step: 2}", "start_step: 2, denoise_start: 0.5}")
-    with pytest.raises(UserError, match="give start_step or denoise_start, not both"):
+    with pytest.raises(UserError, match=r"give one of start_step, denoise_start: they name the"):
         run(graph_runner, text)
 
 
@@ -113,3 +113,34 @@ def test_an_inpainting_split_equals_one_run(runner, checkpoint: str) -> None:
     graph.add("DenoiseLoop", id="second", **shared, latent=resumed)
     result = runner.run(graph, inputs={"steps": 4, "sampler": "euler"}, outputs=["denoised", "second"])
     assert torch.equal(result["second.latent"].samples, result["denoised.latent"].samples)
+
+
+def test_end_at_and_start_at_as_steps_draw_what_their_aliases_draw(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("end_step: 2}", "end_at: 2}").replace("start_step: 2}", "start_at: 2}")
+    renamed, aliased = run(graph_runner, text), run(graph_runner)
+    assert renamed["first.latent"].cut == aliased["first.latent"].cut
+    assert torch.equal(renamed["second.latent"].samples, aliased["second.latent"].samples)
+
+
+def test_end_at_as_a_fraction_cuts_clean_as_denoise_end_does(graph_runner: Runner) -> None:
+    fraction = WORKFLOW.replace("end_step: 2}", "end_at: 0.5}").replace(", start_step: 2}", "}")
+    alias = WORKFLOW.replace("end_step: 2}", "denoise_end: 0.5}").replace(", start_step: 2}", "}")
+    renamed, aliased = run(graph_runner, fraction), run(graph_runner, alias)
+    assert renamed["first.latent"].cut == aliased["first.latent"].cut
+    assert renamed["first.latent"].cut.clean and renamed["first.latent"].cut.fraction == 0.5
+    assert torch.equal(renamed["second.latent"].samples, aliased["second.latent"].samples)
+
+
+def test_start_at_as_a_fraction_resumes_as_denoise_start_does(graph_runner: Runner) -> None:
+    fraction = WORKFLOW.replace("start_step: 2}", "start_at: 0.5}")
+    alias = WORKFLOW.replace("start_step: 2}", "denoise_start: 0.5}")
+    renamed, aliased = run(graph_runner, fraction), run(graph_runner, alias)
+    assert renamed["resumed.latent"].noise.start_index == aliased["resumed.latent"].noise.start_index
+    assert torch.equal(renamed["second.latent"].samples, aliased["second.latent"].samples)
+
+
+def test_a_point_and_its_alias_together_are_refused_with_the_field_named(graph_runner: Runner) -> None:
+    text = WORKFLOW.replace("end_step: 2}", "end_step: 2, end_at: 2}")
+    with pytest.raises(UserError, match="give one of end_at, end_step") as caught:
+        run(graph_runner, text)
+    assert "first" in str(caught.value) and "end_step" in str(caught.value)

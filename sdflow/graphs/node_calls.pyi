@@ -217,6 +217,7 @@ class NodeCalls:
         schedule: Linkable[Schedule],
         seed: int | Input | None = 0,
         strength: float | Input = 1.0,
+        start_at: int | float | Input | None = None,
         denoise_start: float | Input | None = None,
         start_step: int | Input | None = None,
     ) -> AddNoiseNode:
@@ -230,12 +231,12 @@ class NodeCalls:
             seed: noise seed; null continues the latent's random stream (VAEEncode's seed) [>= 0, <=
                 9223372036854775807]
             strength: how much to repaint: 1 = all steps, 0 = none [>= 0.0, <= 1.0]
-            denoise_start: resume the schedule at this fraction without adding noise (strength is then
-                ignored; diffusers' denoising_start); null = where the latent's DenoiseLoop stopped
-                (denoise_end), if it stopped early [>= 0.0, < 1.0]
-            start_step: begin at this step of the schedule instead of where strength puts it (ComfyUI's
-                start_at_step): a latent a DenoiseLoop stopped (end_step) continues as it is, any other is
-                noised to that step; null = strength, or where the latent's DenoiseLoop stopped [>= 0, <= 500]
+            start_at: begin here instead of where strength puts it: at this step of the schedule (an int:
+                ComfyUI's start_at_step; a latent a DenoiseLoop stopped goes on as it is, any other is noised
+                to that step) or, without adding noise, at this fraction of it (a float: diffusers'
+                denoising_start); null = strength, or where the latent's DenoiseLoop stopped (end_at)
+            denoise_start: alias of start_at as a fraction (diffusers' denoising_start) [>= 0.0, < 1.0]
+            start_step: alias of start_at as a step [>= 0, <= 500]
         """
 
     def CLIPEncode(
@@ -343,6 +344,7 @@ class NodeCalls:
         negative: Linkable[Conditioning],
         latent: Linkable[Latent],
         cfg: float | Input = 7.5,
+        end_at: int | float | Input | None = None,
         denoise_end: float | Input = 1.0,
         end_step: int | Input | None = None,
     ) -> DenoiseLoopNode:
@@ -356,12 +358,11 @@ class NodeCalls:
             negative: what to steer away from (CLIPEncode of '' for none)
             latent: a latent noised by AddNoise: it carries the schedule
             cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
-            denoise_end: stop after this fraction of the schedule and output the still-noisy latent, for a
-                second model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully [>
-                0.0, <= 1.0]
-            end_step: stop after this step of the full schedule and output the still-noisy latent, for an
-                AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully [>= 1,
-                <= 500]
+            end_at: stop early and output the still-noisy latent, for an AddNoise to continue: after this step
+                of the full schedule (an int: ComfyUI's end_at_step with leftover noise) or at this fraction
+                of it (a float: diffusers' denoising_end, SDXL base -> refiner); null = denoise fully
+            denoise_end: alias of end_at as a fraction (diffusers' denoising_end); 1 = fully [> 0.0, <= 1.0]
+            end_step: alias of end_at as a step [>= 1, <= 500]
         """
 
     def EmptyLatent(

@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from sdflow.graphs.model import Link
+from sdflow.nodes.ops.split import END_ALIASES, START_ALIASES, chosen
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
     if _follow(nodes, schedule, "model", "LoadCheckpoint") is not checkpoint:
         raise _NotPlain
     start = _follow(nodes, noised, "latent", "EmptyLatent", "VAEEncode")
-    if loop.constants.get("end_step") is not None or noised.constants.get("start_step") is not None:
+    end = chosen(loop.constants, "end_at", END_ALIASES)[0]
+    if end is not None or chosen(noised.constants, "start_at", START_ALIASES)[0] is not None:
         raise _NotPlain  # part of a split run: A1111 has no words for it
     seed, strength = noised.constants.get("seed"), None
     if start.type == "VAEEncode":

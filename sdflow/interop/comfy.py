@@ -253,9 +253,9 @@ def _sampling(
     if strength < 1.0:
         noise_fields["strength"] = strength
     if resume_at is not None:
-        noise_fields["start_step"] = resume_at
+        noise_fields["start_at"] = resume_at
     noised = c.add("noise", node.id, "AddNoise", **noise_fields)
-    loop_fields: dict[str, Any] = {"end_step": end_step} if end_step is not None else {}
+    loop_fields: dict[str, Any] = {"end_at": end_step} if end_step is not None else {}
     denoised = c.add(
         "sample",
         node.id,
@@ -279,7 +279,7 @@ def _ksampler(c: _Converter, node: ComfyNode) -> list[Port]:
 
 def _ksampler_advanced(c: _Converter, node: ComfyNode) -> list[Port]:
     """A whole run, or one pass of a split: stopping after end_at_step with the leftover noise
-    (DenoiseLoop end_step), continuing such a latent at start_at_step (AddNoise start_step)."""
+    (DenoiseLoop end_at), continuing such a latent at start_at_step (AddNoise start_at)."""
     steps = int(c.const(node, "steps", 20))
     start, end = int(c.const(node, "start_at_step", 0)), int(c.const(node, "end_at_step", 10000))
     add_noise = c.const(node, "add_noise", "enable") == "enable"

@@ -179,6 +179,26 @@ class MaskedImage(Port):
         return self.latents if self.latents is not None else self.mean * self.scaling_factor
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Where a split denoising stopped: the one stopping point of SDXL's base -> refiner hand-off and
+    of ComfyUI's step splits.
+
+    ``index`` is the step of the full schedule the next pass begins at. ``fraction`` is set for a cut
+    made at a fraction of the schedule (diffusers' denoising_end): the original then stays clean at
+    the cut (an inpainting blend stops re-noising it) and the next schedule resumes at that fraction
+    of its own timesteps; without it (a cut after a step, ComfyUI's end_at_step with leftover noise)
+    the schedule goes on and the next pass resumes at ``index``."""
+
+    index: int
+    fraction: float | None = None
+
+    @property
+    def clean(self) -> bool:
+        """True when the original stays clean at the cut (a fraction cut, as diffusers)."""
+        return self.fraction is not None
+
+
 @dataclass(frozen=True, eq=False)
 class Latent(Port):
     """Latent samples (batch, 4, h, w) plus optional noise mask, noise state and RNG stream.
@@ -192,11 +212,9 @@ class Latent(Port):
     rng_state: torch.Tensor | None = None
     is_empty: bool = False
     masked_image: MaskedImage | None = None
-    # Set by a DenoiseLoop that stopped at this fraction of its schedule (denoise_end < 1): the
-    # samples are still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
-    stopped_at: float | None = None
-    # Set by a DenoiseLoop that stopped after this step of its schedule (end_step); as stopped_at.
-    stopped_step: int | None = None
+    # Set by a DenoiseLoop that stopped before the end of its schedule (end_at): the samples are
+    # still noisy, and ``noise`` keeps the state an inpainting blend needs to go on.
+    cut: Cut | None = None
 
     def with_(self, **changes: Any) -> Latent:
         """A copy with some attributes replaced (latents are immutable: they live in the cache)."""

@@ -10,6 +10,7 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED, MAX_STEPS
 from sdflow.nodes.ops.schedule_window import start_at, start_index
+from sdflow.nodes.ops.split import START_ALIASES, StartPoint, chosen, conflicts, resume_index
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Latent, NoiseState, Schedule
 
@@ -24,11 +25,11 @@ class AddNoise(Node):
     does; with a 9-channel model at strength 1 and seed null, the stream restarts where VAEEncode
     seeded it, since diffusers never samples the (unused) image latent then.
 
-    A latent a DenoiseLoop stopped early (denoise_end), or any latent with denoise_start set, is not
-    noised: the schedule resumes at that fraction (diffusers' denoising_start), e.g. an SDXL refiner
-    finishing what the base began. The seed then only drives ancestral samplers. start_step does
-    the same in steps (ComfyUI's start_at_step): a latent a DenoiseLoop stopped (end_step) resumes
-    at it; any other latent is noised to that step, as strength would.
+    A latent a DenoiseLoop stopped early (end_at), or any latent with start_at a fraction, is not
+    noised: the schedule resumes where it was cut (diffusers' denoising_start), e.g. an SDXL refiner
+    finishing what the base began. The seed then only drives ancestral samplers. start_at as a step
+    (ComfyUI's start_at_step) resumes a stopped latent at that step; any other latent is noised to
+    that step, as strength would.
     """
 
     version: ClassVar[int] = 2
@@ -43,52 +44,43 @@ class AddNoise(Node):
         description="noise seed; null continues the latent's random stream (VAEEncode's seed)",
     )
     strength: float = Field(1.0, ge=0.0, le=1.0, description="how much to repaint: 1 = all steps, 0 = none")
+    start_at: StartPoint | None = Field(
+        None,
+        description=(
+            "begin here instead of where strength puts it: at this step of the schedule (an int: "
+            "ComfyUI's start_at_step; a latent a DenoiseLoop stopped goes on as it is, any other is "
+            "noised to that step) or, without adding noise, at this fraction of it (a float: diffusers' "
+            "denoising_start); null = strength, or where the latent's DenoiseLoop stopped (end_at)"
+        ),
+    )
     denoise_start: float | None = Field(
-        None,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "resume the schedule at this fraction without adding noise (strength is then ignored; "
-            "diffusers' denoising_start); null = where the latent's DenoiseLoop stopped (denoise_end), "
-            "if it stopped early"
-        ),
+        None, ge=0.0, lt=1.0, description="alias of start_at as a fraction (diffusers' denoising_start)"
     )
-    start_step: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_STEPS,
-        description=(
-            "begin at this step of the schedule instead of where strength puts it (ComfyUI's "
-            "start_at_step): a latent a DenoiseLoop stopped (end_step) continues as it is, any other is "
-            "noised to that step; null = strength, or where the latent's DenoiseLoop stopped"
-        ),
-    )
+    start_step: int | None = Field(None, ge=0, le=MAX_STEPS, description="alias of start_at as a step")
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
-        if constants.get("start_step") is not None and constants.get("denoise_start") is not None:
-            return [("start_step", "give start_step or denoise_start, not both")]
-        return []
+        return conflicts(constants, "start_at", START_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         latent, clean = self.latent, self.latent.samples
         scheduler = self.schedule.make(ctx.device)
-        if self.denoise_start is not None:
-            return {"latent": self._resumed(start_at(scheduler, self.denoise_start), scheduler, ctx)}
-        step = self.start_step if self.start_step is not None else latent.stopped_step
-        if step is not None and (latent.stopped_step is not None or latent.stopped_at is not None):
-            return {"latent": self._resumed(step * scheduler.order, scheduler, ctx)}
-        if latent.stopped_at is not None:
-            return {"latent": self._resumed(start_at(scheduler, latent.stopped_at), scheduler, ctx)}
-        if self.start_step is not None:
-            first = self.start_step * scheduler.order
+        start, field = chosen(self.__dict__, "start_at", START_ALIASES)
+        if isinstance(start, float):
+            return {"latent": self._resumed(start_at(scheduler, start), scheduler, field, ctx)}
+        if start is not None and latent.cut is not None:
+            return {"latent": self._resumed(start * scheduler.order, scheduler, field, ctx)}
+        if latent.cut is not None:
+            return {"latent": self._resumed(resume_index(latent.cut, scheduler), scheduler, field, ctx)}
+        if start is not None:
+            first = start * scheduler.order
         else:
             first = start_index(self.schedule.steps, self.strength, scheduler.order)
         generator = self._generator(ctx)
         # Drawn on the CPU in float32, whatever the device: a seed gives the same noise anywhere.
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(clean.device, clean.dtype)
-        full = self.strength == 1.0 if self.start_step is None else first == 0
+        full = self.strength == 1.0 if start is None else first == 0
         pure = full and (latent.is_empty or latent.noise_mask is not None)
         if pure:
             samples = noise * scheduler.init_noise_sigma
@@ -113,22 +105,22 @@ class AddNoise(Node):
             )
         }
 
-    def _resumed(self, first: int, scheduler: Any, ctx: RunContext) -> Latent:
+    def _resumed(self, first: int, scheduler: Any, field: str, ctx: RunContext) -> Latent:
         """The latent as it is, set to continue at timestep index ``first`` of this schedule; nothing
         drawn."""
         latent = self.latent
         if latent.is_empty:
             raise ctx.error(
-                "an empty latent has nothing to resume: use denoise_start on a latent a DenoiseLoop "
-                "stopped early (denoise_end), or leave it null",
-                "denoise_start",
+                f"an empty latent has nothing to resume: use {field} on a latent a DenoiseLoop "
+                "stopped early (end_at), or leave it null",
+                field,
             )
         generator = self._generator(ctx)
         previous = latent.noise  # a stopped DenoiseLoop's state: the original and noise to blend with
         clean = previous.clean if previous is not None else latent.samples
         noise = previous.noise if previous is not None else torch.zeros_like(latent.samples)
         state = NoiseState(self.schedule, first, noise, clean, generator.get_state())
-        return latent.with_(noise=state, rng_state=generator.get_state(), stopped_at=None, stopped_step=None)
+        return latent.with_(noise=state, rng_state=generator.get_state(), cut=None)
 
     def _generator(self, ctx: RunContext) -> torch.Generator:
         generator = torch.Generator(device="cpu")

@@ -13,8 +13,9 @@ from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
+from sdflow.nodes.ops.split import END_ALIASES, EndPoint, chosen, conflicts, describe
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Conditioning, Latent, Model
+from sdflow.nodes.types import Conditioning, Cut, Latent, Model
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
 
@@ -44,43 +45,29 @@ class DenoiseLoop(Node):
     negative: Conditioning = Field(description="what to steer away from (CLIPEncode of '' for none)")
     latent: Latent = Field(description="a latent noised by AddNoise: it carries the schedule")
     cfg: float = Field(7.5, ge=0.0, le=100.0, description="guidance scale; <= 1 disables guidance")
-    denoise_end: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
-        description=(
-            "stop after this fraction of the schedule and output the still-noisy latent, for a second "
-            "model to finish (SDXL base -> refiner; diffusers' denoising_end); 1 = denoise fully"
-        ),
-    )
-    end_step: int | None = Field(
+    end_at: EndPoint | None = Field(
         None,
-        ge=1,
-        le=MAX_STEPS,
         description=(
-            "stop after this step of the full schedule and output the still-noisy latent, for an "
-            "AddNoise to continue (ComfyUI's end_at_step with leftover noise); null = denoise fully"
+            "stop early and output the still-noisy latent, for an AddNoise to continue: after this step "
+            "of the full schedule (an int: ComfyUI's end_at_step with leftover noise) or at this fraction "
+            "of it (a float: diffusers' denoising_end, SDXL base -> refiner); null = denoise fully"
         ),
     )
+    denoise_end: float = Field(
+        1.0, gt=0.0, le=1.0, description="alias of end_at as a fraction (diffusers' denoising_end); 1 = fully"
+    )
+    end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="alias of end_at as a step")
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
-        if constants.get("end_step") is not None and constants.get("denoise_end", 1.0) < 1.0:
-            return [("end_step", "give end_step or denoise_end, not both")]
-        return []
+        return conflicts(constants, "end_at", END_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         state = self.latent.noise
-        if self.latent.stopped_at is not None:
+        if self.latent.cut is not None:
             raise ctx.error(
-                f"this latent stopped at {self.latent.stopped_at:g} of a schedule (denoise_end): pass it "
-                "through AddNoise first, which continues from there without adding noise",
-                "latent",
-            )
-        if self.latent.stopped_step is not None:
-            raise ctx.error(
-                f"this latent stopped after step {self.latent.stopped_step} (end_step): pass it through "
-                "AddNoise first, which continues from there without adding noise",
+                f"this latent stopped {describe(self.latent.cut)} (end_at): pass it through AddNoise "
+                "first, which continues from there without adding noise",
                 "latent",
             )
         if state is None:
@@ -91,12 +78,15 @@ class DenoiseLoop(Node):
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
         timesteps = scheduler.timesteps[state.start_index :]
-        stopped = self.denoise_end < 1.0
-        if stopped:
-            timesteps = timesteps[: end_count(scheduler, timesteps, self.denoise_end)]
-        elif self.end_step is not None:
-            timesteps = timesteps[: self._steps_to(self.end_step, scheduler, state.start_index, ctx)]
-            stopped = state.start_index + len(timesteps) < len(scheduler.timesteps)
+        end, end_field = chosen(self.__dict__, "end_at", END_ALIASES)
+        cut = None
+        if isinstance(end, float):
+            timesteps = timesteps[: end_count(scheduler, timesteps, end)]
+            cut = Cut((state.start_index + len(timesteps)) // scheduler.order, end)
+        elif end is not None:
+            timesteps = timesteps[: self._steps_to(end, end_field, scheduler, state.start_index, ctx)]
+            if state.start_index + len(timesteps) < len(scheduler.timesteps):
+                cut = Cut(end)
         generator = torch.Generator(device="cpu")
         generator.set_state(state.rng_state)
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
@@ -111,9 +101,10 @@ class DenoiseLoop(Node):
         mask = self._blend_mask(x, ctx)
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
-        # The timesteps after each step, for that blend: past an end_step the schedule goes on (the
-        # next pass continues it); past denoise_end, as in diffusers, the original is kept clean.
-        following = scheduler.timesteps[state.start_index :] if self.end_step is not None else timesteps
+        # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
+        # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
+        stepped = end is not None and not isinstance(end, float)
+        following = scheduler.timesteps[state.start_index :] if stepped else timesteps
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
                 model_input = torch.cat([x, x]) if guide else x
@@ -135,22 +126,21 @@ class DenoiseLoop(Node):
                 ctx.step(index + 1, len(timesteps), x)
         latent = self.latent.with_(
             samples=x,
-            noise=state if stopped else None,
+            noise=state if cut is not None else None,
             rng_state=generator.get_state(),
-            stopped_at=self.denoise_end if stopped and self.end_step is None else None,
-            stopped_step=self.end_step if stopped and self.end_step is not None else None,
+            cut=cut,
         )
         return {"latent": latent}
 
-    def _steps_to(self, end_step: int, scheduler: Any, start: int, ctx: RunContext) -> int:
+    def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
         scheduler runs two per step, as diffusers' img2img counts them)."""
         count = end_step * scheduler.order - start
         if count <= 0:
             raise ctx.error(
-                f"end_step {end_step} is not after the step this latent starts at "
+                f"{field} {end_step} is not after the step this latent starts at "
                 f"({start // scheduler.order}): nothing would be denoised",
-                "end_step",
+                field,
             )
         return count
 
@@ -185,9 +175,7 @@ class DenoiseLoop(Node):
         if len(loops) != len(nodes):
             return None
         for loop in loops:
-            if loop.denoise_end < 1.0 or loop.end_step is not None:
-                return None
-            if loop.latent.stopped_at is not None or loop.latent.stopped_step is not None:
+            if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
             loop._check_families(ctx)
             x = loop.latent.samples
