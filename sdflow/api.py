@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sdflow.graphs.model import Workflow
-from sdflow.runner.core.executor import RunResult
+from sdflow.runner.core.result import RunResult
 from sdflow.runner.core.shared import default_runner
 
 __all__ = ["default_runner", "run", "run_batch"]

@@ -15,7 +15,7 @@ from sdflow.graphs import loads
 from sdflow.models import checkpoints, family_probe, singlefile
 from sdflow.models.families import SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
-from sdflow.runner.core.executor import check
+from sdflow.runner.core.plan import check
 
 TXT2IMG = """
 version: 1

@@ -20,7 +20,7 @@ from sdflow.cli import main
 from sdflow.errors import UserError
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import loads
-from sdflow.runner.core.executor import check
+from sdflow.runner.core.plan import check
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
 TEXTS = [(path, path.read_text(encoding="utf-8")) for path in EXAMPLES]

@@ -17,6 +17,7 @@ from sdflow.nodes.library.latent_upscale import LatentUpscale
 from sdflow.nodes.library.load_image import LoadImage, LoadMask
 from sdflow.nodes.library.mask_blend import LatentMaskBlend, MaskBlend, feathered
 from sdflow.nodes.library.vae_encode import VAEEncode
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Image, Latent, Mask, MaskedImage, Vae
 
 CTX = RunContext(device=torch.device("cpu"), dtype=torch.float32)
@@ -200,7 +201,7 @@ def test_load_mask_invert_swaps_repaint_and_keep(tmp_path: Path) -> None:
 def test_load_mask_refuses_alpha_from_a_picture_without_one(tmp_path: Path) -> None:
     path = tmp_path / "opaque.png"
     two_colour_picture().save(path)
-    problems = LoadMask.precheck({"path": str(path), "channel": "alpha", "invert": False})
+    problems = LoadMask.precheck({"path": str(path), "channel": "alpha", "invert": False}, RunScope())
     assert len(problems) == 1
     field, message = problems[0]
     assert field == "channel"

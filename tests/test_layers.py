@@ -31,7 +31,10 @@ LAYERS = {
 }
 # Inside a package, its parts in the same way (parts not named here rank with the package's middle).
 SUBLAYERS = {
-    "nodes": {"types": 0, "base": 0, "fields": 1, "model_files": 1, "ops": 2, "library": 3, "registry": 4},
+    "nodes": {
+        **{"types": 0, "scope": 0, "base": 0, "fields": 1, "model_files": 1},
+        **{"ops": 2, "library": 3, "registry": 4},
+    },
     "runner": {"devices": 0, "core": 1, "scale": 2},
     "graphs": {"model": 0, "yaml_io": 1, "validate": 1, "picture": 2, "loading": 3, "builder": 4},
     "cli": {"options": 0, "runner_options": 0, "progress": 0, "main": 2},
@@ -39,10 +42,7 @@ SUBLAYERS = {
 # Known exceptions, each with its reason.
 ALLOWED: set[tuple[str, str]] = set()
 # Known cycles (sorted module pairs), each with its reason.
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    # issue 20, in progress: batched runs become a mode of the one step executor
-    frozenset({"sdflow.runner.core.executor", "sdflow.runner.core.batch"}),
-}
+ALLOWED_CYCLES: set[frozenset[str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -94,6 +94,46 @@ def _edges() -> list[tuple[str, str, int]]:
     return _imports(_modules())
 
 
+def _private_uses(modules: dict[str, Path]) -> list[str]:
+    """Private names used across modules, as far as the syntax tells: ``from sdflow.x import _y``,
+    ``module._y`` of an imported module anywhere, and ``obj._y(...)`` on anything but self/cls/super()
+    inside the runner (where one executor must not reach into another's parts)."""
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sdflow"):
+                for alias in node.names:
+                    if _private(alias.name):
+                        found.append(f"{name} (line {node.lineno}) imports {node.module}.{alias.name}")
+                    elif f"{node.module}.{alias.name}" in modules:
+                        imported.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                imported |= {a.asname or a.name for a in node.names if a.name.startswith("sdflow")}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in imported:
+                found.append(f"{name} (line {node.lineno}) uses {owner.id}.{node.attr}")
+        if name.startswith("sdflow.runner."):
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                owner, attr = node.func.value, node.func.attr
+                own = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                parent = isinstance(owner, ast.Call) and ast.unparse(owner.func) == "super"
+                if not _private(attr) or own or parent:
+                    continue
+                found.append(f"{name} (line {node.lineno}) calls {ast.unparse(node.func)}")
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def test_every_top_level_part_of_the_package_has_a_layer() -> None:
     tops = {name.split(".")[1] for name in _modules() if "." in name}
     assert tops <= set(LAYERS), f"give these a layer in LAYERS: {sorted(tops - set(LAYERS))}"
@@ -120,6 +160,23 @@ def test_the_import_graph_has_no_cycle() -> None:
         if frozenset(cycle) not in ALLOWED_CYCLES
     ]
     assert cycles == []
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    assert _private_uses(_modules()) == []
+
+
+def test_a_private_import_or_call_would_be_caught(tmp_path: Path) -> None:
+    runner = tmp_path / "sdflow" / "runner"
+    runner.mkdir(parents=True)
+    (runner / "a.py").write_text("from sdflow.runner.b import _step\n\ndef f(r):\n    return r._execute()\n")
+    (runner / "b.py").write_text("from sdflow.runner import a\n\nx = a._hidden\n")
+    found = _private_uses({"sdflow.runner.a": runner / "a.py", "sdflow.runner.b": runner / "b.py"})
+    assert found == [
+        "sdflow.runner.a (line 1) imports sdflow.runner.b._step",
+        "sdflow.runner.a (line 4) calls r._execute",
+        "sdflow.runner.b (line 3) uses a._hidden",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from sdflow.nodes.base import RunContext
 from sdflow.nodes.library.canny import Canny
 from sdflow.nodes.library.image_mask import ImageInvert, ImageToMask, MaskToImage
 from sdflow.nodes.types import Image
-from sdflow.runner.core.executor import check
+from sdflow.runner.core.plan import check
 
 CTX = RunContext(device=torch.device("cpu"), dtype=torch.float32)
 CIRCLE = Path(__file__).resolve().parent.parent / "examples" / "inputs" / "red_circle.png"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 
 import sdflow
-from sdflow.runner.core import executor
+from sdflow.runner.core import metadata
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -17,14 +17,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture
 def dumps_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = executor.dumps
+    real = metadata.dumps
 
     def counted(workflow):
         calls.append(1)
         return real(workflow)
 
-    monkeypatch.setattr(executor, "dumps", counted)
-    monkeypatch.setattr(executor, "_YAML", type(executor._YAML)())
+    monkeypatch.setattr(metadata, "dumps", counted)
+    monkeypatch.setattr(metadata, "_YAML", type(metadata._YAML)())
     return calls
 
 

@@ -14,7 +14,7 @@ import pytest
 from sdflow.cli import main
 from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
 from sdflow.graphs import load, loads, validate
-from sdflow.runner.core.executor import check
+from sdflow.runner.core.plan import check
 
 # Line numbers in the cases below refer to this text.
 BASE = textwrap.dedent(

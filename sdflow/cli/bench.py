@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     from sdflow.cli.runner_options import make_runner
     from sdflow.files import write_new_path
     from sdflow.graphs.builder import load
-    from sdflow.runner.core.executor import check
+    from sdflow.runner.core.plan import check
 
     if args.repeat < 1 or args.warmup < 0:
         raise UserError("--repeat must be at least 1 and --warmup at least 0", Location(field="--repeat"))

@@ -147,7 +147,7 @@ def _jobs(args: argparse.Namespace) -> list[_Job]:
     from sdflow.cli.options import parse_assignment
     from sdflow.golden.capture import image_refs
     from sdflow.graphs.loading import load
-    from sdflow.runner.core.executor import resolve_inputs
+    from sdflow.runner.core.plan import resolve_inputs
 
     jobs: list[_Job] = []
     for file in args.workflow:

@@ -24,8 +24,7 @@ from sdflow.errors import Location, UserError
 from sdflow.graphs.loading import load
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
-from sdflow.runner.core.batch import run_batched
-from sdflow.runner.core.executor import check
+from sdflow.runner.core.plan import check
 
 
 def add_commands(commands: Any) -> None:
@@ -108,7 +107,7 @@ def _results(
 
     try:
         if args.batch > 1:
-            yield from run_batched(runner, workflow, items, batch=args.batch, announce=announce)
+            yield from runner.run_batches(workflow, items, batch=args.batch, announce=announce)
         else:
             for index, inputs in enumerate(items):
                 announce(index, 1)

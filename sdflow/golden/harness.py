@@ -59,7 +59,7 @@ def record_workflow(
     workflow: Workflow, path: Path | str, runner: Any, inputs: Mapping[str, Any] | None = None
 ) -> Golden:
     """Run ``workflow`` with ``inputs`` set and record its images as the golden at ``path``."""
-    from sdflow.runner.core.executor import resolve_inputs
+    from sdflow.runner.core.plan import resolve_inputs
 
     given = dict(inputs or {})
     images = run_images(runner, workflow, given)

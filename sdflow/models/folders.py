@@ -8,9 +8,12 @@ of model has the sub-folder names both layouts use.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +96,28 @@ def kind_folders(kind: str) -> list[Path]:
 def list_models(kind: str) -> list[ModelFile]:
     """Every model of ``kind`` in the model folders: weight files and model folders, recursively."""
     found: list[ModelFile] = []
+    shared = _SHARED.get()
     for folder in kind_folders(kind):
-        for path in _listing(folder):
+        if shared is not None and folder not in shared:
+            shared[folder] = _listing(folder)
+        for path in shared[folder] if shared is not None else _listing(folder):
             found.append(ModelFile(kind, path.relative_to(folder).as_posix(), path))
     return found
+
+
+# the listings of the scope being run (a node run's RunScope): each folder listed once in it
+_SHARED: ContextVar[dict[Path, list[Path]] | None] = ContextVar("sdflow_shared_listings", default=None)
+
+
+@contextlib.contextmanager
+def listed_once(memo: dict[Path, list[Path]]) -> Iterator[None]:
+    """Inside, each model folder is listed at most once, into ``memo`` (one run's scope; the next
+    scope lists again, so a file added between runs is seen)."""
+    token = _SHARED.set(memo)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 # folder -> ((directory, mtime_ns) of every directory its walk read, the models found)

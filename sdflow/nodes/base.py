@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sdflow.errors import Location, NodeError, SdflowWarning
 from sdflow.files import write_new
+from sdflow.nodes.scope import RunScope
 
 if TYPE_CHECKING:
     from sdflow.models.families import Family
@@ -41,6 +42,8 @@ class RunContext:
     on_warning: Callable[[str], None] | None = None
     # How output nodes write new files; a Ray worker swaps in one that hands the bytes to the driver.
     write_new: FileWriter = write_new
+    # What this run's hooks and nodes share (model-folder listings...); the runner makes one per run.
+    scope: RunScope = field(default_factory=RunScope)
 
     def error(self, message: str, field: str | None = None) -> NodeError:
         """A NodeError located at this node (and field), to raise."""
@@ -99,12 +102,14 @@ class Node(BaseModel):
 
     @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
-        """A digest of anything outside the graph this node reads (file content...), for cache keys."""
+        """A digest of anything outside the graph this node reads (file content...), for cache keys;
+        ``ctx.scope`` is the run's scope, shared with ``precheck``."""
         return None
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
-        """Cheap checks of constants before anything runs (a file exists...): (field, message) pairs."""
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
+        """Cheap checks of constants before anything runs (a file exists...): (field, message) pairs;
+        ``scope`` is the run's, shared with ``fingerprint`` (each model folder is listed once in it)."""
         return []
 
     @classmethod

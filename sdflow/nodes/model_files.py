@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from sdflow.models import folders, weights
 from sdflow.models.checkpoints import file_digest
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.scope import RunScope
 
 
 def content_fingerprint(path: Path) -> str:
@@ -41,16 +42,21 @@ class ModelFileNode(Node):
         return path
 
     @classmethod
+    def located(cls, spec: str, scope: RunScope) -> Path:
+        """The file or folder ``spec`` names, looked up once per run scope (ModelNotFound if none)."""
+        return scope.remember(("model", cls.kind, spec), lambda: folders.resolve(cls.kind, spec))
+
+    @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
         try:
-            return content_fingerprint(cls.read_from(folders.resolve(cls.kind, constants["file"])))
+            return content_fingerprint(cls.read_from(cls.located(constants["file"], ctx.scope)))
         except (folders.ModelNotFound, OSError):
             return "missing:" + constants["file"]
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         try:
-            path = folders.resolve(cls.kind, constants["file"])
+            path = cls.located(constants["file"], scope)
         except folders.ModelNotFound as exc:
             return [("file", str(exc))]
         if path.is_file() and weights.is_pickle(path) and not constants.get("allow_pickle"):
@@ -60,6 +66,6 @@ class ModelFileNode(Node):
     def resolved(self, ctx: RunContext) -> Path:
         """The file or folder ``file`` names (a located error when there is none)."""
         try:
-            return folders.resolve(self.kind, self.file)
+            return self.located(self.file, ctx.scope)
         except folders.ModelNotFound as exc:
             raise ctx.error(str(exc), "file") from None

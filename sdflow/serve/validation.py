@@ -26,7 +26,7 @@ def error_record(error: UserError) -> dict[str, Any]:
 
 def problems(workflow_text: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
     """Every error `sdflow validate` would report for this workflow and these inputs; [] when valid."""
-    from sdflow.runner.core.executor import check
+    from sdflow.runner.core.plan import check
 
     try:
         workflow = loads(workflow_text, file=WORKFLOW_FILE)

@@ -11,6 +11,7 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED, MAX_STEPS
 from sdflow.nodes.ops.schedule_window import start_at, start_index
 from sdflow.nodes.ops.split import START_ALIASES, StartPoint, chosen, conflicts, resume_index
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Latent, NoiseState, Schedule
 
 
@@ -58,7 +59,7 @@ class AddNoise(Node):
     start_step: int | None = Field(None, ge=0, le=MAX_STEPS, description="alias of start_at as a step")
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         return conflicts(constants, "start_at", START_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Image
 
 
@@ -36,7 +37,7 @@ class Canny(Node):
     high: int = Field(200, ge=0, le=255, description="upper hysteresis threshold, at least low")
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         low, high = constants.get("low", 100), constants.get("high", 200)
         if isinstance(low, int) and isinstance(high, int) and low > high:
             return [("low", f"low ({low}) must not exceed high ({high})")]

@@ -9,6 +9,7 @@ from pydantic import Field
 from sdflow.models.families import AESTHETIC_IDS, SIZE_IDS, SizeConditioning
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.clip_text import ClipSkipError, check_clip_skip
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip, Conditioning
 from sdflow.prompts import embeddings
 from sdflow.prompts.chunks import PromptError, overflow
@@ -83,7 +84,7 @@ class CLIPEncode(Node):
         return embeddings.fingerprint("\n".join(_prompts(constants.get("text", ""))))
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         problems = []
         for size in ("original", "target"):
             width, height = constants.get(f"{size}_width"), constants.get(f"{size}_height")

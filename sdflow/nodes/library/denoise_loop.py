@@ -14,6 +14,7 @@ from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
 from sdflow.nodes.ops.split import END_ALIASES, EndPoint, chosen, conflicts, describe
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Conditioning, Cut, Latent, Model
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
@@ -58,7 +59,7 @@ class DenoiseLoop(Node):
     end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="alias of end_at as a step")
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         return conflicts(constants, "end_at", END_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sdflow.models import checkpoints, family_probe
 from sdflow.models.families import Family
 from sdflow.models.loaded import LoadOptions
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip, Model, Vae
 
 
@@ -53,23 +54,25 @@ class LoadCheckpoint(Node):
 
     @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
-        parts = [checkpoints.fingerprint(constants["checkpoint"])]
-        if constants.get("config"):
-            parts.append(checkpoints.fingerprint(constants["config"]))
+        with ctx.scope.active():  # the precheck's folder listing, not a second one
+            parts = [checkpoints.fingerprint(constants["checkpoint"])]
+            if constants.get("config"):
+                parts.append(checkpoints.fingerprint(constants["config"]))
         return ":".join(parts)
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
-        try:
-            source = checkpoints.resolve(constants["checkpoint"])
-            checkpoints.check(source, constants.get("allow_pickle", False))
-        except (checkpoints.CheckpointNotFound, checkpoints.BadCheckpoint) as exc:
-            return [("checkpoint", str(exc))]
-        if constants.get("config"):
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
+        with scope.active():  # one listing of the model folders for this and the fingerprint
             try:
-                _config_folder(constants["config"])
-            except checkpoints.CheckpointNotFound as exc:
-                return [("config", str(exc))]
+                source = checkpoints.resolve(constants["checkpoint"])
+                checkpoints.check(source, constants.get("allow_pickle", False))
+            except (checkpoints.CheckpointNotFound, checkpoints.BadCheckpoint) as exc:
+                return [("checkpoint", str(exc))]
+            if constants.get("config"):
+                try:
+                    _config_folder(constants["config"])
+                except checkpoints.CheckpointNotFound as exc:
+                    return [("config", str(exc))]
         return []
 
     @classmethod

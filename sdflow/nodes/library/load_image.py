@@ -14,6 +14,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.pixels import from_pil, plane_from_pil
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Image, Mask
 
 # PIL raises these for files it cannot decode (SyntaxError for some broken PNG chunks).
@@ -118,7 +119,7 @@ class _PictureFile(Node):
         return file_digest(constants["path"])
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         problem = check_picture(constants["path"])
         return [("path", problem)] if problem else []
 
@@ -154,8 +155,8 @@ class LoadMask(_PictureFile):
     invert: bool = Field(False, description="swap repaint and keep (1 - mask)")
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = super().precheck(constants)
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
+        problems = super().precheck(constants, scope)
         if problems:
             return problems
         if constants["channel"] == "alpha":

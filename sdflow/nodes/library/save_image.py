@@ -14,6 +14,7 @@ from pydantic import Field
 from sdflow.formats.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.pixels import to_pil
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Image, SavedFiles
 
 
@@ -42,7 +43,7 @@ class SaveImage(Node):
         return hashlib.sha256(f"{Path(ctx.output_dir).resolve()}\n{metadata}".encode()).hexdigest()
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         prefix = PurePosixPath(constants["filename_prefix"])
         if prefix.is_absolute() or ".." in prefix.parts:
             return [("filename_prefix", "must stay inside the output folder (no '..', not absolute)")]

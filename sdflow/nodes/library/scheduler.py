@@ -18,6 +18,7 @@ from sdflow.nodes.ops.samplers import (
     supports_karras,
     unavailable,
 )
+from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Model, Schedule
 
 
@@ -45,7 +46,7 @@ class Scheduler(Node):
     )
 
     @classmethod
-    def precheck(cls, constants: dict[str, Any]) -> list[tuple[str, str]]:
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         sampler = constants.get("sampler", "euler")
         if isinstance(sampler, str) and sampler not in SAMPLERS:
             return [("sampler", unavailable(sampler))]

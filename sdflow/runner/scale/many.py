@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from sdflow.files import write_new
 from sdflow.graphs.model import Workflow
-from sdflow.runner.core.executor import Runner, check
+from sdflow.runner.core.executor import Runner
+from sdflow.runner.core.plan import check
 from sdflow.runner.core.report import RunReport
 from sdflow.runner.core.shared import default_runner
 from sdflow.runner.scale.jobs import Failure, Job, attempt, plain_workflow, render

@@ -1,0 +1,193 @@
+"""Planning a run: the input values, the nodes the outputs need in order, their constants resolved
+and checked, and each one's cache key."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.graphs.model import InputRef, Link, Workflow
+from sdflow.graphs.validate import validate
+from sdflow.nodes import registry
+from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.fields import fields_of
+from sdflow.nodes.scope import RunScope
+from sdflow.runner.core.family_check import family_errors
+from sdflow.runner.core.keys import node_key, output_key
+from sdflow.runner.core.metadata import generation_settings
+
+
+@dataclass
+class Step:
+    """One node of the plan, with its constants resolved and its key computed."""
+
+    id: str
+    cls: type[Node]
+    constants: dict[str, Any]
+    links: dict[str, Link]
+    key: str = ""
+    generation: dict[str, Any] | None = None
+
+
+def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with ``given``; unknown names, missing required ones and wrong types fail."""
+    errors: list[UserError] = []
+    where = Location(workflow.file)
+    for name in given:
+        if name not in workflow.inputs:
+            more = registry.suggestion(
+                name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})"
+            )
+            errors.append(WorkflowError(f"unknown workflow input '{name}'{more}", where))
+    values = {}
+    for name, spec in workflow.inputs.items():
+        loc = spec.loc or where
+        if name in given:
+            try:
+                values[name] = spec.check(given[name])
+            except ValueError as exc:
+                errors.append(WorkflowError(str(exc), loc))
+        elif spec.required:
+            errors.append(WorkflowError(f"input '{name}' has no default: set it (--set {name}=...)", loc))
+        else:
+            values[name] = spec.default
+    if errors:
+        raise WorkflowErrors(errors)
+    return values
+
+
+def check(
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    allow_pickle: bool = False,
+) -> dict[str, Any]:
+    """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
+    prechecks such as a missing checkpoint), without a runner; returns the input values."""
+    graph = validate(workflow)
+    values = resolve_inputs(workflow, inputs or {})
+    plan_steps(workflow, graph, values, outputs, RunScope(), allow_pickle)
+    return values
+
+
+def plan_steps(
+    workflow: Workflow,
+    graph: nx.DiGraph,
+    values: dict[str, Any],
+    outputs: Iterable[str] | None,
+    scope: RunScope,
+    allow_pickle: bool = False,
+) -> list[Step]:
+    """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed), and
+    the model families along their links where known without loading (``family_check``); the
+    prechecks share ``scope``. ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle``
+    field to True."""
+    targets = _targets(workflow, graph, outputs)
+    needed = set(targets)
+    for target in targets:
+        needed |= nx.ancestors(graph, target)
+    order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+    steps, errors = [], []
+    with scope.active():
+        for node_id in order:
+            spec = workflow.nodes[node_id]
+            cls = registry.get(spec.type)
+            constants, links, sources = {}, {}, {}
+            for name, value in spec.fields.items():
+                if isinstance(value, Link):
+                    links[name] = value
+                    continue
+                if isinstance(value, InputRef):
+                    sources[name] = value.name
+                constants[name] = values[value.name] if isinstance(value, InputRef) else value
+            constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
+            if allow_pickle and "allow_pickle" in constants:
+                constants["allow_pickle"] = True
+            errors += _check_constants(cls, constants, sources, spec.location, scope)
+            steps.append(Step(node_id, cls, constants, links))
+        errors = errors or family_errors(workflow, steps, functools.partial(output_name, workflow))
+    if errors:
+        raise WorkflowErrors(errors)
+    return steps
+
+
+def key_steps(workflow: Workflow, steps: list[Step], ctx: RunContext, environment: str) -> None:
+    """Set each step's cache key (type, version, constants, upstream keys, fingerprint, environment)
+    and each output node's generation settings; fingerprints see ``ctx`` (and its scope)."""
+    settings = generation_settings(steps)
+    keys: dict[str, str] = {}
+    with ctx.scope.active():
+        for step in steps:
+            step.generation = settings.get(step.id)
+            upstream = {
+                name: output_key(keys[link.node], output_name(workflow, link))
+                for name, link in step.links.items()
+            }
+            fingerprint = step.cls.fingerprint(step.constants, replace(ctx, generation=step.generation))
+            step.key = node_key(
+                step.cls.type_name, step.cls.version, step.constants, upstream, fingerprint, environment
+            )
+            keys[step.id] = step.key
+
+
+def output_name(workflow: Workflow, link: Link) -> str:
+    """The output a link reads: the one it names, else its node's first."""
+    if link.output is not None:
+        return link.output
+    return next(iter(registry.get(workflow.nodes[link.node].type).outputs))
+
+
+def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | None) -> list[str]:
+    if outputs is not None:
+        targets = [o.partition(".")[0] for o in outputs]
+        for target in targets:
+            if target not in workflow.nodes:
+                more = registry.suggestion(target, workflow.nodes)
+                raise WorkflowError(f"no node '{target}' to compute{more}", Location(workflow.file))
+        return targets
+    marked = [n for n, s in workflow.nodes.items() if registry.get(s.type).is_output]
+    return marked or [n for n in graph if graph.out_degree(n) == 0]
+
+
+def _defaults(cls: type[Node]) -> dict[str, Any]:
+    return {n: f.default for n, f in fields_of(cls).items() if not f.required and not f.is_port}
+
+
+def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workflow) -> dict[str, Any]:
+    """The node's file-path constants made absolute against the workflow file's folder (or cwd)."""
+    if not cls.path_fields:
+        return constants
+    base = workflow.path_base()
+    resolved = dict(constants)
+    for name in cls.path_fields:
+        if isinstance(resolved.get(name), str) and resolved[name]:
+            path = base / Path(resolved[name]).expanduser()
+            if name not in cls.folder_kinds or path.exists():
+                resolved[name] = str(path)
+    return resolved
+
+
+def _check_constants(
+    cls: type[Node], constants: dict[str, Any], sources: dict[str, str], locate, scope: RunScope
+) -> list[UserError]:
+    """Constants after workflow inputs are substituted: field types and ranges, then precheck.
+    ``sources`` names the workflow input each substituted field came from, for the message."""
+    errors: list[UserError] = []
+    fields = fields_of(cls)
+    for name, value in constants.items():
+        if fields[name].is_port:
+            continue
+        try:
+            fields[name].validate(value)
+        except ValueError as exc:
+            origin = f" from input '{sources[name]}'" if name in sources else ""
+            errors.append(WorkflowError(f"{exc} (got {value!r}{origin})", locate(name)))
+    if not errors:
+        errors += [WorkflowError(msg, locate(name)) for name, msg in cls.precheck(constants, scope)]
+    return errors
