@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sdflow
-from sdflow.runner.core import executor
+from sdflow.runner.core import steps
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_the_runner_scopes_the_setting_to_the_denoising_loop(monkeypatch, tmp_pa
         scoped.append(device.type)
         yield
 
-    monkeypatch.setattr(executor, "reusing_freed_blocks", spy)
+    monkeypatch.setattr(steps, "reusing_freed_blocks", spy)
     runner = sdflow.Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
     runner.run(sdflow.load(ROOT / "examples" / "txt2img.yaml"), inputs={"steps": 2}, outputs=["decoded"])
     assert scoped == ["cpu"]  # DenoiseLoop only, once
