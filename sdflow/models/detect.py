@@ -240,12 +240,13 @@ FOLDER_RULES: list[FolderRule] = [
         SDXL, lambda f: f.text_time and f.time_id_count == SDXL.time_id_count and f.has("text_encoder")
     ),
     FolderRule(SDXL_REFINER, lambda f: f.text_time and f.time_id_count == SDXL_REFINER.time_id_count),
+    # SD 2.x: its OpenCLIP ViT-H text encoder uses GELU (SD 1.x's CLIP ViT-L quick GELU), as tiny models too
     FolderRule(
         SD2,
         lambda f: (
             not f.text_time
             and not f.has("text_encoder_2")
-            and f.unet.get("cross_attention_dim") == SD2.context_dim
+            and (f.unet.get("cross_attention_dim") == SD2.context_dim or f.text_encoder_act == "gelu")
         ),
     ),
     FolderRule(SD15, lambda f: not f.text_time and not f.has("text_encoder_2")),
@@ -254,11 +255,14 @@ FOLDER_RULES: list[FolderRule] = [
 
 def folder_family(location: str) -> Family:
     """The family of a diffusers folder or hub id, from its JSON files (UnknownFamily if none fits)."""
-    facts = FolderFacts(location)
+    return _folder_family(FolderFacts(location))
+
+
+def _folder_family(facts: FolderFacts) -> Family:
     for rule in FOLDER_RULES:
         if rule.matches(facts):
             return rule.family
-    raise UnknownFamily(f"{location}: {_mismatch(facts)}")
+    raise UnknownFamily(f"{facts.location}: {_mismatch(facts)}")
 
 
 def _mismatch(facts: FolderFacts) -> str:
@@ -277,7 +281,13 @@ def _mismatch(facts: FolderFacts) -> str:
 # -- without loading, for the checks before a run and `sdflow models` ----------------------------
 
 # what folder detection reads of a diffusers folder: each answer is remembered while these stay the same
-_FOLDER_FILES = ("model_index.json", "unet/config.json", "text_encoder_2/config.json")
+_FOLDER_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    "transformer/config.json",
+    "text_encoder/config.json",
+    "text_encoder_2/config.json",
+)
 
 
 def checkpoint_family(spec: str) -> Family | None:
@@ -318,9 +328,12 @@ def _stamps(folder: Path) -> tuple[tuple[int, int] | None, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _folder_detection(location: str, stamps: tuple[tuple[int, int] | None, ...]) -> tuple[Family, int] | None:
+def _folder_detection(
+    location: str, stamps: tuple[tuple[int, int] | None, ...]
+) -> tuple[Family, int | None] | None:
     try:
-        return folder_family(location), FolderFacts(location).unet.get("in_channels", 4)
+        facts = FolderFacts(location)
+        return _folder_family(facts), facts.in_channels
     except (UnknownFamily, UnreadableConfig):
         return None
 

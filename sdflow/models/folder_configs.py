@@ -41,6 +41,17 @@ class FolderFacts:
         return self.unet.get("addition_embed_type") == "text_time"
 
     @property
+    def in_channels(self) -> int | None:
+        """The denoiser's (UNet's or transformer's) input channels: 9 for an SD inpainting UNet."""
+        denoiser = next((c for c in ("unet", "transformer") if self.has(c)), None)
+        return self.config(denoiser).get("in_channels") if denoiser else None
+
+    @property
+    def text_encoder_act(self) -> str | None:
+        """The first text encoder's activation ('quick_gelu': CLIP ViT-L, 'gelu': OpenCLIP), if any."""
+        return self.config("text_encoder").get("hidden_act") if self.has("text_encoder") else None
+
+    @property
     def pooled_dim(self) -> int | None:
         """The pooled embedding's width: text_encoder_2's projection_dim (None without one)."""
         return self.config("text_encoder_2").get("projection_dim") if self.has("text_encoder_2") else None
