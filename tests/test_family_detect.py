@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from sdflow.models import checkpoints, detect, resolver
 from sdflow.models.describe import describe
@@ -80,3 +81,33 @@ def test_an_sdxl_unet_with_a_wrong_time_embedding_is_refused_before_loading(tmp_
         checkpoints.check(resolver.checkpoint(str(folder)))
     assert detect.checkpoint_family(str(folder)) is None
     assert describe("checkpoints", folder) == "diffusers folder"
+
+
+MID_K = "lora_unet_mid_block_attentions_0_attn2_to_k.lora_down.weight"
+
+
+@pytest.mark.parametrize(
+    ("kind", "tensors", "expected"),
+    [
+        ("embeddings", {"emb_params": (2, 768)}, "textual inversion, SD 1.x, 2 vectors"),
+        ("embeddings", {"emb_params": (3, 1024)}, "textual inversion, SD 2.x, 3 vectors"),
+        ("embeddings", {"clip_l": (1, 768), "clip_g": (1, 1280)}, "textual inversion, SDXL"),
+        ("loras", {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 1280)}, "LoRA, SDXL"),
+        (
+            "loras",
+            {MID_K: (4, 1024)},
+            "LoRA, SD 2.x",
+        ),
+        (
+            "loras",
+            {MID_K: (4, 512)},
+            "LoRA, context 512",
+        ),
+    ],
+)
+def test_loras_and_embeddings_are_described_with_the_family_they_were_made_for(
+    kind: str, tensors: dict[str, tuple[int, ...]], expected: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "model.safetensors"
+    save_file({key: torch.zeros(shape) for key, shape in tensors.items()}, file)
+    assert describe(kind, file) == expected

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models.detect import UnknownLayout, detect, family_by_context, folder_label, recognised
-from sdflow.models.families import SDXL
+from sdflow.models.detect import (
+    UnknownLayout,
+    detect,
+    embedding_family,
+    folder_label,
+    lora_family,
+    recognised,
+)
 from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 
@@ -27,7 +33,7 @@ def describe(kind: str, path: Path) -> str:
         except UnknownLayout:
             return "unknown layout: " + ("; ".join(recognised(shapes)) or "nothing recognised")
     if kind == "loras":
-        return "LoRA" + _context_family(shapes, ("to_k", "k_proj", "attn2_to_k"), "lora_down")
+        return "LoRA" + _context_family(shapes)
     if kind == "embeddings":
         return "textual inversion" + _embedding_family(shapes)
     if kind == "vae":
@@ -42,22 +48,13 @@ def _folder_family(folder: Path) -> str:
     return f", {label}" if label else ""
 
 
-def _context_family(shapes: dict[str, tuple[int, ...]], parts: tuple[str, ...], down: str) -> str:
-    """The family a LoRA targets, from the input width of a cross-attention key projection."""
-    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in shapes):
-        return f", {SDXL.label}"
-    for key, shape in shapes.items():
-        if "attn2" in key and any(p in key for p in parts) and down in key and len(shape) == 2:
-            family = family_by_context(shape[1])
-            return f", {family.label}" if family else f", context {shape[1]}"
-    return ""
+def _context_family(shapes: dict[str, tuple[int, ...]]) -> str:
+    family, width = lora_family(shapes)
+    return f", {family.label}" if family else f", context {width}" if width else ""
 
 
 def _embedding_family(shapes: dict[str, tuple[int, ...]]) -> str:
-    if "clip_g" in shapes and "clip_l" in shapes:
-        return f", {SDXL.label}"
-    for shape in shapes.values():
-        family = family_by_context(shape[-1]) if shape else None
-        if family:
-            return f", {family.label}, {shape[0] if len(shape) > 1 else 1} vectors"
-    return ""
+    family, vectors = embedding_family(shapes)
+    if family is None:
+        return ""
+    return f", {family.label}" if vectors is None else f", {family.label}, {vectors} vectors"

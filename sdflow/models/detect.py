@@ -4,7 +4,7 @@ Three sources, each a table checked in order (most specific first), so a new fam
 - a single file's keys and shapes: ``LAYOUTS`` (how the family is stored in an original LDM / sgm file:
   marker keys, where UNet, VAE and text encoder(s) live, which shipped config folder describes it);
 - a diffusers folder's (or hub id's) JSON files: ``FOLDER_RULES``;
-- the conditioning width a LoRA or an embedding was made for: ``family_by_context``.
+- the conditioning width a LoRA or an embedding was made for: ``lora_family``, ``embedding_family``.
 Loading, the runner's checks before a run (``checkpoint_family``) and `sdflow models` (``describe``)
 all ask here. References: diffusers' ``infer_diffusers_model_type``, ComfyUI's ``model_detection``.
 """
@@ -340,9 +340,37 @@ def _folder_detection(
 
 # -- LoRAs and embeddings: the width of the text conditioning they were made for ------------------
 
+_KEY_PROJECTIONS = ("to_k", "k_proj", "attn2_to_k")  # a cross-attention key projection's names in LoRAs
 _BY_CONTEXT: dict[int, Family] = {f.context_dim: f for f in FAMILIES.values() if f.text_encoders == 1}
 
 
 def family_by_context(width: int) -> Family | None:
     """The one-encoder family whose cross-attention reads conditioning ``width`` wide (768: SD 1.x)."""
     return _BY_CONTEXT.get(width)
+
+
+def lora_family(shapes: Shapes) -> tuple[Family | None, int | None]:
+    """The family a LoRA targets, and the input width of the cross-attention key projection it was
+    told by (SDXL: by its second text encoder's keys; (None, None): nothing tells)."""
+    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in shapes):
+        return SDXL, None
+    for key, shape in shapes.items():
+        if (
+            "attn2" in key
+            and any(p in key for p in _KEY_PROJECTIONS)
+            and "lora_down" in key
+            and len(shape) == 2
+        ):
+            return family_by_context(shape[1]), shape[1]
+    return None, None
+
+
+def embedding_family(shapes: Shapes) -> tuple[Family | None, int | None]:
+    """The family a textual inversion was made for, and its vector count (None for SDXL's pair)."""
+    if "clip_g" in shapes and "clip_l" in shapes:
+        return SDXL, None
+    for shape in shapes.values():
+        family = family_by_context(shape[-1]) if shape else None
+        if family:
+            return family, shape[0] if len(shape) > 1 else 1
+    return None, None
