@@ -4,7 +4,7 @@
 
 from typing import Literal
 
-from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
+from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
 _CLIPEncode_weighting = Literal[
