@@ -93,10 +93,30 @@ class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class CLIPMergeAddNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeAdd: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSimpleNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSimple: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSubtractNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSubtract: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class CannyNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type Canny: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
+
+class CheckpointSaveNode(NodeHandle, Linkable[SavedFiles]):
+    """Handle of a node of type CheckpointSave: its attributes are its outputs."""
+    @property
+    def files(self) -> Output[SavedFiles]: ...
 
 class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
@@ -185,6 +205,36 @@ class MaskToImageNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type MaskToImage: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
+
+class ModelMergeAddNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeAdd: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeBlocksNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeBlocks: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSD1Node(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSD1: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSDXLNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSDXL: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSimpleNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSimple: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSubtract: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -283,6 +333,58 @@ class NodeCalls:
                 (diffusers) [>= 0.0, <= 10.0]
         """
 
+    def CLIPMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+    ) -> CLIPMergeAddNode:
+        """Add clip2's weights to clip1's (usually clip2 is a difference).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+        """
+
+    def CLIPMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        ratio: float | Input = 1.0,
+    ) -> CLIPMergeSimpleNode:
+        """Blend two CLIPs: ratio × clip1 + (1 − ratio) × clip2, weight by weight.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            ratio: share of clip1: 1 = clip1 alone, 0 = clip2 alone [>= 0.0, <= 1.0]
+        """
+
+    def CLIPMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        multiplier: float | Input = 1.0,
+    ) -> CLIPMergeSubtractNode:
+        """The difference of two CLIPs: multiplier × (clip1 − clip2).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
     def Canny(
         self,
         *,
@@ -299,6 +401,27 @@ class NodeCalls:
             image: the picture to find edges in
             low: lower hysteresis threshold (0-255 grey levels) [>= 0, <= 255]
             high: upper hysteresis threshold, at least low [>= 0, <= 255]
+        """
+
+    def CheckpointSave(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        vae: Linkable[Vae],
+        filename_prefix: str | Input = "checkpoints/sdflow",
+    ) -> CheckpointSaveNode:
+        """Write model, CLIP and VAE as one .safetensors in the original (LDM) layout, which ComfyUI,
+
+        Returns the node; its outputs: files (SavedFiles).
+
+        Fields:
+            model: the UNet to save (merged, LoRA-patched or as loaded)
+            clip: the text encoders to save, of the model's family
+            vae: the VAE to save
+            filename_prefix: file name start in the output folder, may include sub-folders:
+                PREFIX_00001.safetensors
         """
 
     def ConditioningAverage(
@@ -611,6 +734,220 @@ class NodeCalls:
 
         Fields:
             mask: the mask to show as a picture
+        """
+
+    def ModelMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+    ) -> ModelMergeAddNode:
+        """Add model2's weights to model1's (as ComfyUI's ModelMergeAdd: usually model2 is a difference).
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+        """
+
+    def ModelMergeBlocks(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        input: float | Input = 1.0,
+        middle: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeBlocksNode:
+        """Blend two models with one ratio (share of model1) for the input, middle and output blocks.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            input: share of model1 in the input (down) blocks [>= 0.0, <= 1.0]
+            middle: share of model1 in the middle block [>= 0.0, <= 1.0]
+            out: share of model1 in the output (up) blocks and out layers [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSD1(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        input_blocks_9: float | Input = 1.0,
+        input_blocks_10: float | Input = 1.0,
+        input_blocks_11: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        output_blocks_9: float | Input = 1.0,
+        output_blocks_10: float | Input = 1.0,
+        output_blocks_11: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSD1Node:
+        """Blend two SD 1.x/2.x models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            input_blocks_9: share of model1 in input_blocks.9 [>= 0.0, <= 1.0]
+            input_blocks_10: share of model1 in input_blocks.10 [>= 0.0, <= 1.0]
+            input_blocks_11: share of model1 in input_blocks.11 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            output_blocks_9: share of model1 in output_blocks.9 [>= 0.0, <= 1.0]
+            output_blocks_10: share of model1 in output_blocks.10 [>= 0.0, <= 1.0]
+            output_blocks_11: share of model1 in output_blocks.11 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSDXL(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSDXLNode:
+        """Blend two SDXL models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        ratio: float | Input = 1.0,
+    ) -> ModelMergeSimpleNode:
+        """Blend two models: ratio × model1 + (1 − ratio) × model2, weight by weight.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            ratio: share of model1: 1 = model1 alone, 0 = model2 alone [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        multiplier: float | Input = 1.0,
+    ) -> ModelMergeSubtractNode:
+        """The difference of two models: multiplier × (model1 − model2), e.g. to add to a third later.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
         """
 
     def SaveImage(
