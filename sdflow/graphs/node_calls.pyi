@@ -24,6 +24,13 @@ _ImageToMask_channel = Literal[
     "blue",
     "alpha",
 ]
+_LatentUpscaleBy_upscale_method = Literal[
+    "nearest-exact",
+    "bilinear",
+    "area",
+    "bicubic",
+    "bislerp",
+]
 _LatentUpscale_mode = Literal[
     "nearest",
     "bilinear",
@@ -128,6 +135,11 @@ class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class ConditioningZeroOutNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningZeroOut: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type DenoiseLoop: its attributes are its outputs."""
     @property
@@ -143,6 +155,13 @@ class ImageInvertNode(NodeHandle, Linkable[Image]):
     @property
     def image(self) -> Output[Image]: ...
 
+class ImagePadForOutpaintNode(NodeHandle):
+    """Handle of a node of type ImagePadForOutpaint: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+    @property
+    def mask(self) -> Output[Mask]: ...
+
 class ImageScaleNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageScale: its attributes are its outputs."""
     @property
@@ -153,6 +172,16 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LatentCompositeNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentComposite: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentCompositeMaskedNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentCompositeMasked: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentMaskBlend: its attributes are its outputs."""
     @property
@@ -160,6 +189,11 @@ class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
 
 class LatentUpscaleNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentUpscale: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentUpscaleByNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentUpscaleBy: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
 
@@ -235,6 +269,11 @@ class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type ModelMergeSubtract: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
+
+class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -458,6 +497,20 @@ class NodeCalls:
             second: tokens appended after the first's
         """
 
+    def ConditioningZeroOut(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+    ) -> ConditioningZeroOutNode:
+        """Zero the token embeddings (and the pooled one): a true 'nothing' prompt, as SDXL Turbo
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to zero (its size settings are kept)
+        """
+
     def DenoiseLoop(
         self,
         *,
@@ -520,6 +573,30 @@ class NodeCalls:
             image: the picture to invert
         """
 
+    def ImagePadForOutpaint(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        left: int | Input = 0,
+        top: int | Input = 0,
+        right: int | Input = 0,
+        bottom: int | Input = 0,
+        feathering: int | Input = 40,
+    ) -> ImagePadForOutpaintNode:
+        """Pad a picture with mid-grey on the sides asked for; the mask is 1 there and fades into the
+
+        Returns the node; its outputs: image (Image), mask (Mask).
+
+        Fields:
+            image: the picture to extend
+            left: pixels to add on the left [>= 0, <= 8192]
+            top: pixels to add at the top [>= 0, <= 8192]
+            right: pixels to add on the right [>= 0, <= 8192]
+            bottom: pixels to add at the bottom [>= 0, <= 8192]
+            feathering: pixels over which the mask fades into the picture [>= 0, <= 8192]
+        """
+
     def ImageScale(
         self,
         *,
@@ -556,6 +633,52 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def LatentComposite(
+        self,
+        *,
+        id: str | None = None,
+        samples_to: Linkable[Latent],
+        samples_from: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        feather: int | Input = 0,
+    ) -> LatentCompositeNode:
+        """Paste ``samples_from`` into ``samples_to`` at pixel offset (x, y), its edges feathered.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            samples_to: the latent pasted into (its noise mask is kept)
+            samples_from: the latent to paste; what falls outside is cut off
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            feather: blend width at inner edges, pixels [>= 0, <= 16384, multiple of 8]
+        """
+
+    def LatentCompositeMasked(
+        self,
+        *,
+        id: str | None = None,
+        destination: Linkable[Latent],
+        source: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        resize_source: bool | Input = False,
+        mask: Linkable[Mask] | None = None,
+    ) -> LatentCompositeMaskedNode:
+        """Paste ``source`` into ``destination`` at pixel offset (x, y) through a mask (1 = source).
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            destination: the latent pasted into (its noise mask is kept)
+            source: the latent to paste
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            resize_source: first resize the source to the destination's size
+            mask: where the source shows (resized to it); none = everywhere
         """
 
     def LatentMaskBlend(
@@ -600,6 +723,25 @@ class NodeCalls:
             height: new image height; 0 = from width or factor [>= 0, <= 16384, multiple of 8]
             factor: scale factor, used when width and height are both 0 [> 0.0, <= 8.0]
             mode: interpolation: nearest, bilinear, bicubic or area
+        """
+
+    def LatentUpscaleBy(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        upscale_method: _LatentUpscaleBy_upscale_method | Input = "nearest-exact",
+        scale_by: float | Input = 1.5,
+    ) -> LatentUpscaleByNode:
+        """Resize a latent by ``scale_by`` (each side rounded), e.g. for a hires fix: ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latent to resize; its noise state is dropped (noise it again)
+            upscale_method: nearest-exact, bilinear, area, bicubic, or bislerp (spherical, keeps latent
+                statistics)
+            scale_by: factor for both sides [>= 0.01, <= 8.0]
         """
 
     def LoadCheckpoint(
@@ -948,6 +1090,22 @@ class NodeCalls:
             model1: the first model (its scheduler config is kept); left unchanged
             model2: the second model, of the same architecture; left unchanged
             multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def RepeatLatentBatch(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        amount: int | Input = 1,
+    ) -> RepeatLatentBatchNode:
+        """The latent batch repeated ``amount`` times (noise mask too), as ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latents to repeat; their noise state is dropped (noise them again)
+            amount: how many copies of the batch [>= 1, <= 64]
         """
 
     def SaveImage(
