@@ -285,6 +285,11 @@ class SchedulerNode(NodeHandle, Linkable[Schedule]):
     @property
     def schedule(self) -> Output[Schedule]: ...
 
+class TomePatchModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type TomePatchModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class VAEDecodeNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type VAEDecode: its attributes are its outputs."""
     @property
@@ -1144,6 +1149,22 @@ class NodeCalls:
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
                 heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
                 dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
+        """
+
+    def TomePatchModel(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        ratio: float | Input = 0.3,
+    ) -> TomePatchModelNode:
+        """Merge similar tokens in the UNet's full-resolution self-attention (ToMe for SD): faster at
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            ratio: share of the full-resolution tokens merged away [>= 0.0, <= 0.9]
         """
 
     def VAEDecode(
