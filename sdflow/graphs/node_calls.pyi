@@ -842,8 +842,9 @@ class NodeCalls:
         Returns the node; its outputs: vae (Vae).
 
         Fields:
-            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
-                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse), a TAESD decoder file (its encoder file beside it),
+                or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
+                a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
