@@ -20,7 +20,8 @@ from sdflow.graphs.loading import load
 from sdflow.graphs.model import InputRef, Link
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps, loads
-from sdflow.interop.comfy import ConversionError, convert, partial_schedule
+from sdflow.interop.comfy import ConversionError, convert
+from sdflow.interop.comfy.handlers_sampling import partial_schedule
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
