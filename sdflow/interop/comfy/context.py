@@ -8,13 +8,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sdflow.errors import UserError
+from sdflow.errors import Location, UserError
 from sdflow.formats.comfy_json import ComfyGraph, ComfyNode, Ref
 from sdflow.graphs.model import Link, NodeSpec, Workflow
 
 
 class ConversionError(UserError):
-    """The workflow uses nodes or settings sdflow cannot reproduce; the message lists them all."""
+    """The workflow uses nodes or settings sdflow cannot reproduce; ``errors`` holds one per problem,
+    printed one per line."""
+
+    def __init__(self, problems: list[str], location: Location) -> None:
+        self.errors = [UserError(problem, location) for problem in problems]
+        super().__init__(problems[0], location)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
 
 
 class Problem(Exception):
@@ -29,6 +38,7 @@ class Port:
     clip_skip: int = 0  # on a CLIP: layers to skip (CLIPSetLastLayer)
     encoder: str | None = None  # on a latent: the sdflow VAEEncode node that made it
     stopped: bool = False  # on a latent: a KSamplerAdvanced returned it with leftover noise
+    unknown: bool = False  # from a node that could not be converted (reported already)
 
 
 class Converter:
@@ -40,6 +50,11 @@ class Converter:
         self.notes = list(graph.notes)
         self.ports: dict[str, list[Port]] = {}
         self.replaced: list[str] = []  # sdflow nodes a later one supersedes (SetLatentNoiseMask)
+        self.problems: list[str] = []
+
+    def refuse(self, node: ComfyNode, message: str) -> None:
+        """Record one problem of ``node`` and go on: every problem is reported at the end."""
+        self.problems.append(f"node {node.id} ({node.type}): {message}")
 
     # -- reading a ComfyUI node's inputs ------------------------------------------------------
 
@@ -52,12 +67,25 @@ class Converter:
             raise Problem(f"input '{name}' has no value")
         return value
 
+    def number(self, node: ComfyNode, name: str, default: Any, kind: type) -> Any:
+        """Input ``name`` as an int or float; a value that is no number is refused and ``default``
+        returned, so that the node's other settings are still checked."""
+        value = self.const(node, name, default)
+        try:
+            return kind(value)
+        except (ValueError, TypeError, OverflowError):
+            self.refuse(node, f"input '{name}' must be a number, got {value!r}")
+            return kind(default)
+
     def port(self, node: ComfyNode, name: str) -> Port:
-        """The Port linked to input ``name``; an unconnected input is a Problem."""
+        """The Port linked to input ``name``; an unconnected input is a Problem. An input from a
+        node that could not be converted gives a Port marked ``unknown`` (no second report)."""
         value = node.inputs.get(name)
         if not isinstance(value, Ref):
             raise Problem(f"input '{name}' is not connected")
-        slots = self.ports.get(value.node, [])
+        if value.node not in self.ports:
+            return Port(Link(f"unconverted_{value.node}", "output"), unknown=True)
+        slots = self.ports[value.node]
         if not 0 <= value.slot < len(slots):
             raise Problem(f"input '{name}' uses output {value.slot} of node {value.node}, which has none")
         return slots[value.slot]

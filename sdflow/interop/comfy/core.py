@@ -21,6 +21,10 @@ from sdflow.graphs.model import InputRef, InputSpec, NodeSpec, Workflow
 from sdflow.interop.comfy.context import ConversionError, Converter, Problem
 from sdflow.interop.comfy.registry import HANDLERS, load_handlers
 
+# How the UI format names what ComfyUI flattens only in the API format: subgraphs (named by the reader)
+# and group nodes, saved as `workflow>NAME` by older frontends and `workflow/NAME` by newer ones.
+GROUPS = ("subgraph ", "workflow>", "workflow/")
+
 
 @dataclass
 class Conversion:
@@ -34,34 +38,40 @@ def convert(graph: ComfyGraph, source: str, image_dir: str | None = None) -> Con
     """The sdflow workflow for a ComfyUI graph; ``image_dir`` prefixes LoadImage file names."""
     load_handlers()
     c = Converter(graph, source, image_dir)
-    unsupported: dict[str, list[str]] = {}
-    for node in graph.nodes.values():
+    problems = unsupported(graph)
+    for node in _order(graph, source):
         if node.type not in HANDLERS:
-            unsupported.setdefault(node.type, []).append(node.id)
-    problems = []
-    if unsupported:
-        listed = "; ".join(f"{kind} (node {', '.join(ids)})" for kind, ids in sorted(unsupported.items()))
-        problems.append(f"unsupported ComfyUI nodes: {listed}. sdflow imports: {', '.join(sorted(HANDLERS))}")
-        if graph.format == "ui" and any(k.startswith(("subgraph ", "workflow>")) for k in unsupported):
-            problems.append("subgraphs and group nodes: export the API format, where ComfyUI flattens them")
-    else:
-        for node in _order(graph, source):
-            try:
-                c.ports[node.id] = HANDLERS[node.type](c, node)
-            except Problem as exc:
-                problems.append(f"node {node.id} ({node.type}): {exc}")
-                c.ports[node.id] = []
-            except (ValueError, TypeError) as exc:  # e.g. int("abc") on a hand-edited file
-                problems.append(f"node {node.id} ({node.type}): invalid value: {exc}")
-                c.ports[node.id] = []
+            continue  # reported above; the nodes it feeds still have their own settings checked
+        try:
+            c.ports[node.id] = HANDLERS[node.type](c, node)
+        except Problem as exc:
+            c.refuse(node, str(exc))
+        except (ValueError, TypeError) as exc:  # e.g. int("abc") on a hand-edited file
+            c.refuse(node, f"invalid value: {exc}")
+    problems += c.problems
     if problems:
-        raise ConversionError("cannot import this workflow:\n" + "\n".join(problems), Location(source))
+        raise ConversionError(problems, Location(source))
     used = {link.node for spec in c.workflow.nodes.values() for link in spec.links().values()}
     for node_id in c.replaced:
         if node_id not in used:
             del c.workflow.nodes[node_id]
     promote_inputs(c.workflow)
     return Conversion(c.workflow, c.notes)
+
+
+def unsupported(graph: ComfyGraph) -> list[str]:
+    """One line per node type sdflow does not import, with its node ids (and a hint for groups)."""
+    found: dict[str, list[str]] = {}
+    for node in graph.nodes.values():
+        if node.type not in HANDLERS:
+            found.setdefault(node.type, []).append(node.id)
+    lines = [
+        f"unsupported ComfyUI node {kind} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})"
+        for kind, ids in sorted(found.items())
+    ]
+    if graph.format == "ui" and any(kind.startswith(GROUPS) for kind in found):
+        lines.append("subgraphs and group nodes: export the API format, where ComfyUI flattens them")
+    return lines
 
 
 def _order(graph: ComfyGraph, source: str) -> list[ComfyNode]:
@@ -74,10 +84,10 @@ def _order(graph: ComfyGraph, source: str) -> list[ComfyNode]:
     missing = [n for n in dag if n not in graph.nodes]
     if missing:
         raise ConversionError(
-            f"links come from nodes the workflow lacks: {', '.join(missing)}", Location(source)
+            [f"links come from nodes the workflow lacks: {', '.join(missing)}"], Location(source)
         )
     if not nx.is_directed_acyclic_graph(dag):
-        raise ConversionError("the workflow's links form a loop", Location(source))
+        raise ConversionError(["the workflow's links form a loop"], Location(source))
     return [graph.nodes[n] for n in nx.lexicographical_topological_sort(dag, key=_natural)]
 
 

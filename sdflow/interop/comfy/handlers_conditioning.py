@@ -32,6 +32,6 @@ def conditioning_concat(c: Converter, node: ComfyNode) -> list[Port]:
 def conditioning_average(c: Converter, node: ComfyNode) -> list[Port]:
     """ConditioningAverage, conditioning_to_strength -> weight."""
     first, second = c.port(node, "conditioning_to").link, c.port(node, "conditioning_from").link
-    weight = float(c.const(node, "conditioning_to_strength", 1.0))
+    weight = c.number(node, "conditioning_to_strength", 1.0, float)
     nid = c.add("average", node.id, "ConditioningAverage", first=first, second=second, weight=weight)
     return [Port(Link(nid, "conditioning"))]

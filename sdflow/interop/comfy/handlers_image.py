@@ -44,7 +44,7 @@ def preview_image(c: Converter, node: ComfyNode) -> list[Port]:
 def image_scale(c: Converter, node: ComfyNode) -> list[Port]:
     """ImageScale to a width and height."""
     resample = upscale_mode(c, node, IMAGE_MODES)
-    size = {k: int(c.const(node, k, 0)) for k in ("width", "height")}
+    size = {k: c.number(node, k, 0, int) for k in ("width", "height")}
     nid = c.add("scale", node.id, "ImageScale", image=c.port(node, "image").link, **size, resample=resample)
     return [Port(Link(nid, "image"))]
 
@@ -53,7 +53,7 @@ def image_scale(c: Converter, node: ComfyNode) -> list[Port]:
 def canny(c: Converter, node: ComfyNode) -> list[Port]:
     """Canny; ComfyUI's thresholds are fractions of full scale (0.01-0.99), OpenCV's 0-255 levels."""
     low, high = (
-        round(float(c.const(node, f"{k}_threshold", d)) * 255) for k, d in (("low", 0.4), ("high", 0.8))
+        round(c.number(node, f"{k}_threshold", d, float) * 255) for k, d in (("low", 0.4), ("high", 0.8))
     )
     nid = c.add("canny", node.id, "Canny", image=c.port(node, "image").link, low=low, high=high)
     return [Port(Link(nid, "image"))]

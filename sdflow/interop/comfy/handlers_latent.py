@@ -14,19 +14,19 @@ LATENT_MODES = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "are
 
 
 def upscale_mode(c: Converter, node: ComfyNode, modes: dict[str, str]) -> str:
-    """sdflow's name for the node's upscale_method; other methods and cropping are Problems."""
+    """sdflow's name for the node's upscale_method; other methods and cropping are refused."""
     method = str(c.const(node, "upscale_method", "nearest-exact"))
     if method not in modes:
-        raise Problem(f"upscale_method '{method}' is not supported (sdflow maps: {', '.join(modes)})")
+        c.refuse(node, f"upscale_method '{method}' is not supported (sdflow maps: {', '.join(modes)})")
     if str(node.inputs.get("crop", "disabled")) != "disabled":
-        raise Problem("crop 'center' is not supported (sdflow resizes without cropping)")
-    return modes[method]
+        c.refuse(node, "crop 'center' is not supported (sdflow resizes without cropping)")
+    return modes.get(method, "nearest")
 
 
 @handler("EmptyLatentImage")
 def empty_latent(c: Converter, node: ComfyNode) -> list[Port]:
     """EmptyLatent of the node's size and batch."""
-    size = {k: int(c.const(node, k, d)) for k, d in (("width", 512), ("height", 512), ("batch_size", 1))}
+    size = {k: c.number(node, k, d, int) for k, d in (("width", 512), ("height", 512), ("batch_size", 1))}
     return [Port(Link(c.add("empty", node.id, "EmptyLatent", **size), "latent"))]
 
 
@@ -44,7 +44,7 @@ def vae_encode(c: Converter, node: ComfyNode, mask: Link | None = None) -> list[
 @handler("VAEEncodeForInpaint")
 def vae_encode_for_inpaint(c: Converter, node: ComfyNode) -> list[Port]:
     """VAEEncode with the mask (grow_mask_by is not applied: a note says so)."""
-    grow = int(c.const(node, "grow_mask_by", 6))
+    grow = c.number(node, "grow_mask_by", 6, int)
     if grow:
         c.notes.append(f"node {node.id} (VAEEncodeForInpaint): grow_mask_by {grow} ignored (mask used as is)")
     return vae_encode(c, node, c.port(node, "mask").link)
@@ -54,6 +54,8 @@ def vae_encode_for_inpaint(c: Converter, node: ComfyNode) -> list[Port]:
 def set_latent_noise_mask(c: Converter, node: ComfyNode) -> list[Port]:
     """The mask of the VAEEncode whose latent it masks (that VAEEncode is replaced)."""
     latent, mask = c.port(node, "samples"), c.port(node, "mask")
+    if latent.unknown:
+        return [latent]
     spec = c.workflow.nodes.get(latent.encoder or "")
     if spec is None or "mask" in spec.fields:
         raise Problem("supported only on the latent of a VAEEncode without a mask")
@@ -76,7 +78,7 @@ def vae_decode(c: Converter, node: ComfyNode) -> list[Port]:
 def latent_upscale(c: Converter, node: ComfyNode) -> list[Port]:
     """LatentUpscale to a width and height."""
     mode = upscale_mode(c, node, LATENT_MODES)
-    size = {k: int(c.const(node, k, 0)) for k in ("width", "height")}
+    size = {k: c.number(node, k, 0, int) for k in ("width", "height")}
     nid = c.add("upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, **size, mode=mode)
     return [Port(Link(nid, "latent"))]
 
@@ -85,7 +87,7 @@ def latent_upscale(c: Converter, node: ComfyNode) -> list[Port]:
 def latent_upscale_by(c: Converter, node: ComfyNode) -> list[Port]:
     """LatentUpscale by a factor."""
     mode = upscale_mode(c, node, LATENT_MODES)
-    factor = float(c.const(node, "scale_by", 1.5))
+    factor = c.number(node, "scale_by", 1.5, float)
     nid = c.add(
         "upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, factor=factor, mode=mode
     )

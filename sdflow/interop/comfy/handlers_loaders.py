@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sdflow.formats.comfy_json import ComfyNode
 from sdflow.graphs.model import Link
-from sdflow.interop.comfy.context import Converter, Port, Problem
+from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import handler
 
 
@@ -18,9 +18,10 @@ def checkpoint(c: Converter, node: ComfyNode) -> list[Port]:
 @handler("CLIPSetLastLayer")
 def clip_set_last_layer(c: Converter, node: ComfyNode) -> list[Port]:
     """No node: the clip skip rides on the CLIP to the CLIPEncodes that use it."""
-    clip, stop = c.port(node, "clip"), int(c.const(node, "stop_at_clip_layer", -1))
+    clip, stop = c.port(node, "clip"), c.number(node, "stop_at_clip_layer", -1, int)
     if stop > -1:
-        raise Problem(f"stop_at_clip_layer must be -1 or lower, got {stop}")
+        c.refuse(node, f"stop_at_clip_layer must be -1 or lower, got {stop}")
+        stop = -1
     return [Port(clip.link, clip_skip=-stop - 1)]
 
 
@@ -35,8 +36,8 @@ def lora(c: Converter, node: ComfyNode) -> list[Port]:
         model=model.link,
         clip=clip.link,
         file=str(c.const(node, "lora_name")),
-        strength_model=float(c.const(node, "strength_model", 1.0)),
-        strength_clip=float(c.const(node, "strength_clip", 1.0)),
+        strength_model=c.number(node, "strength_model", 1.0, float),
+        strength_clip=c.number(node, "strength_clip", 1.0, float),
     )
     return [Port(Link(nid, "model")), Port(Link(nid, "clip"), clip_skip=clip.clip_skip)]
 

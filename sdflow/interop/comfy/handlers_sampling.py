@@ -33,22 +33,26 @@ SAMPLERS = {
 SCHEDULERS = ("normal", "karras")
 
 
-def sampler_fields(sampler: str, scheduler: str) -> dict[str, str]:
-    """The Scheduler's sampler (and sigmas) for a ComfyUI (sampler_name, scheduler) pair, or Problem
-    naming the choices."""
+def sampler_fields(c: Converter, node: ComfyNode) -> dict[str, str]:
+    """The Scheduler's sampler (and sigmas) for the node's (sampler_name, scheduler) pair; each name
+    sdflow cannot map is refused, naming the choices."""
+    sampler, scheduler = str(c.const(node, "sampler_name")), str(c.const(node, "scheduler"))
+    fields = {"sampler": SAMPLERS.get(sampler, "euler")}
     if sampler not in SAMPLERS:
-        raise Problem(f"unknown sampler_name '{sampler}' (sdflow maps: {', '.join(SAMPLERS)})")
+        c.refuse(node, f"unknown sampler_name '{sampler}' (sdflow maps: {', '.join(SAMPLERS)})")
     if scheduler not in SCHEDULERS:
-        raise Problem(f"unknown scheduler '{scheduler}' (sdflow maps: {', '.join(SCHEDULERS)})")
-    if scheduler == "karras":
-        if not supports_karras(SAMPLERS[sampler]):
+        c.refuse(node, f"unknown scheduler '{scheduler}' (sdflow maps: {', '.join(SCHEDULERS)})")
+    elif scheduler == "karras" and sampler in SAMPLERS:
+        if supports_karras(SAMPLERS[sampler]):
+            fields["sigmas"] = "karras"
+        else:
             karras = ", ".join(name for name, ours in SAMPLERS.items() if supports_karras(ours))
-            raise Problem(
+            c.refuse(
+                node,
                 f"scheduler 'karras' is supported with {karras} only, not '{sampler}' "
-                "(diffusers has no Karras sigmas for it)"
+                "(diffusers has no Karras sigmas for it)",
             )
-        return {"sampler": SAMPLERS[sampler], "sigmas": "karras"}
-    return {"sampler": SAMPLERS[sampler]}
+    return fields
 
 
 def partial_schedule(steps: int, denoise: float) -> tuple[int, float]:
@@ -74,12 +78,12 @@ def sampling(
     """Scheduler, AddNoise and DenoiseLoop; ``resume_at`` continues a stopped latent at that step
     without noise, ``end_step`` stops after that step with the leftover noise."""
     model = c.port(node, "model")
-    sampler = sampler_fields(str(c.const(node, "sampler_name")), str(c.const(node, "scheduler")))
+    sampler = sampler_fields(c, node)
     total, strength = strength_steps
     schedule = c.add("schedule", node.id, "Scheduler", model=model.link, **sampler, steps=total)
     noise_fields: dict[str, Any] = {"latent": c.port(node, "latent_image").link, "schedule": Link(schedule)}
     if not 0 <= seed <= MAX_SEED:
-        raise Problem(f"seed {seed} is outside sdflow's range 0..{MAX_SEED}")
+        c.refuse(node, f"seed {seed} is outside sdflow's range 0..{MAX_SEED}")
     noise_fields["seed"] = seed
     if strength < 1.0:
         noise_fields["strength"] = strength
@@ -95,7 +99,7 @@ def sampling(
         positive=c.port(node, "positive").link,
         negative=c.port(node, "negative").link,
         latent=Link(noised),
-        cfg=float(c.const(node, "cfg", 8.0)),
+        cfg=c.number(node, "cfg", 8.0, float),
         **loop_fields,
     )
     return [Port(Link(denoised, "latent"), stopped=end_step is not None)]
@@ -104,41 +108,47 @@ def sampling(
 @handler("KSampler")
 def ksampler(c: Converter, node: ComfyNode) -> list[Port]:
     """A whole run, or a partial one (``denoise`` < 1) with ComfyUI's step count."""
-    steps, denoise = int(c.const(node, "steps", 20)), float(c.const(node, "denoise", 1.0))
+    steps, denoise = c.number(node, "steps", 20, int), c.number(node, "denoise", 1.0, float)
     if not 0.0 < denoise <= 1.0:
-        raise Problem(f"denoise must be in (0, 1], got {denoise}")
-    return sampling(c, node, int(c.const(node, "seed")), partial_schedule(steps, denoise))
+        c.refuse(node, f"denoise must be in (0, 1], got {denoise}")
+        denoise = 1.0
+    return sampling(c, node, c.number(node, "seed", 0, int), partial_schedule(max(steps, 1), denoise))
 
 
 @handler("KSamplerAdvanced")
 def ksampler_advanced(c: Converter, node: ComfyNode) -> list[Port]:
     """A whole run, or one pass of a split: stopping after end_at_step with the leftover noise
     (DenoiseLoop end_at), continuing such a latent at start_at_step (AddNoise start_at)."""
-    steps = int(c.const(node, "steps", 20))
-    start, end = int(c.const(node, "start_at_step", 0)), int(c.const(node, "end_at_step", 10000))
+    steps = c.number(node, "steps", 20, int)
+    start, end = c.number(node, "start_at_step", 0, int), c.number(node, "end_at_step", 10000, int)
     add_noise = c.const(node, "add_noise", "enable") == "enable"
-    stops = end < steps
     if not 0 <= start < steps:
-        raise Problem(f"start_at_step {start} must be below steps {steps}")
+        c.refuse(node, f"start_at_step {start} must be below steps {steps}")
+        start = 0
     if end <= start:
-        raise Problem(f"end_at_step {end} must be above start_at_step {start}")
+        c.refuse(node, f"end_at_step {end} must be above start_at_step {start}")
+        end = steps
+    stops = end < steps
     if stops and c.const(node, "return_with_leftover_noise", "disable") != "enable":
-        raise Problem(
+        c.refuse(
+            node,
             f"end_at_step {end} < steps {steps} with return_with_leftover_noise 'disable' (ComfyUI then "
-            "jumps to a clean latent on the last step) is not supported: enable return_with_leftover_noise"
+            "jumps to a clean latent on the last step) is not supported: enable return_with_leftover_noise",
         )
-    stopped_latent = c.port(node, "latent_image").stopped
-    if not add_noise and not stopped_latent:
-        raise Problem(
+    latent = c.port(node, "latent_image")
+    if not add_noise and not latent.stopped and not latent.unknown:
+        c.refuse(
+            node,
             "add_noise 'disable' is supported only on the latent of a KSamplerAdvanced that returns "
-            "with leftover noise (a split run's second pass)"
+            "with leftover noise (a split run's second pass)",
         )
-    if add_noise and stopped_latent:
-        raise Problem(
+    if add_noise and latent.stopped:
+        c.refuse(
+            node,
             "add_noise 'enable' on a latent returned with leftover noise (noise added twice) is not "
-            "supported: disable add_noise to continue it"
+            "supported: disable add_noise to continue it",
         )
-    seed, end_step = int(c.const(node, "noise_seed")), end if stops else None
+    seed, end_step = c.number(node, "noise_seed", 0, int), end if stops else None
     if not add_noise:
         return sampling(c, node, seed, (steps, 1.0), resume_at=start, end_step=end_step)
     strength = 1.0 if start == 0 else round((steps - start) / steps, 6)
