@@ -7,7 +7,7 @@ from typing import Any
 
 from sdflow.formats.comfy_json import ComfyNode
 from sdflow.graphs.model import Link
-from sdflow.interop.comfy.context import Converter, Port, Problem
+from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import handler
 from sdflow.nodes.fields import MAX_SEED
 from sdflow.nodes.ops.samplers import supports_karras
