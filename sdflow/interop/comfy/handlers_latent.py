@@ -81,14 +81,3 @@ def latent_upscale(c: Converter, node: ComfyNode) -> list[Port]:
     size = {k: c.number(node, k, 0, int) for k in ("width", "height")}
     nid = c.add("upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, **size, mode=mode)
     return [Port(Link(nid, "latent"))]
-
-
-@handler("LatentUpscaleBy")
-def latent_upscale_by(c: Converter, node: ComfyNode) -> list[Port]:
-    """LatentUpscale by a factor."""
-    mode = upscale_mode(c, node, LATENT_MODES)
-    factor = c.number(node, "scale_by", 1.5, float)
-    nid = c.add(
-        "upscale", node.id, "LatentUpscale", latent=c.port(node, "samples").link, factor=factor, mode=mode
-    )
-    return [Port(Link(nid, "latent"))]
