@@ -136,7 +136,8 @@ def test_set_latent_noise_mask_folds_into_the_vae_encode_it_masks():
 def test_hires_fix_upscales_the_latent_and_samples_again():
     conversion = imported("hires_fix_api.json")
     assert fields(conversion, "upscale_10") == {
-        "type": "LatentUpscale", "latent": Link("sample_3", "latent"), "factor": 2.0, "mode": "bilinear",
+        "type": "LatentUpscaleBy", "latent": Link("sample_3", "latent"),
+        "scale_by": 2.0, "upscale_method": "bilinear",
     }  # fmt: skip
     assert fields(conversion, "schedule_11")["steps"] == 6
     assert fields(conversion, "noise_11")["strength"] == 0.5
@@ -321,7 +322,7 @@ def test_a_comfyui_png_imports_its_api_prompt(tmp_path, capsys):
     )
     assert code == 0, err
     workflow = load(out.strip())
-    assert workflow.nodes["upscale_10"].fields["factor"] == 2.0  # the API prompt, not the UI graph
+    assert workflow.nodes["upscale_10"].fields["scale_by"] == 2.0  # the API prompt, not the UI graph
     assert (
         (tmp_path / "w.yaml")
         .read_text()
