@@ -63,9 +63,14 @@ def read(path: str | Path) -> ComfyGraph:
         for key in ("prompt", "workflow"):
             if key in chunks:
                 return parse(_json(chunks[key], where, f"the '{key}' text"), where)
-        hint = (
-            " (it holds an sdflow workflow: run it with `sdflow run`)" if "sdflow:workflow" in chunks else ""
-        )
+        hint = ""
+        if "sdflow:workflow" in chunks:
+            hint = " (it holds an sdflow workflow: run it with `sdflow run`)"
+        elif "parameters" in chunks:  # A1111's
+            hint = (
+                " (it holds A1111 generation parameters: import them with "
+                f"`sdflow import a1111 {path} -o WORKFLOW.yaml`)"
+            )
         raise UserError(f"this PNG holds no ComfyUI workflow ('prompt' or 'workflow' text){hint}", where)
     try:
         text = Path(path).read_text(encoding="utf-8")
