@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from sdflow.models.controlnet import ldm_mapping
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
-HINT_CHANNELS = (8, 16)
+HINT_CHANNELS = (8, 8, 16, 16)  # three stride-2 convolutions: the VAE's 8x
 _ZERO_INIT = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
 
 

@@ -76,7 +76,7 @@ def weights_file(folder: Path) -> Path | None:
 
 
 def probe(path: Path) -> ControlFile:
-    """What ``path`` holds, from a folder's config.json or a file's keys (a pickle's are read weights-only)."""
+    """What ``path`` holds, from a folder's config.json or a file's keys (pickles read weights-only)."""
     if path.is_dir():
         return _folder_kind(_read_config(path / "config.json"))
     with WeightReader(path, allow_pickle=is_pickle(path)) as reader:
@@ -218,21 +218,21 @@ def controlnet_config(
 def _hint_channels(shapes: dict[str, tuple[int, ...]], prefix: str, layout: str) -> list[int]:
     """The hint embedding's channels: conv_in's output, then every stride-2 block's (each second block)."""
     if layout == "diffusers":
-        keys = [prefix + "conv_in.weight"] + sorted(
+        blocks = sorted(
             (k for k in shapes if re.fullmatch(re.escape(prefix) + r"blocks\.\d+\.weight", k)),
             key=lambda k: int(k.split(".")[-2]),
         )
-    else:  # input_hint_block.0, 2, 4, ... are convolutions (1, 3, 5... activations); the last one is conv_out
+        keys = [prefix + "conv_in.weight", *blocks]
+    else:  # input_hint_block.0, 2, 4... are convolutions (1, 3, 5... activations), the last conv_out
         convs = sorted(
             int(m[1]) for k in shapes if (m := re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", k))
         )
         keys = [f"{prefix}{i}.weight" for i in convs[:-1]]
-    channels = [shapes[keys[0]][0]] + [shapes[k][0] for k in keys[2::2]]
-    return channels
+    return [shapes[keys[0]][0]] + [shapes[k][0] for k in keys[2::2]]
 
 
 def ldm_mapping(settings: dict[str, Any], prefix: str) -> Mapping:
-    """ControlNetModel names -> an LDM ControlNet file's keys (the UNet encoder's, plus hint and zero convs)."""
+    """ControlNetModel names -> an LDM ControlNet file's keys (the UNet encoder's, hint, zero convs)."""
     unet = unet_mapping({**settings, "up_block_types": []}, prefix)
     hint_blocks = 2 * (len(settings.get("conditioning_embedding_out_channels", (16, 32, 96, 256))) - 1)
 

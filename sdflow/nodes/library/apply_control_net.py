@@ -51,11 +51,8 @@ class ApplyControlNet(Node):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         control = self.control_net
         family = self.positive.family
-        if (
-            control.family is not None
-            and control.family != family
-            or control.family is None
-            and family.pooled
+        if (control.family is not None and control.family != family) or (
+            control.family is None and family.pooled
         ):
             what = control.family.label if control.family else "SD 1.x/2.x"
             raise ctx.error(

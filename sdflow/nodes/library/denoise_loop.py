@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.ops import control
 from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops import control
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
