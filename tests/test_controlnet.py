@@ -249,7 +249,9 @@ def test_sdflow_models_lists_controlnets_with_their_family(controls, model_folde
 
 def test_txt2img_matches_the_controlnet_pipeline(controls, runner: Runner) -> None:
     control = ControlNetModel.from_pretrained(controls["sd15"]["folder"])
-    theirs = call(sd15_pipe(StableDiffusionControlNetPipeline, control), image=edges(runner), height=64, width=64)
+    theirs = call(
+        sd15_pipe(StableDiffusionControlNetPipeline, control), image=edges(runner), height=64, width=64
+    )
     ours = pixels(runner, workflow(), control=str(controls["sd15"]["folder"]))
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
@@ -272,7 +274,9 @@ def test_strength_and_window_match_the_pipeline(controls, runner: Runner) -> Non
         control_guidance_start=0.2,
         control_guidance_end=0.7,
     )
-    ours = pixels(runner, workflow(), control=str(controls["sd15"]["folder"]), strength=0.6, start=0.2, end=0.7)
+    ours = pixels(
+        runner, workflow(), control=str(controls["sd15"]["folder"]), strength=0.6, start=0.2, end=0.7
+    )
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
 
@@ -284,7 +288,15 @@ def test_strength_zero_draws_exactly_what_no_control_draws(controls, runner: Run
 def test_img2img_matches_the_controlnet_img2img_pipeline(controls, runner: Runner) -> None:
     control = ControlNetModel.from_pretrained(controls["sd15"]["folder"])
     pipe = sd15_pipe(StableDiffusionControlNetImg2ImgPipeline, control)
-    theirs = call(pipe, image=picture(), control_image=edges(runner), strength=0.7, height=64, width=64)
+    theirs = call(
+        pipe,
+        image=picture(),
+        control_image=edges(runner),
+        strength=0.7,
+        height=64,
+        width=64,
+        controlnet_conditioning_scale=1.0,  # the img2img pipeline's default is 0.8
+    )
     ours = pixels(runner, workflow(IMG2IMG), control=str(controls["sd15"]["folder"]))
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
@@ -300,6 +312,7 @@ def test_inpaint_matches_the_controlnet_inpaint_pipeline(controls, runner: Runne
         strength=1.0,
         height=64,
         width=64,
+        controlnet_conditioning_scale=1.0,  # the inpaint pipeline's default is 0.5
     )
     ours = pixels(runner, workflow(INPAINT), control=str(controls["sd15"]["folder"]))
     assert max_diff(ours, theirs) <= PNG_LEVEL
@@ -321,13 +334,15 @@ def test_two_chained_controlnets_match_multi_controlnet(controls, runner: Runner
 
 
 def test_a_control_picture_of_another_size_is_resized_as_diffusers_does(controls, runner: Runner) -> None:
-    control = ControlNetModel.from_pretrained(controls["sd15"]["folder"])
-    small = torch.nn.functional.interpolate(edges(runner), size=(40, 48), mode="bilinear")
-    theirs = call(sd15_pipe(StableDiffusionControlNetPipeline, control), image=small, height=64, width=64)
     text = workflow().replace("image: !link edges,", "image: !link small,") + (
-        "  small: {type: ImageScale, image: !link edges, width: 48, height: 40, method: bilinear}\n"
+        "  small: {type: ImageScale, image: !link edges, width: 48, height: 40, resample: bilinear}\n"
     )
-    ours = pixels(runner, text, control=str(controls["sd15"]["folder"]))
+    found = run(runner, text, "decoded", "small", control=str(controls["sd15"]["folder"]))
+    small = found["small.image"].pixels
+    assert small.shape[-2:] == (40, 48)
+    control = ControlNetModel.from_pretrained(controls["sd15"]["folder"])
+    theirs = call(sd15_pipe(StableDiffusionControlNetPipeline, control), image=small, height=64, width=64)
+    ours = found["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
 
