@@ -404,3 +404,21 @@ def test_a_seed_sweep_runs_the_preprocessing_once(controls) -> None:
     assert {"edges", "cn", "controlled"} <= first
     for seed in (2, 3):
         assert ran(runner, workflow(), control=folder, seed=seed) == {"noised", "denoised", "decoded"}
+
+
+# -- the example and its metadata ------------------------------------------------------------------
+
+
+def test_the_example_writes_a1111s_controlnet_unit_line(tmp_path: Path) -> None:
+    from sdflow.graphs.loading import load
+
+    runner = Runner(device="cpu", dtype="fp32")
+    runner.run(
+        load(ROOT / "examples" / "controlnet.yaml"), inputs={"strength": 0.7}, output_dir=str(tmp_path)
+    )
+    (saved,) = tmp_path.glob("*.png")
+    text = PILImage.open(saved).text["parameters"]
+    assert text.endswith(
+        'ControlNet 0: "Module: canny, Model: tiny-sd15-control, Weight: 0.7, Threshold A: 100, '
+        'Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0"'
+    )

@@ -5,6 +5,7 @@ and hint output, so the control changes the picture. Written as a diffusers fold
 single file and an LDM (A1111/ComfyUI) single file through the key table sdflow reads them with.
 
     python tools/make_tiny_controlnets.py OUT_DIR
+    python tools/make_tiny_controlnets.py --builtin   # sdflow/builtin/tiny-sd15-control
 """
 
 from __future__ import annotations
@@ -84,5 +85,8 @@ def make_all(out: Path) -> dict[str, dict[str, Path]]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--builtin":
+        tiny_controlnet("tiny-sd15", 0).save_pretrained(BUILTIN / "tiny-sd15-control")
+        sys.exit(0)
     for name, paths in make_all(Path(sys.argv[1])).items():
         print(name, *(str(p) for p in paths.values()))

@@ -554,7 +554,8 @@ class NodeCalls:
 
         Fields:
             file: a ControlNet / T2I-Adapter .safetensors (LDM layout as A1111 and ComfyUI keep them, or
-                diffusers layout), a diffusers folder, or a name in the model folders' controlnet folders
+                diffusers layout), a diffusers folder, a name in the model folders' controlnet folders, or
+                'builtin:tiny-sd15-control'
             allow_pickle: also read pickle files (.pth/.ckpt/.bin), with torch.load(weights_only=True)
             config: for a single-file ControlNet: a diffusers checkpoint folder (or 'builtin:NAME') whose UNet
                 config describes it; empty: the detected family's config shipped with sdflow

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from sdflow.models import checkpoints, controlnet, weights
+from sdflow.models import checkpoints, controlnet, folders, weights
 from sdflow.models.families import Family
 from sdflow.models.singlefile import ArchitectureMismatch
 from sdflow.nodes.base import RunContext
@@ -28,7 +28,8 @@ class LoadControlNet(ModelFileNode):
         min_length=1,
         description=(
             "a ControlNet / T2I-Adapter .safetensors (LDM layout as A1111 and ComfyUI keep them, or "
-            "diffusers layout), a diffusers folder, or a name in the model folders' controlnet folders"
+            "diffusers layout), a diffusers folder, a name in the model folders' controlnet folders, or "
+            "'builtin:tiny-sd15-control'"
         ),
     )
     allow_pickle: bool = Field(
@@ -41,6 +42,16 @@ class LoadControlNet(ModelFileNode):
             "config describes it; empty: the detected family's config shipped with sdflow"
         ),
     )
+
+    @classmethod
+    def located(cls, spec: str, scope: RunScope) -> Path:
+        """A built-in control ('builtin:tiny-sd15-control'), else a path or a model-folder name."""
+        if spec.startswith(checkpoints.BUILTIN_PREFIX):
+            folder = checkpoints.BUILTIN_ROOT / spec[len(checkpoints.BUILTIN_PREFIX) :]
+            if not (folder / "config.json").is_file():
+                raise folders.ModelNotFound(f"no built-in ControlNet '{spec}'")
+            return folder
+        return super().located(spec, scope)
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
