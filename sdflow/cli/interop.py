@@ -33,7 +33,7 @@ def _import_comfy(args: argparse.Namespace) -> int:
     from sdflow.formats.comfy_json import read
     from sdflow.graphs.validate import validate
     from sdflow.graphs.yaml_io import dumps, loads
-    from sdflow.interop.comfy import convert, relative_image_dir
+    from sdflow.interop.comfy import ConversionError, convert, relative_image_dir
 
     graph = read(args.file)
     conversion = convert(graph, args.file, relative_image_dir(args.image_dir, args.output))
@@ -41,8 +41,11 @@ def _import_comfy(args: argparse.Namespace) -> int:
     try:  # what we write must load and validate as it is
         validate(loads(text, args.output))
     except UserError as exc:
-        message = f"the converted workflow does not validate (nothing written):\n{exc}"
-        raise UserError(message, Location(args.file)) from None
+        # the YAML's lines mean nothing to the user (it is not written): name the node and field
+        errors = getattr(exc, "errors", [exc])
+        problems = [f"{Location(node=e.location.node, field=e.location.field)}: {e.message}" for e in errors]
+        title = "the converted workflow does not validate (nothing written):"
+        raise ConversionError([title, *problems], Location(args.file)) from None
     try:
         written = write_new_path(args.output, text.encode())
     except OSError as exc:

@@ -4,7 +4,7 @@
 
 from typing import Literal
 
-from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
+from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
 from sdflow.nodes.types import Clip, Conditioning, ControlNet, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
 _CLIPEncode_weighting = Literal[
@@ -23,6 +23,13 @@ _ImageToMask_channel = Literal[
     "green",
     "blue",
     "alpha",
+]
+_LatentUpscaleBy_upscale_method = Literal[
+    "nearest-exact",
+    "bilinear",
+    "area",
+    "bicubic",
+    "bislerp",
 ]
 _LatentUpscale_mode = Literal[
     "nearest",
@@ -100,10 +107,30 @@ class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class CLIPMergeAddNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeAdd: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSimpleNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSimple: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSubtractNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSubtract: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
 class CannyNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type Canny: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
+
+class CheckpointSaveNode(NodeHandle, Linkable[SavedFiles]):
+    """Handle of a node of type CheckpointSave: its attributes are its outputs."""
+    @property
+    def files(self) -> Output[SavedFiles]: ...
 
 class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
@@ -112,6 +139,11 @@ class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
 
 class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningZeroOutNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningZeroOut: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -130,6 +162,13 @@ class ImageInvertNode(NodeHandle, Linkable[Image]):
     @property
     def image(self) -> Output[Image]: ...
 
+class ImagePadForOutpaintNode(NodeHandle):
+    """Handle of a node of type ImagePadForOutpaint: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+    @property
+    def mask(self) -> Output[Mask]: ...
+
 class ImageScaleNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageScale: its attributes are its outputs."""
     @property
@@ -140,6 +179,16 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LatentCompositeNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentComposite: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentCompositeMaskedNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentCompositeMasked: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentMaskBlend: its attributes are its outputs."""
     @property
@@ -147,6 +196,11 @@ class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
 
 class LatentUpscaleNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentUpscale: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentUpscaleByNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentUpscaleBy: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
 
@@ -198,6 +252,41 @@ class MaskToImageNode(NodeHandle, Linkable[Image]):
     @property
     def image(self) -> Output[Image]: ...
 
+class ModelMergeAddNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeAdd: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeBlocksNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeBlocks: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSD1Node(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSD1: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSDXLNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSDXL: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSimpleNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSimple: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSubtract: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
     @property
@@ -207,6 +296,11 @@ class SchedulerNode(NodeHandle, Linkable[Schedule]):
     """Handle of a node of type Scheduler: its attributes are its outputs."""
     @property
     def schedule(self) -> Output[Schedule]: ...
+
+class TomePatchModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type TomePatchModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class VAEDecodeNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type VAEDecode: its attributes are its outputs."""
@@ -321,6 +415,58 @@ class NodeCalls:
                 (diffusers) [>= 0.0, <= 10.0]
         """
 
+    def CLIPMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+    ) -> CLIPMergeAddNode:
+        """Add clip2's weights to clip1's (usually clip2 is a difference).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+        """
+
+    def CLIPMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        ratio: float | Input = 1.0,
+    ) -> CLIPMergeSimpleNode:
+        """Blend two CLIPs: ratio × clip1 + (1 − ratio) × clip2, weight by weight.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            ratio: share of clip1: 1 = clip1 alone, 0 = clip2 alone [>= 0.0, <= 1.0]
+        """
+
+    def CLIPMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        multiplier: float | Input = 1.0,
+    ) -> CLIPMergeSubtractNode:
+        """The difference of two CLIPs: multiplier × (clip1 − clip2).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
     def Canny(
         self,
         *,
@@ -337,6 +483,27 @@ class NodeCalls:
             image: the picture to find edges in
             low: lower hysteresis threshold (0-255 grey levels) [>= 0, <= 255]
             high: upper hysteresis threshold, at least low [>= 0, <= 255]
+        """
+
+    def CheckpointSave(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        vae: Linkable[Vae],
+        filename_prefix: str | Input = "checkpoints/sdflow",
+    ) -> CheckpointSaveNode:
+        """Write model, CLIP and VAE as one .safetensors in the original (LDM) layout, which ComfyUI,
+
+        Returns the node; its outputs: files (SavedFiles).
+
+        Fields:
+            model: the UNet to save (merged, LoRA-patched or as loaded)
+            clip: the text encoders to save, of the model's family
+            vae: the VAE to save
+            filename_prefix: file name start in the output folder, may include sub-folders:
+                PREFIX_00001.safetensors
         """
 
     def ConditioningAverage(
@@ -371,6 +538,20 @@ class NodeCalls:
         Fields:
             first: tokens that come first (its pooled output is kept)
             second: tokens appended after the first's
+        """
+
+    def ConditioningZeroOut(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+    ) -> ConditioningZeroOutNode:
+        """Zero the token embeddings (and the pooled one): a true 'nothing' prompt, as SDXL Turbo
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to zero (its size settings are kept)
         """
 
     def DenoiseLoop(
@@ -435,6 +616,30 @@ class NodeCalls:
             image: the picture to invert
         """
 
+    def ImagePadForOutpaint(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        left: int | Input = 0,
+        top: int | Input = 0,
+        right: int | Input = 0,
+        bottom: int | Input = 0,
+        feathering: int | Input = 40,
+    ) -> ImagePadForOutpaintNode:
+        """Pad a picture with mid-grey on the sides asked for; the mask is 1 there and fades into the
+
+        Returns the node; its outputs: image (Image), mask (Mask).
+
+        Fields:
+            image: the picture to extend
+            left: pixels to add on the left [>= 0, <= 8192]
+            top: pixels to add at the top [>= 0, <= 8192]
+            right: pixels to add on the right [>= 0, <= 8192]
+            bottom: pixels to add at the bottom [>= 0, <= 8192]
+            feathering: pixels over which the mask fades into the picture [>= 0, <= 8192]
+        """
+
     def ImageScale(
         self,
         *,
@@ -471,6 +676,52 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def LatentComposite(
+        self,
+        *,
+        id: str | None = None,
+        samples_to: Linkable[Latent],
+        samples_from: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        feather: int | Input = 0,
+    ) -> LatentCompositeNode:
+        """Paste ``samples_from`` into ``samples_to`` at pixel offset (x, y), its edges feathered.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            samples_to: the latent pasted into (its noise mask is kept)
+            samples_from: the latent to paste; what falls outside is cut off
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            feather: blend width at inner edges, pixels [>= 0, <= 16384, multiple of 8]
+        """
+
+    def LatentCompositeMasked(
+        self,
+        *,
+        id: str | None = None,
+        destination: Linkable[Latent],
+        source: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        resize_source: bool | Input = False,
+        mask: Linkable[Mask] | None = None,
+    ) -> LatentCompositeMaskedNode:
+        """Paste ``source`` into ``destination`` at pixel offset (x, y) through a mask (1 = source).
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            destination: the latent pasted into (its noise mask is kept)
+            source: the latent to paste
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            resize_source: first resize the source to the destination's size
+            mask: where the source shows (resized to it); none = everywhere
         """
 
     def LatentMaskBlend(
@@ -515,6 +766,25 @@ class NodeCalls:
             height: new image height; 0 = from width or factor [>= 0, <= 16384, multiple of 8]
             factor: scale factor, used when width and height are both 0 [> 0.0, <= 8.0]
             mode: interpolation: nearest, bilinear, bicubic or area
+        """
+
+    def LatentUpscaleBy(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        upscale_method: _LatentUpscaleBy_upscale_method | Input = "nearest-exact",
+        scale_by: float | Input = 1.5,
+    ) -> LatentUpscaleByNode:
+        """Resize a latent by ``scale_by`` (each side rounded), e.g. for a hires fix: ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latent to resize; its noise state is dropped (noise it again)
+            upscale_method: nearest-exact, bilinear, area, bicubic, or bislerp (spherical, keeps latent
+                statistics)
+            scale_by: factor for both sides [>= 0.01, <= 8.0]
         """
 
     def LoadCheckpoint(
@@ -631,8 +901,9 @@ class NodeCalls:
         Returns the node; its outputs: vae (Vae).
 
         Fields:
-            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
-                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse), a TAESD decoder file (its encoder file beside it),
+                or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
+                a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
@@ -672,6 +943,236 @@ class NodeCalls:
             mask: the mask to show as a picture
         """
 
+    def ModelMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+    ) -> ModelMergeAddNode:
+        """Add model2's weights to model1's (as ComfyUI's ModelMergeAdd: usually model2 is a difference).
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+        """
+
+    def ModelMergeBlocks(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        input: float | Input = 1.0,
+        middle: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeBlocksNode:
+        """Blend two models with one ratio (share of model1) for the input, middle and output blocks.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            input: share of model1 in the input (down) blocks [>= 0.0, <= 1.0]
+            middle: share of model1 in the middle block [>= 0.0, <= 1.0]
+            out: share of model1 in the output (up) blocks and out layers [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSD1(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        input_blocks_9: float | Input = 1.0,
+        input_blocks_10: float | Input = 1.0,
+        input_blocks_11: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        output_blocks_9: float | Input = 1.0,
+        output_blocks_10: float | Input = 1.0,
+        output_blocks_11: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSD1Node:
+        """Blend two SD 1.x/2.x models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            input_blocks_9: share of model1 in input_blocks.9 [>= 0.0, <= 1.0]
+            input_blocks_10: share of model1 in input_blocks.10 [>= 0.0, <= 1.0]
+            input_blocks_11: share of model1 in input_blocks.11 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            output_blocks_9: share of model1 in output_blocks.9 [>= 0.0, <= 1.0]
+            output_blocks_10: share of model1 in output_blocks.10 [>= 0.0, <= 1.0]
+            output_blocks_11: share of model1 in output_blocks.11 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSDXL(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSDXLNode:
+        """Blend two SDXL models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        ratio: float | Input = 1.0,
+    ) -> ModelMergeSimpleNode:
+        """Blend two models: ratio × model1 + (1 − ratio) × model2, weight by weight.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            ratio: share of model1: 1 = model1 alone, 0 = model2 alone [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        multiplier: float | Input = 1.0,
+    ) -> ModelMergeSubtractNode:
+        """The difference of two models: multiplier × (model1 − model2), e.g. to add to a third later.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def RepeatLatentBatch(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        amount: int | Input = 1,
+    ) -> RepeatLatentBatchNode:
+        """The latent batch repeated ``amount`` times (noise mask too), as ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latents to repeat; their noise state is dropped (noise them again)
+            amount: how many copies of the batch [>= 1, <= 64]
+        """
+
     def SaveImage(
         self,
         *,
@@ -708,6 +1209,22 @@ class NodeCalls:
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
                 heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
                 dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
+        """
+
+    def TomePatchModel(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        ratio: float | Input = 0.3,
+    ) -> TomePatchModelNode:
+        """Merge similar tokens in the UNet's full-resolution self-attention (ToMe for SD): faster at
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            ratio: share of the full-resolution tokens merged away [>= 0.0, <= 0.9]
         """
 
     def VAEDecode(

@@ -19,14 +19,14 @@ Delta = Callable[[torch.Tensor], torch.Tensor]  # the base weight -> its float32
 def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: float) -> torch.nn.Module:
     """``root`` with ``weight += strength * delta(weight)`` in each module named in ``deltas``
     (computed in float32, stored in the weight's dtype), leaving ``root`` untouched."""
-    new_root = _shallow(root)
+    new_root = shallow(root)
     fresh = {id(new_root)}  # module objects this copy owns (safe to edit)
     for path, delta in deltas.items():
         module = new_root
         for part in path.split(".") if path else []:
             child = module._modules[part]
             if id(child) not in fresh:
-                child = _shallow(child)
+                child = shallow(child)
                 fresh.add(id(child))
                 module._modules[part] = child
             module = child
@@ -36,7 +36,7 @@ def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: floa
     return new_root
 
 
-def _shallow(module: torch.nn.Module) -> torch.nn.Module:
+def shallow(module: torch.nn.Module) -> torch.nn.Module:
     """A new module object sharing ``module``'s children, parameters and buffers (in new dicts, so
     replacing one in the copy leaves the original's in place)."""
     twin = copy.copy(module)

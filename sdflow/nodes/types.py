@@ -13,6 +13,7 @@ from sdflow.prompts.padding import pad_tokens
 
 LATENT_CHANNELS = 4  # SD 1.x/2.x/SDXL latents
 VAE_SCALE = 8  # pixels per latent cell, each way
+TINY_LOGVAR = -30.0  # a tiny autoencoder's posterior: a point (diffusers clamps log-variance here)
 
 
 class Port:
@@ -97,6 +98,23 @@ class Vae(Port):
     @property
     def scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def decodes_only(self) -> bool:
+        """True for a tiny autoencoder loaded from its decoder file alone (previews)."""
+        return bool(getattr(self.vae, "decodes_only", False))
+
+    def posterior(self, pixels: torch.Tensor) -> Any:
+        """The VAE's posterior of ``pixels`` (its input range): a tiny autoencoder's latents are a
+        point (deterministic: sampling returns them, still drawing from the generator)."""
+        encoded = self.vae.encode(pixels)
+        if hasattr(encoded, "latent_dist"):
+            return encoded.latent_dist
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        latents = encoded.latents
+        moments = torch.cat([latents, torch.full_like(latents, TINY_LOGVAR)], dim=1)
+        return DiagonalGaussianDistribution(moments, deterministic=True)
 
 
 @dataclass(frozen=True, eq=False)
