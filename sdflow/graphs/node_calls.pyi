@@ -5,7 +5,18 @@
 from typing import Literal
 
 from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
-from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
+from sdflow.nodes.types import (
+    Clip,
+    Conditioning,
+    ControlNet,
+    Image,
+    Latent,
+    Mask,
+    Model,
+    SavedFiles,
+    Schedule,
+    Vae,
+)
 
 _CLIPEncode_weighting = Literal[
     "comfy",
@@ -94,6 +105,13 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type AddNoise: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
+
+class ApplyControlNetNode(NodeHandle):
+    """Handle of a node of type ApplyControlNet: its attributes are its outputs."""
+    @property
+    def positive(self) -> Output[Conditioning]: ...
+    @property
+    def negative(self) -> Output[Conditioning]: ...
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
@@ -210,6 +228,11 @@ class LoadCheckpointNode(NodeHandle):
     def clip(self) -> Output[Clip]: ...
     @property
     def vae(self) -> Output[Vae]: ...
+
+class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
+    """Handle of a node of type LoadControlNet: its attributes are its outputs."""
+    @property
+    def control_net(self) -> Output[ControlNet]: ...
 
 class LoadImageNode(NodeHandle):
     """Handle of a node of type LoadImage: its attributes are its outputs."""
@@ -336,6 +359,32 @@ class NodeCalls:
                 denoising_start); null = strength, or where the latent's DenoiseLoop stopped (end_at)
             denoise_start: alias of start_at as a fraction (diffusers' denoising_start) [>= 0.0, < 1.0]
             start_step: alias of start_at as a step [>= 0, <= 500]
+        """
+
+    def ApplyControlNet(
+        self,
+        *,
+        id: str | None = None,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        control_net: Linkable[ControlNet],
+        image: Linkable[Image],
+        strength: float | Input = 1.0,
+        start_percent: float | Input = 0.0,
+        end_percent: float | Input = 1.0,
+    ) -> ApplyControlNetNode:
+        """Steer the drawing with a control picture: the control travels with both conditionings.
+
+        Returns the node; its outputs: positive (Conditioning), negative (Conditioning).
+
+        Fields:
+            positive: the conditioning of what to draw
+            negative: the negative conditioning (the control acts on both halves)
+            control_net: from LoadControlNet: a ControlNet or T2I-Adapter
+            image: the control picture (an edge map from Canny...), resized as diffusers does
+            strength: scale of the control's residuals (0 = no control at all) [>= 0.0, <= 10.0]
+            start_percent: fraction of the steps where the control starts [>= 0.0, <= 1.0]
+            end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
         """
 
     def CLIPEncode(
@@ -794,6 +843,27 @@ class NodeCalls:
             config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
                 describe its architecture; empty: the detected family's configs shipped with sdflow
             allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
+        """
+
+    def LoadControlNet(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+        config: str | Input = "",
+    ) -> LoadControlNetNode:
+        """Load a ControlNet (SD 1.x/2.x/SDXL; diffusers or A1111/ComfyUI layout) or a T2I-Adapter.
+
+        Returns the node; its outputs: control_net (ControlNet).
+
+        Fields:
+            file: a ControlNet / T2I-Adapter .safetensors (LDM layout as A1111 and ComfyUI keep them, or
+                diffusers layout), a diffusers folder, a name in the model folders' controlnet folders, or
+                'builtin:tiny-sd15-control'
+            allow_pickle: also read pickle files (.pth/.ckpt/.bin), with torch.load(weights_only=True)
+            config: for a single-file ControlNet: a diffusers checkpoint folder (or 'builtin:NAME') whose UNet
+                config describes it; empty: the detected family's config shipped with sdflow
         """
 
     def LoadImage(

@@ -27,6 +27,10 @@ class Port:
                 yield value
             elif isinstance(value, Port):
                 yield from value.tensors()
+            elif isinstance(value, tuple):  # a conditioning's controls
+                for item in value:
+                    if isinstance(item, Port):
+                        yield from item.tensors()
             elif isinstance(value, torch.nn.Module):
                 yield from value.parameters()
                 yield from value.buffers()
@@ -114,6 +118,30 @@ class Vae(Port):
 
 
 @dataclass(frozen=True, eq=False)
+class ControlNet(Port):
+    """A ControlNet or T2I-Adapter (diffusers' ControlNetModel / T2IAdapter) with what it fits.
+
+    ``family`` None: a T2I-Adapter for SD 1.x/2.x, which fits both."""
+
+    module: torch.nn.Module
+    kind: str  # "controlnet" | "t2i_adapter"
+    family: Family | None = SD15
+    name: str = ""  # the file's stem, for the A1111 metadata line
+
+
+@dataclass(frozen=True, eq=False)
+class ControlEntry(Port):
+    """One ApplyControlNet: a control with its picture (batch, 3, h, w) in [0, 1], strength and window."""
+
+    control_net: ControlNet
+    image: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    module_name: str = "none"  # the preprocessor that made the picture (A1111's "Module:")
+
+
+@dataclass(frozen=True, eq=False)
 class Conditioning(Port):
     """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
 
@@ -121,13 +149,15 @@ class Conditioning(Port):
     aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
     ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
     token count of a longer one (long prompts are whole 77-token chunks); CLIPEncode attaches it to
-    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side)."""
+    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side).
+    ``controls`` are the ApplyControlNet entries DenoiseLoop applies with it, in the order applied."""
 
     embeds: torch.Tensor
     family: Family = SD15
     pooled: torch.Tensor | None = None
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
+    controls: tuple[ControlEntry, ...] = ()
 
     @property
     def tokens(self) -> int:

@@ -17,7 +17,7 @@ import networkx as nx
 
 from sdflow.errors import Location
 from sdflow.formats.comfy_json import ComfyGraph, ComfyNode, Ref
-from sdflow.graphs.model import InputRef, InputSpec, NodeSpec, Workflow
+from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.interop.comfy.context import ConversionError, Converter, Problem
 from sdflow.interop.comfy.registry import HANDLERS, load_handlers, named_widgets
 
@@ -100,10 +100,17 @@ def promote_inputs(workflow: Workflow) -> None:
         _promote(workflow, spec, "seed", name, "int")
     loops = [spec for spec in workflow.nodes.values() if spec.type == "DenoiseLoop"]
     if len(loops) == 1:
-        positive, negative = (loops[0].fields[f].node for f in ("positive", "negative"))
+        positive, negative = (_prompt_node(workflow, loops[0].fields[f], f) for f in ("positive", "negative"))
         _promote(workflow, workflow.nodes[positive], "text", "prompt", "str")
         if negative != positive:
             _promote(workflow, workflow.nodes[negative], "text", "negative", "str")
+
+
+def _prompt_node(workflow: Workflow, link: Link, side: str) -> str:
+    """The node a loop's conditioning comes from, through any ApplyControlNet nodes on that side."""
+    while workflow.nodes[link.node].type == "ApplyControlNet":
+        link = workflow.nodes[link.node].fields[side]
+    return link.node
 
 
 def _promote(workflow: Workflow, spec: NodeSpec, field_name: str, name: str, kind: str) -> None:

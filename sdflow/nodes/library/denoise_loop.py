@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops import control
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
@@ -99,6 +100,9 @@ class DenoiseLoop(Node):
         added = self._added_cond_kwargs(x, guide, device, dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
+        halves = [self.negative, self.positive] if guide else [self.positive]
+        controls = control.plan(halves, x.shape[0], tuple(x.shape[-2:]))
+        control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
         # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
@@ -109,10 +113,20 @@ class DenoiseLoop(Node):
             for index, t in enumerate(timesteps):
                 model_input = torch.cat([x, x]) if guide else x
                 model_input = scheduler.scale_model_input(model_input, t)
+                residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
+                    control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
+                    if controls
+                    else {}
+                )
                 if extra is not None:
                     model_input = torch.cat([model_input, extra], dim=1)
                 prediction = unet(
-                    model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False
+                    model_input,
+                    t,
+                    encoder_hidden_states=embeds,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                    **residuals,
                 )[0]
                 if guide:
                     prediction = guided(prediction, self.cfg)
@@ -178,6 +192,8 @@ class DenoiseLoop(Node):
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
             loop._check_families(ctx)
+            if loop.positive.controls or loop.negative.controls:
+                return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
             x = loop.latent.samples
             if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
                 return None
