@@ -53,6 +53,12 @@ _LoadMask_channel = Literal[
     "blue",
     "alpha",
 ]
+_ModelSamplingDiscrete_sampling = Literal[
+    "eps",
+    "v_prediction",
+    "lcm",
+    "x0",
+]
 _Scheduler_sampler = Literal[
     "ddim",
     "ddpm",
@@ -318,6 +324,11 @@ class ModelMergeSimpleNode(NodeHandle, Linkable[Model]):
 
 class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type ModelMergeSubtract: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingDiscrete: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
 
@@ -1331,6 +1342,24 @@ class NodeCalls:
             model1: the first model (its scheduler config is kept); left unchanged
             model2: the second model, of the same architecture; left unchanged
             multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def ModelSamplingDiscrete(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        sampling: _ModelSamplingDiscrete_sampling | Input = "eps",
+        zsnr: bool | Input = False,
+    ) -> ModelSamplingDiscreteNode:
+        """Override the model's prediction type (eps, v_prediction, x0; lcm = eps for LCM models) and
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model; its weights are shared, only its scheduler settings change
+            sampling: what the model predicts: eps (noise), v_prediction, x0 (the clean latent); lcm = eps
+            zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
         """
 
     def RepeatLatentBatch(

@@ -149,3 +149,17 @@ def conditioning_zero_out(c: Converter, node: ComfyNode) -> list[Port]:
 @handler("TomePatchModel", widgets=("ratio",))
 def tome_patch_model(c: Converter, node: ComfyNode) -> list[Port]:
     return same_named(c, node, ("model",), {"ratio": (0.3, float)}, ("model",))
+
+
+@handler("ModelSamplingDiscrete", widgets=("sampling", "zsnr"))
+def model_sampling_discrete(c: Converter, node: ComfyNode) -> list[Port]:
+    sampling = str(c.const(node, "sampling", "eps"))
+    if sampling not in ("eps", "v_prediction", "lcm", "x0"):
+        c.refuse(node, f"sampling '{sampling}' is not supported (sdflow maps eps, v_prediction, lcm, x0)")
+        sampling = "eps"
+    if sampling == "lcm":
+        c.notes.append(
+            f"node {node.id} (ModelSamplingDiscrete): lcm is eps here; use the lcm sampler for LCM"
+        )
+    zsnr = bool(c.const(node, "zsnr", False))
+    return same_named(c, node, ("model",), {}, ("model",), sampling=sampling, zsnr=zsnr)
