@@ -54,7 +54,7 @@ def graph(apply: dict, loader: dict | None = None) -> dict:
             sampler_name="ddim",
             scheduler="normal",
             denoise=1.0,
-        ),  # fmt: skip
+        ),
         "9": node("VAEDecode", samples=["8", 0], vae=["1", 2]),
         "10": apply,
         "11": node("SaveImage", images=["9", 0], filename_prefix="control"),
