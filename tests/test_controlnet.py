@@ -469,3 +469,16 @@ def test_the_example_writes_a1111s_controlnet_unit_line(tmp_path: Path) -> None:
         'ControlNet 0: "Module: canny, Model: tiny-sd15-control, Weight: 0.7, Threshold A: 100, '
         'Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0"'
     )
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_before_anything_runs(
+    controls, runner: Runner
+) -> None:
+    with pytest.raises(
+        UserError, match=r"start_percent \(0.8\) must not exceed end_percent \(0.2\)"
+    ) as caught:
+        runner.run(
+            loads(workflow(), "controlnet.yaml"),
+            inputs={"control": str(controls["sd15"]["folder"]), "start": 0.8, "end": 0.2},
+        )
+    assert "'controlled'" in str(caught.value)
