@@ -158,6 +158,11 @@ class ConditioningZeroOutNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class DeepCacheNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type DeepCache: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type DenoiseLoop: its attributes are its outputs."""
     @property
@@ -563,6 +568,25 @@ class NodeCalls:
 
         Fields:
             conditioning: the conditioning to zero (its size settings are kept)
+        """
+
+    def DeepCache(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        interval: int | Input = 3,
+        branch: int | Input = 0,
+    ) -> DeepCacheNode:
+        """Reuse the UNet's deep features between full steps (DeepCache): faster, the picture slightly
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            interval: run the whole UNet every this many calls (1 = always) [>= 1, <= 10]
+            branch: outer down/up block pairs recomputed on the calls between (0 = the outermost only) [>= 0,
+                <= 2]
         """
 
     def DenoiseLoop(

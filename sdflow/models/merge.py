@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from sdflow.models.patch import shallow
+from sdflow.models.patch import owned, shallow
 
 Factors = Callable[[str], tuple[float, float] | None]  # weight name -> (own, other), None = keep
 
@@ -49,15 +49,8 @@ def merged_copy(first: torch.nn.Module, second: torch.nn.Module, factors: Factor
 
 def _replace(root: torch.nn.Module, fresh: set[int], name: str, value: torch.Tensor) -> None:
     """Put ``value`` at ``name`` in the copy ``root``, copying the modules along the path once."""
-    *path, leaf = name.split(".")
-    module = root
-    for part in path:
-        child = module._modules[part]
-        if id(child) not in fresh:
-            child = shallow(child)
-            fresh.add(id(child))
-            module._modules[part] = child
-        module = child
+    path, _, leaf = name.rpartition(".")
+    module = owned(root, fresh, path)
     if leaf in module._parameters:
         module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
     else:

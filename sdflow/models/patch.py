@@ -22,14 +22,7 @@ def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: floa
     new_root = shallow(root)
     fresh = {id(new_root)}  # module objects this copy owns (safe to edit)
     for path, delta in deltas.items():
-        module = new_root
-        for part in path.split(".") if path else []:
-            child = module._modules[part]
-            if id(child) not in fresh:
-                child = shallow(child)
-                fresh.add(id(child))
-                module._modules[part] = child
-            module = child
+        module = owned(new_root, fresh, path)
         weight = module._parameters["weight"]
         value = (weight.detach().float() + strength * delta(weight.detach())).to(weight.dtype)
         module._parameters["weight"] = torch.nn.Parameter(value, requires_grad=False)
@@ -42,4 +35,28 @@ def shallow(module: torch.nn.Module) -> torch.nn.Module:
     twin = copy.copy(module)
     twin._modules = copy.copy(module._modules)
     twin._parameters = copy.copy(module._parameters)
+    return twin
+
+
+def owned(root: torch.nn.Module, fresh: set[int], name: str) -> torch.nn.Module:
+    """The sub-module ``name`` of the copy ``root``, copied (``shallow``) along its path unless this
+    copy owns it already (ids in ``fresh``): safe to change without touching the original."""
+    module = root
+    for part in name.split(".") if name else []:
+        child = module._modules[part]
+        if id(child) not in fresh:
+            child = shallow(child)
+            fresh.add(id(child))
+            module._modules[part] = child
+        module = child
+    return module
+
+
+def hookable_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A ``shallow`` copy with hook tables of its own, so hooks added to it leave ``module`` alone."""
+    twin = shallow(module)
+    twin._forward_pre_hooks = type(module._forward_pre_hooks)(module._forward_pre_hooks)
+    twin._forward_pre_hooks_with_kwargs = type(module._forward_pre_hooks_with_kwargs)(
+        module._forward_pre_hooks_with_kwargs
+    )
     return twin

@@ -19,7 +19,7 @@ from sdflow.errors import Location
 from sdflow.formats.comfy_json import ComfyGraph, ComfyNode, Ref
 from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.interop.comfy.context import ConversionError, Converter, Problem
-from sdflow.interop.comfy.registry import HANDLERS, load_handlers
+from sdflow.interop.comfy.registry import HANDLERS, load_handlers, named_widgets
 
 # How the UI format names what ComfyUI flattens only in the API format: subgraphs (named by the reader)
 # and group nodes, saved as `workflow>NAME` by older frontends and `workflow/NAME` by newer ones.
@@ -43,7 +43,7 @@ def convert(graph: ComfyGraph, source: str, image_dir: str | None = None) -> Con
         if node.type not in HANDLERS:
             continue  # reported above; the nodes it feeds still have their own settings checked
         try:
-            c.ports[node.id] = HANDLERS[node.type](c, node)
+            c.ports[node.id] = HANDLERS[node.type](c, named_widgets(c, node))
         except Problem as exc:
             c.refuse(node, str(exc))
         except (ValueError, TypeError) as exc:  # e.g. int("abc") on a hand-edited file

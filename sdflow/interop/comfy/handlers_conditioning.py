@@ -10,7 +10,7 @@ from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import handler
 
 
-@handler("CLIPTextEncode")
+@handler("CLIPTextEncode", widgets=("text",))
 def clip_text_encode(c: Converter, node: ComfyNode) -> list[Port]:
     """CLIPEncode, with the clip skip its clip carries."""
     clip = c.port(node, "clip")
@@ -20,7 +20,7 @@ def clip_text_encode(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(c.add("prompt", node.id, "CLIPEncode", **fields), "conditioning"))]
 
 
-@handler("ConditioningConcat")
+@handler("ConditioningConcat", widgets=())
 def conditioning_concat(c: Converter, node: ComfyNode) -> list[Port]:
     """ConditioningConcat: conditioning_to -> first, conditioning_from -> second."""
     first, second = c.port(node, "conditioning_to").link, c.port(node, "conditioning_from").link
@@ -28,7 +28,7 @@ def conditioning_concat(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "conditioning"))]
 
 
-@handler("ConditioningAverage")
+@handler("ConditioningAverage", widgets=("conditioning_to_strength",))
 def conditioning_average(c: Converter, node: ComfyNode) -> list[Port]:
     """ConditioningAverage, conditioning_to_strength -> weight."""
     first, second = c.port(node, "conditioning_to").link, c.port(node, "conditioning_from").link

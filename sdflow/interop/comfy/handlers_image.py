@@ -13,7 +13,7 @@ from sdflow.interop.comfy.registry import handler
 IMAGE_MODES = {**LATENT_MODES, "area": "box", "lanczos": "lanczos"}
 
 
-@handler("LoadImage")
+@handler("LoadImage", widgets=("image", "upload"))
 def load_image(c: Converter, node: ComfyNode) -> list[Port]:
     """LoadImage of the file name (without ComfyUI's ' [input]' suffix), in --image-dir if given."""
     name = re.sub(r" \[(input|output|temp)\]$", "", str(c.const(node, "image")))
@@ -21,7 +21,7 @@ def load_image(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "image")), Port(Link(nid, "mask"))]
 
 
-@handler("SaveImage")
+@handler("SaveImage", widgets=("filename_prefix",))
 def save_image(c: Converter, node: ComfyNode, prefix: str | None = None) -> list[Port]:
     """SaveImage with the node's filename_prefix (ComfyUI's %...% patterns are kept as text)."""
     prefix = prefix or str(c.const(node, "filename_prefix", "ComfyUI"))
@@ -33,14 +33,14 @@ def save_image(c: Converter, node: ComfyNode, prefix: str | None = None) -> list
     return []
 
 
-@handler("PreviewImage")
+@handler("PreviewImage", widgets=())
 def preview_image(c: Converter, node: ComfyNode) -> list[Port]:
     """SaveImage with prefix 'preview' (with a note)."""
     c.notes.append(f"node {node.id} (PreviewImage): saved as a file with prefix 'preview'")
     return save_image(c, node, "preview")
 
 
-@handler("ImageScale")
+@handler("ImageScale", widgets=("upscale_method", "width", "height", "crop"))
 def image_scale(c: Converter, node: ComfyNode) -> list[Port]:
     """ImageScale to a width and height."""
     resample = upscale_mode(c, node, IMAGE_MODES)
@@ -49,7 +49,7 @@ def image_scale(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "image"))]
 
 
-@handler("Canny")
+@handler("Canny", widgets=("low_threshold", "high_threshold"))
 def canny(c: Converter, node: ComfyNode) -> list[Port]:
     """Canny; ComfyUI's thresholds are fractions of full scale (0.01-0.99), OpenCV's 0-255 levels."""
     low, high = (
@@ -67,7 +67,7 @@ def one_to_one(type_name: str, source: str, output: str, **fields: str) -> None:
         nid = c.add(type_name.lower(), node.id, type_name, **{source: c.port(node, source).link}, **values)
         return [Port(Link(nid, output))]
 
-    handler(type_name)(convert)
+    handler(type_name, widgets=tuple(fields))(convert)
 
 
 one_to_one("ImageInvert", "image", "image")

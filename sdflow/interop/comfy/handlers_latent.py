@@ -23,14 +23,14 @@ def upscale_mode(c: Converter, node: ComfyNode, modes: dict[str, str]) -> str:
     return modes.get(method, "nearest")
 
 
-@handler("EmptyLatentImage")
+@handler("EmptyLatentImage", widgets=("width", "height", "batch_size"))
 def empty_latent(c: Converter, node: ComfyNode) -> list[Port]:
     """EmptyLatent of the node's size and batch."""
     size = {k: c.number(node, k, d, int) for k, d in (("width", 512), ("height", 512), ("batch_size", 1))}
     return [Port(Link(c.add("empty", node.id, "EmptyLatent", **size), "latent"))]
 
 
-@handler("VAEEncode")
+@handler("VAEEncode", widgets=())
 def vae_encode(c: Converter, node: ComfyNode, mask: Link | None = None) -> list[Port]:
     """VAEEncode to the posterior's mode, as ComfyUI encodes (no randomness)."""
     fields: dict[str, Any] = {"vae": c.port(node, "vae").link, "image": c.port(node, "pixels").link}
@@ -41,7 +41,7 @@ def vae_encode(c: Converter, node: ComfyNode, mask: Link | None = None) -> list[
     return [Port(Link(nid, "latent"), encoder=nid)]
 
 
-@handler("VAEEncodeForInpaint")
+@handler("VAEEncodeForInpaint", widgets=("grow_mask_by",))
 def vae_encode_for_inpaint(c: Converter, node: ComfyNode) -> list[Port]:
     """VAEEncode with the mask (grow_mask_by is not applied: a note says so)."""
     grow = c.number(node, "grow_mask_by", 6, int)
@@ -50,7 +50,7 @@ def vae_encode_for_inpaint(c: Converter, node: ComfyNode) -> list[Port]:
     return vae_encode(c, node, c.port(node, "mask").link)
 
 
-@handler("SetLatentNoiseMask")
+@handler("SetLatentNoiseMask", widgets=())
 def set_latent_noise_mask(c: Converter, node: ComfyNode) -> list[Port]:
     """The mask of the VAEEncode whose latent it masks (that VAEEncode is replaced)."""
     latent, mask = c.port(node, "samples"), c.port(node, "mask")
@@ -65,7 +65,7 @@ def set_latent_noise_mask(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "latent"), encoder=nid)]
 
 
-@handler("VAEDecode")
+@handler("VAEDecode", widgets=())
 def vae_decode(c: Converter, node: ComfyNode) -> list[Port]:
     """VAEDecode."""
     nid = c.add(
@@ -74,7 +74,7 @@ def vae_decode(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "image"))]
 
 
-@handler("LatentUpscale")
+@handler("LatentUpscale", widgets=("upscale_method", "width", "height", "crop"))
 def latent_upscale(c: Converter, node: ComfyNode) -> list[Port]:
     """LatentUpscale to a width and height."""
     mode = upscale_mode(c, node, LATENT_MODES)

@@ -8,7 +8,7 @@ from typing import Any
 from sdflow.formats.comfy_json import ComfyNode
 from sdflow.graphs.model import Link
 from sdflow.interop.comfy.context import Converter, Port
-from sdflow.interop.comfy.registry import handler
+from sdflow.interop.comfy.registry import CONTROL, handler
 from sdflow.nodes.fields import MAX_SEED
 from sdflow.nodes.ops.samplers import supports_karras
 
@@ -105,7 +105,7 @@ def sampling(
     return [Port(Link(denoised, "latent"), stopped=end_step is not None)]
 
 
-@handler("KSampler")
+@handler("KSampler", widgets=("seed", CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"))
 def ksampler(c: Converter, node: ComfyNode) -> list[Port]:
     """A whole run, or a partial one (``denoise`` < 1) with ComfyUI's step count."""
     steps, denoise = c.number(node, "steps", 20, int), c.number(node, "denoise", 1.0, float)
@@ -115,7 +115,21 @@ def ksampler(c: Converter, node: ComfyNode) -> list[Port]:
     return sampling(c, node, c.number(node, "seed", 0, int), partial_schedule(max(steps, 1), denoise))
 
 
-@handler("KSamplerAdvanced")
+@handler(
+    "KSamplerAdvanced",
+    widgets=(
+        "add_noise",
+        "noise_seed",
+        CONTROL,
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "start_at_step",
+        "end_at_step",
+        "return_with_leftover_noise",
+    ),
+)
 def ksampler_advanced(c: Converter, node: ComfyNode) -> list[Port]:
     """A whole run, or one pass of a split: stopping after end_at_step with the leftover noise
     (DenoiseLoop end_at), continuing such a latent at start_at_step (AddNoise start_at)."""

@@ -30,49 +30,54 @@ def _same(
     return [Port(Link(nid, output)) for output in outputs]
 
 
-@handler("ModelMergeSimple")
+@handler("ModelMergeSimple", widgets=("ratio",))
 def merge_simple(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, ("model1", "model2"), {"ratio": (1.0, float)}, ("model",))
 
 
-@handler("ModelMergeBlocks")
+@handler("ModelMergeBlocks", widgets=("input", "middle", "out"))
 def merge_blocks(c: Converter, node: ComfyNode) -> list[Port]:
     ratios = {name: (1.0, float) for name in ("input", "middle", "out")}
     return _same(c, node, ("model1", "model2"), ratios, ("model",))
 
 
-@handler("ModelMergeAdd")
+@handler("ModelMergeAdd", widgets=())
 def merge_add(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, ("model1", "model2"), {}, ("model",))
 
 
-@handler("ModelMergeSubtract")
+@handler("ModelMergeSubtract", widgets=("multiplier",))
 def merge_subtract(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, ("model1", "model2"), {"multiplier": (1.0, float)}, ("model",))
 
 
-@handler("ModelMergeSD1", "ModelMergeSDXL")
+def _blocks(type_name: str) -> dict[str, str]:
+    """sdflow field -> ComfyUI input name of a per-block merge node's ratios, in ComfyUI's order."""
+    return dict(getattr(registry.get(type_name), "blocks", {}))
+
+
+@handler("ModelMergeSD1", widgets=tuple(_blocks("ModelMergeSD1").values()))
+@handler("ModelMergeSDXL", widgets=tuple(_blocks("ModelMergeSDXL").values()))
 def merge_per_block(c: Converter, node: ComfyNode) -> list[Port]:
     """Each ``input_blocks.N`` / ``time_embed.`` ratio onto its field (``input_blocks_N``, ``time_embed``)."""
-    cls = registry.get(node.type)
-    blocks: dict[str, str] = getattr(cls, "blocks", {})
+    blocks = _blocks(node.type)
     ratios = {field: c.number(node, prefix, 1.0, float) for field, prefix in blocks.items()}
     links = {name: c.port(node, name).link for name in ("model1", "model2")}
     nid = c.add("merge", node.id, node.type, **links, **ratios)
     return [Port(Link(nid, "model"))]
 
 
-@handler("CLIPMergeSimple")
+@handler("CLIPMergeSimple", widgets=("ratio",))
 def clip_merge_simple(c: Converter, node: ComfyNode) -> list[Port]:
     return _clip(c, node, {"ratio": (1.0, float)})
 
 
-@handler("CLIPMergeAdd")
+@handler("CLIPMergeAdd", widgets=())
 def clip_merge_add(c: Converter, node: ComfyNode) -> list[Port]:
     return _clip(c, node, {})
 
 
-@handler("CLIPMergeSubtract")
+@handler("CLIPMergeSubtract", widgets=("multiplier",))
 def clip_merge_subtract(c: Converter, node: ComfyNode) -> list[Port]:
     return _clip(c, node, {"multiplier": (1.0, float)})
 
@@ -84,13 +89,13 @@ def _clip(c: Converter, node: ComfyNode, numbers: Numbers) -> list[Port]:
     return [Port(port.link, clip_skip=skip)]
 
 
-@handler("CheckpointSave")
+@handler("CheckpointSave", widgets=("filename_prefix",))
 def checkpoint_save(c: Converter, node: ComfyNode) -> list[Port]:
     prefix = str(c.const(node, "filename_prefix", "checkpoints/ComfyUI"))
     return _same(c, node, ("model", "clip", "vae"), {}, ("files",), filename_prefix=prefix)
 
 
-@handler("LatentUpscaleBy")
+@handler("LatentUpscaleBy", widgets=("upscale_method", "scale_by"))
 def latent_upscale_by(c: Converter, node: ComfyNode) -> list[Port]:
     method = str(c.const(node, "upscale_method", "nearest-exact"))
     nid = c.add(
@@ -104,13 +109,13 @@ def latent_upscale_by(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "latent"))]
 
 
-@handler("LatentComposite")
+@handler("LatentComposite", widgets=("x", "y", "feather"))
 def latent_composite(c: Converter, node: ComfyNode) -> list[Port]:
     offsets = {name: (0, int) for name in ("x", "y", "feather")}
     return _same(c, node, ("samples_to", "samples_from"), offsets, ("latent",))
 
 
-@handler("LatentCompositeMasked")
+@handler("LatentCompositeMasked", widgets=("x", "y", "resize_source"))
 def latent_composite_masked(c: Converter, node: ComfyNode) -> list[Port]:
     links = ("destination", "source", "mask") if "mask" in node.inputs else ("destination", "source")
     numbers: Numbers = {"x": (0, int), "y": (0, int)}
@@ -118,7 +123,7 @@ def latent_composite_masked(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, links, numbers, ("latent",), resize_source=resize)
 
 
-@handler("RepeatLatentBatch")
+@handler("RepeatLatentBatch", widgets=("amount",))
 def repeat_latent_batch(c: Converter, node: ComfyNode) -> list[Port]:
     nid = c.add(
         "repeat",
@@ -130,17 +135,17 @@ def repeat_latent_batch(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "latent"))]
 
 
-@handler("ImagePadForOutpaint")
+@handler("ImagePadForOutpaint", widgets=("left", "top", "right", "bottom", "feathering"))
 def image_pad_for_outpaint(c: Converter, node: ComfyNode) -> list[Port]:
     sides: Numbers = {name: (0, int) for name in ("left", "top", "right", "bottom")}
     return _same(c, node, ("image",), {**sides, "feathering": (40, int)}, ("image", "mask"))
 
 
-@handler("ConditioningZeroOut")
+@handler("ConditioningZeroOut", widgets=())
 def conditioning_zero_out(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, ("conditioning",), {}, ("conditioning",))
 
 
-@handler("TomePatchModel")
+@handler("TomePatchModel", widgets=("ratio",))
 def tome_patch_model(c: Converter, node: ComfyNode) -> list[Port]:
     return _same(c, node, ("model",), {"ratio": (0.3, float)}, ("model",))

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from sdflow.models.patch import shallow
+from sdflow.models.patch import hookable_copy, owned
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.token_merge import match
 from sdflow.nodes.types import Model
@@ -42,26 +42,13 @@ class TomeProcessor:
 
 def tome_unet(unet: torch.nn.Module, ratio: float) -> torch.nn.Module:
     """A copy-on-write copy of ``unet`` whose self-attention layers (attn1) merge tokens."""
-    root = shallow(unet)
-    root._forward_pre_hooks = type(unet._forward_pre_hooks)(unet._forward_pre_hooks)
-    root._forward_pre_hooks_with_kwargs = type(unet._forward_pre_hooks_with_kwargs)(
-        unet._forward_pre_hooks_with_kwargs
-    )
+    root = hookable_copy(unet)
     latent = _LatentSize()
     root.register_forward_pre_hook(latent, with_kwargs=True)
     fresh = {id(root)}
     for name, module in list(unet.named_modules()):
-        if not name.endswith(".attn1"):
-            continue
-        parent = root
-        for part in name.split("."):
-            child = parent._modules[part]
-            if id(child) not in fresh:
-                child = shallow(child)
-                fresh.add(id(child))
-                parent._modules[part] = child
-            parent = child
-        parent.processor = TomeProcessor(module.processor, latent, ratio)
+        if name.endswith(".attn1"):
+            owned(root, fresh, name).processor = TomeProcessor(module.processor, latent, ratio)
     return root
 
 
