@@ -482,3 +482,16 @@ def test_a_window_that_ends_before_it_starts_is_refused_before_anything_runs(
             inputs={"control": str(controls["sd15"]["folder"]), "start": 0.8, "end": 0.2},
         )
     assert "'controlled'" in str(caught.value)
+
+
+def test_a_batched_seed_sweep_with_a_control_equals_the_serial_runs(controls) -> None:
+    folder = str(controls["sd15"]["folder"])
+    items = [{"control": folder, "seed": seed} for seed in (1, 2, 3)]
+    text = workflow()
+    serial = [pixels(Runner(device="cpu", dtype="fp32"), text, **item) for item in items]
+    batched = Runner(device="cpu", dtype="fp32").run_batch(
+        loads(text, "controlnet.yaml"), items, 3, ["decoded"]
+    )
+    for one, result in zip(serial, batched, strict=True):
+        assert np.array_equal(one, result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy())
+    assert max_diff(serial[0], serial[1]) > 0.01
