@@ -5,22 +5,15 @@
 from typing import Literal
 
 from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
-from sdflow.nodes.types import (
-    Clip,
-    Conditioning,
-    ControlNet,
-    Image,
-    Latent,
-    Mask,
-    Model,
-    SavedFiles,
-    Schedule,
-    Vae,
-)
+from sdflow.nodes.types import Clip, Conditioning, ControlNet, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
 
 _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
+]
+_ConditioningSetMask_set_cond_area = Literal[
+    "default",
+    "mask bounds",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -148,8 +141,38 @@ class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class ConditioningCombineNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningCombine: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetArea: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaPercentageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaPercentage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaStrengthNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaStrength: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetMaskNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetMask: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetTimestepRangeNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetTimestepRange: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -540,6 +563,22 @@ class NodeCalls:
             weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
         """
 
+    def ConditioningCombine(
+        self,
+        *,
+        id: str | None = None,
+        conditioning_1: Linkable[Conditioning],
+        conditioning_2: Linkable[Conditioning],
+    ) -> ConditioningCombineNode:
+        """Use both conditionings: DenoiseLoop predicts each separately and averages the predictions
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning_1: the first conditioning
+            conditioning_2: the second conditioning
+        """
+
     def ConditioningConcat(
         self,
         *,
@@ -554,6 +593,108 @@ class NodeCalls:
         Fields:
             first: tokens that come first (its pooled output is kept)
             second: tokens appended after the first's
+        """
+
+    def ConditioningSetArea(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: int | Input = 64,
+        height: int | Input = 64,
+        x: int | Input = 0,
+        y: int | Input = 0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaNode:
+        """Let the conditioning act on one rectangle of the picture (pixels), its edges feathered.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, pixels [>= 8, <= 16384, multiple of 8]
+            height: area height, pixels [>= 8, <= 16384, multiple of 8]
+            x: left edge, pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, pixels [>= 0, <= 16384, multiple of 8]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaPercentage(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: float | Input = 1.0,
+        height: float | Input = 1.0,
+        x: float | Input = 0.0,
+        y: float | Input = 0.0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaPercentageNode:
+        """Let the conditioning act on one rectangle given as fractions of the picture.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, fraction of the picture's [>= 0.0, <= 1.0]
+            height: area height, fraction of the picture's [>= 0.0, <= 1.0]
+            x: left edge, fraction of the width [>= 0.0, <= 1.0]
+            y: top edge, fraction of the height [>= 0.0, <= 1.0]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaStrength(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaStrengthNode:
+        """Set the weight of the conditioning against the others it is combined with.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            strength: weight against other conditionings [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetMask(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        mask: Linkable[Mask],
+        strength: float | Input = 1.0,
+        set_cond_area: _ConditioningSetMask_set_cond_area | Input = "default",
+    ) -> ConditioningSetMaskNode:
+        """Let the conditioning act where a mask is white (weighted by it).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            mask: where the conditioning acts (resized to the latent)
+            strength: scale of the mask's weight [>= 0.0, <= 10.0]
+            set_cond_area: 'mask bounds': evaluate only the mask's bounding box (faster, ComfyUI's option)
+        """
+
+    def ConditioningSetTimestepRange(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        start: float | Input = 0.0,
+        end: float | Input = 1.0,
+    ) -> ConditioningSetTimestepRangeNode:
+        """Let the conditioning act only between two fractions of the schedule (0 = its first step): e.g.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            start: fraction of the schedule where it starts acting [>= 0.0, <= 1.0]
+            end: fraction of the schedule where it stops [>= 0.0, <= 1.0]
         """
 
     def ConditioningZeroOut(
