@@ -81,6 +81,14 @@ class _Writer:
         return f"        {field.name}: {text},\n"
 
 
+def _import_line(module: str, names: list[str]) -> str:
+    """One import, wrapped one name a line (as ruff formats it) when it would pass 110 characters."""
+    line = f"from {module} import {', '.join(names)}\n"
+    if len(line) <= 111:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")\n"
+
+
 def render() -> str:
     """The stub's text for every node type now registered."""
     writer = _Writer()
@@ -96,7 +104,7 @@ def render() -> str:
         methods.append(_method(writer, cls, fields))
     writer.imports.setdefault("sdflow.graphs.handles", set()).update({"Input", "Linkable", "NodeHandle"})
     modules = sorted(writer.imports, key=lambda m: (m != "typing", m))
-    imports = [f"from {m} import {', '.join(sorted(writer.imports[m]))}\n" for m in modules]
+    imports = [_import_line(m, sorted(writer.imports[m])) for m in modules]
     if modules and modules[0] == "typing":
         imports.insert(1, "\n")
     blocks = [HEADER, "".join(imports)]

@@ -5,7 +5,18 @@
 from typing import Literal
 
 from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
-from sdflow.nodes.types import Clip, Conditioning, ControlNet, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
+from sdflow.nodes.types import (
+    Clip,
+    Conditioning,
+    ControlNet,
+    Image,
+    Latent,
+    Mask,
+    Model,
+    SavedFiles,
+    Schedule,
+    Vae,
+)
 
 _CLIPEncode_weighting = Literal[
     "comfy",
