@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdflow.models import controlnet
 from sdflow.models.detect import (
     UnknownLayout,
     detect,
@@ -18,6 +19,8 @@ from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 def describe(kind: str, path: Path) -> str:
     """'SD 1.x', 'SD 2.x inpainting', 'diffusers folder, SD 2.x', 'pickle (not inspected)'..."""
+    if kind == "controlnet" and (path.is_dir() or not is_pickle(path)):
+        return _control(path)
     if path.is_dir():
         return "diffusers folder" + _folder_family(path)
     if is_pickle(path):
@@ -40,6 +43,16 @@ def describe(kind: str, path: Path) -> str:
         latent = shapes.get("quant_conv.weight") or shapes.get("first_stage_model.quant_conv.weight")
         return f"VAE, {latent[0] // 2} latent channels" if latent else "VAE (unrecognised layout)"
     return f"{len(shapes)} tensors"
+
+
+def _control(path: Path) -> str:
+    """'SD 1.x ControlNet (ldm layout)', 'SDXL T2I-Adapter (diffusers folder)'..."""
+    try:
+        found = controlnet.probe(path)
+    except (OSError, WeightFileError, controlnet.ControlFileError) as exc:
+        return f"unrecognised: {exc}"
+    layout = "diffusers folder" if found.layout == "folder" else f"{found.layout} layout"
+    return f"{found.label()} ({layout})"
 
 
 def _folder_family(folder: Path) -> str:

@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "loras": ("loras", "Lora", "LyCORIS"),
     "vae": ("vae", "VAE"),
     "embeddings": ("embeddings",),
+    "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models

@@ -16,6 +16,11 @@ from sdflow.models.folders import WEIGHT_SUFFIXES, ModelNotFound, config_file, k
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
+# kind -> (the file a built-in folder of that kind holds, the kind's name in messages)
+BUILTIN_KINDS = {
+    "checkpoints": ("model_index.json", "checkpoint"),
+    "controlnet": ("config.json", "ControlNet"),
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,10 @@ class CheckpointSource:
 
 def resolve(kind: str, spec: str, base: Path | None = None) -> Path:
     """``spec`` as a path: an existing path (relative to ``base`` or the working folder), else a
-    name in the model folders of ``kind``. ModelNotFound says where it looked and what is close."""
+    name in the model folders of ``kind`` (or a built-in: ``builtin:tiny-sd15-control``). ModelNotFound
+    says where it looked and what is close."""
+    if spec.startswith(BUILTIN_PREFIX) and kind in BUILTIN_KINDS:
+        return builtin(kind, spec)
     found = _on_disk(kind, spec, base)
     if found is None:
         raise ModelNotFound(not_found_message(kind, spec))
@@ -44,12 +52,7 @@ def checkpoint(spec: str) -> CheckpointSource:
     """The checkpoint ``spec`` names: a built-in, a file or folder, a model-folder name or a hub id
     (ModelNotFound with suggestions if none)."""
     if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX) :]
-        folder = BUILTIN_ROOT / name
-        if not (folder / "model_index.json").is_file():
-            known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names()) or "none"
-            raise ModelNotFound(f"no built-in checkpoint '{name}' (built-ins: {known})")
-        return CheckpointSource("folder", str(folder), builtin=True)
+        return CheckpointSource("folder", str(builtin("checkpoints", spec)), builtin=True)
     path = _on_disk("checkpoints", spec)
     if path is None:
         if _looks_like_hub_id(spec):
@@ -70,11 +73,23 @@ def checkpoint(spec: str) -> CheckpointSource:
     return CheckpointSource("file", str(path))
 
 
-def builtin_names() -> list[str]:
-    """Names of the checkpoints shipped inside the package."""
+def builtin(kind: str, spec: str) -> Path:
+    """The folder shipped inside the package that ``builtin:NAME`` names (ModelNotFound listing them)."""
+    name = spec[len(BUILTIN_PREFIX) :]
+    marker, what = BUILTIN_KINDS[kind]
+    folder = BUILTIN_ROOT / name
+    if not (folder / marker).is_file():
+        known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names(kind)) or "none"
+        raise ModelNotFound(f"no built-in {what} '{name}' (built-ins: {known})")
+    return folder
+
+
+def builtin_names(kind: str = "checkpoints") -> list[str]:
+    """Names of the models of ``kind`` shipped inside the package."""
     if not BUILTIN_ROOT.is_dir():
         return []
-    return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / "model_index.json").is_file())
+    marker = BUILTIN_KINDS[kind][0]
+    return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / marker).is_file())
 
 
 def _on_disk(kind: str, spec: str, base: Path | None = None) -> Path | None:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops import control, regions
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
@@ -99,6 +100,13 @@ class DenoiseLoop(Node):
         added = self._added_cond_kwargs(x, guide, device, dtype)
         extra = self._inpainting_channels(x, guide, ctx)
         mask = self._blend_mask(x, ctx)
+        halves = [self.negative, self.positive] if guide else [self.positive]
+        controls = control.plan(halves, x.shape[0], tuple(x.shape[-2:]))
+        regional = any(half.regional for half in halves)
+        if regional and controls:
+            message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "positive")
+        control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
         # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
@@ -107,12 +115,33 @@ class DenoiseLoop(Node):
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
+                if regional:
+                    prediction = self._regional(x, t, scheduler, extra, guide)
+                    prediction = guided(prediction, self.cfg) if guide else prediction
+                    x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
+                    if mask is not None:
+                        kept = original
+                        if index < len(following) - 1:
+                            kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
+                        x = (1 - mask) * kept + mask * x
+                    ctx.step(index + 1, len(timesteps), x)
+                    continue
                 model_input = torch.cat([x, x]) if guide else x
                 model_input = scheduler.scale_model_input(model_input, t)
+                residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
+                    control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
+                    if controls
+                    else {}
+                )
                 if extra is not None:
                     model_input = torch.cat([model_input, extra], dim=1)
                 prediction = unet(
-                    model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False
+                    model_input,
+                    t,
+                    encoder_hidden_states=embeds,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                    **residuals,
                 )[0]
                 if guide:
                     prediction = guided(prediction, self.cfg)
@@ -131,6 +160,36 @@ class DenoiseLoop(Node):
             cut=cut,
         )
         return {"latent": latent}
+
+    def _regional(
+        self, x: torch.Tensor, t: Any, scheduler: Any, extra: torch.Tensor | None, guide: bool
+    ) -> torch.Tensor:
+        """[negative, positive] (or positive) predictions, each from its pieces as ComfyUI blends
+        combined, area and timestep-range conditioning (``regions.predict``)."""
+        unet = self.model.unet
+        device, dtype = x.device, x.dtype
+        scaled = scheduler.scale_model_input(x, t)
+        single = None if extra is None else extra[: x.shape[0]]
+        size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+
+        def call(window: torch.Tensor, piece: Conditioning, negative: bool) -> torch.Tensor:
+            batch = window.shape[0]
+            embeds = _repeat_to(piece.embeds, batch).to(device, dtype)
+            added = self.model.family.added_cond_kwargs([(piece, negative)], batch, size, device, dtype)
+            return unet(window, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[
+                0
+            ]
+
+        sides = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
+        channels = unet.config.out_channels
+        return torch.cat(
+            [
+                regions.predict(
+                    lambda w, p, n=negative: call(w, p, n), scaled, single, float(t), side, channels
+                )
+                for side, negative in sides
+            ]
+        )
 
     def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
@@ -178,6 +237,10 @@ class DenoiseLoop(Node):
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
             loop._check_families(ctx)
+            if loop.positive.regional or loop.negative.regional:
+                return None  # predicted piece by piece, each on its own
+            if loop.positive.controls or loop.negative.controls:
+                return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
             x = loop.latent.samples
             if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
                 return None
