@@ -1,10 +1,11 @@
 """The one family-detection module: which model family a checkpoint holds (never from its name).
 
-Three sources, each a table checked in order (most specific first), so a new family is one more entry:
+Its sources, the first two tables checked in order (most specific first): a new family is one more entry.
 - a single file's keys and shapes: ``LAYOUTS`` (how the family is stored in an original LDM / sgm file:
   marker keys, where UNet, VAE and text encoder(s) live, which shipped config folder describes it);
 - a diffusers folder's (or hub id's) JSON files: ``FOLDER_RULES``;
-- the conditioning width a LoRA or an embedding was made for: ``lora_family``, ``embedding_family``.
+- the conditioning width a LoRA or an embedding was made for: ``lora_family``, ``embedding_family``;
+- a ControlNet's added embedding and width: ``control_family``.
 Loading, the runner's checks before a run (``checkpoint_family``) and `sdflow models` (``describe``)
 all ask here. References: diffusers' ``infer_diffusers_model_type``, ComfyUI's ``model_detection``.
 """
@@ -347,6 +348,14 @@ _BY_CONTEXT: dict[int, Family] = {f.context_dim: f for f in FAMILIES.values() if
 def family_by_context(width: int) -> Family | None:
     """The one-encoder family whose cross-attention reads conditioning ``width`` wide (768: SD 1.x)."""
     return _BY_CONTEXT.get(width)
+
+
+def control_family(sdxl_embedding: bool, context_dim: int | None) -> Family:
+    """The family a ControlNet steers: SDXL with SDXL's added (text_time) embedding, else SD 2.x or
+    SD 1.x by its cross-attention width (a tiny model's other widths: SD 1.x, as for UNet folders)."""
+    if sdxl_embedding:
+        return SDXL
+    return SD2 if context_dim == SD2.context_dim else SD15
 
 
 def lora_family(shapes: Shapes) -> tuple[Family | None, int | None]:
