@@ -764,6 +764,7 @@ class NodeCalls:
         end_at: int | float | Input | None = None,
         denoise_end: float | Input = 1.0,
         end_step: int | Input | None = None,
+        cfg_end: float | Input = 1.0,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -780,6 +781,8 @@ class NodeCalls:
                 of it (a float: diffusers' denoising_end, SDXL base -> refiner); null = denoise fully
             denoise_end: alias of end_at as a fraction (diffusers' denoising_end); 1 = fully [> 0.0, <= 1.0]
             end_step: alias of end_at as a step [>= 1, <= 500]
+            cfg_end: guide only this fraction of the loop's steps; the rest run the positive alone (faster)
+                [>= 0.0, <= 1.0]
         """
 
     def EmptyLatent(

@@ -58,6 +58,12 @@ class DenoiseLoop(Node):
         1.0, gt=0.0, le=1.0, description="alias of end_at as a fraction (diffusers' denoising_end); 1 = fully"
     )
     end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="alias of end_at as a step")
+    cfg_end: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="guide only this fraction of the loop's steps; the rest run the positive alone (faster)",
+    )
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
@@ -113,45 +119,47 @@ class DenoiseLoop(Node):
         # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
         stepped = end is not None and not isinstance(end, float)
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
+        guided_count = round(self.cfg_end * len(timesteps)) if guide else 0
+        if controls and guided_count < len(timesteps):
+            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
+        batch = x.shape[0]
+
+        def blended(x: torch.Tensor, index: int) -> torch.Tensor:
+            """Keep the original outside the mask, re-noised to the *next* timestep, as diffusers."""
+            if mask is None:
+                return x
+            kept = original
+            if index < len(following) - 1:
+                kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
+            return (1 - mask) * kept + mask * x
+
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
+                guiding = index < guided_count
                 if regional:
-                    prediction = self._regional(x, t, scheduler, extra, guide)
-                    prediction = guided(prediction, self.cfg) if guide else prediction
-                    x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
-                    if mask is not None:
-                        kept = original
-                        if index < len(following) - 1:
-                            kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
-                        x = (1 - mask) * kept + mask * x
-                    ctx.step(index + 1, len(timesteps), x)
-                    continue
-                model_input = torch.cat([x, x]) if guide else x
-                model_input = scheduler.scale_model_input(model_input, t)
-                residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
-                    control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
-                    if controls
-                    else {}
-                )
-                if extra is not None:
-                    model_input = torch.cat([model_input, extra], dim=1)
-                prediction = unet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=embeds,
-                    added_cond_kwargs=added,
-                    return_dict=False,
-                    **residuals,
-                )[0]
-                if guide:
+                    prediction = self._regional(x, t, scheduler, extra, guiding)
+                else:
+                    model_input = torch.cat([x, x]) if guiding else x
+                    model_input = scheduler.scale_model_input(model_input, t)
+                    residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
+                        control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
+                        if controls
+                        else {}
+                    )
+                    rows = slice(None) if guiding or not guide else slice(batch, None)  # positive half alone
+                    if extra is not None:
+                        model_input = torch.cat([model_input, extra[rows]], dim=1)
+                    prediction = unet(
+                        model_input,
+                        t,
+                        encoder_hidden_states=embeds[rows],
+                        added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                        return_dict=False,
+                        **residuals,
+                    )[0]
+                if guiding:
                     prediction = guided(prediction, self.cfg)
-                x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
-                if mask is not None:
-                    # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
-                    kept = original
-                    if index < len(following) - 1:
-                        kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
-                    x = (1 - mask) * kept + mask * x
+                x = blended(scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0], index)
                 ctx.step(index + 1, len(timesteps), x)
         latent = self.latent.with_(
             samples=x,
@@ -237,7 +245,7 @@ class DenoiseLoop(Node):
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
             loop._check_families(ctx)
-            if loop.positive.regional or loop.negative.regional:
+            if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
                 return None  # predicted piece by piece, each on its own
             if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
