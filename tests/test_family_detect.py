@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sdflow.models import checkpoints, detect, resolver
+from sdflow.models import checkpoints, controlnet, detect, resolver
 from sdflow.models.describe import describe
 from sdflow.models.families import SD15, Family
 from sdflow.models.loaded import LoadOptions
@@ -41,6 +41,13 @@ def test_every_builtin_is_described_as_the_family_it_loads_as() -> None:
         assert describe("checkpoints", source.path) == f"diffusers folder, {label}", name
         assert label.removesuffix(" inpainting") == family.label, name
         assert detect.checkpoint_family(f"builtin:{name}") is family, name
+
+
+def test_the_builtin_controlnet_is_described_as_the_family_it_loads_as() -> None:
+    assert resolver.builtin_names("controlnet") == ["tiny-sd15-control"]
+    folder = resolver.resolve("controlnet", "builtin:tiny-sd15-control")
+    assert describe("controlnet", folder) == "SD 1.x ControlNet (diffusers folder)"
+    assert controlnet.load(folder, CPU, torch.float32, allow_pickle=False)[1].family is SD15
 
 
 def test_the_refiner_folder_is_labelled_a_refiner_not_sdxl() -> None:
