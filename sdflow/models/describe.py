@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models import controlnet
+from sdflow.models import controlnet, upscale
 from sdflow.models.detect import UnknownLayout, detect, recognised
 from sdflow.models.families import FAMILIES, Family
 from sdflow.models.family_probe import folder_family
@@ -16,6 +16,8 @@ _BY_CONTEXT: dict[int, Family] = {f.context_dim: f for f in FAMILIES.values() if
 
 def describe(kind: str, path: Path) -> str:
     """'SD 1.x', 'SD 2.x inpainting', 'diffusers folder, SD 2.x', 'pickle (not inspected)'..."""
+    if kind == "upscale_models" and path.is_file():
+        return upscale.describe(path)
     if kind == "controlnet" and (path.is_dir() or not is_pickle(path)):
         return _control(path)
     if path.is_dir():
