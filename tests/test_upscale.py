@@ -170,3 +170,52 @@ def test_missing_spandrel_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(NodeError, match=r"sdflow\[upscale\]") as error:
         load(path)
     assert error.value.location.field == "file"
+
+
+def comfy_upscale_graph(model_name: str) -> dict:
+    """A ComfyUI API graph: load a picture, upscale it with a model, save it."""
+    picture_path = str(Path(__file__).resolve().parent.parent / "examples" / "inputs" / "red_circle.png")
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": picture_path}},
+        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": model_name}},
+        "3": {
+            "class_type": "ImageUpscaleWithModel",
+            "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]},
+        },
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "up"}},
+    }
+
+
+def test_comfy_upscale_nodes_import_onto_load_upscale_model_and_upscale_image() -> None:
+    from sdflow.errors import Location
+    from sdflow.formats.comfy_json import parse
+    from sdflow.interop.comfy import convert
+
+    conversion = convert(
+        parse(comfy_upscale_graph("4x-UltraSharp.pth"), Location("api.json")), "api.json", None
+    )
+    types = {spec.type: spec for spec in conversion.workflow.nodes.values()}
+    assert types["LoadUpscaleModel"].fields["file"] == "4x-UltraSharp.pth"
+    upscale_node = types["UpscaleImage"]
+    assert upscale_node.fields["upscale_model"].node == next(
+        nid for nid, spec in conversion.workflow.nodes.items() if spec.type == "LoadUpscaleModel"
+    )
+
+
+@needs_spandrel
+def test_imported_comfy_upscale_workflow_doubles_the_picture_with_the_builtin(tmp_path: Path) -> None:
+    from sdflow.errors import Location
+    from sdflow.formats.comfy_json import parse
+    from sdflow.graphs.yaml_io import dumps, loads
+    from sdflow.interop.comfy import convert
+    from sdflow.runner import Runner
+
+    workflow = convert(
+        parse(comfy_upscale_graph("builtin:tiny-upscale-2x"), Location("api.json")), "api.json", None
+    ).workflow
+    [target] = [nid for nid, spec in workflow.nodes.items() if spec.type == "UpscaleImage"]
+    runner = Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
+    result = runner.run(loads(dumps(workflow), "c.yaml"), outputs=[target])
+    [source] = [nid for nid, spec in workflow.nodes.items() if spec.type == "LoadImage"]
+    small = runner.run(loads(dumps(workflow), "c.yaml"), outputs=[source])[f"{source}.image"].pixels
+    assert result[f"{target}.image"].pixels.shape[-2:] == (small.shape[-2] * 2, small.shape[-1] * 2)
