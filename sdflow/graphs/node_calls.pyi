@@ -15,6 +15,7 @@ from sdflow.nodes.types import (
     Model,
     SavedFiles,
     Schedule,
+    UpscaleModel,
     Vae,
 )
 
@@ -293,6 +294,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadUpscaleModelNode(NodeHandle, Linkable[UpscaleModel]):
+    """Handle of a node of type LoadUpscaleModel: its attributes are its outputs."""
+    @property
+    def upscale_model(self) -> Output[UpscaleModel]: ...
+
 class LoadVAENode(NodeHandle, Linkable[Vae]):
     """Handle of a node of type LoadVAE: its attributes are its outputs."""
     @property
@@ -362,6 +368,11 @@ class TomePatchModelNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type TomePatchModel: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
+
+class UpscaleImageNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type UpscaleImage: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
 
 class VAEDecodeNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type VAEDecode: its attributes are its outputs."""
@@ -1090,6 +1101,23 @@ class NodeCalls:
             invert: swap repaint and keep (1 - mask)
         """
 
+    def LoadUpscaleModel(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadUpscaleModelNode:
+        """Load a pixel upscale model (ESRGAN, RealESRGAN, Compact, SwinIR, HAT, DAT, SPAN...) via spandrel.
+
+        Returns the node; its outputs: upscale_model (UpscaleModel).
+
+        Fields:
+            file: an upscale model .safetensors or .pth: a path, a name in the model folders' upscale_models
+                (ESRGAN, RealESRGAN) folders, or 'builtin:tiny-upscale-2x'
+            allow_pickle: also read pickle files (.pth/.pt/.ckpt), with torch.load(weights_only=True)
+        """
+
     def LoadVAE(
         self,
         *,
@@ -1444,6 +1472,27 @@ class NodeCalls:
         Fields:
             model: the model to patch; left unchanged
             ratio: share of the full-resolution tokens merged away [>= 0.0, <= 0.9]
+        """
+
+    def UpscaleImage(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        upscale_model: Linkable[UpscaleModel],
+        tile_size: int | Input = 512,
+        tile_overlap: int | Input = 32,
+    ) -> UpscaleImageNode:
+        """Upscale an image with a model from LoadUpscaleModel (by the model's own factor, e.g. 4x).
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            image: the image to upscale
+            upscale_model: the model, from LoadUpscaleModel
+            tile_size: tile side in input pixels (memory grows with it, not with the image); 0 = no tiles [>=
+                0, <= 8192]
+            tile_overlap: overlap of neighbouring tiles in input pixels [>= 0, <= 1024]
         """
 
     def VAEDecode(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models import controlnet
+from sdflow.models import controlnet, upscale
 from sdflow.models.detect import (
     UnknownLayout,
     detect,
@@ -19,6 +19,8 @@ from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 def describe(kind: str, path: Path) -> str:
     """'SD 1.x', 'SD 2.x inpainting', 'diffusers folder, SD 2.x', 'pickle (not inspected)'..."""
+    if kind == "upscale_models" and path.is_file():
+        return upscale.describe(path)
     if kind == "controlnet" and (path.is_dir() or not is_pickle(path)):
         return _control(path)
     if path.is_dir():

@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "vae": ("vae", "VAE"),
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
+    "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models
