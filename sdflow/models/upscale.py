@@ -52,9 +52,14 @@ def spandrel_module() -> types.ModuleType:
         return sys.modules["spandrel"]
     if importlib.util.find_spec("spandrel") is None:
         raise UpscaleModelError(f"upscale models need spandrel, which is not installed: {EXTRA}")
-    if not _torchvision_imports():
-        _install_torchvision_standin()
-    return importlib.import_module("spandrel")
+    if _torchvision_imports():
+        return importlib.import_module("spandrel")
+    names = _install_torchvision_standin()
+    try:  # spandrel keeps what it imported; nothing else may see the stand-in (diffusers probes torchvision)
+        return importlib.import_module("spandrel")
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
 
 
 def _torchvision_imports() -> bool:
@@ -69,7 +74,7 @@ def _torchvision_imports() -> bool:
     return True
 
 
-def _install_torchvision_standin() -> None:
+def _install_torchvision_standin() -> list[str]:
     """Modules named torchvision.transforms.functional whose functions refuse to run (spandrel reads
     three names from it at import; only LaMa and RestoreFormer call them)."""
 
@@ -89,9 +94,9 @@ def _install_torchvision_standin() -> None:
     transforms.__path__ = []  # type: ignore[attr-defined]
     package.transforms = transforms  # type: ignore[attr-defined]
     transforms.functional = functional  # type: ignore[attr-defined]
-    sys.modules.update(
-        {"torchvision": package, "torchvision.transforms": transforms, functional.__name__: functional}
-    )
+    modules = {"torchvision": package, "torchvision.transforms": transforms, functional.__name__: functional}
+    sys.modules.update(modules)
+    return list(modules)
 
 
 def model_dtype(descriptor: Any, wanted: torch.dtype) -> torch.dtype:
