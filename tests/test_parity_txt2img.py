@@ -20,8 +20,8 @@ from diffusers import (
     StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
+from workflows import decoded_pixels, max_diff, txt2img
 
-from sdflow.graphs import loads
 from sdflow.nodes.ops.samplers import SAMPLERS, karras_samplers
 from sdflow.runner import Runner
 
@@ -47,65 +47,23 @@ EXPECTED_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
 }
 
-WORKFLOW = """
-version: 1
-inputs:
-  prompt: ""
-  negative: ""
-  clip_skip: 0
-  seed: 0
-  steps: 8
-  cfg: 5.0
-  sampler: ddim
-  sigmas: default
-  batch: 1
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: !input prompt
-    clip_skip: !input clip_skip
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: !input negative
-    clip_skip: !input clip_skip
-  empty:
-    type: EmptyLatent
-    width: 64
-    height: 64
-    batch_size: !input batch
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: !input sampler
-    steps: !input steps
-    sigmas: !input sigmas
-  noised:
-    type: AddNoise
-    latent: !link empty
-    schedule: !link schedule
-    seed: !input seed
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: !input cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-"""
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
+WORKFLOW = txt2img(
+    {
+        "prompt": '""',
+        "negative": '""',
+        "clip_skip": 0,
+        "seed": 0,
+        "steps": 8,
+        "cfg": 5.0,
+        "sampler": "ddim",
+        "sigmas": "default",
+        "batch": 1,
+    },
+    positive={"clip_skip": "!input clip_skip"},
+    negative={"text": "!input negative", "clip_skip": "!input clip_skip"},
+    empty={"batch_size": "!input batch"},
+    schedule={"sigmas": "!input sigmas"},
+)
 
 
 class Reference:
@@ -140,8 +98,7 @@ def reference() -> Reference:
 
 def graph_image(runner: Runner, **inputs: Any) -> np.ndarray:
     """The workflow's VAEDecode pixels as (batch, height, width, 3), like the pipeline's numpy output."""
-    result = runner.run(loads(WORKFLOW, "parity.yaml"), inputs=inputs, outputs=["decoded"])
-    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+    return decoded_pixels(runner, WORKFLOW, inputs)
 
 
 def clip_skip_embeds(pipe: StableDiffusionPipeline, text: str, clip_skip: int) -> torch.Tensor:
@@ -157,11 +114,6 @@ def clip_skip_embeds(pipe: StableDiffusionPipeline, text: str, clip_skip: int) -
     with torch.no_grad():
         hidden = pipe.text_encoder(ids, output_hidden_states=True).hidden_states
         return pipe.text_encoder.final_layer_norm(hidden[-(clip_skip + 1)])
-
-
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
 
 
 def test_every_sampler_has_a_parity_case() -> None:
