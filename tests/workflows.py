@@ -78,37 +78,46 @@ def value(field: Any) -> str:
     return str(field)
 
 
-def render(nodes: dict[str, Fields], inputs: Fields | None = None) -> str:
-    """A version-1 workflow in block style: the inputs (if any), then each node's fields in order."""
+def render(nodes: dict[str, Fields], inputs: Fields | None = None, flow: bool = False) -> str:
+    """A version-1 workflow: the inputs (if any), then each node's fields in order, in block style or
+    with ``flow`` one ``name: {type: ..., field: value}`` line a node."""
     lines = ["version: 1"]
     if inputs:
         lines += ["inputs:", *(f"  {name}: {value(v)}" for name, v in inputs.items())]
     lines.append("nodes:")
     for name, fields in nodes.items():
-        lines.append(f"  {name}:")
-        lines += [f"    {key}: {value(v)}" for key, v in fields.items() if v is not DROP]
+        kept = [(key, value(v)) for key, v in fields.items() if v is not DROP]
+        if flow:
+            lines.append(f"  {name}: {{{', '.join(f'{key}: {text}' for key, text in kept)}}}")
+        else:
+            lines += [f"  {name}:", *(f"    {key}: {text}" for key, text in kept)]
     return "\n".join(lines) + "\n"
 
 
 def changed(base: dict[str, Fields], changes: dict[str, Fields]) -> dict[str, Fields]:
-    """``base`` with each named node's fields updated (new fields last, DROP removes one); names not
-    in ``base`` are new nodes, added at the end."""
+    """``base`` with each named node's fields updated (new fields last, DROP as a field's value
+    removes the field, as a node's its node); names not in ``base`` are new nodes, added at the end."""
     nodes = {name: dict(fields) for name, fields in base.items()}
     for name, fields in changes.items():
-        nodes[name] = {**nodes.get(name, {}), **fields}
+        if fields is DROP:
+            del nodes[name]
+        else:
+            nodes[name] = {**nodes.get(name, {}), **fields}
     return nodes
 
 
-def txt2img(inputs: Fields | None = None, *, save: bool = False, **changes: Fields) -> str:
+def txt2img(
+    inputs: Fields | None = None, *, save: bool = False, flow: bool = False, **changes: Fields
+) -> str:
     """The tiny SD 1.5 txt2img graph (64x64, prompt/steps/sampler/seed/cfg read from inputs), with
     ``changes`` applied and a SaveImage node ``save`` when asked."""
-    return render(changed(TXT2IMG, {**changes, **({"save": SAVE} if save else {})}), inputs)
+    return render(changed(TXT2IMG, {**changes, **({"save": SAVE} if save else {})}), inputs, flow)
 
 
-def img2img(inputs: Fields | None = None, **changes: Fields) -> str:
+def img2img(inputs: Fields | None = None, *, flow: bool = False, **changes: Fields) -> str:
     """The tiny SD 1.5 img2img graph: LoadImage ``picture`` -> VAEEncode ``encoded`` -> AddNoise with
     strength (image/seed/strength/steps/sampler/cfg read from inputs), with ``changes`` applied."""
-    return render(changed(IMG2IMG, changes), inputs)
+    return render(changed(IMG2IMG, changes), inputs, flow)
 
 
 def inpaint(inputs: Fields | None = None, **changes: Fields) -> str:
