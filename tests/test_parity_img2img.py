@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image as PILImage
+from references import pipeline_images
 from workflows import decoded_pixels, img2img, max_diff
 
 from sdflow.nodes.ops.samplers import SAMPLERS
@@ -62,19 +62,18 @@ def pipeline_image(
 ) -> np.ndarray:
     """diffusers' own img2img with the scheduler ``sampler`` names (the mapping itself is checked by
     the txt2img parity tests), on the picture as a PIL image."""
-    cls, overrides = SAMPLERS[sampler]
-    pipe.scheduler = cls.from_config(config, **overrides)
-    output = pipe(
+    return pipeline_images(
+        pipe,
+        config,
+        sampler,
+        seed,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         image=PILImage.open(picture).convert("RGB"),
         strength=strength,
         num_inference_steps=STEPS,
         guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
     )
-    return output.images
 
 
 @pytest.mark.parametrize("strength", [0.3, 0.75, 1.0])

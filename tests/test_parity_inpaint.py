@@ -12,6 +12,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image as PILImage
+from references import pipeline_images
 from workflows import decoded_pixels, inpaint, max_diff
 
 from sdflow.graphs import loads
@@ -62,9 +63,11 @@ def pipeline_image(
     """diffusers' own inpainting with the scheduler ``sampler`` names (the mapping itself is checked
     by the txt2img parity tests), on PIL pictures at the image's size."""
     pipe, config = pipes[model]
-    cls, overrides = SAMPLERS[sampler]
-    pipe.scheduler = cls.from_config(config, **overrides)
-    output = pipe(
+    return pipeline_images(
+        pipe,
+        config,
+        sampler,
+        seed,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         image=PILImage.open(PICTURE).convert("RGB"),
@@ -74,10 +77,7 @@ def pipeline_image(
         strength=strength,
         num_inference_steps=STEPS,
         guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
     )
-    return output.images
 
 
 # tcd (the pipeline passes eta 0, sdflow keeps gamma 0.3) and dpmpp_sde (its Brownian-tree seed comes

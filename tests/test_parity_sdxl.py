@@ -9,17 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from diffusers import (
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
 from PIL import Image as PILImage
+from references import pipeline_images
 from workflows import DECODE, LOOP, SCHEDULE, decoded_pixels, img2img, max_diff, txt2img
 from workflows import IMG2IMG as IMG2IMG_NODES
 
-from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,17 +101,17 @@ class Pipelines:
             pipe.set_progress_bar_config(disable=True)
 
     def run(self, pipe: Any, sampler: str, seed: int, **kwargs: Any) -> Any:
-        cls, overrides = SAMPLERS[sampler]
-        pipe.scheduler = cls.from_config(self.config, **overrides)
-        kwargs.setdefault("output_type", "np")
-        return pipe(
+        return pipeline_images(
+            pipe,
+            self.config,
+            sampler,
+            seed,
             prompt=PROMPT,
             negative_prompt=NEGATIVE,
             num_inference_steps=STEPS,
             guidance_scale=CFG,
-            generator=torch.Generator().manual_seed(seed),
             **kwargs,
-        ).images
+        )
 
 
 @pytest.fixture(scope="module")
