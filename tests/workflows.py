@@ -106,12 +106,38 @@ def changed(base: dict[str, Fields], changes: dict[str, Fields]) -> dict[str, Fi
     return nodes
 
 
+def prefixed(nodes: dict[str, Fields], prefix: str) -> dict[str, Fields]:
+    """``nodes`` renamed ``prefix + name``, their links to each other renamed with them (links to
+    nodes outside stay)."""
+
+    def relink(field: Any) -> Any:
+        if isinstance(field, str) and field.startswith("!link ") and field[6:].split(".")[0] in nodes:
+            return f"!link {prefix}{field[6:]}"
+        return field
+
+    return {prefix + name: {key: relink(v) for key, v in fields.items()} for name, fields in nodes.items()}
+
+
 def txt2img(
     inputs: Fields | None = None, *, save: bool = False, flow: bool = False, **changes: Fields
 ) -> str:
     """The tiny SD 1.5 txt2img graph (64x64, prompt/steps/sampler/seed/cfg read from inputs), with
     ``changes`` applied and a SaveImage node ``save`` when asked."""
     return render(changed(TXT2IMG, {**changes, **({"save": SAVE} if save else {})}), inputs, flow)
+
+
+def denoise_twice(
+    names: tuple[str, str],
+    against: str,
+    /,
+    inputs: Fields | None = None,
+    cfg: Any = "!input cfg",
+    **changes: Fields,
+) -> str:
+    """The txt2img graph's noised latent denoised twice and not decoded (flow style): ``names[0]``
+    against ``negative``, ``names[1]`` against the node named ``against`` (given in ``changes``)."""
+    loops = {names[0]: {**LOOP, "cfg": cfg}, names[1]: {**LOOP, "negative": f"!link {against}", "cfg": cfg}}
+    return txt2img(inputs, flow=True, denoised=DROP, decoded=DROP, **changes, **loops)
 
 
 def img2img(inputs: Fields | None = None, *, flow: bool = False, **changes: Fields) -> str:
