@@ -31,6 +31,7 @@ PROMPT = "a red circle on a blue background"
 NEGATIVE = "blurry, green"
 SIZE = 64
 STEPS = 8
+GUIDED = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": STEPS, "guidance_scale": 5.0}
 
 # What each sampler name means in diffusers terms: the class and the overrides on the checkpoint's config.
 DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -128,10 +129,7 @@ def test_graph_matches_pipeline_for_sampler(graph_runner: Runner, reference: Ref
     theirs = reference.image(
         sampler,
         seed=7,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
     )
     assert ours.shape == (1, SIZE, SIZE, 3)
     assert max_diff(ours, theirs) <= TOLERANCE
@@ -152,10 +150,7 @@ def test_graph_matches_pipeline_with_karras_sigmas(
         sampler,
         seed=5,
         karras=True,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
     )
     assert max_diff(ours, theirs) <= TOLERANCE
     plain = graph_image(graph_runner, **common, sampler=sampler)
@@ -211,10 +206,7 @@ def test_graph_matches_pipeline_for_a_batch_of_two(graph_runner: Runner, referen
     theirs = reference.image(
         "euler_ancestral",
         seed=11,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
         num_images_per_prompt=2,
     )
     assert ours.shape == (2, SIZE, SIZE, 3)

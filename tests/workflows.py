@@ -106,16 +106,24 @@ def changed(base: dict[str, Fields], changes: dict[str, Fields]) -> dict[str, Fi
     return nodes
 
 
+def renamed(nodes: dict[str, Fields], names: dict[str, str]) -> dict[str, Fields]:
+    """``nodes`` with the ids in ``names`` changed, and the links to them with them."""
+
+    def relink(field: Any) -> Any:
+        if isinstance(field, str) and field.startswith("!link "):
+            target, _, output = field[6:].partition(".")
+            return f"!link {names.get(target, target)}" + (f".{output}" if output else "")
+        return field
+
+    return {
+        names.get(name, name): {k: relink(v) for k, v in fields.items()} for name, fields in nodes.items()
+    }
+
+
 def prefixed(nodes: dict[str, Fields], prefix: str) -> dict[str, Fields]:
     """``nodes`` renamed ``prefix + name``, their links to each other renamed with them (links to
     nodes outside stay)."""
-
-    def relink(field: Any) -> Any:
-        if isinstance(field, str) and field.startswith("!link ") and field[6:].split(".")[0] in nodes:
-            return f"!link {prefix}{field[6:]}"
-        return field
-
-    return {prefix + name: {key: relink(v) for key, v in fields.items()} for name, fields in nodes.items()}
+    return renamed(nodes, {name: prefix + name for name in nodes})
 
 
 def txt2img(
@@ -155,6 +163,16 @@ def inpaint(inputs: Fields | None = None, **changes: Fields) -> str:
         if name == "picture":
             nodes["mask"] = {"type": "LoadMask", "path": "!input mask"}
     return render(changed(nodes, changes), inputs)
+
+
+def copy_image(prefix: str) -> str:
+    """LoadImage ``picture`` (path from the input ``path``, "a.png" by default) -> SaveImage ``save``
+    with ``prefix``: a workflow that draws nothing."""
+    nodes = {
+        "picture": {"type": "LoadImage", "path": "!input path"},
+        "save": {"type": "SaveImage", "image": "!link picture.image", "filename_prefix": prefix},
+    }
+    return render(nodes, {"path": '"a.png"'}, flow=True)
 
 
 def decoded_pixels(
