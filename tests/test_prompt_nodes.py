@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from workflows import DROP, denoise_twice
+from workflows import DROP, SAVE, denoise_twice, txt2img
 
 import sdflow
 from sdflow.errors import SdflowWarning
@@ -158,17 +158,17 @@ def test_truncating_a_short_prompt_says_nothing(runner):
 def test_the_cli_prints_the_warning_even_when_quiet(write_workflow, tmp_path, capsys):
     from sdflow.cli import main
 
-    text = (
-        TRUNCATED % LONG
-        + """
-  latent: {type: EmptyLatent, width: 32, height: 32}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 1}
-  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 1}
-  denoised: {type: DenoiseLoop, model: !link ckpt.model, positive: !link long, negative: !link long,
-             latent: !link noised}
-  decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}
-  save: {type: SaveImage, image: !link decoded, filename_prefix: t}
-"""
+    text = txt2img(
+        flow=True,
+        ckpt={"checkpoint": '"builtin:shapes"'},
+        positive=DROP,
+        negative=DROP,
+        long={"type": "CLIPEncode", "clip": "!link ckpt.clip", "text": f'"{LONG}"', "truncate": True},
+        empty={"width": 32, "height": 32},
+        schedule={"sampler": "ddim", "steps": 1},
+        noised={"seed": 1},
+        denoised={"positive": "!link long", "negative": "!link long", "cfg": DROP},
+        save={**SAVE, "filename_prefix": "t"},
     )
     path = write_workflow(text)
     code = main(["run", str(path), "--quiet", "--output-dir", str(tmp_path / "out"), "--device", "cpu"])

@@ -131,7 +131,8 @@ def txt2img(
 ) -> str:
     """The tiny SD 1.5 txt2img graph (64x64, prompt/steps/sampler/seed/cfg read from inputs), with
     ``changes`` applied and a SaveImage node ``save`` when asked."""
-    return render(changed(TXT2IMG, {**changes, **({"save": SAVE} if save else {})}), inputs, flow)
+    base = {**TXT2IMG, "save": SAVE} if save else TXT2IMG
+    return render(changed(base, changes), inputs, flow)
 
 
 def denoise_twice(
