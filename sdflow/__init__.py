@@ -25,9 +25,9 @@ _EXPORTS = {
     "dumps": "sdflow.graphs",
     "validate": "sdflow.graphs",
     "Graph": "sdflow.graphs.builder",
-    "Input": "sdflow.graphs.builder",
-    "NodeHandle": "sdflow.graphs.builder",
-    "Output": "sdflow.graphs.builder",
+    "Input": "sdflow.graphs.handles",
+    "NodeHandle": "sdflow.graphs.handles",
+    "Output": "sdflow.graphs.handles",
     "load": "sdflow.graphs.builder",
     "loads": "sdflow.graphs.builder",
     "NodeFinished": "sdflow.runner",
@@ -92,7 +92,8 @@ if TYPE_CHECKING:
     from sdflow.api import default_runner, run, run_batch
     from sdflow.errors import NodeError, SdflowError, SdflowWarning, UserError, WorkflowError, WorkflowErrors
     from sdflow.graphs import Workflow, dumps, validate
-    from sdflow.graphs.builder import Graph, Input, NodeHandle, Output, load, loads
+    from sdflow.graphs.builder import Graph, load, loads
+    from sdflow.graphs.handles import Input, NodeHandle, Output
     from sdflow.runner import NodeFinished, NodeStarted, NodeWarning, Runner, RunResult, StepProgress
     from sdflow.runner.scale.distributed import RayBackend
     from sdflow.runner.scale.many import JobResult, LocalBackend, run_many

@@ -20,7 +20,8 @@ from sdflow.graphs.loading import load
 from sdflow.graphs.model import InputRef, Link
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps, loads
-from sdflow.interop.comfy import ConversionError, convert, partial_schedule
+from sdflow.interop.comfy import ConversionError, convert
+from sdflow.interop.comfy.handlers_sampling import partial_schedule
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
@@ -135,7 +136,8 @@ def test_set_latent_noise_mask_folds_into_the_vae_encode_it_masks():
 def test_hires_fix_upscales_the_latent_and_samples_again():
     conversion = imported("hires_fix_api.json")
     assert fields(conversion, "upscale_10") == {
-        "type": "LatentUpscale", "latent": Link("sample_3", "latent"), "factor": 2.0, "mode": "bilinear",
+        "type": "LatentUpscaleBy", "latent": Link("sample_3", "latent"),
+        "scale_by": 2.0, "upscale_method": "bilinear",
     }  # fmt: skip
     assert fields(conversion, "schedule_11")["steps"] == 6
     assert fields(conversion, "noise_11")["strength"] == 0.5
@@ -173,21 +175,6 @@ def test_lora_clip_skip_and_vae_loader():
     text = dumps(conversion.workflow)
     assert "type: LoadLoRA\n    model: !link checkpoint_1.model\n    clip: !link checkpoint_1.clip\n" in text
     assert "&id" not in text  # a link used twice is written twice, not as a YAML alias
-
-
-def test_unsupported_nodes_are_listed_together(tmp_path, capsys):
-    code, _, err = sdflow_cli(
-        "import",
-        "comfy",
-        str(FIXTURES / "unsupported_api.json"),
-        "-o",
-        str(tmp_path / "w.yaml"),
-        capsys=capsys,
-    )
-    assert code == 2
-    assert "unsupported ComfyUI nodes: ControlNetApply (node 4); ControlNetLoader (node 3, 7); " in err
-    assert "UpscaleModelLoader (node 5)" in err and "sdflow imports: CLIPSetLastLayer" in err
-    assert not (tmp_path / "w.yaml").exists()
 
 
 def _api_with(changes: dict[str, dict]) -> dict:
@@ -335,7 +322,7 @@ def test_a_comfyui_png_imports_its_api_prompt(tmp_path, capsys):
     )
     assert code == 0, err
     workflow = load(out.strip())
-    assert workflow.nodes["upscale_10"].fields["factor"] == 2.0  # the API prompt, not the UI graph
+    assert workflow.nodes["upscale_10"].fields["scale_by"] == 2.0  # the API prompt, not the UI graph
     assert (
         (tmp_path / "w.yaml")
         .read_text()
@@ -459,7 +446,7 @@ def test_values_sdflow_refuses_are_reported_before_anything_is_written(tmp_path,
     path.write_text(json.dumps(_api_with({"3": {"cfg": 150.0}, "5": {"width": "wide"}})))
     code, _, err = sdflow_cli("import", "comfy", str(path), "-o", str(tmp_path / "w.yaml"), capsys=capsys)
     assert code == 2
-    assert "node 5 (EmptyLatentImage): invalid value: invalid literal for int()" in err
+    assert "node 5 (EmptyLatentImage): input 'width' must be a number, got 'wide'" in err
     path.write_text(json.dumps(_api_with({"3": {"cfg": 150.0}})))
     code, _, err = sdflow_cli("import", "comfy", str(path), "-o", str(tmp_path / "w.yaml"), capsys=capsys)
     assert code == 2
@@ -477,7 +464,7 @@ def test_subgraphs_are_named_and_the_api_format_suggested(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(ConversionError) as caught:
         convert(read(path), str(path))
-    assert "unsupported ComfyUI nodes: subgraph 'Face detailer' (node 20)." in str(caught.value)
+    assert "unsupported ComfyUI node subgraph 'Face detailer' (node 20)" in str(caught.value)
     assert "export the API format, where ComfyUI flattens them" in str(caught.value)
 
 

@@ -13,7 +13,7 @@ from workflows import DROP, txt2img
 from sdflow.cli import main
 from sdflow.errors import WorkflowErrors
 from sdflow.graphs import loads
-from sdflow.models import checkpoints, family_probe, singlefile
+from sdflow.models import checkpoints, detect, singlefile
 from sdflow.models.families import SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 from sdflow.runner.core.plan import check
@@ -161,7 +161,7 @@ def test_families_pass_through_a_lora_unchanged(tmp_path: Path, nothing_loads) -
 def test_an_unknown_family_checks_nothing_early_and_the_run_still_refuses(
     write_workflow, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(family_probe, "checkpoint_family", lambda spec: None)
+    monkeypatch.setattr(detect, "checkpoint_family", lambda spec: None)
     path = write_workflow(TXT2IMG)
     assert validate(path, capsys, "clip_from=builtin:tiny-sd15") == (0, "")
     arguments = ["run", str(path), "--set", "clip_from=builtin:tiny-sd15", "--output-dir", str(tmp_path)]
@@ -174,27 +174,27 @@ def test_an_unknown_family_checks_nothing_early_and_the_run_still_refuses(
 def test_pickles_and_hub_ids_have_no_early_family(tmp_path: Path) -> None:
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"not read")
-    assert family_probe.checkpoint_family(str(pickle)) is None
-    assert family_probe.checkpoint_family("someone/some-model") is None
-    assert family_probe.checkpoint_family(str(tmp_path / "missing.safetensors")) is None
+    assert detect.checkpoint_family(str(pickle)) is None
+    assert detect.checkpoint_family("someone/some-model") is None
+    assert detect.checkpoint_family(str(tmp_path / "missing.safetensors")) is None
 
 
 def test_detection_is_read_once_per_file_state(single_files, tmp_path: Path, monkeypatch) -> None:
     file = tmp_path / "copy.safetensors"
     file.write_bytes(single_files["sdxl-refiner"][0].read_bytes())
     reads = []
-    inspect = singlefile.inspect
-    monkeypatch.setattr(singlefile, "inspect", lambda path: reads.append(path) or inspect(path))
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
+    inspect = detect.inspect
+    monkeypatch.setattr(detect, "inspect", lambda path: reads.append(path) or inspect(path))
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
     assert len(reads) == 1
     stat = file.stat()
     os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
     assert len(reads) == 2
 
 
 def test_folder_families_come_from_their_configs() -> None:
-    assert family_probe.checkpoint_family("builtin:tiny-sd15") is SD15
-    assert family_probe.checkpoint_family("builtin:tiny-sdxl") is SDXL
-    assert family_probe.checkpoint_family("builtin:shapes-xl-refiner") is SDXL_REFINER
+    assert detect.checkpoint_family("builtin:tiny-sd15") is SD15
+    assert detect.checkpoint_family("builtin:tiny-sdxl") is SDXL
+    assert detect.checkpoint_family("builtin:shapes-xl-refiner") is SDXL_REFINER

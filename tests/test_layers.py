@@ -36,7 +36,15 @@ SUBLAYERS = {
         **{"ops": 2, "library": 3, "registry": 4},
     },
     "runner": {"devices": 0, "core": 1, "scale": 2},
-    "graphs": {"model": 0, "yaml_io": 1, "validate": 1, "picture": 2, "loading": 3, "builder": 4},
+    "graphs": {
+        "model": 0,
+        "yaml_io": 1,
+        "validate": 1,
+        "picture": 2,
+        "loading": 3,
+        "handles": 3,
+        "builder": 4,
+    },
     "cli": {"options": 0, "runner_options": 0, "progress": 0, "main": 2},
 }
 # Known exceptions, each with its reason.

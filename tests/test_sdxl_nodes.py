@@ -14,7 +14,7 @@ from workflows import DECODE, DROP, LOOP, Fields, img2img, txt2img
 from sdflow.cli import main
 from sdflow.errors import NodeError
 from sdflow.graphs import loads
-from sdflow.models import checkpoints
+from sdflow.models import checkpoints, detect, resolver
 from sdflow.models.families import SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 
@@ -124,15 +124,15 @@ def test_clip_skip_counts_from_sdxl_penultimate_layer_as_diffusers(graph_runner:
     [("tiny-sd15", SD15, 1), ("tiny-sdxl", SDXL, 2), ("tiny-sdxl-refiner", SDXL_REFINER, 1)],
 )
 def test_folders_are_detected_as_their_family(name: str, family, encoders: int) -> None:
-    source = checkpoints.resolve(f"builtin:{name}")
-    assert checkpoints.folder_family(source.location) is family
+    source = resolver.checkpoint(f"builtin:{name}")
+    assert detect.folder_family(source.location) is family
     loaded = checkpoints.load(source, torch.device("cpu"), torch.float32)
     assert loaded.family is family
     assert 1 + len(loaded.more_text_encoders) == encoders == family.text_encoders
 
 
 def test_fp16_keeps_a_force_upcast_vae_in_fp32_as_diffusers() -> None:
-    source = checkpoints.resolve("builtin:tiny-sdxl")
+    source = resolver.checkpoint("builtin:tiny-sdxl")
     loaded = checkpoints.load(source, torch.device("cpu"), torch.float16)
     assert loaded.vae.config.force_upcast
     assert next(loaded.vae.parameters()).dtype == torch.float32

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdflow.models import checkpoints, singlefile
-from sdflow.models.detect import detect
+from sdflow.models import checkpoints, resolver
+from sdflow.models.detect import detect, inspect
 from sdflow.models.families import SDXL, SDXL_REFINER
 from sdflow.models.ldm_keys import clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadOptions, text_encoder_class
@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 
 
 def load(path: Path, **options) -> object:
-    return checkpoints.load(checkpoints.resolve(str(path)), CPU, torch.float32, LoadOptions(**options))
+    return checkpoints.load(resolver.checkpoint(str(path)), CPU, torch.float32, LoadOptions(**options))
 
 
 def encoders(loaded) -> list[torch.nn.Module]:
@@ -34,7 +34,7 @@ def encoders(loaded) -> list[torch.nn.Module]:
 )
 def test_sdxl_files_are_detected_and_load_with_their_tokenizers(single_files, name, family, pads):
     file, folder = single_files[name]
-    assert singlefile.inspect(file).family is family
+    assert inspect(file).family is family
     loaded = load(file, config=folder)
     assert loaded.family is family
     assert [t.pad_token for t in [loaded.tokenizer, *loaded.more_tokenizers]] == pads

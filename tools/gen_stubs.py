@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
-from sdflow.graphs.builder import HANDLE_ATTRIBUTES
+from sdflow.graphs.handles import HANDLE_ATTRIBUTES
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node
 from sdflow.nodes.fields import FieldSpec, fields_of
@@ -81,6 +81,14 @@ class _Writer:
         return f"        {field.name}: {text},\n"
 
 
+def _import_line(module: str, names: list[str]) -> str:
+    """One import, wrapped one name a line (as ruff formats it) when it would pass 110 characters."""
+    line = f"from {module} import {', '.join(names)}\n"
+    if len(line) <= 111:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")\n"
+
+
 def render() -> str:
     """The stub's text for every node type now registered."""
     writer = _Writer()
@@ -94,9 +102,9 @@ def render() -> str:
                 raise TypeError(f"{type_name} has an output named '{output}', which node handles use")
         handles.append(_handle(writer, cls))
         methods.append(_method(writer, cls, fields))
-    writer.imports.setdefault("sdflow.graphs.builder", set()).update({"Input", "Linkable", "NodeHandle"})
+    writer.imports.setdefault("sdflow.graphs.handles", set()).update({"Input", "Linkable", "NodeHandle"})
     modules = sorted(writer.imports, key=lambda m: (m != "typing", m))
-    imports = [f"from {m} import {', '.join(sorted(writer.imports[m]))}\n" for m in modules]
+    imports = [_import_line(m, sorted(writer.imports[m])) for m in modules]
     if modules and modules[0] == "typing":
         imports.insert(1, "\n")
     blocks = [HEADER, "".join(imports)]
@@ -113,7 +121,7 @@ def _handle(writer: _Writer, cls: type[Node]) -> str:
     if len(cls.outputs) == 1:
         bases.append(f"Linkable[{writer.name_of(next(iter(cls.outputs.values())))}]")
     if any(name not in HANDLE_ATTRIBUTES for name in cls.outputs):
-        writer.imports.setdefault("sdflow.graphs.builder", set()).add("Output")
+        writer.imports.setdefault("sdflow.graphs.handles", set()).add("Output")
     text = f"class {cls.type_name}Node({', '.join(bases)}):\n"
     text += _docstring(f"Handle of a node of type {cls.type_name}: its attributes are its outputs.", 4)
     for name, kind in cls.outputs.items():

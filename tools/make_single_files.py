@@ -27,32 +27,11 @@ import torch
 from safetensors.torch import save_file
 
 from sdflow.models.detect import LAYOUTS
-from sdflow.models.ldm_keys import Mapping, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.ldm_write import checkpoint_state
 from sdflow.models.loaded import text_encoder_class
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
 LAYOUT = {layout.family.name: layout for layout in LAYOUTS}
-
-
-def to_file(module: torch.nn.Module, mapping: Mapping, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A module's weights under their single-file names and shapes."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, list[torch.Tensor | None]] = {}
-    for name, tensor in module.state_dict().items():
-        source = mapping(name)
-        if source is None:
-            raise KeyError(f"no single-file name for {name}")
-        value = tensor.detach().to(dtype)
-        if source.kind == "chunk":
-            parts = fused.setdefault(source.key, [None, None, None])
-            parts[source.index] = value
-            if all(p is not None for p in parts):
-                out[source.key] = torch.cat(parts)  # type: ignore[arg-type]
-        elif source.kind == "transpose":
-            out[source.key] = value.t().contiguous()
-        else:
-            out[source.key] = value.reshape(source.file_shape(tuple(value.shape))).contiguous()
-    return out
 
 
 def write_single_file(
@@ -65,35 +44,14 @@ def write_single_file(
     layout = LAYOUT[family]
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
-    state = to_file(unet, unet_mapping(dict(unet.config), layout.unet_prefix), dtype)
-    state |= to_file(vae, vae_mapping(dict(vae.config), layout.vae_prefix), dtype)
+    texts = []
     for part in layout.text_encoders:
         config = CLIPTextConfig.from_pretrained(folder, subfolder=part.component)
-        text = text_encoder_class(config).from_pretrained(folder, subfolder=part.component)
-        if part.style == "openclip":
-            state |= to_file(text, openclip_mapping(part.prefix), dtype)
-            if not hasattr(text, "text_projection"):  # SD 2.x: its diffusers encoder drops these
-                state |= _openclip_extras(state, part.prefix, text.config.num_hidden_layers, dtype)
-        else:
-            state |= to_file(text, clip_mapping(part.prefix), dtype)
-            positions = text.config.max_position_embeddings
-            state[f"{part.prefix}text_model.embeddings.position_ids"] = torch.arange(positions)[None]
+        texts.append(text_encoder_class(config).from_pretrained(folder, subfolder=part.component))
+    state = checkpoint_state(layout, unet, vae, texts, dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, out, metadata=metadata)
     return out
-
-
-def _openclip_extras(state: dict, prefix: str, layers: int, dtype) -> dict[str, torch.Tensor]:
-    """What real SD 2.x files hold beyond what the diffusers encoder uses: the last resblock (SD 2.x
-    reads the penultimate layer), the text projection and the logit scale."""
-    extras = {}
-    last = f"{prefix}transformer.resblocks.{layers - 1}."
-    for key in [k for k in state if k.startswith(last)]:
-        extras[key.replace(last, f"{prefix}transformer.resblocks.{layers}.")] = state[key].clone()
-    width = state[f"{prefix}ln_final.weight"].shape[0]
-    extras[f"{prefix}text_projection"] = torch.eye(width, dtype=dtype)
-    extras[f"{prefix}logit_scale"] = torch.tensor(4.6052, dtype=dtype)
-    return extras
 
 
 def make_sd2_folder(source: Path, out: Path, prediction: str) -> Path:

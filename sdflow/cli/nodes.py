@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from sdflow.cli.options import EXIT_OK
-from sdflow.errors import Location, WorkflowError
+from sdflow.errors import Location, WorkflowError, suggestion
 from sdflow.nodes import registry
 from sdflow.nodes.fields import fields_of, type_label
 
@@ -27,7 +27,7 @@ def _nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     cls = types.get(args.type)
     if cls is None:
-        more = registry.suggestion(args.type, types)
+        more = suggestion(args.type, types)
         raise WorkflowError(f"unknown node type '{args.type}'{more}", Location(field="TYPE"))
     print(describe(cls))
     return EXIT_OK

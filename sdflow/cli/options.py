@@ -10,9 +10,8 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import Location, UserError, WorkflowError
+from sdflow.errors import Location, UserError, WorkflowError, suggestion
 from sdflow.graphs.model import Workflow
-from sdflow.nodes import registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USER = 0, 1, 2
 ALLOW_PICKLE_HELP = "load .ckpt/.pt/.bin/.pth pickle weight files (they can run code; read weights-only)"
@@ -46,9 +45,7 @@ def checked(workflow: Workflow, name: str, value: Any, option: str) -> Any:
     """``value`` if workflow input ``name`` exists and takes it; else a UserError naming ``option``."""
     spec = workflow.inputs.get(name)
     if spec is None:
-        more = registry.suggestion(
-            name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})"
-        )
+        more = suggestion(name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})")
         raise WorkflowError(f"{option}: the workflow has no input '{name}'{more}", Location(workflow.file))
     try:
         return spec.check(value)

@@ -2,8 +2,9 @@
 neutral form: nodes with constant inputs and references to other nodes' output slots.
 
 The UI format stores widget values by position (``widgets_values``) and links in a separate table;
-Reroute nodes pass a link through and Primitive nodes hold a constant. Both are resolved here, so
-the converter sees what ComfyUI's API format would send.
+Reroute nodes pass a link through and Primitive nodes hold a constant. Links, Reroutes and
+Primitives are resolved here; the positional widget values are kept as they are (``widgets``), for
+the converter to name by each node type's widget list.
 """
 
 from __future__ import annotations
@@ -15,42 +16,6 @@ from typing import Any
 
 from sdflow.errors import Location, UserError
 
-# Widget names of each supported node type, in ``widgets_values`` order. After a seed widget the
-# UI stores its "control after generate" setting, which is skipped when present.
-WIDGETS: dict[str, tuple[str, ...]] = {
-    "CheckpointLoaderSimple": ("ckpt_name",),
-    "CLIPTextEncode": ("text",),
-    "CLIPSetLastLayer": ("stop_at_clip_layer",),
-    "EmptyLatentImage": ("width", "height", "batch_size"),
-    "KSampler": ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"),
-    "KSamplerAdvanced": (
-        "add_noise",
-        "noise_seed",
-        "steps",
-        "cfg",
-        "sampler_name",
-        "scheduler",
-        "start_at_step",
-        "end_at_step",
-        "return_with_leftover_noise",
-    ),
-    "VAEEncode": (),
-    "VAEEncodeForInpaint": ("grow_mask_by",),
-    "SetLatentNoiseMask": (),
-    "VAEDecode": (),
-    "LoadImage": ("image", "upload"),
-    "SaveImage": ("filename_prefix",),
-    "PreviewImage": (),
-    "LatentUpscale": ("upscale_method", "width", "height", "crop"),
-    "LatentUpscaleBy": ("upscale_method", "scale_by"),
-    "ImageScale": ("upscale_method", "width", "height", "crop"),
-    "LoraLoader": ("lora_name", "strength_model", "strength_clip"),
-    "ConditioningConcat": (),
-    "ConditioningAverage": ("conditioning_to_strength",),
-    "VAELoader": ("vae_name",),
-}
-SEED_WIDGETS = ("seed", "noise_seed")
-SEED_CONTROLS = ("fixed", "increment", "decrement", "randomize")
 # Nodes that only hold a constant: the UI's PrimitiveNode and the backend's Primitive* nodes.
 PRIMITIVES = ("PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline")
 PRIMITIVES += ("PrimitiveBoolean",)
@@ -68,12 +33,14 @@ class Ref:
 
 @dataclass
 class ComfyNode:
-    """One ComfyUI node: id, class, inputs (constants or Refs) and its title if the UI gave one."""
+    """One ComfyUI node: id, class, inputs (constants or Refs), its title if the UI gave one, and the
+    UI format's positional ``widgets_values`` (not yet named)."""
 
     id: str
     type: str
     inputs: dict[str, Any] = field(default_factory=dict)
     title: str | None = None
+    widgets: list[Any] | None = None
 
 
 @dataclass
@@ -96,9 +63,14 @@ def read(path: str | Path) -> ComfyGraph:
         for key in ("prompt", "workflow"):
             if key in chunks:
                 return parse(_json(chunks[key], where, f"the '{key}' text"), where)
-        hint = (
-            " (it holds an sdflow workflow: run it with `sdflow run`)" if "sdflow:workflow" in chunks else ""
-        )
+        hint = ""
+        if "sdflow:workflow" in chunks:
+            hint = " (it holds an sdflow workflow: run it with `sdflow run`)"
+        elif "parameters" in chunks:  # A1111's
+            hint = (
+                " (it holds A1111 generation parameters: import them with "
+                f"`sdflow import a1111 {path} -o WORKFLOW.yaml`)"
+            )
         raise UserError(f"this PNG holds no ComfyUI workflow ('prompt' or 'workflow' text){hint}", where)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -200,7 +172,9 @@ def _ui(document: dict[str, Any], where: Location) -> ComfyGraph:
             continue
         if node.get("mode") == BYPASSED:
             kind = f"{kind} (bypassed)"
-        inputs = _widget_values(kind, node.get("widgets_values"))
+        values = node.get("widgets_values")
+        inputs = dict(values) if isinstance(values, dict) else {}  # some nodes store widgets by name
+        widgets = list(values) if isinstance(values, list) else None
         for slot in node.get("inputs") or []:
             link = slot.get("link")
             if link is None:
@@ -210,22 +184,9 @@ def _ui(document: dict[str, Any], where: Location) -> ComfyGraph:
                     f"node {node_id} ({kind}): input '{slot.get('name')}' uses unknown link {link}", where
                 )
             inputs[slot["name"]] = _source(links[link], raw, links, where)
-        graph.nodes[node_id] = ComfyNode(node_id, kind, inputs, node.get("title"))
+        graph.nodes[node_id] = ComfyNode(node_id, kind, inputs, node.get("title"), widgets)
     _inline_primitives(graph)
     return graph
-
-
-def _widget_values(kind: str, values: Any) -> dict[str, Any]:
-    if isinstance(values, dict):  # some nodes store widgets by name
-        return dict(values)
-    names, queue, result = WIDGETS.get(kind, ()), list(values or []), {}
-    for name in names:
-        if not queue:
-            break
-        result[name] = queue.pop(0)
-        if name in SEED_WIDGETS and queue and queue[0] in SEED_CONTROLS:
-            queue.pop(0)
-    return result
 
 
 def _source(

@@ -99,9 +99,11 @@ def settings(
     strength: float | None = None,
     clip_skip: int = 0,
     sigmas: str = "default",
+    controlnets: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The settings line of an sdflow txt2img / img2img run, keyed and ordered as A1111 writes them;
-    ``clip_skip`` is sdflow's (0 = last layer), written as A1111's (2 = penultimate)."""
+    ``clip_skip`` is sdflow's (0 = last layer), written as A1111's (2 = penultimate); ``controlnets``
+    each unit's text ("Module: canny, Model: ..., Weight: 1.0"), written as "ControlNet 0: ..."."""
     name, schedule = A1111_SAMPLERS.get(sampler, (sampler, None))
     if sigmas == "karras":
         schedule = "Karras"
@@ -115,4 +117,4 @@ def settings(
         "Model": model,
         "Denoising strength": strength,
         "Clip skip": clip_skip + 1 if clip_skip else None,
-    }
+    } | {f"ControlNet {index}": unit for index, unit in enumerate(controlnets)}

@@ -11,158 +11,23 @@ import builtins
 import copy
 import inspect
 import os
-import sys
 from functools import cache
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors, closest, suggestion
 from sdflow.graphs import loading, yaml_io
+from sdflow.graphs.handles import Input, NodeHandle, Output, caller
 from sdflow.graphs.model import INPUT_TYPES, NAME, InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.graphs.node_calls import NodeCalls
 from sdflow.graphs.validate import build_graph, check_node
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node
 from sdflow.nodes.fields import fields_of
-from sdflow.nodes.types import Port
 
-P = TypeVar("P", bound=Port, covariant=True)
 _MISSING: Any = object()
-
-# Attributes of a node handle; an output with one of these names is reachable only as .output(name).
-HANDLE_ATTRIBUTES = ("id", "type", "graph", "spec", "outputs", "output", "set")
-
-
-class Linkable(Generic[P]):
-    """What a port field accepts: a node's Output, or (in the stubs) a node with exactly one output."""
-
-
-class Output(Linkable[P]):
-    """One output of a node; pass it to another node's field to connect the two."""
-
-    def __init__(self, node: NodeHandle, name: str) -> None:
-        self.node, self.name = node, name
-
-    @property
-    def type(self) -> builtins.type:
-        """The port type this output carries."""
-        return self.node.outputs[self.name]
-
-    def ref(self) -> Link:
-        return Link(self.node.id, self.name)
-
-    def __str__(self) -> str:
-        return f"{self.node.id}.{self.name}"
-
-    def __repr__(self) -> str:
-        return f"<Output {self}: {self.type.__name__}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Output) and (other.node, other.name) == (self.node, self.name)
-
-    def __hash__(self) -> int:
-        return hash((self.node, self.name))
-
-
-class Input:
-    """A workflow input; pass it to a constant field and choose its value per run."""
-
-    def __init__(self, graph: Graph, name: str) -> None:
-        self.graph, self.name = graph, name
-
-    @property
-    def spec(self) -> InputSpec:
-        return self.graph.inputs[self.name]
-
-    def ref(self) -> InputRef:
-        return InputRef(self.name)
-
-    def __repr__(self) -> str:
-        return f"<Input {self.name}: {self.spec.type}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Input) and other.graph is self.graph and other.name == self.name
-
-    def __hash__(self) -> int:
-        return hash((id(self.graph), self.name))
-
-
-class NodeHandle:
-    """A node of a Graph: its attributes are its outputs, its items (``node["text"]``) its fields."""
-
-    def __init__(self, graph: Graph, node_id: str) -> None:
-        object.__setattr__(self, "graph", graph)
-        object.__setattr__(self, "id", node_id)
-
-    graph: Graph
-    id: str
-
-    @property
-    def spec(self) -> NodeSpec:
-        return self.graph.nodes[self.id]
-
-    @property
-    def type(self) -> str:
-        return self.spec.type
-
-    @property
-    def outputs(self) -> dict[str, builtins.type]:
-        """The node's outputs and the types they carry."""
-        cls = registry.get(self.type)
-        return dict(cls.outputs) if cls else {}
-
-    def output(self, name: str) -> Output[Any]:
-        """The output ``name`` (same as the attribute, also for names the handle itself uses)."""
-        if name not in self.outputs:
-            more = registry.suggestion(name, list(self.outputs))
-            raise AttributeError(
-                f"{self.type} '{self.id}' has no output '{name}'{more} "
-                f"(outputs: {', '.join(self.outputs) or 'none'}; fields are read as node['{name}'])"
-            )
-        return Output(self, name)
-
-    def ref(self) -> Link:
-        return Link(self.id)
-
-    def set(self, **values: Any) -> NodeHandle:
-        """Change fields (constants, outputs or inputs), checked as when the node was added."""
-        self.graph._change(self.id, values, _caller())
-        return self
-
-    def __getattr__(self, name: str) -> Output[Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self.output(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"set fields with node['{name}'] = ... or node.set({name}=...)")
-
-    def __getitem__(self, name: str) -> Any:
-        """A field's value: a constant, an Output, a NodeHandle or an Input; its default if unset."""
-        fields = _fields(self.type)
-        if name in self.spec.fields:
-            return self.graph._handle(self.spec.fields[name])
-        if name in fields:
-            return fields[name].default
-        raise KeyError(f"{self.type} has no field '{name}'" + registry.suggestion(name, fields))
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        self.graph._change(self.id, {name: value}, _caller())
-
-    def __str__(self) -> str:
-        return self.id
-
-    def __repr__(self) -> str:
-        return f"<{self.type} '{self.id}'>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, NodeHandle) and other.graph is self.graph and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash((id(self.graph), self.id))
 
 
 class Graph(Workflow, NodeCalls):
@@ -196,7 +61,7 @@ class Graph(Workflow, NodeCalls):
         description: str = "",
     ) -> Input:
         """Declare a workflow input (its type from ``type`` or the default), or get a declared one."""
-        where = _caller()
+        where = caller()
         if name in self.inputs:
             if default is _MISSING and type is None and not description:
                 return Input(self, name)
@@ -218,7 +83,7 @@ class Graph(Workflow, NodeCalls):
 
     def add(self, type_name: str, /, id: str | None = None, **fields: Any) -> NodeHandle:
         """Add a node of type ``type_name``; ``g.add("CLIPEncode", ...)`` is ``g.CLIPEncode(...)``."""
-        where = _caller()
+        where = caller()
         node_id = id if id is not None else self._fresh_id(type_name)
         spec = NodeSpec(node_id, type_name, loc=Location(where.file, where.line, node=node_id))
         if not isinstance(node_id, str) or not NAME.match(node_id):
@@ -238,7 +103,7 @@ class Graph(Workflow, NodeCalls):
         """Remove a node that no other node links to."""
         users = [s.id for s in self.nodes.values() for link in s.links().values() if link.node == node_id]
         if users:
-            where = _caller()
+            where = caller()
             raise WorkflowError(
                 f"cannot remove '{node_id}': it feeds {', '.join(sorted(set(users)))}",
                 Location(where.file, where.line, node=node_id),
@@ -249,7 +114,7 @@ class Graph(Workflow, NodeCalls):
 
     def __getitem__(self, node_id: str) -> NodeHandle:
         if node_id not in self.nodes:
-            raise KeyError(f"no node '{node_id}'" + registry.suggestion(node_id, self.nodes))
+            raise KeyError(f"no node '{node_id}'" + suggestion(node_id, self.nodes))
         return NodeHandle(self, node_id)
 
     def __contains__(self, node_id: object) -> bool:
@@ -279,7 +144,7 @@ class Graph(Workflow, NodeCalls):
             """Node types as methods, found in the registry (so new node classes need no edit here)."""
             cls = registry.get(name) if not name.startswith("_") else None
             if cls is None:
-                hint = registry.closest(name, list(registry.all_types())) if name[:1].isupper() else None
+                hint = closest(name, list(registry.all_types())) if name[:1].isupper() else None
                 more = f"; did you mean the node type '{hint}'?" if hint else ""
                 raise AttributeError(f"'Graph' object has no attribute '{name}'{more}")
             return _NodeCall(self, cls)
@@ -398,11 +263,6 @@ def signature(cls: type[Node]) -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation=NodeHandle)
 
 
-def _fields(type_name: str) -> dict[str, Any]:
-    cls = registry.get(type_name)
-    return fields_of(cls) if cls else {}
-
-
 def _input_type(name: str, default: Any, given: str | builtins.type | None, where: Location) -> str:
     """An input's type name from ``type=`` (a name or int/float/str/bool) or from its default."""
     if given is not None:
@@ -416,19 +276,6 @@ def _input_type(name: str, default: Any, given: str | builtins.type | None, wher
         if isinstance(default, bool) == (kind == "bool") and isinstance(default, accepted):
             return kind
     raise WorkflowError(f"input '{name}': a default must be a number, string or boolean", where)
-
-
-def _caller() -> Location:
-    """The user's file and line: the first frame outside this module."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame = frame.f_back
-    if frame is None:
-        return Location()
-    file = frame.f_code.co_filename
-    if os.path.isabs(file) and file.startswith(os.getcwd() + os.sep):
-        file = os.path.relpath(file)
-    return Location(file, frame.f_lineno)
 
 
 def load(path: str | Path) -> Graph:

@@ -4,12 +4,27 @@
 
 from typing import Literal
 
-from sdflow.graphs.builder import Input, Linkable, NodeHandle, Output
-from sdflow.nodes.types import Clip, Conditioning, Image, Latent, Mask, Model, SavedFiles, Schedule, Vae
+from sdflow.graphs.handles import Input, Linkable, NodeHandle, Output
+from sdflow.nodes.types import (
+    Clip,
+    Conditioning,
+    ControlNet,
+    Image,
+    Latent,
+    Mask,
+    Model,
+    SavedFiles,
+    Schedule,
+    Vae,
+)
 
 _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
+]
+_ConditioningSetMask_set_cond_area = Literal[
+    "default",
+    "mask bounds",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -23,6 +38,13 @@ _ImageToMask_channel = Literal[
     "green",
     "blue",
     "alpha",
+]
+_LatentUpscaleBy_upscale_method = Literal[
+    "nearest-exact",
+    "bilinear",
+    "area",
+    "bicubic",
+    "bislerp",
 ]
 _LatentUpscale_mode = Literal[
     "nearest",
@@ -41,6 +63,12 @@ _LoadMask_channel = Literal[
     "green",
     "blue",
     "alpha",
+]
+_ModelSamplingDiscrete_sampling = Literal[
+    "eps",
+    "v_prediction",
+    "lcm",
+    "x0",
 ]
 _Scheduler_sampler = Literal[
     "ddim",
@@ -88,18 +116,50 @@ class AddNoiseNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class ApplyControlNetNode(NodeHandle):
+    """Handle of a node of type ApplyControlNet: its attributes are its outputs."""
+    @property
+    def positive(self) -> Output[Conditioning]: ...
+    @property
+    def negative(self) -> Output[Conditioning]: ...
+
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
+
+class CLIPMergeAddNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeAdd: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSimpleNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSimple: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
+
+class CLIPMergeSubtractNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type CLIPMergeSubtract: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
 
 class CannyNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type Canny: its attributes are its outputs."""
     @property
     def image(self) -> Output[Image]: ...
 
+class CheckpointSaveNode(NodeHandle, Linkable[SavedFiles]):
+    """Handle of a node of type CheckpointSave: its attributes are its outputs."""
+    @property
+    def files(self) -> Output[SavedFiles]: ...
+
 class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningAverage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningCombineNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningCombine: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -107,6 +167,41 @@ class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetArea: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaPercentageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaPercentage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaStrengthNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaStrength: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetMaskNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetMask: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetTimestepRangeNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetTimestepRange: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningZeroOutNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningZeroOut: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class DeepCacheNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type DeepCache: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type DenoiseLoop: its attributes are its outputs."""
@@ -123,6 +218,13 @@ class ImageInvertNode(NodeHandle, Linkable[Image]):
     @property
     def image(self) -> Output[Image]: ...
 
+class ImagePadForOutpaintNode(NodeHandle):
+    """Handle of a node of type ImagePadForOutpaint: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
+    @property
+    def mask(self) -> Output[Mask]: ...
+
 class ImageScaleNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageScale: its attributes are its outputs."""
     @property
@@ -132,6 +234,16 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type ImageToMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LatentCompositeNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentComposite: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
+class LatentCompositeMaskedNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentCompositeMasked: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
 
 class LatentMaskBlendNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentMaskBlend: its attributes are its outputs."""
@@ -143,6 +255,11 @@ class LatentUpscaleNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class LatentUpscaleByNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type LatentUpscaleBy: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class LoadCheckpointNode(NodeHandle):
     """Handle of a node of type LoadCheckpoint: its attributes are its outputs."""
     @property
@@ -151,6 +268,11 @@ class LoadCheckpointNode(NodeHandle):
     def clip(self) -> Output[Clip]: ...
     @property
     def vae(self) -> Output[Vae]: ...
+
+class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
+    """Handle of a node of type LoadControlNet: its attributes are its outputs."""
+    @property
+    def control_net(self) -> Output[ControlNet]: ...
 
 class LoadImageNode(NodeHandle):
     """Handle of a node of type LoadImage: its attributes are its outputs."""
@@ -186,6 +308,46 @@ class MaskToImageNode(NodeHandle, Linkable[Image]):
     @property
     def image(self) -> Output[Image]: ...
 
+class ModelMergeAddNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeAdd: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeBlocksNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeBlocks: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSD1Node(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSD1: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSDXLNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSDXL: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSimpleNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSimple: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelMergeSubtract: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingDiscrete: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
+    """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
     @property
@@ -195,6 +357,11 @@ class SchedulerNode(NodeHandle, Linkable[Schedule]):
     """Handle of a node of type Scheduler: its attributes are its outputs."""
     @property
     def schedule(self) -> Output[Schedule]: ...
+
+class TomePatchModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type TomePatchModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class VAEDecodeNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type VAEDecode: its attributes are its outputs."""
@@ -237,6 +404,32 @@ class NodeCalls:
                 denoising_start); null = strength, or where the latent's DenoiseLoop stopped (end_at)
             denoise_start: alias of start_at as a fraction (diffusers' denoising_start) [>= 0.0, < 1.0]
             start_step: alias of start_at as a step [>= 0, <= 500]
+        """
+
+    def ApplyControlNet(
+        self,
+        *,
+        id: str | None = None,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        control_net: Linkable[ControlNet],
+        image: Linkable[Image],
+        strength: float | Input = 1.0,
+        start_percent: float | Input = 0.0,
+        end_percent: float | Input = 1.0,
+    ) -> ApplyControlNetNode:
+        """Steer the drawing with a control picture: the control travels with both conditionings.
+
+        Returns the node; its outputs: positive (Conditioning), negative (Conditioning).
+
+        Fields:
+            positive: the conditioning of what to draw
+            negative: the negative conditioning (the control acts on both halves)
+            control_net: from LoadControlNet: a ControlNet or T2I-Adapter
+            image: the control picture (an edge map from Canny...), resized as diffusers does
+            strength: scale of the control's residuals (0 = no control at all) [>= 0.0, <= 10.0]
+            start_percent: fraction of the steps where the control starts [>= 0.0, <= 1.0]
+            end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
         """
 
     def CLIPEncode(
@@ -283,6 +476,58 @@ class NodeCalls:
                 (diffusers) [>= 0.0, <= 10.0]
         """
 
+    def CLIPMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+    ) -> CLIPMergeAddNode:
+        """Add clip2's weights to clip1's (usually clip2 is a difference).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+        """
+
+    def CLIPMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        ratio: float | Input = 1.0,
+    ) -> CLIPMergeSimpleNode:
+        """Blend two CLIPs: ratio × clip1 + (1 − ratio) × clip2, weight by weight.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            ratio: share of clip1: 1 = clip1 alone, 0 = clip2 alone [>= 0.0, <= 1.0]
+        """
+
+    def CLIPMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        clip1: Linkable[Clip],
+        clip2: Linkable[Clip],
+        multiplier: float | Input = 1.0,
+    ) -> CLIPMergeSubtractNode:
+        """The difference of two CLIPs: multiplier × (clip1 − clip2).
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            clip1: the first text encoders (their tokenizers are kept); left unchanged
+            clip2: the second text encoders, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
     def Canny(
         self,
         *,
@@ -299,6 +544,27 @@ class NodeCalls:
             image: the picture to find edges in
             low: lower hysteresis threshold (0-255 grey levels) [>= 0, <= 255]
             high: upper hysteresis threshold, at least low [>= 0, <= 255]
+        """
+
+    def CheckpointSave(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        clip: Linkable[Clip],
+        vae: Linkable[Vae],
+        filename_prefix: str | Input = "checkpoints/sdflow",
+    ) -> CheckpointSaveNode:
+        """Write model, CLIP and VAE as one .safetensors in the original (LDM) layout, which ComfyUI,
+
+        Returns the node; its outputs: files (SavedFiles).
+
+        Fields:
+            model: the UNet to save (merged, LoRA-patched or as loaded)
+            clip: the text encoders to save, of the model's family
+            vae: the VAE to save
+            filename_prefix: file name start in the output folder, may include sub-folders:
+                PREFIX_00001.safetensors
         """
 
     def ConditioningAverage(
@@ -319,6 +585,22 @@ class NodeCalls:
             weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
         """
 
+    def ConditioningCombine(
+        self,
+        *,
+        id: str | None = None,
+        conditioning_1: Linkable[Conditioning],
+        conditioning_2: Linkable[Conditioning],
+    ) -> ConditioningCombineNode:
+        """Use both conditionings: DenoiseLoop predicts each separately and averages the predictions
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning_1: the first conditioning
+            conditioning_2: the second conditioning
+        """
+
     def ConditioningConcat(
         self,
         *,
@@ -335,6 +617,141 @@ class NodeCalls:
             second: tokens appended after the first's
         """
 
+    def ConditioningSetArea(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: int | Input = 64,
+        height: int | Input = 64,
+        x: int | Input = 0,
+        y: int | Input = 0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaNode:
+        """Let the conditioning act on one rectangle of the picture (pixels), its edges feathered.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, pixels [>= 8, <= 16384, multiple of 8]
+            height: area height, pixels [>= 8, <= 16384, multiple of 8]
+            x: left edge, pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, pixels [>= 0, <= 16384, multiple of 8]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaPercentage(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: float | Input = 1.0,
+        height: float | Input = 1.0,
+        x: float | Input = 0.0,
+        y: float | Input = 0.0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaPercentageNode:
+        """Let the conditioning act on one rectangle given as fractions of the picture.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, fraction of the picture's [>= 0.0, <= 1.0]
+            height: area height, fraction of the picture's [>= 0.0, <= 1.0]
+            x: left edge, fraction of the width [>= 0.0, <= 1.0]
+            y: top edge, fraction of the height [>= 0.0, <= 1.0]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaStrength(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaStrengthNode:
+        """Set the weight of the conditioning against the others it is combined with.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            strength: weight against other conditionings [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetMask(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        mask: Linkable[Mask],
+        strength: float | Input = 1.0,
+        set_cond_area: _ConditioningSetMask_set_cond_area | Input = "default",
+    ) -> ConditioningSetMaskNode:
+        """Let the conditioning act where a mask is white (weighted by it).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            mask: where the conditioning acts (resized to the latent)
+            strength: scale of the mask's weight [>= 0.0, <= 10.0]
+            set_cond_area: 'mask bounds': evaluate only the mask's bounding box (faster, ComfyUI's option)
+        """
+
+    def ConditioningSetTimestepRange(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        start: float | Input = 0.0,
+        end: float | Input = 1.0,
+    ) -> ConditioningSetTimestepRangeNode:
+        """Let the conditioning act only between two fractions of the schedule (0 = its first step): e.g.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            start: fraction of the schedule where it starts acting [>= 0.0, <= 1.0]
+            end: fraction of the schedule where it stops [>= 0.0, <= 1.0]
+        """
+
+    def ConditioningZeroOut(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+    ) -> ConditioningZeroOutNode:
+        """Zero the token embeddings (and the pooled one): a true 'nothing' prompt, as SDXL Turbo
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to zero (its size settings are kept)
+        """
+
+    def DeepCache(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        interval: int | Input = 3,
+        branch: int | Input = 0,
+    ) -> DeepCacheNode:
+        """Reuse the UNet's deep features between full steps (DeepCache): faster, the picture slightly
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            interval: run the whole UNet every this many calls (1 = always) [>= 1, <= 10]
+            branch: outer down/up block pairs recomputed on the calls between (0 = the outermost only) [>= 0,
+                <= 2]
+        """
+
     def DenoiseLoop(
         self,
         *,
@@ -347,6 +764,7 @@ class NodeCalls:
         end_at: int | float | Input | None = None,
         denoise_end: float | Input = 1.0,
         end_step: int | Input | None = None,
+        cfg_end: float | Input = 1.0,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -363,6 +781,8 @@ class NodeCalls:
                 of it (a float: diffusers' denoising_end, SDXL base -> refiner); null = denoise fully
             denoise_end: alias of end_at as a fraction (diffusers' denoising_end); 1 = fully [> 0.0, <= 1.0]
             end_step: alias of end_at as a step [>= 1, <= 500]
+            cfg_end: guide only this fraction of the loop's steps; the rest run the positive alone (faster)
+                [>= 0.0, <= 1.0]
         """
 
     def EmptyLatent(
@@ -395,6 +815,30 @@ class NodeCalls:
 
         Fields:
             image: the picture to invert
+        """
+
+    def ImagePadForOutpaint(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        left: int | Input = 0,
+        top: int | Input = 0,
+        right: int | Input = 0,
+        bottom: int | Input = 0,
+        feathering: int | Input = 40,
+    ) -> ImagePadForOutpaintNode:
+        """Pad a picture with mid-grey on the sides asked for; the mask is 1 there and fades into the
+
+        Returns the node; its outputs: image (Image), mask (Mask).
+
+        Fields:
+            image: the picture to extend
+            left: pixels to add on the left [>= 0, <= 8192]
+            top: pixels to add at the top [>= 0, <= 8192]
+            right: pixels to add on the right [>= 0, <= 8192]
+            bottom: pixels to add at the bottom [>= 0, <= 8192]
+            feathering: pixels over which the mask fades into the picture [>= 0, <= 8192]
         """
 
     def ImageScale(
@@ -433,6 +877,52 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def LatentComposite(
+        self,
+        *,
+        id: str | None = None,
+        samples_to: Linkable[Latent],
+        samples_from: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        feather: int | Input = 0,
+    ) -> LatentCompositeNode:
+        """Paste ``samples_from`` into ``samples_to`` at pixel offset (x, y), its edges feathered.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            samples_to: the latent pasted into (its noise mask is kept)
+            samples_from: the latent to paste; what falls outside is cut off
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            feather: blend width at inner edges, pixels [>= 0, <= 16384, multiple of 8]
+        """
+
+    def LatentCompositeMasked(
+        self,
+        *,
+        id: str | None = None,
+        destination: Linkable[Latent],
+        source: Linkable[Latent],
+        x: int | Input = 0,
+        y: int | Input = 0,
+        resize_source: bool | Input = False,
+        mask: Linkable[Mask] | None = None,
+    ) -> LatentCompositeMaskedNode:
+        """Paste ``source`` into ``destination`` at pixel offset (x, y) through a mask (1 = source).
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            destination: the latent pasted into (its noise mask is kept)
+            source: the latent to paste
+            x: left edge, in pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, in pixels [>= 0, <= 16384, multiple of 8]
+            resize_source: first resize the source to the destination's size
+            mask: where the source shows (resized to it); none = everywhere
         """
 
     def LatentMaskBlend(
@@ -479,6 +969,25 @@ class NodeCalls:
             mode: interpolation: nearest, bilinear, bicubic or area
         """
 
+    def LatentUpscaleBy(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        upscale_method: _LatentUpscaleBy_upscale_method | Input = "nearest-exact",
+        scale_by: float | Input = 1.5,
+    ) -> LatentUpscaleByNode:
+        """Resize a latent by ``scale_by`` (each side rounded), e.g. for a hires fix: ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latent to resize; its noise state is dropped (noise it again)
+            upscale_method: nearest-exact, bilinear, area, bicubic, or bislerp (spherical, keeps latent
+                statistics)
+            scale_by: factor for both sides [>= 0.01, <= 8.0]
+        """
+
     def LoadCheckpoint(
         self,
         *,
@@ -500,6 +1009,27 @@ class NodeCalls:
             config: for a single file: a diffusers folder (or 'builtin:NAME') whose configs and tokenizer
                 describe its architecture; empty: the detected family's configs shipped with sdflow
             allow_pickle: load .ckpt/.pt/.bin/.pth pickle files (they can run code; read weights-only)
+        """
+
+    def LoadControlNet(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+        config: str | Input = "",
+    ) -> LoadControlNetNode:
+        """Load a ControlNet (SD 1.x/2.x/SDXL; diffusers or A1111/ComfyUI layout) or a T2I-Adapter.
+
+        Returns the node; its outputs: control_net (ControlNet).
+
+        Fields:
+            file: a ControlNet / T2I-Adapter .safetensors (LDM layout as A1111 and ComfyUI keep them, or
+                diffusers layout), a diffusers folder, a name in the model folders' controlnet folders, or
+                'builtin:tiny-sd15-control'
+            allow_pickle: also read pickle files (.pth/.ckpt/.bin), with torch.load(weights_only=True)
+            config: for a single-file ControlNet: a diffusers checkpoint folder (or 'builtin:NAME') whose UNet
+                config describes it; empty: the detected family's config shipped with sdflow
         """
 
     def LoadImage(
@@ -572,8 +1102,9 @@ class NodeCalls:
         Returns the node; its outputs: vae (Vae).
 
         Fields:
-            file: a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or
-                ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders
+            file: a VAE .safetensors (e.g. sd-vae-ft-mse), a TAESD decoder file (its encoder file beside it),
+                or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
+                a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
         """
 
@@ -613,6 +1144,254 @@ class NodeCalls:
             mask: the mask to show as a picture
         """
 
+    def ModelMergeAdd(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+    ) -> ModelMergeAddNode:
+        """Add model2's weights to model1's (as ComfyUI's ModelMergeAdd: usually model2 is a difference).
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+        """
+
+    def ModelMergeBlocks(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        input: float | Input = 1.0,
+        middle: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeBlocksNode:
+        """Blend two models with one ratio (share of model1) for the input, middle and output blocks.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            input: share of model1 in the input (down) blocks [>= 0.0, <= 1.0]
+            middle: share of model1 in the middle block [>= 0.0, <= 1.0]
+            out: share of model1 in the output (up) blocks and out layers [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSD1(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        input_blocks_9: float | Input = 1.0,
+        input_blocks_10: float | Input = 1.0,
+        input_blocks_11: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        output_blocks_9: float | Input = 1.0,
+        output_blocks_10: float | Input = 1.0,
+        output_blocks_11: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSD1Node:
+        """Blend two SD 1.x/2.x models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            input_blocks_9: share of model1 in input_blocks.9 [>= 0.0, <= 1.0]
+            input_blocks_10: share of model1 in input_blocks.10 [>= 0.0, <= 1.0]
+            input_blocks_11: share of model1 in input_blocks.11 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            output_blocks_9: share of model1 in output_blocks.9 [>= 0.0, <= 1.0]
+            output_blocks_10: share of model1 in output_blocks.10 [>= 0.0, <= 1.0]
+            output_blocks_11: share of model1 in output_blocks.11 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSDXL(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        time_embed: float | Input = 1.0,
+        label_emb: float | Input = 1.0,
+        input_blocks_0: float | Input = 1.0,
+        input_blocks_1: float | Input = 1.0,
+        input_blocks_2: float | Input = 1.0,
+        input_blocks_3: float | Input = 1.0,
+        input_blocks_4: float | Input = 1.0,
+        input_blocks_5: float | Input = 1.0,
+        input_blocks_6: float | Input = 1.0,
+        input_blocks_7: float | Input = 1.0,
+        input_blocks_8: float | Input = 1.0,
+        middle_block_0: float | Input = 1.0,
+        middle_block_1: float | Input = 1.0,
+        middle_block_2: float | Input = 1.0,
+        output_blocks_0: float | Input = 1.0,
+        output_blocks_1: float | Input = 1.0,
+        output_blocks_2: float | Input = 1.0,
+        output_blocks_3: float | Input = 1.0,
+        output_blocks_4: float | Input = 1.0,
+        output_blocks_5: float | Input = 1.0,
+        output_blocks_6: float | Input = 1.0,
+        output_blocks_7: float | Input = 1.0,
+        output_blocks_8: float | Input = 1.0,
+        out: float | Input = 1.0,
+    ) -> ModelMergeSDXLNode:
+        """Blend two SDXL models with a ratio (share of model1) per UNet block.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            time_embed: share of model1 in time_embed [>= 0.0, <= 1.0]
+            label_emb: share of model1 in label_emb [>= 0.0, <= 1.0]
+            input_blocks_0: share of model1 in input_blocks.0 [>= 0.0, <= 1.0]
+            input_blocks_1: share of model1 in input_blocks.1 [>= 0.0, <= 1.0]
+            input_blocks_2: share of model1 in input_blocks.2 [>= 0.0, <= 1.0]
+            input_blocks_3: share of model1 in input_blocks.3 [>= 0.0, <= 1.0]
+            input_blocks_4: share of model1 in input_blocks.4 [>= 0.0, <= 1.0]
+            input_blocks_5: share of model1 in input_blocks.5 [>= 0.0, <= 1.0]
+            input_blocks_6: share of model1 in input_blocks.6 [>= 0.0, <= 1.0]
+            input_blocks_7: share of model1 in input_blocks.7 [>= 0.0, <= 1.0]
+            input_blocks_8: share of model1 in input_blocks.8 [>= 0.0, <= 1.0]
+            middle_block_0: share of model1 in middle_block.0 [>= 0.0, <= 1.0]
+            middle_block_1: share of model1 in middle_block.1 [>= 0.0, <= 1.0]
+            middle_block_2: share of model1 in middle_block.2 [>= 0.0, <= 1.0]
+            output_blocks_0: share of model1 in output_blocks.0 [>= 0.0, <= 1.0]
+            output_blocks_1: share of model1 in output_blocks.1 [>= 0.0, <= 1.0]
+            output_blocks_2: share of model1 in output_blocks.2 [>= 0.0, <= 1.0]
+            output_blocks_3: share of model1 in output_blocks.3 [>= 0.0, <= 1.0]
+            output_blocks_4: share of model1 in output_blocks.4 [>= 0.0, <= 1.0]
+            output_blocks_5: share of model1 in output_blocks.5 [>= 0.0, <= 1.0]
+            output_blocks_6: share of model1 in output_blocks.6 [>= 0.0, <= 1.0]
+            output_blocks_7: share of model1 in output_blocks.7 [>= 0.0, <= 1.0]
+            output_blocks_8: share of model1 in output_blocks.8 [>= 0.0, <= 1.0]
+            out: share of model1 in out [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSimple(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        ratio: float | Input = 1.0,
+    ) -> ModelMergeSimpleNode:
+        """Blend two models: ratio × model1 + (1 − ratio) × model2, weight by weight.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            ratio: share of model1: 1 = model1 alone, 0 = model2 alone [>= 0.0, <= 1.0]
+        """
+
+    def ModelMergeSubtract(
+        self,
+        *,
+        id: str | None = None,
+        model1: Linkable[Model],
+        model2: Linkable[Model],
+        multiplier: float | Input = 1.0,
+    ) -> ModelMergeSubtractNode:
+        """The difference of two models: multiplier × (model1 − model2), e.g. to add to a third later.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model1: the first model (its scheduler config is kept); left unchanged
+            model2: the second model, of the same architecture; left unchanged
+            multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def ModelSamplingDiscrete(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        sampling: _ModelSamplingDiscrete_sampling | Input = "eps",
+        zsnr: bool | Input = False,
+    ) -> ModelSamplingDiscreteNode:
+        """Override the model's prediction type (eps, v_prediction, x0; lcm = eps for LCM models) and
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model; its weights are shared, only its scheduler settings change
+            sampling: what the model predicts: eps (noise), v_prediction, x0 (the clean latent); lcm = eps
+            zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
+        """
+
+    def RepeatLatentBatch(
+        self,
+        *,
+        id: str | None = None,
+        latent: Linkable[Latent],
+        amount: int | Input = 1,
+    ) -> RepeatLatentBatchNode:
+        """The latent batch repeated ``amount`` times (noise mask too), as ComfyUI's node.
+
+        Returns the node; its outputs: latent (Latent).
+
+        Fields:
+            latent: the latents to repeat; their noise state is dropped (noise them again)
+            amount: how many copies of the batch [>= 1, <= 64]
+        """
+
     def SaveImage(
         self,
         *,
@@ -649,6 +1428,22 @@ class NodeCalls:
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
                 heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
                 dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
+        """
+
+    def TomePatchModel(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        ratio: float | Input = 0.3,
+    ) -> TomePatchModelNode:
+        """Merge similar tokens in the UNet's full-resolution self-attention (ToMe for SD): faster at
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            ratio: share of the full-resolution tokens merged away [>= 0.0, <= 0.9]
         """
 
     def VAEDecode(

@@ -59,7 +59,7 @@ def _no_workflow(chunks: dict[str, str], path: str) -> str:
         )
     if INFOTEXT_KEY in chunks:
         return (
-            "this picture holds A1111 generation parameters, not an sdflow workflow: "
-            "sdflow cannot re-run it (write a workflow with those settings)"
+            "this picture holds A1111 generation parameters, not an sdflow workflow: import them "
+            f"with `sdflow import a1111 {path} -o workflow.yaml`, then run workflow.yaml"
         )
     return "this PNG holds no sdflow workflow (pictures written by sdflow's SaveImage do)"

@@ -6,7 +6,7 @@ from typing import Any
 
 import networkx as nx
 
-from sdflow.errors import UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import UserError, WorkflowError, WorkflowErrors, suggestion
 from sdflow.graphs.model import INPUT_TYPES, InputRef, Link, NodeSpec, Workflow
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node
@@ -70,7 +70,7 @@ class _Checker:
     def check_spec(self, spec: NodeSpec) -> None:
         cls = registry.get(spec.type)
         if cls is None:
-            more = registry.suggestion(spec.type, registry.all_types(), " (see `sdflow nodes`)")
+            more = suggestion(spec.type, registry.all_types(), " (see `sdflow nodes`)")
             self.error(spec, "type", f"unknown node type '{spec.type}'{more}")
             return
         self.check_node(spec, cls)
@@ -79,7 +79,7 @@ class _Checker:
         fields = fields_of(cls)
         for name, value in spec.fields.items():
             if name not in fields:
-                more = registry.suggestion(name, fields, f" (fields: {', '.join(fields)})")
+                more = suggestion(name, fields, f" (fields: {', '.join(fields)})")
                 self.error(spec, name, f"{spec.type} has no field '{name}'{more}")
             elif isinstance(value, Link):
                 self.check_link(spec, fields[name], value)
@@ -121,7 +121,7 @@ class _Checker:
     def check_link(self, spec: NodeSpec, field: FieldSpec, link: Link) -> None:
         source = self.workflow.nodes.get(link.node)
         if source is None:
-            more = registry.suggestion(link.node, self.workflow.nodes)
+            more = suggestion(link.node, self.workflow.nodes)
             self.error(spec, field.name, f"link to missing node '{link.node}'{more}")
             return
         cls = registry.get(source.type)
@@ -138,7 +138,7 @@ class _Checker:
             return
         name = link.output if link.output is not None else next(iter(outputs))
         if name not in outputs:
-            more = registry.suggestion(name, outputs, f" (outputs: {', '.join(outputs)})")
+            more = suggestion(name, outputs, f" (outputs: {', '.join(outputs)})")
             self.error(spec, field.name, f"{source.type} '{link.node}' has no output '{name}'{more}")
             return
         carried = outputs[name]
@@ -153,7 +153,7 @@ class _Checker:
     def check_input(self, spec: NodeSpec, field: FieldSpec, ref: InputRef) -> None:
         declared = self.workflow.inputs.get(ref.name)
         if declared is None:
-            more = registry.suggestion(ref.name, self.workflow.inputs, " (declare it under 'inputs:')")
+            more = suggestion(ref.name, self.workflow.inputs, " (declare it under 'inputs:')")
             self.error(spec, field.name, f"unknown workflow input '{ref.name}'{more}")
             return
         if field.is_port:

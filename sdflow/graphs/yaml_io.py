@@ -10,9 +10,8 @@ from typing import Any
 
 import yaml
 
-from sdflow.errors import Location, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, WorkflowError, WorkflowErrors, suggestion
 from sdflow.graphs.model import INPUT_TYPES, NAME, InputRef, InputSpec, Link, NodeSpec, Workflow
-from sdflow.nodes import registry
 
 LINK_TAG = "!link"
 INPUT_TAG = "!input"
@@ -93,7 +92,7 @@ class _Reader:
         self.errors.append(WorkflowError(message, self._at(yaml_node.start_mark, node, field)))
 
     def _unknown(self, name: str, valid: tuple[str, ...] | list[str], yaml_node: Any, what: str, node=None):
-        suffix = registry.suggestion(name, valid, f" (expected one of: {', '.join(valid)})")
+        suffix = suggestion(name, valid, f" (expected one of: {', '.join(valid)})")
         self._error(f"unknown {what} '{name}'{suffix}", yaml_node, node, name if node else None)
 
     def _mapping(self, yaml_node: Any, node: str | None) -> dict[str, tuple[Any, Any]]:

@@ -52,8 +52,7 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
     save = nodes[output]
     decoded = _follow(nodes, save, "image", "VAEDecode")
     loop = _follow(nodes, decoded, "latent", "DenoiseLoop")
-    positive = _follow(nodes, loop, "positive", "CLIPEncode")
-    negative = _follow(nodes, loop, "negative", "CLIPEncode")
+    positive, negative, controls = _prompts(nodes, loop)
     noised = _follow(nodes, loop, "latent", "AddNoise")
     schedule = _follow(nodes, noised, "schedule", "Scheduler")
     checkpoint = _follow(nodes, loop, "model", "LoadCheckpoint")
@@ -74,7 +73,8 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
     texts = positive.constants.get("text", ""), negative.constants.get("text", "")
     if not all(isinstance(text, str) for text in texts):  # a batch of prompts: no one text describes it
         raise _NotPlain
-    return {
+    found: dict[str, Any] = {"controlnets": controls} if controls else {}
+    return found | {
         "prompt": texts[0],
         "negative": texts[1],
         "steps": schedule.constants.get("steps"),
@@ -86,6 +86,42 @@ def _trace(nodes: Mapping[str, Planned], output: str) -> dict[str, Any]:
         "strength": strength,
         "clip_skip": positive.constants.get("clip_skip", 0) or 0,
     }
+
+
+def _prompts(nodes: Mapping[str, Planned], loop: Planned) -> tuple[Planned, Planned, list[str]]:
+    """The loop's two CLIPEncodes, through a chain of ApplyControlNet nodes (each on both sides),
+    and A1111's text of each control unit, in the order they were applied."""
+    positive, negative = loop, loop
+    units: list[str] = []
+    while True:
+        positive = _follow(nodes, positive, "positive", "CLIPEncode", "ApplyControlNet")
+        negative = _follow(nodes, negative, "negative", "CLIPEncode", "ApplyControlNet")
+        if positive.type == "CLIPEncode" and negative.type == "CLIPEncode":
+            return positive, negative, units[::-1]
+        if positive is not negative:
+            raise _NotPlain
+        units.append(_unit(nodes, positive))
+
+
+_MODULES = {"Canny": "canny", "ImageInvert": "invert", "LoadImage": "none"}
+
+
+def _unit(nodes: Mapping[str, Planned], apply: Planned) -> str:
+    """'Module: canny, Model: control_sd15_canny, Weight: 1.0, ...' as A1111's ControlNet writes it."""
+    loader = _follow(nodes, apply, "control_net", "LoadControlNet")
+    image = _follow(nodes, apply, "image", *_MODULES)
+    parts = {
+        "Module": _MODULES[image.type],
+        "Model": model_name(str(loader.constants.get("file", ""))),
+        "Weight": apply.constants.get("strength", 1.0),
+    }
+    if image.type == "Canny":
+        parts |= {"Threshold A": image.constants.get("low"), "Threshold B": image.constants.get("high")}
+    parts |= {
+        "Guidance Start": apply.constants.get("start_percent", 0.0),
+        "Guidance End": apply.constants.get("end_percent", 1.0),
+    }
+    return ", ".join(f"{key}: {value}" for key, value in parts.items())
 
 
 def model_name(checkpoint: str) -> str:

@@ -19,27 +19,44 @@ Delta = Callable[[torch.Tensor], torch.Tensor]  # the base weight -> its float32
 def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: float) -> torch.nn.Module:
     """``root`` with ``weight += strength * delta(weight)`` in each module named in ``deltas``
     (computed in float32, stored in the weight's dtype), leaving ``root`` untouched."""
-    new_root = _shallow(root)
+    new_root = shallow(root)
     fresh = {id(new_root)}  # module objects this copy owns (safe to edit)
     for path, delta in deltas.items():
-        module = new_root
-        for part in path.split(".") if path else []:
-            child = module._modules[part]
-            if id(child) not in fresh:
-                child = _shallow(child)
-                fresh.add(id(child))
-                module._modules[part] = child
-            module = child
+        module = owned(new_root, fresh, path)
         weight = module._parameters["weight"]
         value = (weight.detach().float() + strength * delta(weight.detach())).to(weight.dtype)
         module._parameters["weight"] = torch.nn.Parameter(value, requires_grad=False)
     return new_root
 
 
-def _shallow(module: torch.nn.Module) -> torch.nn.Module:
+def shallow(module: torch.nn.Module) -> torch.nn.Module:
     """A new module object sharing ``module``'s children, parameters and buffers (in new dicts, so
     replacing one in the copy leaves the original's in place)."""
     twin = copy.copy(module)
     twin._modules = copy.copy(module._modules)
     twin._parameters = copy.copy(module._parameters)
+    return twin
+
+
+def owned(root: torch.nn.Module, fresh: set[int], name: str) -> torch.nn.Module:
+    """The sub-module ``name`` of the copy ``root``, copied (``shallow``) along its path unless this
+    copy owns it already (ids in ``fresh``): safe to change without touching the original."""
+    module = root
+    for part in name.split(".") if name else []:
+        child = module._modules[part]
+        if id(child) not in fresh:
+            child = shallow(child)
+            fresh.add(id(child))
+            module._modules[part] = child
+        module = child
+    return module
+
+
+def hookable_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A ``shallow`` copy with hook tables of its own, so hooks added to it leave ``module`` alone."""
+    twin = shallow(module)
+    twin._forward_pre_hooks = type(module._forward_pre_hooks)(module._forward_pre_hooks)
+    twin._forward_pre_hooks_with_kwargs = type(module._forward_pre_hooks_with_kwargs)(
+        module._forward_pre_hooks_with_kwargs
+    )
     return twin

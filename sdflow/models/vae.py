@@ -1,5 +1,6 @@
 """Loading a VAE on its own: a single file (original LDM layout, like sd-vae-ft-mse, or diffusers
-layout) or a diffusers folder (AutoencoderKL or ConsistencyDecoderVAE).
+layout), a diffusers folder (AutoencoderKL, ConsistencyDecoderVAE or AutoencoderTiny), or a TAESD
+encoder/decoder file pair (``taesd``).
 
 A single file is read as single-file checkpoints are (``singlefile``: built empty, each weight read
 once from the file into place). It carries no config: its shapes give the widths, depths and
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from sdflow.models import weights
+from sdflow.models import taesd, weights
 
 SD_VAE_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15" / "vae" / "config.json"
-CLASSES = ("AutoencoderKL", "ConsistencyDecoderVAE")
+CLASSES = ("AutoencoderKL", "ConsistencyDecoderVAE", "AutoencoderTiny")
 # prefixes a VAE carries inside a full checkpoint (LDM) or a diffusers pipeline file
 _PREFIXES = ("first_stage_model.", "vae.")
 
@@ -30,8 +31,22 @@ class VaeError(ValueError):
 def load(path: Path, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False) -> torch.nn.Module:
     """The VAE at ``path`` (file or folder), on ``device``, in ``dtype`` unless its config asks for
     fp32 under fp16 (``force_upcast``), as LoadCheckpoint does."""
-    vae = _from_folder(path, dtype) if path.is_dir() else _from_file(path, dtype, allow_pickle)
+    if path.is_dir():
+        vae = _from_folder(path, dtype)
+    elif _is_tiny(path, allow_pickle):
+        try:
+            vae = taesd.load_files(path, dtype, allow_pickle)
+        except taesd.TinyVaeError as exc:
+            raise VaeError(str(exc)) from None
+    else:
+        vae = _from_file(path, dtype, allow_pickle)
     return vae.to(device).eval().requires_grad_(False)
+
+
+def _is_tiny(path: Path, allow_pickle: bool) -> bool:
+    """Whether the file is half of a TAESD (original layout, as in ComfyUI's vae_approx folder)."""
+    with weights.WeightReader(path, allow_pickle) as reader:
+        return taesd.is_tiny_file(reader.shapes)
 
 
 def _dtype(config: dict, dtype: torch.dtype) -> torch.dtype:

@@ -8,10 +8,9 @@ import pkgutil
 from importlib.metadata import entry_points
 
 import sdflow.nodes.library as library
-from sdflow.errors import closest, suggestion
 from sdflow.nodes.base import REGISTERED, Node
 
-__all__ = ["all_types", "closest", "get", "suggestion"]
+__all__ = ["all_types", "get"]
 
 _loaded = False
 

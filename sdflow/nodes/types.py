@@ -13,6 +13,7 @@ from sdflow.prompts.padding import pad_tokens
 
 LATENT_CHANNELS = 4  # SD 1.x/2.x/SDXL latents
 VAE_SCALE = 8  # pixels per latent cell, each way
+TINY_LOGVAR = -30.0  # a tiny autoencoder's posterior: a point (diffusers clamps log-variance here)
 
 
 class Port:
@@ -26,6 +27,10 @@ class Port:
                 yield value
             elif isinstance(value, Port):
                 yield from value.tensors()
+            elif isinstance(value, tuple):  # a conditioning's controls
+                for item in value:
+                    if isinstance(item, Port):
+                        yield from item.tensors()
             elif isinstance(value, torch.nn.Module):
                 yield from value.parameters()
                 yield from value.buffers()
@@ -94,6 +99,65 @@ class Vae(Port):
     def scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def decodes_only(self) -> bool:
+        """True for a tiny autoencoder loaded from its decoder file alone (previews)."""
+        return bool(getattr(self.vae, "decodes_only", False))
+
+    def posterior(self, pixels: torch.Tensor) -> Any:
+        """The VAE's posterior of ``pixels`` (its input range): a tiny autoencoder's latents are a
+        point (deterministic: sampling returns them, still drawing from the generator)."""
+        encoded = self.vae.encode(pixels)
+        if hasattr(encoded, "latent_dist"):
+            return encoded.latent_dist
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        latents = encoded.latents
+        moments = torch.cat([latents, torch.full_like(latents, TINY_LOGVAR)], dim=1)
+        return DiagonalGaussianDistribution(moments, deterministic=True)
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet(Port):
+    """A ControlNet or T2I-Adapter (diffusers' ControlNetModel / T2IAdapter) with what it fits.
+
+    ``family`` None: a T2I-Adapter for SD 1.x/2.x, which fits both."""
+
+    module: torch.nn.Module
+    kind: str  # "controlnet" | "t2i_adapter"
+    family: Family | None = SD15
+    name: str = ""  # the file's stem, for the A1111 metadata line
+
+
+@dataclass(frozen=True, eq=False)
+class ControlEntry(Port):
+    """One ApplyControlNet: a control with its picture (batch, 3, h, w) in [0, 1], strength and window."""
+
+    control_net: ControlNet
+    image: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    module_name: str = "none"  # the preprocessor that made the picture (A1111's "Module:")
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where and when a conditioning acts (ComfyUI's area conditioning): an area of the latent (in
+    pixels, or fractions with ``percent``), a mask (1 = acts), a strength, a range of the schedule.
+
+    ``area`` is (x, y, width, height); None = the whole latent. ``start``/``end`` are fractions of the
+    schedule (0 = its first, noisiest step) between which it acts."""
+
+    area: tuple[float, float, float, float] | None = None
+    percent: bool = False
+    strength: float = 1.0
+    mask: torch.Tensor | None = None  # (1 or batch, 1, h, w) pixels, resized to the latent when used
+    mask_strength: float = 1.0
+    mask_bounds: bool = False  # the area is the mask's bounding box
+    start: float = 0.0
+    end: float = 1.0
+
 
 @dataclass(frozen=True, eq=False)
 class Conditioning(Port):
@@ -103,13 +167,28 @@ class Conditioning(Port):
     aesthetic conditioning that DenoiseLoop turns into the UNet's time ids (the family says how).
     ``empty`` (1, 77, dim) is the empty prompt's embeddings, which pad a shorter conditioning to the
     token count of a longer one (long prompts are whole 77-token chunks); CLIPEncode attaches it to
-    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side)."""
+    long, weighted and empty prompts (a plain one-chunk prompt is never the longer side).
+    ``controls`` are the ApplyControlNet entries DenoiseLoop applies with it, in the order applied."""
 
     embeds: torch.Tensor
     family: Family = SD15
     pooled: torch.Tensor | None = None
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
+    controls: tuple[ControlEntry, ...] = ()
+    region: Region | None = None
+    # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
+    parts: tuple[Conditioning, ...] = ()
+
+    @property
+    def pieces(self) -> tuple[Conditioning, ...]:
+        """The plain conditionings this one stands for: its parts, else itself."""
+        return self.parts or (self,)
+
+    @property
+    def regional(self) -> bool:
+        """True when DenoiseLoop must predict part by part (a combination, an area, a mask, a range)."""
+        return any(piece.region is not None for piece in self.pieces) or len(self.pieces) > 1
 
     @property
     def tokens(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.latent_resize import resized_latent
 from sdflow.nodes.ops.pixels import target_size
 from sdflow.nodes.types import VAE_SCALE, Latent
 
@@ -42,23 +42,7 @@ class LatentUpscale(Node):
             size = (max(1, pixels[0] // VAE_SCALE), max(1, pixels[1] // VAE_SCALE))
         else:
             size = target_size(old, 0, 0, self.factor)
-        latent = self.latent.with_(samples=self._resized(samples, size), noise=None)
-        if latent.noise_mask is not None:
-            mask = F.interpolate(latent.noise_mask, size=(size[1], size[0]), mode="nearest")
-            latent = latent.with_(noise_mask=mask)
-        if latent.masked_image is not None:
-            image = latent.masked_image
-            latent = latent.with_(
-                masked_image=replace(
-                    image,
-                    mean=self._resized(image.mean, size),
-                    std=self._resized(image.std, size),
-                    latents=None if image.latents is None else self._resized(image.latents, size),
-                )
-            )
-        return {"latent": latent}
+        return {"latent": resized_latent(self.latent, size, self._resized)}
 
     def _resized(self, tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if (tensor.shape[-1], tensor.shape[-2]) == size:
-            return tensor
         return F.interpolate(tensor, size=(size[1], size[0]), mode=self.mode)

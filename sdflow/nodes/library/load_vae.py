@@ -25,8 +25,9 @@ class LoadVAE(ModelFileNode):
     file: str = Field(
         min_length=1,
         description=(
-            "a VAE .safetensors (e.g. sd-vae-ft-mse) or a diffusers VAE folder (AutoencoderKL or "
-            "ConsistencyDecoderVAE): a path, or a name in the model folders' vae (VAE) folders"
+            "a VAE .safetensors (e.g. sd-vae-ft-mse), a TAESD decoder file (its encoder file beside it), "
+            "or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, "
+            "or a name in the model folders' vae (VAE) folders"
         ),
     )
     allow_pickle: bool = Field(

@@ -58,6 +58,10 @@ class VAEEncode(Node):
     tile_overlap: int = Field(64, ge=0, le=1024, multiple_of=8, description="tile overlap in pixels")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.vae.decodes_only:
+            raise ctx.error(
+                "this tiny VAE has no encoder: put its _encoder file beside the _decoder one", "vae"
+            )
         vae = self.vae.vae
         factor = self.vae.scale_factor
         pixels = self._pixels(factor, ctx)
@@ -117,10 +121,10 @@ class VAEEncode(Node):
         height, width = pixels.shape[-2:]
         with torch.inference_mode():
             if not wants_tiles(self.tiled, width, height, self.tile_size):
-                return vae.encode(_vae_input(pixels, vae)).latent_dist
+                return self.vae.posterior(_vae_input(pixels, vae))
 
             def moments(window: torch.Tensor) -> torch.Tensor:
-                return vae.encode(_vae_input(window, vae)).latent_dist.parameters
+                return self.vae.posterior(_vae_input(window, vae)).parameters
 
             factor = self.vae.scale_factor
             parameters = run_tiled(moments, pixels, self.tile_size, self.tile_overlap, 1 / factor)

@@ -11,7 +11,7 @@ from typing import Any
 
 import networkx as nx
 
-from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
+from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors, suggestion
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
 from sdflow.nodes import registry
@@ -41,9 +41,7 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     where = Location(workflow.file)
     for name in given:
         if name not in workflow.inputs:
-            more = registry.suggestion(
-                name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})"
-            )
+            more = suggestion(name, workflow.inputs, f" (inputs: {', '.join(workflow.inputs) or 'none'})")
             errors.append(WorkflowError(f"unknown workflow input '{name}'{more}", where))
     values = {}
     for name, spec in workflow.inputs.items():
@@ -148,7 +146,7 @@ def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | Non
         targets = [o.partition(".")[0] for o in outputs]
         for target in targets:
             if target not in workflow.nodes:
-                more = registry.suggestion(target, workflow.nodes)
+                more = suggestion(target, workflow.nodes)
                 raise WorkflowError(f"no node '{target}' to compute{more}", Location(workflow.file))
         return targets
     marked = [n for n, s in workflow.nodes.items() if registry.get(s.type).is_output]

@@ -1,0 +1,90 @@
+"""Writing models as one original-layout (LDM) single file, the layout ComfyUI and A1111 read.
+
+The same key tables that read single files (``ldm_keys``) say where each weight goes, so a file this
+writes loads back through ``singlefile`` to the same tensors. Used by CheckpointSave and by the tools
+that make the tiny test files.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sdflow.models.detect import LAYOUTS, Layout
+from sdflow.models.families import Family
+from sdflow.models.ldm_keys import Mapping, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+
+
+class NoLayout(ValueError):
+    """The family has no single-file layout sdflow writes."""
+
+
+def layout_of(family: Family) -> Layout:
+    """The single-file layout of ``family`` (NoLayout if there is none)."""
+    for layout in LAYOUTS:
+        if layout.family == family:
+            return layout
+    raise NoLayout(f"sdflow writes no single-file layout for {family.label} models")
+
+
+def to_file(module: torch.nn.Module, mapping: Mapping, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """A module's weights under their single-file names and shapes, on the CPU (in ``dtype`` for
+    floating-point weights, if given)."""
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, list[torch.Tensor | None]] = {}
+    for name, tensor in module.state_dict().items():
+        source = mapping(name)
+        if source is None:
+            raise KeyError(f"no single-file name for {name}")
+        value = tensor.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        if source.kind == "chunk":
+            parts = fused.setdefault(source.key, [None, None, None])
+            parts[source.index] = value
+            if all(p is not None for p in parts):
+                out[source.key] = torch.cat(parts)  # type: ignore[arg-type]
+        elif source.kind == "transpose":
+            out[source.key] = value.t().contiguous()
+        else:
+            out[source.key] = value.reshape(source.file_shape(tuple(value.shape))).contiguous()
+    return out
+
+
+def openclip_extras(state: dict[str, torch.Tensor], prefix: str, layers: int) -> dict[str, torch.Tensor]:
+    """What SD 2.x files hold beyond what its diffusers encoder keeps: a last resblock (SD 2.x reads
+    the penultimate layer, so its values never matter; a copy of the one before), the text projection
+    (identity) and the logit scale, so that tools expecting the full OpenCLIP model read the file."""
+    extras = {}
+    last = f"{prefix}transformer.resblocks.{layers - 1}."
+    for key in [k for k in state if k.startswith(last)]:
+        extras[key.replace(last, f"{prefix}transformer.resblocks.{layers}.")] = state[key].clone()
+    norm = state[f"{prefix}ln_final.weight"]
+    extras[f"{prefix}text_projection"] = torch.eye(norm.shape[0], dtype=norm.dtype)
+    extras[f"{prefix}logit_scale"] = torch.tensor(4.6052, dtype=norm.dtype)
+    return extras
+
+
+def checkpoint_state(
+    layout: Layout,
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    text_encoders: list[torch.nn.Module],
+    dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every weight of one checkpoint under the layout's single-file names (``text_encoders`` in the
+    layout's order)."""
+    if len(text_encoders) != len(layout.text_encoders):
+        wanted = len(layout.text_encoders)
+        raise ValueError(f"{layout.family.label} files hold {wanted} text encoders, not {len(text_encoders)}")
+    state = to_file(unet, unet_mapping(dict(unet.config), layout.unet_prefix), dtype)
+    state |= to_file(vae, vae_mapping(dict(vae.config), layout.vae_prefix), dtype)
+    for part, text in zip(layout.text_encoders, text_encoders, strict=True):
+        if part.style == "openclip":
+            state |= to_file(text, openclip_mapping(part.prefix), dtype)
+            if not hasattr(text, "text_projection"):  # SD 2.x: its diffusers encoder drops these
+                state |= openclip_extras(state, part.prefix, text.config.num_hidden_layers)
+        else:
+            state |= to_file(text, clip_mapping(part.prefix), dtype)
+            positions = text.config.max_position_embeddings
+            state[f"{part.prefix}text_model.embeddings.position_ids"] = torch.arange(positions)[None]
+    return state

@@ -1,0 +1,64 @@
+"""CheckpointSave: write a model, its text encoders and a VAE as one single-file checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from sdflow.models.ldm_write import NoLayout, checkpoint_state, layout_of
+from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.scope import RunScope
+from sdflow.nodes.types import Clip, Model, SavedFiles, Vae
+
+
+class CheckpointSave(Node):
+    """Write model, CLIP and VAE as one .safetensors in the original (LDM) layout, which ComfyUI,
+    A1111 and sdflow's LoadCheckpoint read back (e.g. after merging)."""
+
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, type]] = {"files": SavedFiles}
+    is_output: ClassVar[bool] = True
+    same_family: ClassVar[tuple[str, ...]] = ("model", "clip")
+
+    model: Model = Field(description="the UNet to save (merged, LoRA-patched or as loaded)")
+    clip: Clip = Field(description="the text encoders to save, of the model's family")
+    vae: Vae = Field(description="the VAE to save")
+    filename_prefix: str = Field(
+        "checkpoints/sdflow",
+        min_length=1,
+        pattern=r"^[^\\]+$",
+        description="file name start in the output folder, may include sub-folders: PREFIX_00001.safetensors",
+    )
+
+    @classmethod
+    def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
+        prefix = PurePosixPath(constants["filename_prefix"])
+        if prefix.is_absolute() or ".." in prefix.parts:
+            return [("filename_prefix", "must stay inside the output folder (no '..', not absolute)")]
+        return []
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from safetensors.torch import save
+
+        try:
+            layout = layout_of(self.model.family)
+        except NoLayout as exc:
+            raise ctx.error(str(exc), "model") from None
+        encoders = [encoder for _, encoder in self.clip.pairs]
+        try:
+            state = checkpoint_state(layout, self.model.unet, self.vae.vae, encoders)
+        except (KeyError, ValueError) as exc:
+            raise ctx.error(
+                f"cannot write this model as a {layout.family.label} file: {exc}", "model"
+            ) from None
+        metadata = {key: str(value) for key, value in ctx.metadata.items()}
+        metadata["modelspec.prediction_type"] = self.model.scheduler_config.get("prediction_type", "epsilon")
+        metadata["sdflow.scheduler_config"] = json.dumps(self.model.scheduler_config, sort_keys=True)
+        data = save(state, metadata)
+        prefix = PurePosixPath(self.filename_prefix)
+        folder = Path(ctx.output_dir, *prefix.parent.parts)
+        path = ctx.write_new(folder, prefix.name, ".safetensors", lambda handle: handle.write(data))
+        return {"files": SavedFiles((str(path),))}
