@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from workflows import DROP, txt2img
 
 from sdflow.cli import main
 from sdflow.errors import WorkflowErrors
@@ -17,21 +18,19 @@ from sdflow.models.families import SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 from sdflow.runner.core.plan import check
 
-TXT2IMG = """
-version: 1
-inputs: {model_from: "builtin:tiny-sdxl", clip_from: "builtin:tiny-sdxl"}
-nodes:
-  base: {type: LoadCheckpoint, checkpoint: !input model_from}
-  other: {type: LoadCheckpoint, checkpoint: !input clip_from}
-  positive: {type: CLIPEncode, clip: !link other.clip, text: "a red circle"}
-  negative: {type: CLIPEncode, clip: !link other.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link base.model, steps: 2}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule}
-  denoised: {type: DenoiseLoop, model: !link base.model, positive: !link positive,
-             negative: !link negative, latent: !link noised}
-  decoded: {type: VAEDecode, vae: !link base.vae, latent: !link denoised}
-"""
+TXT2IMG = txt2img(
+    {"model_from": '"builtin:tiny-sdxl"', "clip_from": '"builtin:tiny-sdxl"'},
+    flow=True,
+    ckpt=DROP,
+    base={"type": "LoadCheckpoint", "checkpoint": "!input model_from"},
+    other={"type": "LoadCheckpoint", "checkpoint": "!input clip_from"},
+    positive={"clip": "!link other.clip", "text": '"a red circle"'},
+    negative={"clip": "!link other.clip"},
+    schedule={"model": "!link base.model", "sampler": DROP, "steps": 2},
+    noised={"seed": DROP},
+    denoised={"model": "!link base.model", "cfg": DROP},
+    decoded={"vae": "!link base.vae"},
+)
 # the line of the DenoiseLoop's `positive` field
 DENOISE_LINE = next(n for n, line in enumerate(TXT2IMG.splitlines(), 1) if "positive: !link positive" in line)
 
@@ -132,7 +131,7 @@ def test_combining_conditionings_of_two_families_is_one_error(node: str, nothing
   both: {{type: {node}, first: !link positive, second: !link extra}}
 """,
         ("positive: !link positive,", "positive: !link both,"),
-        ("inputs: {", 'inputs: {third: "builtin:tiny-sd15", '),
+        ("inputs:\n", 'inputs:\n  third: "builtin:tiny-sd15"\n'),
     )
     with pytest.raises(WorkflowErrors) as caught:
         check(loads(text, "combined.yaml"))
