@@ -7,7 +7,7 @@ from typing import Any
 
 from sdflow.graphs.model import InputRef, InputSpec, Link, NodeSpec, Workflow
 from sdflow.interop.a1111_params import Pass, Plan
-from sdflow.models.checkpoints import BUILTIN_PREFIX, builtin_names
+from sdflow.models.resolver import BUILTIN_PREFIX, builtin_names
 
 
 def checkpoint_name(model: str | None) -> str | None:

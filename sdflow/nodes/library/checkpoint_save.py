@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from sdflow.models.ldm_write import NoLayout, checkpoint_state, layout_of
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.output_prefix import prefix_place, prefix_problems
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip, Model, SavedFiles, Vae
 
@@ -35,10 +35,7 @@ class CheckpointSave(Node):
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
-        prefix = PurePosixPath(constants["filename_prefix"])
-        if prefix.is_absolute() or ".." in prefix.parts:
-            return [("filename_prefix", "must stay inside the output folder (no '..', not absolute)")]
-        return []
+        return prefix_problems(constants)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from safetensors.torch import save
@@ -58,7 +55,6 @@ class CheckpointSave(Node):
         metadata["modelspec.prediction_type"] = self.model.scheduler_config.get("prediction_type", "epsilon")
         metadata["sdflow.scheduler_config"] = json.dumps(self.model.scheduler_config, sort_keys=True)
         data = save(state, metadata)
-        prefix = PurePosixPath(self.filename_prefix)
-        folder = Path(ctx.output_dir, *prefix.parent.parts)
-        path = ctx.write_new(folder, prefix.name, ".safetensors", lambda handle: handle.write(data))
+        folder, stem = prefix_place(ctx.output_dir, self.filename_prefix)
+        path = ctx.write_new(folder, stem, ".safetensors", lambda handle: handle.write(data))
         return {"files": SavedFiles((str(path),))}

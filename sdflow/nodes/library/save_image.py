@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image as PILImage
@@ -13,6 +13,7 @@ from pydantic import Field
 
 from sdflow.formats.infotext import INFOTEXT_KEY, Infotext, format_infotext, settings
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.output_prefix import prefix_place, prefix_problems
 from sdflow.nodes.ops.pixels import to_pil
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Image, SavedFiles
@@ -44,10 +45,7 @@ class SaveImage(Node):
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
-        prefix = PurePosixPath(constants["filename_prefix"])
-        if prefix.is_absolute() or ".." in prefix.parts:
-            return [("filename_prefix", "must stay inside the output folder (no '..', not absolute)")]
-        return []
+        return prefix_problems(constants)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         info = PngInfo()
@@ -55,11 +53,10 @@ class SaveImage(Node):
             info.add_text(key, value)
         if ctx.generation is not None:
             info.add_text(INFOTEXT_KEY, _infotext(ctx.generation, self.image.size))
-        prefix = PurePosixPath(self.filename_prefix)
-        folder = Path(ctx.output_dir, *prefix.parent.parts)
+        folder, stem = prefix_place(ctx.output_dir, self.filename_prefix)
         paths = []
         for picture in to_pil(self.image):
-            path = ctx.write_new(folder, prefix.name, ".png", _png_writer(picture, info))
+            path = ctx.write_new(folder, stem, ".png", _png_writer(picture, info))
             paths.append(str(path))
         return {"files": SavedFiles(tuple(paths))}
 
