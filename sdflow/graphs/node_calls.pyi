@@ -85,6 +85,15 @@ _Scheduler_sampler = Literal[
 _Scheduler_sigmas = Literal[
     "default",
     "karras",
+    "normal",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linear_quadratic",
+    "kl_optimal",
+    "sd_turbo",
 ]
 _VAEDecode_tiled = Literal[
     "auto",
@@ -1243,7 +1252,10 @@ class NodeCalls:
             steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
                 heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
-                dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
+                dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras; or a ComfyUI
+                schedule computed as ComfyUI does (normal, exponential, sgm_uniform, simple, ddim_uniform,
+                beta, linear_quadratic, kl_optimal, sd_turbo; see docs/samplers.md for which samplers take
+                them)
         """
 
     def TomePatchModel(
