@@ -96,7 +96,7 @@ def render() -> str:
         methods.append(_method(writer, cls, fields))
     writer.imports.setdefault("sdflow.graphs.handles", set()).update({"Input", "Linkable", "NodeHandle"})
     modules = sorted(writer.imports, key=lambda m: (m != "typing", m))
-    imports = [f"from {m} import {', '.join(sorted(writer.imports[m]))}\n" for m in modules]
+    imports = [_import_line(m, sorted(writer.imports[m])) for m in modules]
     if modules and modules[0] == "typing":
         imports.insert(1, "\n")
     blocks = [HEADER, "".join(imports)]
@@ -105,6 +105,14 @@ def render() -> str:
     blocks += handles
     blocks.append("class NodeCalls:\n" + _docstring("Graph's node methods, one per node type.", 4))
     return "\n".join(blocks) + "".join(methods)
+
+
+def _import_line(module: str, names: list[str]) -> str:
+    """One `from module import ...` line, wrapped one name a line past the line length as ruff does."""
+    line = f"from {module} import {', '.join(names)}\n"
+    if len(line) - 1 <= WIDTH:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")\n"
 
 
 def _handle(writer: _Writer, cls: type[Node]) -> str:
