@@ -204,6 +204,13 @@ class Sigmas(Port):
     values: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Sampler(Port):
+    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
+
+    name: str
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseState(Port):
     """How a latent was noised: enough for DenoiseLoop to continue exactly where AddNoise stopped."""

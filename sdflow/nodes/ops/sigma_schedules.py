@@ -20,6 +20,7 @@ TURBO_TIMESTEPS = 10  # SDTurboScheduler's ladder: 999, 899, ..., 99
 LINEAR_QUADRATIC_THRESHOLD = 0.025
 BETA_ALPHA = BETA_BETA = 0.6
 KARRAS_RHO = 7.0
+TOLERANCE = 1e-5  # a sigma matching a training sigma, relatively
 ZERO = 1e-5  # math.isclose(abs_tol) ComfyUI uses to spot a zero-SNR table
 
 
@@ -236,3 +237,26 @@ def explicit(
     if feed(scheduler_class, name) == "sigmas":
         return {"sigmas": tuple(float(sigma) for sigma in sigmas)}
     return {"timesteps": tuple(whole_timesteps(scheduler_config, sigmas))}
+
+
+def table_fields(scheduler_class: type, scheduler_config: dict[str, Any], values: torch.Tensor) -> dict:
+    """Schedule fields that run an arbitrary sigma table (ValueError when this scheduler cannot)."""
+    if len(values) < 2:
+        raise ValueError(f"these sigmas hold no step ({len(values)} value(s); denoise 0?)")
+    if feed(scheduler_class, "") == "sigmas":
+        return {"sigmas": tuple(float(sigma) for sigma in values)}
+    name = scheduler_class.__name__
+    if "timesteps" not in inspect.signature(scheduler_class.set_timesteps).parameters:
+        raise ValueError(f"diffusers' {name} takes no custom sigmas: use sampler euler")
+    table = TrainingSigmas(scheduler_config)
+    timesteps = whole_timesteps(scheduler_config, values)
+    whole = all(
+        math.isclose(float(sigma), float(table.sigmas[t]), rel_tol=TOLERANCE)
+        for sigma, t in zip(values, timesteps, strict=False)
+    )
+    if float(values[-1]) != 0.0 or not whole:
+        raise ValueError(
+            f"diffusers' {name} runs only sigmas at whole training timesteps ending in 0 "
+            f"(simple, ddim_uniform, beta, SDTurboScheduler): use sampler euler for these"
+        )
+    return {"timesteps": tuple(timesteps)}
