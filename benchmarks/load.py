@@ -100,13 +100,13 @@ def child(side: str, file: Path, dtype_name: str, configs: Path) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: F401
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 
-    from sdflow.models import checkpoints
+    from sdflow.models import checkpoints, resolver
     from sdflow.models.loaded import LoadOptions
 
     before = _rss_now()
     started = time.perf_counter()
     if side == "sdflow":
-        source = checkpoints.resolve(str(file))
+        source = resolver.checkpoint(str(file))
         loaded = checkpoints.load(source, torch.device("cpu"), dtype, LoadOptions(config=configs))
         modules = (loaded.unet, loaded.vae, loaded.text_encoder)
     else:

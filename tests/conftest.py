@@ -28,6 +28,14 @@ def runner(tmp_path: Path):
     return Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path / "outputs"))
 
 
+@pytest.fixture(scope="module")
+def graph_runner():
+    """A CPU fp32 runner shared by a module's tests (it keeps its loaded models between them)."""
+    from sdflow.runner import Runner
+
+    return Runner(device="cpu", dtype="fp32")
+
+
 @pytest.fixture
 def write_workflow(tmp_path: Path):
     """Write YAML text to a file in tmp_path and return its path."""

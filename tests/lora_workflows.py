@@ -1,10 +1,13 @@
-"""Workflows the LoRA tests share: LoadCheckpoint -> LoadLoRA, and the located refusal of a file."""
+"""Workflows the LoRA tests share: LoadCheckpoint -> LoadLoRA (alone or drawing txt2img), and the
+located refusal of a file."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from workflows import DROP, TXT2IMG, changed, prefixed, render
 
 from sdflow.errors import UserError
 from sdflow.graphs import loads
@@ -29,3 +32,44 @@ def lora_error(runner: Runner, checkpoint: str, file: Path, tmp_path: Path) -> s
     assert (caught.value.location.node, caught.value.location.field) == ("lora0", "file")
     assert "\n" not in caught.value.message
     return caught.value.message
+
+
+def lora_txt2img(
+    checkpoint: str,
+    *chain: tuple[str | Path, float, float],
+    drawing: dict[str, Any],
+    plain_branch: bool = False,
+) -> str:
+    """txt2img at 64x64 on ``builtin:<checkpoint>`` through LoadLoRA nodes lora0, lora1... in a chain
+    (file, strength_model, strength_clip); with ``plain_branch`` a second branch (plain_*) draws from
+    the checkpoint directly. ``drawing``: prompt, negative, sampler, steps, seed, cfg."""
+    nodes = {"ckpt": {"type": "LoadCheckpoint", "checkpoint": f'"builtin:{checkpoint}"'}}
+    source = "ckpt"
+    for index, (file, strength_model, strength_clip) in enumerate(chain):
+        nodes[f"lora{index}"] = {
+            "type": "LoadLoRA",
+            "model": f"!link {source}.model",
+            "clip": f"!link {source}.clip",
+            "file": f'"{file}"',
+            "strength_model": strength_model,
+            "strength_clip": strength_clip,
+        }
+        source = f"lora{index}"
+    for prefix, model in [("", source)] + ([("plain_", "ckpt")] if plain_branch else []):
+        branch = changed(
+            TXT2IMG,
+            {
+                "ckpt": DROP,
+                "positive": {"clip": f"!link {model}.clip", "text": f'"{drawing["prompt"]}"'},
+                "negative": {"clip": f"!link {model}.clip", "text": f'"{drawing["negative"]}"'},
+                "schedule": {
+                    "model": f"!link {model}.model",
+                    "sampler": drawing["sampler"],
+                    "steps": drawing["steps"],
+                },
+                "noised": {"seed": drawing["seed"]},
+                "denoised": {"model": f"!link {model}.model", "cfg": drawing["cfg"]},
+            },
+        )
+        nodes |= prefixed(branch, prefix)
+    return render(nodes, flow=True)

@@ -192,3 +192,16 @@ def test_import_a1111_on_a_comfyui_picture_names_the_command_that_reads_it(tmp_p
     assert main(["import", "a1111", str(path), "-o", str(tmp_path / "w.yaml")]) == 2
     err = capsys.readouterr().err
     assert "holds no A1111 parameters ('parameters' text) but a ComfyUI workflow: convert it with" in err
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+def test_a_jpeg_or_webp_a1111_saved_imports_from_its_exif_user_comment(tmp_path, capsys, kind):
+    exif = PILImage.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + TEXT.encode("utf-16-be")  # as A1111 writes it
+    path = tmp_path / f"picture.{kind.lower()}"
+    PILImage.new("RGB", (8, 8)).save(path, kind, exif=exif)
+    target = tmp_path / "w.yaml"
+    assert main(["import", "a1111", str(path), "-o", str(target)]) == 0, capsys.readouterr().err
+    workflow = load(target)
+    assert fields(workflow, "schedule")["sigmas"] == "karras"
+    assert workflow.inputs["negative"].default == "blurry"

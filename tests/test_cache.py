@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from workflows import TXT2IMG, changed, renamed, render
 
 from sdflow.graphs import Workflow, load, loads
 from sdflow.nodes.types import Latent
@@ -22,47 +23,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "txt2img.yaml"
 FAST = {"steps": 2, "checkpoint": "builtin:tiny-sd15"}  # the fast random model: speed matters here
 EVERY_NODE = {"ckpt", "positive", "negative", "empty", "schedule", "noised", "denoised", "decoded", "save"}
 
-# The example's graph up to VAEDecode, with every node id changed and no SaveImage.
-RENAMED = """
-version: 1
-nodes:
-  loader:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  prompt_text:
-    type: CLIPEncode
-    clip: !link loader.clip
-    text: "a red circle on a blue background"
-  empty_text:
-    type: CLIPEncode
-    clip: !link loader.clip
-    text: ""
-  canvas:
-    type: EmptyLatent
-    width: 64
-    height: 64
-  sched:
-    type: Scheduler
-    model: !link loader.model
-    sampler: ddim
-    steps: 2
-  noisy:
-    type: AddNoise
-    latent: !link canvas
-    schedule: !link sched
-    seed: 42
-  sampled:
-    type: DenoiseLoop
-    model: !link loader.model
-    positive: !link prompt_text
-    negative: !link empty_text
-    latent: !link noisy
-    cfg: 4.0
-  pixels:
-    type: VAEDecode
-    vae: !link loader.vae
-    latent: !link sampled
-"""
 SAME_WORK = {
     "ckpt": "loader",
     "positive": "prompt_text",
@@ -73,6 +33,21 @@ SAME_WORK = {
     "denoised": "sampled",
     "decoded": "pixels",
 }
+# The example's graph up to VAEDecode, with every node id changed and no SaveImage.
+RENAMED = render(
+    renamed(
+        changed(
+            TXT2IMG,
+            {
+                "positive": {"text": '"a red circle on a blue background"'},
+                "schedule": {"sampler": "ddim", "steps": 2},
+                "noised": {"seed": 42},
+                "denoised": {"cfg": 4.0},
+            },
+        ),
+        SAME_WORK,
+    )
+)
 
 
 @pytest.fixture(scope="module")

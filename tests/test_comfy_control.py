@@ -54,7 +54,7 @@ def graph(apply: dict, loader: dict | None = None) -> dict:
             sampler_name="ddim",
             scheduler="normal",
             denoise=1.0,
-        ),  # fmt: skip
+        ),
         "9": node("VAEDecode", samples=["8", 0], vae=["1", 2]),
         "10": apply,
         "11": node("SaveImage", images=["9", 0], filename_prefix="control"),
@@ -127,3 +127,56 @@ def test_a_loader_without_a_file_name_is_reported(kind: str) -> None:
     loader = node(kind, model=["1", 0])
     with pytest.raises(ConversionError, match="control_net_name"):
         converted(graph(ADVANCED, loader))
+
+
+def test_a_ui_format_controlnet_workflow_names_its_widgets(tmp_path: Path) -> None:
+    import json
+
+    from sdflow.formats.comfy_json import read
+
+    document = json.loads(
+        (Path(__file__).parent / "fixtures" / "comfy" / "default_graph_ui.json").read_text()
+    )
+    sampler = next(n for n in document["nodes"] if n["type"] == "KSampler")
+    old = {i["name"]: i["link"] for i in sampler["inputs"]}
+    prompts = {
+        link[0]: link[1:3] for link in document["links"] if link[0] in (old["positive"], old["negative"])
+    }
+    document["links"] = [link for link in document["links"] if link[0] not in prompts]
+
+    def ui(node_id: int, kind: str, widgets: list, inputs: dict[str, int]) -> dict:
+        return {"id": node_id, "type": kind, "inputs": [{"name": k, "link": v} for k, v in inputs.items()],
+                "outputs": [], "widgets_values": widgets}  # fmt: skip
+
+    def link(link_id: int, source: list, target: int, slot: int) -> list:
+        return [link_id, *source, target, slot, "*"]
+
+    document["nodes"] += [
+        ui(10, "LoadImage", ["shapes.png", "image"], {}),
+        ui(11, "Canny", [0.4, 0.8], {"image": 101}),
+        ui(12, "ControlNetLoader", [CONTROL], {}),
+        ui(13, "ControlNetApplyAdvanced", [0.6, 0.2, 0.8],
+           {"positive": 102, "negative": 103, "control_net": 104, "image": 105}),
+    ]  # fmt: skip
+    document["links"] += [
+        link(101, [10, 0], 11, 0),
+        link(102, prompts[old["positive"]], 13, 0),
+        link(103, prompts[old["negative"]], 13, 1),
+        link(104, [12, 0], 13, 2),
+        link(105, [11, 0], 13, 3),
+        link(106, [13, 0], 3, 1),
+        link(107, [13, 1], 3, 2),
+    ]
+    for item in sampler["inputs"]:
+        item["link"] = {"positive": 106, "negative": 107}.get(item["name"], item["link"])
+    path = tmp_path / "control_ui.json"
+    path.write_text(json.dumps(document))
+    conversion = convert(read(path), str(path))
+    apply = by_type(conversion.workflow, "ApplyControlNet")
+    assert (apply.fields["strength"], apply.fields["start_percent"], apply.fields["end_percent"]) == (
+        0.6,
+        0.2,
+        0.8,
+    )
+    assert by_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
+    assert by_type(conversion.workflow, "Canny").fields["low"] == 102

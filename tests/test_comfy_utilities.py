@@ -115,3 +115,20 @@ def test_conditioning_zero_out_takes_the_encoded_prompt(kind):
     }
     workflow, _ = converted(graph)
     assert by_type(workflow, kind).fields["conditioning"].node == by_type(workflow, "CLIPEncode").id
+
+
+def test_area_composition_and_prompt_scheduling_import():
+    graph = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=TINY),
+        "2": node("CLIPTextEncode", clip=["1", 1], text="a red circle"),
+        "3": node("CLIPTextEncode", clip=["1", 1], text="a blue square"),
+        "4": node("ConditioningSetArea", conditioning=["3", 0], width=32, height=64, x=0, y=0, strength=1.5),
+        "5": node("ConditioningSetTimestepRange", conditioning=["2", 0], start=0.0, end=0.6),
+        "6": node("ConditioningCombine", conditioning_1=["5", 0], conditioning_2=["4", 0]),
+    }
+    workflow, _ = converted(graph)
+    area = by_type(workflow, "ConditioningSetArea").fields
+    assert (area["width"], area["height"], area["strength"]) == (32, 64, 1.5)
+    assert by_type(workflow, "ConditioningSetTimestepRange").fields["end"] == 0.6
+    combine = by_type(workflow, "ConditioningCombine").fields
+    assert combine["conditioning_2"].node == by_type(workflow, "ConditioningSetArea").id

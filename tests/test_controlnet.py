@@ -229,6 +229,34 @@ def test_a_pickle_is_refused_without_allow_pickle(controls, tmp_path: Path, runn
         pixels(runner, workflow(), control=str(pickled), config="builtin:tiny-sd15")
 
 
+def test_a_pickle_loads_with_allow_pickle_to_the_same_picture(
+    controls, tmp_path: Path, runner: Runner
+) -> None:
+    pickled = tmp_path / "control_old.pth"
+    torch.save(load_file(str(controls["sd15"]["ldm"])), pickled)
+    text = workflow().replace("config: !input config}", "config: !input config, allow_pickle: true}")
+    from_pickle = pixels(runner, text, control=str(pickled), config="builtin:tiny-sd15")
+    assert np.array_equal(from_pickle, pixels(runner, workflow(), control=str(controls["sd15"]["folder"])))
+
+
+def test_an_sd2_controlnet_is_told_by_its_cross_attention_width() -> None:
+    shapes = {
+        "control_model.input_hint_block.0.weight": (16, 3, 3, 3),
+        "control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
+    }
+    assert controlnet.from_shapes(shapes, "control_sd21.safetensors").label() == "SD 2.x ControlNet"
+
+
+def test_a_file_that_is_no_control_is_a_located_error(tmp_path: Path, runner: Runner) -> None:
+    from safetensors.torch import save_file
+
+    other = tmp_path / "not_a_control.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(other))
+    with pytest.raises(UserError, match="neither a ControlNet") as caught:
+        pixels(runner, workflow(), control=str(other))
+    assert "'cn'" in str(caught.value) and "file" in str(caught.value)
+
+
 def test_a_name_in_the_controlnet_model_folder_is_found(controls, model_folders, runner: Runner) -> None:
     model_folders("ComfyUI/models/controlnet/control_tiny.safetensors", controls["sd15"]["ldm"])
     by_name = pixels(runner, workflow(), control="control_tiny", config="builtin:tiny-sd15")
@@ -346,6 +374,25 @@ def test_a_control_picture_of_another_size_is_resized_as_diffusers_does(controls
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
 
+def test_a_hires_pass_resizes_the_control_to_its_size(controls, runner: Runner) -> None:
+    hires = (
+        workflow().replace("width: 64, height: 64}", "width: 32, height: 32}")
+        + f"""
+  upscaled: {{type: LatentUpscale, latent: !link denoised, width: 64, height: 64}}
+  renoised: {{type: AddNoise, latent: !link upscaled, schedule: !link schedule, seed: 9, strength: 0.5}}
+  second: {{type: DenoiseLoop, model: !link ckpt.model, positive: !link controlled.positive,
+           negative: !link controlled.negative, latent: !link renoised, cfg: {CFG}}}
+  final: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link second}}
+"""
+    )
+    on = run(runner, hires, "final", control=str(controls["sd15"]["folder"]))["final.image"].pixels
+    off = run(runner, hires, "final", control=str(controls["sd15"]["folder"]), strength=0.0)[
+        "final.image"
+    ].pixels
+    assert on.shape == (1, 3, 64, 64)
+    assert (on - off).abs().max() > 0.01
+
+
 def test_sdxl_matches_the_sdxl_controlnet_pipeline(controls, runner: Runner) -> None:
     from diffusers import DDIMScheduler
 
@@ -422,3 +469,29 @@ def test_the_example_writes_a1111s_controlnet_unit_line(tmp_path: Path) -> None:
         'ControlNet 0: "Module: canny, Model: tiny-sd15-control, Weight: 0.7, Threshold A: 100, '
         'Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0"'
     )
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_before_anything_runs(
+    controls, runner: Runner
+) -> None:
+    with pytest.raises(
+        UserError, match=r"start_percent \(0.8\) must not exceed end_percent \(0.2\)"
+    ) as caught:
+        runner.run(
+            loads(workflow(), "controlnet.yaml"),
+            inputs={"control": str(controls["sd15"]["folder"]), "start": 0.8, "end": 0.2},
+        )
+    assert "'controlled'" in str(caught.value)
+
+
+def test_a_batched_seed_sweep_with_a_control_equals_the_serial_runs(controls) -> None:
+    folder = str(controls["sd15"]["folder"])
+    items = [{"control": folder, "seed": seed} for seed in (1, 2, 3)]
+    text = workflow()
+    serial = [pixels(Runner(device="cpu", dtype="fp32"), text, **item) for item in items]
+    batched = Runner(device="cpu", dtype="fp32").run_batch(
+        loads(text, "controlnet.yaml"), items, 3, ["decoded"]
+    )
+    for one, result in zip(serial, batched, strict=True):
+        assert np.array_equal(one, result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy())
+    assert max_diff(serial[0], serial[1]) > 0.01

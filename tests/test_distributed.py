@@ -17,6 +17,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
 
+from workflows import copy_image  # noqa: E402
+
 from sdflow.graphs.loading import load  # noqa: E402
 from sdflow.runner.core.events import StepProgress  # noqa: E402
 from sdflow.runner.core.executor import Runner  # noqa: E402
@@ -25,14 +27,7 @@ from sdflow.runner.scale.many import run_many  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TXT2IMG = ROOT / "examples" / "txt2img.yaml"
-COPY = """\
-version: 1
-inputs:
-  path: "a.png"
-nodes:
-  picture: {type: LoadImage, path: !input path}
-  save: {type: SaveImage, image: !link picture.image, filename_prefix: copy}
-"""
+COPY = copy_image("copy")
 
 
 class ExitOnFirstStep:

@@ -8,30 +8,29 @@ import os
 from pathlib import Path
 
 import pytest
+from workflows import DROP, txt2img
 
 from sdflow.cli import main
 from sdflow.errors import WorkflowErrors
 from sdflow.graphs import loads
-from sdflow.models import checkpoints, family_probe, singlefile
+from sdflow.models import checkpoints, detect, singlefile
 from sdflow.models.families import SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 from sdflow.runner.core.plan import check
 
-TXT2IMG = """
-version: 1
-inputs: {model_from: "builtin:tiny-sdxl", clip_from: "builtin:tiny-sdxl"}
-nodes:
-  base: {type: LoadCheckpoint, checkpoint: !input model_from}
-  other: {type: LoadCheckpoint, checkpoint: !input clip_from}
-  positive: {type: CLIPEncode, clip: !link other.clip, text: "a red circle"}
-  negative: {type: CLIPEncode, clip: !link other.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link base.model, steps: 2}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule}
-  denoised: {type: DenoiseLoop, model: !link base.model, positive: !link positive,
-             negative: !link negative, latent: !link noised}
-  decoded: {type: VAEDecode, vae: !link base.vae, latent: !link denoised}
-"""
+TXT2IMG = txt2img(
+    {"model_from": '"builtin:tiny-sdxl"', "clip_from": '"builtin:tiny-sdxl"'},
+    flow=True,
+    ckpt=DROP,
+    base={"type": "LoadCheckpoint", "checkpoint": "!input model_from"},
+    other={"type": "LoadCheckpoint", "checkpoint": "!input clip_from"},
+    positive={"clip": "!link other.clip", "text": '"a red circle"'},
+    negative={"clip": "!link other.clip"},
+    schedule={"model": "!link base.model", "sampler": DROP, "steps": 2},
+    noised={"seed": DROP},
+    denoised={"model": "!link base.model", "cfg": DROP},
+    decoded={"vae": "!link base.vae"},
+)
 # the line of the DenoiseLoop's `positive` field
 DENOISE_LINE = next(n for n, line in enumerate(TXT2IMG.splitlines(), 1) if "positive: !link positive" in line)
 
@@ -132,7 +131,7 @@ def test_combining_conditionings_of_two_families_is_one_error(node: str, nothing
   both: {{type: {node}, first: !link positive, second: !link extra}}
 """,
         ("positive: !link positive,", "positive: !link both,"),
-        ("inputs: {", 'inputs: {third: "builtin:tiny-sd15", '),
+        ("inputs:\n", 'inputs:\n  third: "builtin:tiny-sd15"\n'),
     )
     with pytest.raises(WorkflowErrors) as caught:
         check(loads(text, "combined.yaml"))
@@ -162,7 +161,7 @@ def test_families_pass_through_a_lora_unchanged(tmp_path: Path, nothing_loads) -
 def test_an_unknown_family_checks_nothing_early_and_the_run_still_refuses(
     write_workflow, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(family_probe, "checkpoint_family", lambda spec: None)
+    monkeypatch.setattr(detect, "checkpoint_family", lambda spec: None)
     path = write_workflow(TXT2IMG)
     assert validate(path, capsys, "clip_from=builtin:tiny-sd15") == (0, "")
     arguments = ["run", str(path), "--set", "clip_from=builtin:tiny-sd15", "--output-dir", str(tmp_path)]
@@ -175,27 +174,27 @@ def test_an_unknown_family_checks_nothing_early_and_the_run_still_refuses(
 def test_pickles_and_hub_ids_have_no_early_family(tmp_path: Path) -> None:
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"not read")
-    assert family_probe.checkpoint_family(str(pickle)) is None
-    assert family_probe.checkpoint_family("someone/some-model") is None
-    assert family_probe.checkpoint_family(str(tmp_path / "missing.safetensors")) is None
+    assert detect.checkpoint_family(str(pickle)) is None
+    assert detect.checkpoint_family("someone/some-model") is None
+    assert detect.checkpoint_family(str(tmp_path / "missing.safetensors")) is None
 
 
 def test_detection_is_read_once_per_file_state(single_files, tmp_path: Path, monkeypatch) -> None:
     file = tmp_path / "copy.safetensors"
     file.write_bytes(single_files["sdxl-refiner"][0].read_bytes())
     reads = []
-    inspect = singlefile.inspect
-    monkeypatch.setattr(singlefile, "inspect", lambda path: reads.append(path) or inspect(path))
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
+    inspect = detect.inspect
+    monkeypatch.setattr(detect, "inspect", lambda path: reads.append(path) or inspect(path))
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
     assert len(reads) == 1
     stat = file.stat()
     os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert family_probe.checkpoint_family(str(file)) is SDXL_REFINER
+    assert detect.checkpoint_family(str(file)) is SDXL_REFINER
     assert len(reads) == 2
 
 
 def test_folder_families_come_from_their_configs() -> None:
-    assert family_probe.checkpoint_family("builtin:tiny-sd15") is SD15
-    assert family_probe.checkpoint_family("builtin:tiny-sdxl") is SDXL
-    assert family_probe.checkpoint_family("builtin:shapes-xl-refiner") is SDXL_REFINER
+    assert detect.checkpoint_family("builtin:tiny-sd15") is SD15
+    assert detect.checkpoint_family("builtin:tiny-sdxl") is SDXL
+    assert detect.checkpoint_family("builtin:shapes-xl-refiner") is SDXL_REFINER

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sdflow.models import checkpoints, folder_load
+from sdflow.models import checkpoints, folder_load, resolver
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "sdflow" / "builtin"
@@ -82,7 +82,7 @@ def mapped_reads(monkeypatch) -> list[str]:
 )
 def test_mapped_folder_weights_equal_from_pretrained(mapped_reads, name, dtype):
     folder = BUILTIN / name
-    loaded = checkpoints.load(checkpoints.resolve(str(folder)), CPU, dtype)
+    loaded = checkpoints.load(resolver.checkpoint(str(folder)), CPU, dtype)
     ours = loaded_models(loaded)
     assert sorted(mapped_reads) == sorted(ours)  # every model came through the mapped read
     for component, module in reference(folder, dtype).items():
@@ -107,7 +107,7 @@ def test_legacy_key_names_fall_back_to_from_pretrained(mapped_reads, tmp_path):
     assert renamed.keys() != load_file(weights).keys()
     save_file(renamed, weights)
 
-    loaded = checkpoints.load(checkpoints.resolve(str(folder)), CPU, torch.float32)
+    loaded = checkpoints.load(resolver.checkpoint(str(folder)), CPU, torch.float32)
     assert sorted(mapped_reads) == ["text_encoder", "unet"]
     assert_same_weights(loaded.vae, reference(BUILTIN / "tiny-sd15", torch.float32)["vae"])
 
@@ -120,7 +120,7 @@ def test_a_folder_with_pickled_weights_still_loads_with_the_opt_in(mapped_reads,
     unet.unlink()
 
     loaded = checkpoints.load(
-        checkpoints.resolve(str(folder)), CPU, torch.float32, checkpoints.LoadOptions(allow_pickle=True)
+        resolver.checkpoint(str(folder)), CPU, torch.float32, checkpoints.LoadOptions(allow_pickle=True)
     )
     assert "unet" not in mapped_reads
     assert_same_weights(loaded.unet, reference(BUILTIN / "tiny-sd15", torch.float32)["unet"])

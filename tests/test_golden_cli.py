@@ -13,59 +13,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
+from workflows import txt2img
 
 from sdflow.cli import main
 
-WORKFLOW = """\
-version: 1
-inputs:
-  prompt: "a red circle on a blue background"
-  seed: 42
-  steps: {steps}
-  cfg: {cfg}
-  sampler: {sampler}
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: !input prompt
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: ""
-  empty:
-    type: EmptyLatent
-    width: 64
-    height: 64
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: !input sampler
-    steps: !input steps
-  noised:
-    type: AddNoise
-    latent: !link empty.latent
-    schedule: !link schedule
-    seed: !input seed
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: !input cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-  save:
-    type: SaveImage
-    image: !link decoded
-"""
-BASE = {"steps": 4, "cfg": 6.0, "sampler": "ddim"}
+
+def workflow_text(steps: int = 4, cfg: float = 6.0, sampler: str = "ddim") -> str:
+    """The tiny txt2img graph with a SaveImage node, its steps/cfg/sampler defaults as given."""
+    inputs = {"prompt": '"a red circle on a blue background"', "seed": 42}
+    return txt2img({**inputs, "steps": steps, "cfg": cfg, "sampler": sampler}, save=True)
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +34,7 @@ def _one_thread_and_a_clean_folder(tmp_path, monkeypatch):
 
 
 def write(path: Path, **changes) -> Path:
-    path.write_text(WORKFLOW.format(**{**BASE, **changes}))
+    path.write_text(workflow_text(**changes))
     return path
 
 
@@ -237,7 +193,7 @@ def test_check_without_a_golden_exits_2_and_says_how_to_record_one(tmp_path, cap
 
 def test_a_workflow_error_exits_2_with_the_usual_located_message(tmp_path, capsys):
     broken = tmp_path / "wf.yaml"
-    broken.write_text(WORKFLOW.format(**BASE).replace("type: VAEDecode", "type: VAEDecod"))
+    broken.write_text(workflow_text().replace("type: VAEDecode", "type: VAEDecod"))
     assert golden_run("update", str(broken)) == 2
     err = capsys.readouterr().err
     assert "wf.yaml:" in err and "VAEDecode" in err
@@ -253,7 +209,7 @@ def test_two_workflows_that_would_share_a_golden_are_refused(tmp_path, capsys):
 
 
 def test_a_workflow_without_an_image_output_cannot_be_recorded(tmp_path, capsys):
-    text = WORKFLOW.format(**BASE).split("  decoded:")[0]
+    text = workflow_text().split("  decoded:")[0]
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(text)
     assert golden_run("update", str(workflow)) == 2

@@ -6,6 +6,7 @@ import json
 import textwrap
 
 import pytest
+from workflows import txt2img
 
 from sdflow.cli import main
 from sdflow.golden.harness import record_workflow
@@ -20,51 +21,13 @@ def test_gradient(golden):
     golden.check("gradient", image + {offset})
 """
 
-WORKFLOW = """\
-version: 1
-inputs:
-  cfg: 6.0
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: "a red circle"
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: ""
-  empty:
-    type: EmptyLatent
-    width: 64
-    height: 64
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: ddim
-    steps: 3
-  noised:
-    type: AddNoise
-    latent: !link empty.latent
-    schedule: !link schedule
-    seed: 1
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: !input cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-  save:
-    type: SaveImage
-    image: !link decoded
-"""
+WORKFLOW = txt2img(
+    {"cfg": 6.0},
+    positive={"text": '"a red circle"'},
+    schedule={"sampler": "ddim", "steps": 3},
+    noised={"seed": 1},
+    save=True,
+)
 
 RUN_TEST = """
 from pathlib import Path

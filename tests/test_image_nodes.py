@@ -10,7 +10,7 @@ import torch
 from PIL import Image as PILImage
 
 from sdflow.errors import NodeError
-from sdflow.models import checkpoints
+from sdflow.models import checkpoints, resolver
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.library.image_scale import ImageScale
 from sdflow.nodes.library.latent_upscale import LatentUpscale
@@ -52,7 +52,7 @@ def two_colour_picture(mode: str = "RGB") -> PILImage.Image:
 
 @pytest.fixture(scope="module")
 def vae() -> Vae:
-    source = checkpoints.resolve("builtin:tiny-sd15")
+    source = resolver.checkpoint("builtin:tiny-sd15")
     return Vae(checkpoints.load(source, torch.device("cpu"), torch.float32).vae)
 
 

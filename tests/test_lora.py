@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
+from lora_workflows import lora_txt2img
+from references import pipeline_images
 from safetensors.torch import save_file
 
 from sdflow.cli import main
@@ -23,6 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "sdflow" / "builtin" / "tiny-sd15"
 TO_Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
 PROMPT, NEGATIVE, SEED, STEPS, CFG = "a red circle", "blurry", 3, 4, 5.0
+REFERENCE = {
+    "prompt": PROMPT,
+    "negative_prompt": NEGATIVE,
+    "height": 64,
+    "width": 64,
+    "num_inference_steps": STEPS,
+    "guidance_scale": CFG,
+}
+DRAWING = {
+    "prompt": PROMPT,
+    "negative": NEGATIVE,
+    "sampler": "ddim",
+    "steps": STEPS,
+    "seed": SEED,
+    "cfg": CFG,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,30 +58,7 @@ def loras(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
 def workflow(*chain: tuple[str, float, float], plain_branch: bool = False) -> str:
     """txt2img on tiny-sd15 through LoadLoRA nodes (file, strength_model, strength_clip) in a chain;
     with ``plain_branch`` a second branch renders from the checkpoint directly."""
-    lines = ["version: 1", "nodes:", '  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}']
-    source = "ckpt"
-    for index, (file, strength_model, strength_clip) in enumerate(chain):
-        lines.append(
-            f"  lora{index}: {{type: LoadLoRA, model: !link {source}.model, clip: !link {source}.clip, "
-            f'file: "{file}", strength_model: {strength_model}, strength_clip: {strength_clip}}}'
-        )
-        source = f"lora{index}"
-    branches = [("", source)] + ([("plain_", "ckpt")] if plain_branch else [])
-    for prefix, model in branches:
-        lines += [
-            f'  {prefix}positive: {{type: CLIPEncode, clip: !link {model}.clip, text: "{PROMPT}"}}',
-            f'  {prefix}negative: {{type: CLIPEncode, clip: !link {model}.clip, text: "{NEGATIVE}"}}',
-            f"  {prefix}empty: {{type: EmptyLatent, width: 64, height: 64}}",
-            f"  {prefix}schedule: {{type: Scheduler, model: !link {model}.model, sampler: ddim, "
-            f"steps: {STEPS}}}",
-            f"  {prefix}noised: {{type: AddNoise, latent: !link {prefix}empty, "
-            f"schedule: !link {prefix}schedule, seed: {SEED}}}",
-            f"  {prefix}denoised: {{type: DenoiseLoop, model: !link {model}.model, "
-            f"positive: !link {prefix}positive, negative: !link {prefix}negative, "
-            f"latent: !link {prefix}noised, cfg: {CFG}}}",
-            f"  {prefix}decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link {prefix}denoised}}",
-        ]
-    return "\n".join(lines) + "\n"
+    return lora_txt2img("tiny-sd15", *chain, drawing=DRAWING, plain_branch=plain_branch)
 
 
 def pixels(result, node: str = "decoded") -> np.ndarray:
@@ -74,22 +69,12 @@ def diffusers_image(*fused: tuple[Path, float, float]) -> np.ndarray:
     """diffusers' txt2img after load_lora_weights + fuse_lora of each (file, unet scale, te scale)."""
     pipe = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT))
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     for file, unet_scale, te_scale in fused:
         pipe.load_lora_weights(str(file))
         pipe.fuse_lora(components=["unet"], lora_scale=unet_scale)
         pipe.fuse_lora(components=["text_encoder"], lora_scale=te_scale)
         pipe.unload_lora_weights()  # keeps the fused weights
-    return pipe(
-        PROMPT,
-        negative_prompt=NEGATIVE,
-        height=64,
-        width=64,
-        num_inference_steps=STEPS,
-        guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(SEED),
-    ).images
+    return pipeline_images(pipe, pipe.scheduler.config, "ddim", SEED, **REFERENCE)
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:

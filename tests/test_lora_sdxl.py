@@ -11,18 +11,26 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
-from lora_workflows import lora_error, lora_node
+from lora_workflows import lora_error, lora_node, lora_txt2img
+from references import pipeline_images
 
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
 from sdflow.models.ldm_keys import unet_mapping
-from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "sdflow" / "builtin"
 BASE, REFINER, SD15 = BUILTIN / "tiny-sdxl", BUILTIN / "tiny-sdxl-refiner", BUILTIN / "tiny-sd15"
 PROMPT, NEGATIVE, SEED, STEPS, CFG, SAMPLER = "a red circle", "blurry", 3, 4, 5.0, "euler"
+DRAWING = {
+    "prompt": PROMPT,
+    "negative": NEGATIVE,
+    "sampler": SAMPLER,
+    "steps": STEPS,
+    "seed": SEED,
+    "cfg": CFG,
+}
 TOLERANCE = 1e-4  # as tests/test_parity_sdxl.py: the graph against diffusers' SDXL pipeline
 ENCODERS = ("text_encoder", "text_encoder_2")
 
@@ -51,25 +59,8 @@ def loras(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
 
 def workflow(file: str | None, strength_model: float = 1.0, strength_clip: float = 1.0) -> str:
     """txt2img at 64x64 on tiny-sdxl, through a LoadLoRA node unless ``file`` is None."""
-    lines = ["version: 1", "nodes:", '  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl"}']
-    source = "ckpt"
-    if file is not None:
-        lines.append(
-            f'  lora0: {{type: LoadLoRA, model: !link ckpt.model, clip: !link ckpt.clip, file: "{file}", '
-            f"strength_model: {strength_model}, strength_clip: {strength_clip}}}"
-        )
-        source = "lora0"
-    lines += [
-        f'  positive: {{type: CLIPEncode, clip: !link {source}.clip, text: "{PROMPT}"}}',
-        f'  negative: {{type: CLIPEncode, clip: !link {source}.clip, text: "{NEGATIVE}"}}',
-        "  empty: {type: EmptyLatent, width: 64, height: 64}",
-        f"  schedule: {{type: Scheduler, model: !link {source}.model, sampler: {SAMPLER}, steps: {STEPS}}}",
-        f"  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: {SEED}}}",
-        f"  denoised: {{type: DenoiseLoop, model: !link {source}.model, positive: !link positive, "
-        f"negative: !link negative, latent: !link noised, cfg: {CFG}}}",
-        "  decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}",
-    ]
-    return "\n".join(lines) + "\n"
+    chain = [] if file is None else [(file, strength_model, strength_clip)]
+    return lora_txt2img("tiny-sdxl", *chain, drawing=DRAWING)
 
 
 def fused(pipe, file: Path, unet_scale: float, te_scale: float):
@@ -134,18 +125,18 @@ def diffusers_image(file: Path | None = None, strength_model: float = 1.0, stren
     pipe.set_progress_bar_config(disable=True)
     if file is not None:
         fused(pipe, file, strength_model, strength_clip)
-    cls, overrides = SAMPLERS[SAMPLER]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
-    return pipe(
+    return pipeline_images(
+        pipe,
+        pipe.scheduler.config,
+        SAMPLER,
+        SEED,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         height=64,
         width=64,
         num_inference_steps=STEPS,
         guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(SEED),
-    ).images
+    )
 
 
 def pixels(runner: Runner, text: str) -> np.ndarray:

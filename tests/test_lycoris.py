@@ -12,6 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from lora_workflows import lora_error, lora_node
 from safetensors.torch import load_file, save_file
+from workflows import txt2img
 
 from sdflow.cli import main
 from sdflow.errors import UserError
@@ -140,27 +141,25 @@ def test_patched_weights_are_base_plus_strength_times_the_formula(
     assert any(len(shape) == 4 and shape[2:] == (3, 3) for shape in checked)  # a 3x3 conv among them
 
 
-WORKFLOW = """\
-version: 1
-nodes:
-  ckpt: {{type: LoadCheckpoint, checkpoint: "builtin:{checkpoint}"}}
-  lora0: {{type: LoadLoRA, model: !link ckpt.model, clip: !link ckpt.clip, file: "{file}",
-          strength_model: {strength}, strength_clip: {strength}}}
-  positive: {{type: CLIPEncode, clip: !link {source}.clip, text: "a red circle"}}
-  negative: {{type: CLIPEncode, clip: !link {source}.clip, text: "blurry"}}
-  empty: {{type: EmptyLatent, width: 64, height: 64}}
-  schedule: {{type: Scheduler, model: !link {source}.model, sampler: euler, steps: 3}}
-  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 3}}
-  denoised: {{type: DenoiseLoop, model: !link {source}.model, positive: !link positive,
-             negative: !link negative, latent: !link noised, cfg: 5.0}}
-  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
-"""
+def lora_workflow(checkpoint: str, file: Path, strength: float, source: str = "lora0") -> str:
+    """txt2img on ``checkpoint`` drawing with the model and clip of ``source`` (LoadLoRA lora0 or ckpt)."""
+    lora = {"type": "LoadLoRA", "model": "!link ckpt.model", "clip": "!link ckpt.clip", "file": f'"{file}"'}
+    return txt2img(
+        flow=True,
+        ckpt={"checkpoint": f'"builtin:{checkpoint}"'},
+        lora0={**lora, "strength_model": strength, "strength_clip": strength},
+        positive={"clip": f"!link {source}.clip", "text": '"a red circle"'},
+        negative={"clip": f"!link {source}.clip", "text": '"blurry"'},
+        schedule={"model": f"!link {source}.model", "sampler": "euler", "steps": 3},
+        noised={"seed": 3},
+        denoised={"model": f"!link {source}.model", "cfg": 5.0},
+    )
 
 
 def picture(
     runner: Runner, checkpoint: str, file: Path, strength: float, source: str = "lora0"
 ) -> np.ndarray:
-    text = WORKFLOW.format(checkpoint=checkpoint, file=file, strength=strength, source=source)
+    text = lora_workflow(checkpoint, file, strength, source)
     return runner.run(loads(text, "w.yaml"))["decoded.image"].pixels.numpy()
 
 
@@ -221,11 +220,7 @@ def test_a_dora_file_exits_2_with_one_located_line(tmp_path: Path, capsys, files
     tensors = load_file(files["tiny-sd15", "lokr"]) | {f"{STEM}.dora_scale": torch.ones(32, 1, 1, 1)}
     save_file(tensors, str(tmp_path / "dora.safetensors"))
     workflow = tmp_path / "w.yaml"
-    workflow.write_text(
-        WORKFLOW.format(
-            checkpoint="tiny-sd15", file=tmp_path / "dora.safetensors", strength=1.0, source="lora0"
-        )
-    )
+    workflow.write_text(lora_workflow("tiny-sd15", tmp_path / "dora.safetensors", 1.0))
     assert main(["run", str(workflow), "--quiet", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "node 'lora0', field 'file'" in err and "a DoRA LoRA" in err

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from workflows import copy_image
+
 from sdflow.graphs.loading import load
 from sdflow.runner.core.report import RunReport
 from sdflow.runner.scale.jobs import Failure, PendingFile, Rendered
@@ -14,14 +16,7 @@ from sdflow.runner.scale.many import Completed, FileWriter, LocalBackend, in_job
 from sdflow.runner.scale.schedule import AffinityScheduler
 
 ROOT = Path(__file__).resolve().parent.parent
-COPY = """\
-version: 1
-inputs:
-  path: "a.png"
-nodes:
-  picture: {type: LoadImage, path: !input path}
-  save: {type: SaveImage, image: !link picture.image, filename_prefix: copies/copy}
-"""
+COPY = copy_image("copies/copy")
 
 
 def rendered(name: str, data: bytes, folder: str) -> Rendered:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sdflow.models import folders
+from sdflow.models import folders, resolver
+from sdflow.models.folders import ModelNotFound
 
 
 @pytest.fixture
@@ -34,16 +35,16 @@ def layouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
 
 def test_names_resolve_in_both_layouts(layouts: tuple[Path, Path]) -> None:
     comfy, a1111 = layouts
-    assert folders.resolve("checkpoints", "dreamshaper_8.safetensors") == (
+    assert resolver.resolve("checkpoints", "dreamshaper_8.safetensors") == (
         comfy / "models/checkpoints/sd15/dreamshaper_8.safetensors"
     )
-    assert folders.resolve("checkpoints", "dreamshaper_8") == folders.resolve(
+    assert resolver.resolve("checkpoints", "dreamshaper_8") == resolver.resolve(
         "checkpoints", "sd15/dreamshaper_8.safetensors"
     )
-    assert folders.resolve("checkpoints", "realistic") == a1111 / "models/Stable-diffusion/realistic.ckpt"
-    assert folders.resolve("loras", "style") == a1111 / "models/Lora/style.safetensors"
-    assert folders.resolve("embeddings", "easynegative") == a1111 / "embeddings/easynegative.safetensors"
-    assert folders.resolve("checkpoints", "folder-model") == comfy / "models/checkpoints/folder-model"
+    assert resolver.resolve("checkpoints", "realistic") == a1111 / "models/Stable-diffusion/realistic.ckpt"
+    assert resolver.resolve("loras", "style") == a1111 / "models/Lora/style.safetensors"
+    assert resolver.resolve("embeddings", "easynegative") == a1111 / "embeddings/easynegative.safetensors"
+    assert resolver.resolve("checkpoints", "folder-model") == comfy / "models/checkpoints/folder-model"
 
 
 def test_listing_skips_files_that_are_not_models(layouts: tuple[Path, Path]) -> None:
@@ -52,8 +53,8 @@ def test_listing_skips_files_that_are_not_models(layouts: tuple[Path, Path]) -> 
 
 
 def test_unknown_name_suggests_the_closest(layouts: tuple[Path, Path]) -> None:
-    with pytest.raises(folders.ModelNotFound, match=r"did you mean 'sd15/dreamshaper_8\.safetensors'"):
-        folders.resolve("checkpoints", "dreamshaper_7")
+    with pytest.raises(ModelNotFound, match=r"did you mean 'sd15/dreamshaper_8\.safetensors'"):
+        resolver.resolve("checkpoints", "dreamshaper_7")
 
 
 def test_config_file_lists_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,14 +63,14 @@ def test_config_file_lists_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "config.yaml").write_text("model_folders: [m]\n")
     monkeypatch.delenv("SDFLOW_MODELS", raising=False)
     monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "config.yaml"))
-    assert folders.resolve("vae", "x") == tmp_path / "m/models/vae/x.safetensors"
+    assert resolver.resolve("vae", "x") == tmp_path / "m/models/vae/x.safetensors"
 
 
 def test_no_folders_configured_says_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SDFLOW_MODELS", raising=False)
     monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "absent.yaml"))
-    with pytest.raises(folders.ModelNotFound, match="set SDFLOW_MODELS"):
-        folders.resolve("loras", "detail")
+    with pytest.raises(ModelNotFound, match="set SDFLOW_MODELS"):
+        resolver.resolve("loras", "detail")
 
 
 def _settle(root: Path) -> None:

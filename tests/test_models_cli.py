@@ -90,3 +90,16 @@ def test_a_relative_checkpoint_path_is_taken_from_the_workflow_folder(single_fil
     monkeypatch.chdir(tmp_path)  # not the workflow's folder
     argv = ["validate", str(workflows / "flow.yaml"), "--set", "checkpoint=models/mine.safetensors"]
     assert main(argv) == 0
+
+
+def test_an_unreadable_config_file_is_a_located_checkpoint_error(
+    write_workflow, tmp_path, monkeypatch, capsys
+):
+    """Checkpoints resolve as LoRAs do (one resolver): a broken config file is the field's error."""
+    (tmp_path / "config.yaml").write_text("model_folders: [unclosed\n")
+    monkeypatch.delenv("SDFLOW_MODELS", raising=False)
+    monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "config.yaml"))
+    path = write_workflow((ROOT / "examples/txt2img.yaml").read_text())
+    assert main(["validate", str(path), "--set", "checkpoint=dreamshaper_8"]) == 2
+    stderr = capsys.readouterr().err
+    assert "node 'ckpt', field 'checkpoint': cannot read the sdflow config file" in stderr

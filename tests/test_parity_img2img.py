@@ -4,16 +4,15 @@ diffusers' StableDiffusionImg2ImgPipeline on the same components, seed and sched
 from __future__ import annotations
 
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image as PILImage
+from references import pipeline_images
+from workflows import decoded_pixels, img2img, max_diff
 
-from sdflow.graphs import loads
 from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
@@ -26,67 +25,13 @@ NEGATIVE = "blurry"
 STEPS = 10
 CFG = 5.0
 
-WORKFLOW = Template("""
-version: 1
-inputs:
-  image: "$picture"
-  seed: 0
-  sampler: ddim
-  strength: 0.75
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: "$prompt"
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: "$negative"
-  picture:
-    type: LoadImage
-    path: !input image
-  encoded:
-    type: VAEEncode
-    vae: !link ckpt.vae
-    image: !link picture.image
-    seed: !input seed
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: !input sampler
-    steps: $steps
-  noised:
-    type: AddNoise
-    latent: !link encoded
-    schedule: !link schedule
-    seed: null
-    strength: !input strength
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: $cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-""").substitute(
-    picture=PICTURE,
-    prompt=PROMPT,
-    negative=NEGATIVE,
-    steps=STEPS,
-    cfg=CFG,
+WORKFLOW = img2img(
+    {"image": f'"{PICTURE}"', "seed": 0, "sampler": "ddim", "strength": 0.75},
+    positive={"text": f'"{PROMPT}"'},
+    negative={"text": f'"{NEGATIVE}"'},
+    schedule={"steps": STEPS},
+    denoised={"cfg": CFG},
 )
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +49,7 @@ def base_scheduler_config(pipe: StableDiffusionImg2ImgPipeline) -> dict[str, Any
 
 def graph_image(runner: Runner, picture: Path, **inputs: Any) -> np.ndarray:
     """The workflow's decoded pixels as (batch, height, width, 3), like the pipeline's numpy output."""
-    workflow = loads(WORKFLOW, "img2img-parity.yaml")
-    result = runner.run(workflow, inputs={"image": str(picture), **inputs}, outputs=["decoded"])
-    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+    return decoded_pixels(runner, WORKFLOW, {"image": str(picture), **inputs})
 
 
 def pipeline_image(
@@ -119,24 +62,18 @@ def pipeline_image(
 ) -> np.ndarray:
     """diffusers' own img2img with the scheduler ``sampler`` names (the mapping itself is checked by
     the txt2img parity tests), on the picture as a PIL image."""
-    cls, overrides = SAMPLERS[sampler]
-    pipe.scheduler = cls.from_config(config, **overrides)
-    output = pipe(
+    return pipeline_images(
+        pipe,
+        config,
+        sampler,
+        seed,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         image=PILImage.open(picture).convert("RGB"),
         strength=strength,
         num_inference_steps=STEPS,
         guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
     )
-    return output.images
-
-
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
 
 
 @pytest.mark.parametrize("strength", [0.3, 0.75, 1.0])

@@ -5,7 +5,6 @@ diffusers' StableDiffusionInpaintPipeline, with a 4-channel model (blend after e
 from __future__ import annotations
 
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image as PILImage
+from references import pipeline_images
+from workflows import decoded_pixels, inpaint, max_diff
 
 from sdflow.graphs import loads
 from sdflow.nodes.ops.samplers import SAMPLERS
@@ -29,73 +30,15 @@ NEGATIVE = "blurry"
 STEPS = 10
 CFG = 5.0
 
-WORKFLOW = Template("""
-version: 1
-inputs:
-  checkpoint: "builtin:tiny-sd15"
-  mask: "$mask"
-  seed: 0
-  sampler: ddim
-  strength: 1.0
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: !input checkpoint
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: "$prompt"
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: "$negative"
-  picture:
-    type: LoadImage
-    path: "$picture"
-  mask:
-    type: LoadMask
-    path: !input mask
-  encoded:
-    type: VAEEncode
-    vae: !link ckpt.vae
-    image: !link picture.image
-    mask: !link mask
-    seed: !input seed
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: !input sampler
-    steps: $steps
-  noised:
-    type: AddNoise
-    latent: !link encoded
-    schedule: !link schedule
-    seed: null
-    strength: !input strength
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: $cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-""").substitute(
-    picture=PICTURE,
-    mask=MASK,
-    prompt=PROMPT,
-    negative=NEGATIVE,
-    steps=STEPS,
-    cfg=CFG,
+WORKFLOW = inpaint(
+    {"checkpoint": '"builtin:tiny-sd15"', "mask": f'"{MASK}"', "seed": 0, "sampler": "ddim", "strength": 1.0},
+    ckpt={"checkpoint": "!input checkpoint"},
+    positive={"text": f'"{PROMPT}"'},
+    negative={"text": f'"{NEGATIVE}"'},
+    picture={"path": f'"{PICTURE}"'},
+    schedule={"steps": STEPS},
+    denoised={"cfg": CFG},
 )
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +54,7 @@ def pipes() -> dict[str, tuple[StableDiffusionInpaintPipeline, dict[str, Any]]]:
 
 def graph_image(runner: Runner, model: str, **inputs: Any) -> np.ndarray:
     """The workflow's decoded pixels as (batch, height, width, 3), like the pipeline's numpy output."""
-    workflow = loads(WORKFLOW, "inpaint-parity.yaml")
-    inputs = {"checkpoint": f"builtin:{model}", **inputs}
-    result = runner.run(workflow, inputs=inputs, outputs=["decoded"])
-    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+    return decoded_pixels(runner, WORKFLOW, {"checkpoint": f"builtin:{model}", **inputs})
 
 
 def pipeline_image(
@@ -123,9 +63,11 @@ def pipeline_image(
     """diffusers' own inpainting with the scheduler ``sampler`` names (the mapping itself is checked
     by the txt2img parity tests), on PIL pictures at the image's size."""
     pipe, config = pipes[model]
-    cls, overrides = SAMPLERS[sampler]
-    pipe.scheduler = cls.from_config(config, **overrides)
-    output = pipe(
+    return pipeline_images(
+        pipe,
+        config,
+        sampler,
+        seed,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
         image=PILImage.open(PICTURE).convert("RGB"),
@@ -135,15 +77,7 @@ def pipeline_image(
         strength=strength,
         num_inference_steps=STEPS,
         guidance_scale=CFG,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
     )
-    return output.images
-
-
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
 
 
 # tcd (the pipeline passes eta 0, sdflow keeps gamma 0.3) and dpmpp_sde (its Brownian-tree seed comes

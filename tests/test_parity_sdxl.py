@@ -5,21 +5,20 @@ ensemble (denoising_end / denoising_start), for several samplers."""
 from __future__ import annotations
 
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from diffusers import (
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
 from PIL import Image as PILImage
+from references import pipeline_images
+from workflows import DECODE, LOOP, SCHEDULE, decoded_pixels, img2img, max_diff, txt2img
+from workflows import IMG2IMG as IMG2IMG_NODES
 
-from sdflow.graphs import loads
-from sdflow.nodes.ops.samplers import SAMPLERS
 from sdflow.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,78 +34,58 @@ STEPS = 4
 CFG = 5.0
 SAMPLER_CASES = ["euler", "dpmpp_2m", "ddim", "euler_ancestral"]
 
-HEAD = Template("""
-version: 1
-inputs:
-  seed: 0
-  sampler: euler
-  strength: 1.0
-  end: 1.0
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl"}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: "$prompt"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: "$negative"}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: !input sampler, steps: $steps}
-""").substitute(prompt=PROMPT, negative=NEGATIVE, steps=STEPS)
+INPUTS = {"seed": 0, "sampler": "euler", "strength": 1.0, "end": 1.0}
+COMMON: dict[str, Any] = {
+    "ckpt": {"checkpoint": '"builtin:tiny-sdxl"'},
+    "positive": {"text": f'"{PROMPT}"'},
+    "negative": {"text": f'"{NEGATIVE}"'},
+    "schedule": {"steps": STEPS},
+    "denoised": {"cfg": CFG, "denoise_end": "!input end"},
+}
 
-DENOISE = f"""
-  denoised: {{type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-             negative: !link negative, latent: !link noised, cfg: {CFG}, denoise_end: !input end}}
-  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
-"""
+TXT2IMG = txt2img(INPUTS, flow=True, **COMMON)
 
-TXT2IMG = (
-    HEAD
-    + """
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: !input seed}
-"""
-    + DENOISE
+IMG2IMG = img2img(
+    INPUTS,
+    flow=True,
+    **COMMON,
+    picture={"path": f'"{PICTURE}"'},
+    mask={"type": "LoadMask", "path": f'"{MASK}"'},
+    masked={**IMG2IMG_NODES["encoded"], "mask": "!link mask"},
+    inpaint_noised={**IMG2IMG_NODES["noised"], "latent": "!link masked"},
+    inpainted={**LOOP, "latent": "!link inpaint_noised", "cfg": CFG},
+    inpaint_decoded={**DECODE, "latent": "!link inpainted"},
 )
 
-IMG2IMG = (
-    HEAD
-    + f"""
-  picture: {{type: LoadImage, path: "{PICTURE}"}}
-  mask: {{type: LoadMask, path: "{MASK}"}}
-  encoded: {{type: VAEEncode, vae: !link ckpt.vae, image: !link picture.image, seed: !input seed}}
-  masked: {{type: VAEEncode, vae: !link ckpt.vae, image: !link picture.image, mask: !link mask,
-           seed: !input seed}}
-  noised: {{type: AddNoise, latent: !link encoded, schedule: !link schedule, seed: null,
-           strength: !input strength}}
-  inpaint_noised: {{type: AddNoise, latent: !link masked, schedule: !link schedule, seed: null,
-                   strength: !input strength}}
-  inpainted: {{type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-              negative: !link negative, latent: !link inpaint_noised, cfg: {CFG}}}
-  inpaint_decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link inpainted}}
-"""
-    + DENOISE
+ENSEMBLE = txt2img(
+    INPUTS,
+    flow=True,
+    **COMMON,
+    refiner={"type": "LoadCheckpoint", "checkpoint": '"builtin:tiny-sdxl-refiner"'},
+    refiner_positive={"type": "CLIPEncode", "clip": "!link refiner.clip", "text": f'"{PROMPT}"'},
+    refiner_negative={"type": "CLIPEncode", "clip": "!link refiner.clip", "text": f'"{NEGATIVE}"'},
+    refiner_schedule={**SCHEDULE, "model": "!link refiner.model", "steps": STEPS},
+    resumed={
+        "type": "AddNoise",
+        "latent": "!link denoised",
+        "schedule": "!link refiner_schedule",
+        "seed": 99,
+    },
+    refined={
+        **LOOP,
+        "model": "!link refiner.model",
+        "positive": "!link refiner_positive",
+        "negative": "!link refiner_negative",
+        "latent": "!link resumed",
+        "cfg": CFG,
+    },
+    refined_decoded={**DECODE, "vae": "!link refiner.vae", "latent": "!link refined"},
 )
-
-ENSEMBLE = (
-    TXT2IMG
-    + f"""
-  refiner: {{type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl-refiner"}}
-  refiner_positive: {{type: CLIPEncode, clip: !link refiner.clip, text: "{PROMPT}"}}
-  refiner_negative: {{type: CLIPEncode, clip: !link refiner.clip, text: "{NEGATIVE}"}}
-  refiner_schedule: {{type: Scheduler, model: !link refiner.model, sampler: !input sampler, steps: {STEPS}}}
-  resumed: {{type: AddNoise, latent: !link denoised, schedule: !link refiner_schedule, seed: 99}}
-  refined: {{type: DenoiseLoop, model: !link refiner.model, positive: !link refiner_positive,
-            negative: !link refiner_negative, latent: !link resumed, cfg: {CFG}}}
-  refined_decoded: {{type: VAEDecode, vae: !link refiner.vae, latent: !link refined}}
-"""
-)
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
 
 
 def graph_image(runner: Runner, workflow: str, output: str = "decoded", **inputs: Any) -> np.ndarray:
     """A VAEDecode's pixels as (batch, height, width, 3), like a pipeline's numpy output."""
-    result = runner.run(loads(workflow, "sdxl-parity.yaml"), inputs=inputs, outputs=[output])
-    return result[f"{output}.image"].pixels.permute(0, 2, 3, 1).numpy()
+    return decoded_pixels(runner, workflow, inputs, output)
 
 
 class Pipelines:
@@ -122,27 +101,22 @@ class Pipelines:
             pipe.set_progress_bar_config(disable=True)
 
     def run(self, pipe: Any, sampler: str, seed: int, **kwargs: Any) -> Any:
-        cls, overrides = SAMPLERS[sampler]
-        pipe.scheduler = cls.from_config(self.config, **overrides)
-        kwargs.setdefault("output_type", "np")
-        return pipe(
+        return pipeline_images(
+            pipe,
+            self.config,
+            sampler,
+            seed,
             prompt=PROMPT,
             negative_prompt=NEGATIVE,
             num_inference_steps=STEPS,
             guidance_scale=CFG,
-            generator=torch.Generator().manual_seed(seed),
             **kwargs,
-        ).images
+        )
 
 
 @pytest.fixture(scope="module")
 def pipes() -> Pipelines:
     return Pipelines()
-
-
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
 
 
 def picture() -> PILImage.Image:

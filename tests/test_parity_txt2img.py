@@ -20,8 +20,8 @@ from diffusers import (
     StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
+from workflows import decoded_pixels, max_diff, txt2img
 
-from sdflow.graphs import loads
 from sdflow.nodes.ops.samplers import SAMPLERS, karras_samplers
 from sdflow.runner import Runner
 
@@ -31,6 +31,7 @@ PROMPT = "a red circle on a blue background"
 NEGATIVE = "blurry, green"
 SIZE = 64
 STEPS = 8
+GUIDED = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": STEPS, "guidance_scale": 5.0}
 
 # What each sampler name means in diffusers terms: the class and the overrides on the checkpoint's config.
 DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -47,65 +48,23 @@ EXPECTED_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
 }
 
-WORKFLOW = """
-version: 1
-inputs:
-  prompt: ""
-  negative: ""
-  clip_skip: 0
-  seed: 0
-  steps: 8
-  cfg: 5.0
-  sampler: ddim
-  sigmas: default
-  batch: 1
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "builtin:tiny-sd15"
-  positive:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: !input prompt
-    clip_skip: !input clip_skip
-  negative:
-    type: CLIPEncode
-    clip: !link ckpt.clip
-    text: !input negative
-    clip_skip: !input clip_skip
-  empty:
-    type: EmptyLatent
-    width: 64
-    height: 64
-    batch_size: !input batch
-  schedule:
-    type: Scheduler
-    model: !link ckpt.model
-    sampler: !input sampler
-    steps: !input steps
-    sigmas: !input sigmas
-  noised:
-    type: AddNoise
-    latent: !link empty
-    schedule: !link schedule
-    seed: !input seed
-  denoised:
-    type: DenoiseLoop
-    model: !link ckpt.model
-    positive: !link positive
-    negative: !link negative
-    latent: !link noised
-    cfg: !input cfg
-  decoded:
-    type: VAEDecode
-    vae: !link ckpt.vae
-    latent: !link denoised
-"""
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
+WORKFLOW = txt2img(
+    {
+        "prompt": '""',
+        "negative": '""',
+        "clip_skip": 0,
+        "seed": 0,
+        "steps": 8,
+        "cfg": 5.0,
+        "sampler": "ddim",
+        "sigmas": "default",
+        "batch": 1,
+    },
+    positive={"clip_skip": "!input clip_skip"},
+    negative={"text": "!input negative", "clip_skip": "!input clip_skip"},
+    empty={"batch_size": "!input batch"},
+    schedule={"sigmas": "!input sigmas"},
+)
 
 
 class Reference:
@@ -140,8 +99,7 @@ def reference() -> Reference:
 
 def graph_image(runner: Runner, **inputs: Any) -> np.ndarray:
     """The workflow's VAEDecode pixels as (batch, height, width, 3), like the pipeline's numpy output."""
-    result = runner.run(loads(WORKFLOW, "parity.yaml"), inputs=inputs, outputs=["decoded"])
-    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+    return decoded_pixels(runner, WORKFLOW, inputs)
 
 
 def clip_skip_embeds(pipe: StableDiffusionPipeline, text: str, clip_skip: int) -> torch.Tensor:
@@ -159,11 +117,6 @@ def clip_skip_embeds(pipe: StableDiffusionPipeline, text: str, clip_skip: int) -
         return pipe.text_encoder.final_layer_norm(hidden[-(clip_skip + 1)])
 
 
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
-
-
 def test_every_sampler_has_a_parity_case() -> None:
     assert set(EXPECTED_SCHEDULERS) <= set(SAMPLERS)  # the rest: tests/test_samplers_more.py
 
@@ -176,10 +129,7 @@ def test_graph_matches_pipeline_for_sampler(graph_runner: Runner, reference: Ref
     theirs = reference.image(
         sampler,
         seed=7,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
     )
     assert ours.shape == (1, SIZE, SIZE, 3)
     assert max_diff(ours, theirs) <= TOLERANCE
@@ -200,10 +150,7 @@ def test_graph_matches_pipeline_with_karras_sigmas(
         sampler,
         seed=5,
         karras=True,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
     )
     assert max_diff(ours, theirs) <= TOLERANCE
     plain = graph_image(graph_runner, **common, sampler=sampler)
@@ -259,10 +206,7 @@ def test_graph_matches_pipeline_for_a_batch_of_two(graph_runner: Runner, referen
     theirs = reference.image(
         "euler_ancestral",
         seed=11,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
+        **GUIDED,
         num_images_per_prompt=2,
     )
     assert ours.shape == (2, SIZE, SIZE, 3)

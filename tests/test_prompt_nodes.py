@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from workflows import DROP, SAVE, denoise_twice, txt2img
 
 import sdflow
 from sdflow.errors import SdflowWarning
@@ -66,26 +67,19 @@ def test_the_empty_prompt_travels_with_long_and_empty_conditioning(encoded):
     assert encoded["a"].empty is None and encoded["concat"].empty is None  # plain one-chunk prompts
 
 
-DENOISE = """
-version: 1
-inputs:
-  positive: "a red circle on a blue background BREAK red"
-  negative: ""
-  cfg: 4.0
-  batch: 1
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:shapes"}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: !input positive}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: !input negative}
-  empty2: {type: ConditioningConcat, first: !link negative, second: !link negative}
-  latent: {type: EmptyLatent, width: 32, height: 32, batch_size: !input batch}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 2}
-  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 3}
-  short_negative: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-                   negative: !link negative, latent: !link noised, cfg: !input cfg}
-  padded_negative: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-                    negative: !link empty2, latent: !link noised, cfg: !input cfg}
-"""
+TWICE = {"type": "ConditioningConcat", "first": "!link negative", "second": "!link negative"}
+DENOISE = denoise_twice(
+    ("short_negative", "padded_negative"),
+    "empty2",
+    {"positive": '"a red circle on a blue background BREAK red"', "negative": '""', "cfg": 4.0, "batch": 1},
+    ckpt={"checkpoint": '"builtin:shapes"'},
+    positive={"text": "!input positive"},
+    negative={"text": "!input negative"},
+    empty2=TWICE,
+    empty={"width": 32, "height": 32, "batch_size": "!input batch"},
+    schedule={"sampler": "ddim", "steps": 2},
+    noised={"seed": 3},
+)
 
 
 def test_denoise_pads_the_shorter_conditioning_with_empty_prompt_chunks(runner):
@@ -93,23 +87,26 @@ def test_denoise_pads_the_shorter_conditioning_with_empty_prompt_chunks(runner):
     assert torch.equal(result.tensor("short_negative"), result.tensor("padded_negative"))
 
 
-REPEATED = """
-version: 1
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:shapes"}
-  a: {type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}
-  b: {type: CLIPEncode, clip: !link ckpt.clip, text: "on a blue background"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: "blurry"}
-  positive: {type: ConditioningConcat, first: !link a, second: !link b}
-  twice: {type: ConditioningConcat, first: !link negative, second: !link negative}
-  latent: {type: EmptyLatent, width: 32, height: 32}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 2}
-  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 3}
-  short: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-          latent: !link noised}
-  repeated: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link twice,
-             latent: !link noised}
-"""
+REPEATED = denoise_twice(
+    ("short", "repeated"),
+    "twice",
+    cfg=DROP,
+    ckpt={"checkpoint": '"builtin:shapes"'},
+    a={"type": "CLIPEncode", "clip": "!link ckpt.clip", "text": '"a red circle"'},
+    b={"type": "CLIPEncode", "clip": "!link ckpt.clip", "text": '"on a blue background"'},
+    negative={"text": '"blurry"'},
+    positive={
+        "type": "ConditioningConcat",
+        "clip": DROP,
+        "text": DROP,
+        "first": "!link a",
+        "second": "!link b",
+    },
+    twice=TWICE,
+    empty={"width": 32, "height": 32},
+    schedule={"sampler": "ddim", "steps": 2},
+    noised={"seed": 3},
+)
 
 
 def test_without_empty_chunks_the_shorter_conditioning_is_repeated(runner):
@@ -161,17 +158,17 @@ def test_truncating_a_short_prompt_says_nothing(runner):
 def test_the_cli_prints_the_warning_even_when_quiet(write_workflow, tmp_path, capsys):
     from sdflow.cli import main
 
-    text = (
-        TRUNCATED % LONG
-        + """
-  latent: {type: EmptyLatent, width: 32, height: 32}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 1}
-  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 1}
-  denoised: {type: DenoiseLoop, model: !link ckpt.model, positive: !link long, negative: !link long,
-             latent: !link noised}
-  decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}
-  save: {type: SaveImage, image: !link decoded, filename_prefix: t}
-"""
+    text = txt2img(
+        flow=True,
+        ckpt={"checkpoint": '"builtin:shapes"'},
+        positive=DROP,
+        negative=DROP,
+        long={"type": "CLIPEncode", "clip": "!link ckpt.clip", "text": f'"{LONG}"', "truncate": True},
+        empty={"width": 32, "height": 32},
+        schedule={"sampler": "ddim", "steps": 1},
+        noised={"seed": 1},
+        denoised={"positive": "!link long", "negative": "!link long", "cfg": DROP},
+        save={**SAVE, "filename_prefix": "t"},
     )
     path = write_workflow(text)
     code = main(["run", str(path), "--quiet", "--output-dir", str(tmp_path / "out"), "--device", "cpu"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from workflows import denoise_twice
 
 import sdflow
 from sdflow.prompts.chunks import text_ids
@@ -107,21 +108,16 @@ def test_the_refiner_reads_the_syntax_on_its_one_encoder(tmp_path):
     assert not torch.allclose(result[weighted.conditioning].embeds[:, :77], result[plain.conditioning].embeds)
 
 
-DENOISE = """
-version: 1
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sdxl"}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: "a (red:1.3) circle BREAK on a blue background"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
-  empty2: {type: ConditioningConcat, first: !link negative, second: !link negative}
-  latent: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: euler, steps: 2}
-  noised: {type: AddNoise, latent: !link latent, schedule: !link schedule, seed: 5}
-  short: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-          latent: !link noised, cfg: 5.0}
-  padded: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link empty2,
-           latent: !link noised, cfg: 5.0}
-"""
+DENOISE = denoise_twice(
+    ("short", "padded"),
+    "empty2",
+    cfg=5.0,
+    ckpt={"checkpoint": '"builtin:tiny-sdxl"'},
+    positive={"text": '"a (red:1.3) circle BREAK on a blue background"'},
+    empty2={"type": "ConditioningConcat", "first": "!link negative", "second": "!link negative"},
+    schedule={"sampler": "euler", "steps": 2},
+    noised={"seed": 5},
+)
 
 
 def test_sdxl_denoises_a_long_positive_against_a_short_negative(runner):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from sdflow.models import checkpoints
+from sdflow.models import checkpoints, resolver
 from sdflow.models.loaded import LoadOptions
 from sdflow.models.weights import ALIGNMENT
 
@@ -63,9 +63,9 @@ def tokenizer_settings(tokenizer) -> tuple:
 def test_a_single_file_and_its_folder_build_the_same_computation(single_files, name):
     file, folder = single_files[name]
     from_file = checkpoints.load(
-        checkpoints.resolve(str(file)), CPU, torch.float32, LoadOptions(config=folder)
+        resolver.checkpoint(str(file)), CPU, torch.float32, LoadOptions(config=folder)
     )
-    from_folder = checkpoints.load(checkpoints.resolve(str(folder)), CPU, torch.float32, LoadOptions())
+    from_folder = checkpoints.load(resolver.checkpoint(str(folder)), CPU, torch.float32, LoadOptions())
     mine, theirs = modules(from_file), modules(from_folder)
     assert mine.keys() == theirs.keys()
     for part in mine:

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sdflow
-from sdflow.models import checkpoints, singlefile
-from sdflow.models.detect import LAYOUTS, UnknownLayout, detect
+from sdflow.models import checkpoints, resolver, singlefile
+from sdflow.models.detect import LAYOUTS, UnknownLayout, detect, inspect
 from sdflow.models.families import SD2, SD15
 from sdflow.models.ldm_keys import clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadOptions
@@ -25,7 +25,7 @@ CONFIGS = ROOT / "sdflow" / "models" / "configs"
 
 
 def load(path: Path, **options) -> object:
-    return checkpoints.load(checkpoints.resolve(str(path)), CPU, torch.float32, LoadOptions(**options))
+    return checkpoints.load(resolver.checkpoint(str(path)), CPU, torch.float32, LoadOptions(**options))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def load(path: Path, **options) -> object:
 )
 def test_each_family_is_detected_from_keys_and_shapes(single_files, name, family, channels, prediction):
     file, folder = single_files[name]
-    found = singlefile.inspect(file)
+    found = inspect(file)
     assert (found.family, found.in_channels) == (family, channels)
     loaded = load(file, config=folder)
     assert loaded.family is family
@@ -208,12 +208,12 @@ def test_unknown_layout_lists_what_was_recognised(single_files, tmp_path):
     vae_only = {k.removeprefix("first_stage_model."): v for k, v in state.items() if k.startswith("first")}
     save_file(vae_only, tmp_path / "vae.safetensors")
     with pytest.raises(UnknownLayout, match=r"Recognised: a VAE on its own .*LoadVAE"):
-        singlefile.inspect(tmp_path / "vae.safetensors")
+        inspect(tmp_path / "vae.safetensors")
     no_text = {k: v for k, v in state.items() if not k.startswith("cond_stage_model.")}
     save_file(no_text, tmp_path / "unet_vae.safetensors")
     expected = r"an SD-style UNet .*an SD-style VAE.*Loadable single files: .*SD 2"
     with pytest.raises(UnknownLayout, match=expected):
-        singlefile.inspect(tmp_path / "unet_vae.safetensors")
+        inspect(tmp_path / "unet_vae.safetensors")
 
 
 def test_weights_of_another_architecture_are_named(single_files):

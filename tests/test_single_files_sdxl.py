@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from workflows import txt2img
 
-from sdflow.models import checkpoints, singlefile
-from sdflow.models.detect import detect
+from sdflow.models import checkpoints, resolver
+from sdflow.models.detect import detect, inspect
 from sdflow.models.families import SDXL, SDXL_REFINER
 from sdflow.models.ldm_keys import clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadOptions, text_encoder_class
@@ -21,7 +22,7 @@ CPU = torch.device("cpu")
 
 
 def load(path: Path, **options) -> object:
-    return checkpoints.load(checkpoints.resolve(str(path)), CPU, torch.float32, LoadOptions(**options))
+    return checkpoints.load(resolver.checkpoint(str(path)), CPU, torch.float32, LoadOptions(**options))
 
 
 def encoders(loaded) -> list[torch.nn.Module]:
@@ -34,7 +35,7 @@ def encoders(loaded) -> list[torch.nn.Module]:
 )
 def test_sdxl_files_are_detected_and_load_with_their_tokenizers(single_files, name, family, pads):
     file, folder = single_files[name]
-    assert singlefile.inspect(file).family is family
+    assert inspect(file).family is family
     loaded = load(file, config=folder)
     assert loaded.family is family
     assert [t.pad_token for t in [loaded.tokenizer, *loaded.more_tokenizers]] == pads
@@ -61,20 +62,15 @@ def test_sdxl_weights_equal_the_folder_and_diffusers_own_converter(single_files,
             assert all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-TXT2IMG = """
-version: 1
-inputs: {checkpoint: "builtin:tiny-sdxl", config: ""}
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: !input checkpoint, config: !input config}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: euler, steps: 3}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 5, strength: 0.7}
-  denoised: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-             negative: !link negative, latent: !link noised, cfg: 4.0}
-  decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}
-"""
+TXT2IMG = txt2img(
+    {"checkpoint": '"builtin:tiny-sdxl"', "config": '""'},
+    flow=True,
+    ckpt={"checkpoint": "!input checkpoint", "config": "!input config"},
+    positive={"text": '"a red circle"'},
+    schedule={"sampler": "euler", "steps": 3},
+    noised={"seed": 5, "strength": 0.7},
+    denoised={"cfg": 4.0},
+)
 
 
 @pytest.mark.parametrize("name", ["sdxl", "sdxl-refiner"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from workflows import DROP, LOOP, txt2img
 
 import sdflow
 from sdflow.errors import NodeError, UserError
@@ -16,34 +17,24 @@ from sdflow.runner import Runner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-WORKFLOW = """
-version: 1
-inputs:
-  sampler: euler
-  seed: 3
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: a red circle}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: !input sampler, steps: 4}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: !input seed}
-  whole:
-    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-     latent: !link noised, cfg: 5.0}
-  first:
-    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-     latent: !link noised, cfg: 5.0, end_step: 2}
-  resumed: {type: AddNoise, latent: !link first, schedule: !link schedule, seed: 9, start_step: 2}
-  second:
-    {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-     latent: !link resumed, cfg: 5.0}
-"""
-
-
-@pytest.fixture(scope="module")
-def graph_runner() -> Runner:
-    return Runner(device="cpu", dtype="fp32")
+WORKFLOW = txt2img(
+    {"sampler": "euler", "seed": 3},
+    flow=True,
+    positive={"text": "a red circle"},
+    schedule={"steps": 4},
+    denoised=DROP,
+    decoded=DROP,
+    whole={**LOOP, "cfg": 5.0},
+    first={**LOOP, "cfg": 5.0, "end_step": 2},
+    resumed={
+        "type": "AddNoise",
+        "latent": "!link first",
+        "schedule": "!link schedule",
+        "seed": 9,
+        "start_step": 2,
+    },
+    second={**LOOP, "latent": "!link resumed", "cfg": 5.0},
+)
 
 
 def run(runner: Runner, text: str = WORKFLOW, **inputs: Any):

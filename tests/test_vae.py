@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, ConsistencyDecoderVAE
 from safetensors.torch import load_file, save_file
+from workflows import DROP, Fields, txt2img
 
 from sdflow.errors import UserError
 from sdflow.graphs import loads
@@ -25,22 +26,19 @@ def vaes(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
     return tool("make_tiny_vaes.py").write_all(tmp_path_factory.mktemp("vaes"))
 
 
-def workflow(file: str, seed: int = 0, extra: str = "") -> str:
+def workflow(file: str, seed: int = 0, extra: Fields | None = None) -> str:
     """A tiny-sd15 txt2img latent (2 steps), decoded by the checkpoint's VAE and by LoadVAE's."""
-    return f"""
-version: 1
-nodes:
-  ckpt: {{type: LoadCheckpoint, checkpoint: "builtin:tiny-sd15"}}
-  vae: {{type: LoadVAE, file: "{file}"{extra}}}
-  positive: {{type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}}
-  empty: {{type: EmptyLatent, width: 64, height: 64}}
-  schedule: {{type: Scheduler, model: !link ckpt.model, sampler: euler, steps: 2}}
-  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 1}}
-  denoised: {{type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-             negative: !link positive, latent: !link noised, cfg: 1.0}}
-  decoded: {{type: VAEDecode, vae: !link vae, latent: !link denoised, seed: {seed}}}
-  own: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
-"""
+    return txt2img(
+        flow=True,
+        vae={"type": "LoadVAE", "file": f'"{file}"', **(extra or {})},
+        positive={"text": '"a red circle"'},
+        negative=DROP,
+        schedule={"sampler": "euler", "steps": 2},
+        noised={"seed": 1},
+        denoised={"negative": "!link positive", "cfg": 1.0},
+        decoded={"vae": "!link vae", "seed": seed},
+        own={"type": "VAEDecode", "vae": "!link ckpt.vae", "latent": "!link denoised"},
+    )
 
 
 def decode(runner: Runner, file: str, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
@@ -114,9 +112,9 @@ def test_vae_found_by_name_and_keyed_by_content(runner: Runner, vaes: dict[str, 
     assert runner.keys(loads(workflow("ft-mse"), "w.yaml"))["vae"] != before
 
 
-def vae_error(runner: Runner, file: str, extra: str = "") -> UserError:
+def vae_error(runner: Runner, file: str) -> UserError:
     with pytest.raises(UserError) as caught:
-        runner.run(loads(workflow(file, extra=extra), "w.yaml"), outputs=["vae"])
+        runner.run(loads(workflow(file), "w.yaml"), outputs=["vae"])
     assert (caught.value.location.node, caught.value.location.field) == ("vae", "file")
     return caught.value
 
@@ -150,7 +148,7 @@ def test_a_pickled_vae_is_refused_unless_allowed(
     torch.save(load_file(str(vaes["ldm"])), tmp_path / "vae.pt")
     assert "allow_pickle: true" in vae_error(runner, str(tmp_path / "vae.pt")).message
     allowed = runner.run(
-        loads(workflow(str(tmp_path / "vae.pt"), extra=", allow_pickle: true"), "w.yaml"), outputs=["decoded"]
+        loads(workflow(str(tmp_path / "vae.pt"), extra={"allow_pickle": True}), "w.yaml"), outputs=["decoded"]
     )
     assert np.array_equal(allowed["decoded.image"].pixels.numpy(), decode(runner, str(vaes["ldm"]))[0])
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sdflow.models import checkpoints
+from sdflow.models import checkpoints, resolver
 from sdflow.models.loaded import LoadOptions
 from sdflow.models.weights import ALIGNMENT, WeightReader
 
@@ -68,7 +68,7 @@ def loaded_tensors(loaded) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("path_kind", ["file", "folder"])
 def test_every_loaded_weight_is_64_byte_aligned(single_files, name, path_kind):
     file, folder = single_files[name]
-    source = checkpoints.resolve(str(file if path_kind == "file" else folder))
+    source = resolver.checkpoint(str(file if path_kind == "file" else folder))
     options = LoadOptions(config=folder) if path_kind == "file" else LoadOptions()
     tensors = loaded_tensors(checkpoints.load(source, CPU, torch.float32, options))
     unaligned = [k for k, v in tensors.items() if v.numel() and v.data_ptr() % ALIGNMENT]

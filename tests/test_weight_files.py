@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from workflows import DROP, Fields, txt2img
 
 import sdflow
 from sdflow.cli import main
@@ -20,24 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sdflow" / "builtin" / "tiny-sd15"
 
 
-def workflow(write_workflow, checkpoint: Path | str, extra: str = "") -> Path:
+def workflow(write_workflow, checkpoint: Path | str, extra: Fields | None = None) -> Path:
     """A txt2img workflow on ``checkpoint`` (with ``config: builtin:tiny-sd15`` for single files)."""
-    config = "" if Path(checkpoint).is_dir() else "\n    config: builtin:tiny-sd15"
+    config = {} if Path(checkpoint).is_dir() else {"config": "builtin:tiny-sd15"}
     return write_workflow(
-        f"""\
-version: 1
-nodes:
-  ckpt:
-    type: LoadCheckpoint
-    checkpoint: "{checkpoint}"{config}{extra}
-  positive: {{type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}}
-  empty: {{type: EmptyLatent, width: 64, height: 64}}
-  schedule: {{type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: 2}}
-  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 1}}
-  denoised: {{type: DenoiseLoop, model: !link ckpt.model, positive: !link positive,
-             negative: !link positive, latent: !link noised, cfg: 2.0}}
-  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
-"""
+        txt2img(
+            flow=True,
+            ckpt={"checkpoint": f'"{checkpoint}"', **config, **(extra or {})},
+            positive={"text": '"a red circle"'},
+            negative=DROP,
+            schedule={"sampler": "ddim", "steps": 2},
+            noised={"seed": 1},
+            denoised={"negative": "!link positive", "cfg": 2.0},
+        )
     )
 
 
@@ -65,7 +61,7 @@ def test_pickle_is_refused_naming_the_risk_and_the_opt_in(write_workflow, pickle
 
 def test_pickle_loads_with_the_field_or_the_global_opt_in(write_workflow, pickled, single_files, capsys):
     assert main(["validate", "--allow-pickle", str(workflow(write_workflow, pickled))]) == 0
-    opted_in = workflow(write_workflow, pickled, "\n    allow_pickle: true")
+    opted_in = workflow(write_workflow, pickled, {"allow_pickle": True})
     assert main(["validate", str(opted_in)]) == 0
     runner = Runner(device="cpu", dtype="fp32", allow_pickle=True)
     from_pickle = runner.run(sdflow.load(workflow(write_workflow, pickled))).tensor("decoded")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from workflows import txt2img
 
 from sdflow.cli import main
 from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors
@@ -17,54 +17,11 @@ from sdflow.graphs import load, loads, validate
 from sdflow.runner.core.plan import check
 
 # Line numbers in the cases below refer to this text.
-BASE = textwrap.dedent(
-    """\
-    version: 1
-    inputs:
-      prompt: "a red circle"
-      seed: 42
-      steps: 4
-    nodes:
-      ckpt:
-        type: LoadCheckpoint
-        checkpoint: "builtin:tiny-sd15"
-      positive:
-        type: CLIPEncode
-        clip: !link ckpt.clip
-        text: !input prompt
-      negative:
-        type: CLIPEncode
-        clip: !link ckpt.clip
-        text: ""
-      empty:
-        type: EmptyLatent
-        width: 64
-        height: 64
-      schedule:
-        type: Scheduler
-        model: !link ckpt.model
-        sampler: euler
-        steps: !input steps
-      noised:
-        type: AddNoise
-        latent: !link empty
-        schedule: !link schedule
-        seed: !input seed
-      denoised:
-        type: DenoiseLoop
-        model: !link ckpt.model
-        positive: !link positive
-        negative: !link negative
-        latent: !link noised
-        cfg: 5.0
-      decoded:
-        type: VAEDecode
-        vae: !link ckpt.vae
-        latent: !link denoised
-      save:
-        type: SaveImage
-        image: !link decoded
-    """
+BASE = txt2img(
+    {"prompt": '"a red circle"', "seed": 42, "steps": 4},
+    schedule={"sampler": "euler"},
+    denoised={"cfg": 5.0},
+    save=True,
 )
 
 

@@ -81,6 +81,14 @@ class _Writer:
         return f"        {field.name}: {text},\n"
 
 
+def _import_line(module: str, names: list[str]) -> str:
+    """One import, wrapped one name a line (as ruff formats it) when it would pass 110 characters."""
+    line = f"from {module} import {', '.join(names)}\n"
+    if len(line) <= 111:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")\n"
+
+
 def render() -> str:
     """The stub's text for every node type now registered."""
     writer = _Writer()

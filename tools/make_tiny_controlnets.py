@@ -23,13 +23,15 @@ HINT_CHANNELS = (8, 8, 16, 16)  # three stride-2 convolutions: the VAE's 8x
 _ZERO_INIT = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
 
 
-def tiny_controlnet(builtin: str, seed: int = 0) -> torch.nn.Module:
+def tiny_controlnet(
+    builtin: str, seed: int = 0, hint_channels: tuple[int, ...] = HINT_CHANNELS
+) -> torch.nn.Module:
     """A ControlNet made from a built-in's UNet, every weight random and mattering."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(BUILTIN / builtin / "unet")
     torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=HINT_CHANNELS)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint_channels)
     with torch.no_grad():
         for name, parameter in controlnet.named_parameters():
             if name.startswith(_ZERO_INIT):

@@ -275,9 +275,9 @@ def main() -> None:
     args = parser.parse_args()
     from diffusers import DiffusionPipeline
 
-    from sdflow.models import checkpoints
+    from sdflow.models import resolver
 
-    pipe = DiffusionPipeline.from_pretrained(str(checkpoints.resolve(args.checkpoint).path))
+    pipe = DiffusionPipeline.from_pretrained(str(resolver.checkpoint(args.checkpoint).path))
     encoders = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
     args.out.mkdir(parents=True, exist_ok=True)
     kohya = args.out / "tiny_kohya.safetensors"

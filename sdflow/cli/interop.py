@@ -77,7 +77,9 @@ def _import_a1111(args: argparse.Namespace) -> int:
 
 
 def read_parameters(path: str) -> str:
-    """A1111's parameters text: a PNG's 'parameters' chunk, or a text file's content."""
+    """A1111's parameters text: a PNG's 'parameters' chunk, a JPEG's or WebP's EXIF UserComment, or
+    a text file's content."""
+    from sdflow.formats.exif import user_comment
     from sdflow.formats.infotext import INFOTEXT_KEY
     from sdflow.formats.png import is_png, text_chunks
 
@@ -93,12 +95,16 @@ def read_parameters(path: str) -> str:
         else:
             hint = "no text chunks sdflow knows"
         raise UserError(f"this PNG holds no A1111 parameters ('parameters' text) but {hint}", where)
+    comment = user_comment(path)  # a JPEG or WebP A1111 saved
+    if comment is not None:
+        return comment
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError("file not found", where) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read the file (a PNG or a text file is expected): {exc}", where) from None
+        message = f"cannot read the file (a PNG, JPEG or WebP A1111 saved, or a text file): {exc}"
+        raise UserError(message, where) from None
 
 
 def _dumps(workflow: Any) -> str:

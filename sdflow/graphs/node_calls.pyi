@@ -17,6 +17,7 @@ from sdflow.nodes.types import (
     SavedFiles,
     Schedule,
     Sigmas,
+    UpscaleModel,
     Vae,
 )
 
@@ -34,6 +35,10 @@ _BasicScheduler_scheduler = Literal[
 _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
+]
+_ConditioningSetMask_set_cond_area = Literal[
+    "default",
+    "mask bounds",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -94,6 +99,12 @@ _LoadMask_channel = Literal[
     "green",
     "blue",
     "alpha",
+]
+_ModelSamplingDiscrete_sampling = Literal[
+    "eps",
+    "v_prediction",
+    "lcm",
+    "x0",
 ]
 _Scheduler_sampler = Literal[
     "ddim",
@@ -197,8 +208,38 @@ class ConditioningAverageNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class ConditioningCombineNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningCombine: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class ConditioningConcatNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type ConditioningConcat: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetArea: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaPercentageNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaPercentage: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetAreaStrengthNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetAreaStrength: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetMaskNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetMask: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
+class ConditioningSetTimestepRangeNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type ConditioningSetTimestepRange: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
@@ -322,6 +363,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class LoadUpscaleModelNode(NodeHandle, Linkable[UpscaleModel]):
+    """Handle of a node of type LoadUpscaleModel: its attributes are its outputs."""
+    @property
+    def upscale_model(self) -> Output[UpscaleModel]: ...
+
 class LoadVAENode(NodeHandle, Linkable[Vae]):
     """Handle of a node of type LoadVAE: its attributes are its outputs."""
     @property
@@ -367,6 +413,11 @@ class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingDiscrete: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
     @property
@@ -398,6 +449,11 @@ class TomePatchModelNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type TomePatchModel: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
+
+class UpscaleImageNode(NodeHandle, Linkable[Image]):
+    """Handle of a node of type UpscaleImage: its attributes are its outputs."""
+    @property
+    def image(self) -> Output[Image]: ...
 
 class VAEDecodeNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type VAEDecode: its attributes are its outputs."""
@@ -641,6 +697,22 @@ class NodeCalls:
             weight: share of `first`: 1 = only first, 0 = only second [>= 0.0, <= 1.0]
         """
 
+    def ConditioningCombine(
+        self,
+        *,
+        id: str | None = None,
+        conditioning_1: Linkable[Conditioning],
+        conditioning_2: Linkable[Conditioning],
+    ) -> ConditioningCombineNode:
+        """Use both conditionings: DenoiseLoop predicts each separately and averages the predictions
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning_1: the first conditioning
+            conditioning_2: the second conditioning
+        """
+
     def ConditioningConcat(
         self,
         *,
@@ -655,6 +727,108 @@ class NodeCalls:
         Fields:
             first: tokens that come first (its pooled output is kept)
             second: tokens appended after the first's
+        """
+
+    def ConditioningSetArea(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: int | Input = 64,
+        height: int | Input = 64,
+        x: int | Input = 0,
+        y: int | Input = 0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaNode:
+        """Let the conditioning act on one rectangle of the picture (pixels), its edges feathered.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, pixels [>= 8, <= 16384, multiple of 8]
+            height: area height, pixels [>= 8, <= 16384, multiple of 8]
+            x: left edge, pixels [>= 0, <= 16384, multiple of 8]
+            y: top edge, pixels [>= 0, <= 16384, multiple of 8]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaPercentage(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        width: float | Input = 1.0,
+        height: float | Input = 1.0,
+        x: float | Input = 0.0,
+        y: float | Input = 0.0,
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaPercentageNode:
+        """Let the conditioning act on one rectangle given as fractions of the picture.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            width: area width, fraction of the picture's [>= 0.0, <= 1.0]
+            height: area height, fraction of the picture's [>= 0.0, <= 1.0]
+            x: left edge, fraction of the width [>= 0.0, <= 1.0]
+            y: top edge, fraction of the height [>= 0.0, <= 1.0]
+            strength: weight against other conditionings there [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetAreaStrength(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        strength: float | Input = 1.0,
+    ) -> ConditioningSetAreaStrengthNode:
+        """Set the weight of the conditioning against the others it is combined with.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            strength: weight against other conditionings [>= 0.0, <= 10.0]
+        """
+
+    def ConditioningSetMask(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        mask: Linkable[Mask],
+        strength: float | Input = 1.0,
+        set_cond_area: _ConditioningSetMask_set_cond_area | Input = "default",
+    ) -> ConditioningSetMaskNode:
+        """Let the conditioning act where a mask is white (weighted by it).
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            mask: where the conditioning acts (resized to the latent)
+            strength: scale of the mask's weight [>= 0.0, <= 10.0]
+            set_cond_area: 'mask bounds': evaluate only the mask's bounding box (faster, ComfyUI's option)
+        """
+
+    def ConditioningSetTimestepRange(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        start: float | Input = 0.0,
+        end: float | Input = 1.0,
+    ) -> ConditioningSetTimestepRangeNode:
+        """Let the conditioning act only between two fractions of the schedule (0 = its first step): e.g.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to change (every piece of a combination)
+            start: fraction of the schedule where it starts acting [>= 0.0, <= 1.0]
+            end: fraction of the schedule where it stops [>= 0.0, <= 1.0]
         """
 
     def ConditioningZeroOut(
@@ -720,6 +894,7 @@ class NodeCalls:
         end_at: int | float | Input | None = None,
         denoise_end: float | Input = 1.0,
         end_step: int | Input | None = None,
+        cfg_end: float | Input = 1.0,
     ) -> DenoiseLoopNode:
         """Denoise a noised latent with the UNet, guided by positive and negative conditioning.
 
@@ -736,6 +911,8 @@ class NodeCalls:
                 of it (a float: diffusers' denoising_end, SDXL base -> refiner); null = denoise fully
             denoise_end: alias of end_at as a fraction (diffusers' denoising_end); 1 = fully [> 0.0, <= 1.0]
             end_step: alias of end_at as a step [>= 1, <= 500]
+            cfg_end: guide only this fraction of the loop's steps; the rest run the positive alone (faster)
+                [>= 0.0, <= 1.0]
         """
 
     def EmptyLatent(
@@ -1095,6 +1272,23 @@ class NodeCalls:
             invert: swap repaint and keep (1 - mask)
         """
 
+    def LoadUpscaleModel(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadUpscaleModelNode:
+        """Load a pixel upscale model (ESRGAN, RealESRGAN, Compact, SwinIR, HAT, DAT, SPAN...) via spandrel.
+
+        Returns the node; its outputs: upscale_model (UpscaleModel).
+
+        Fields:
+            file: an upscale model .safetensors or .pth: a path, a name in the model folders' upscale_models
+                (ESRGAN, RealESRGAN) folders, or 'builtin:tiny-upscale-2x'
+            allow_pickle: also read pickle files (.pth/.pt/.ckpt), with torch.load(weights_only=True)
+        """
+
     def LoadVAE(
         self,
         *,
@@ -1363,6 +1557,24 @@ class NodeCalls:
             multiplier: scale of the difference [>= -10.0, <= 10.0]
         """
 
+    def ModelSamplingDiscrete(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        sampling: _ModelSamplingDiscrete_sampling | Input = "eps",
+        zsnr: bool | Input = False,
+    ) -> ModelSamplingDiscreteNode:
+        """Override the model's prediction type (eps, v_prediction, x0; lcm = eps for LCM models) and
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model; its weights are shared, only its scheduler settings change
+            sampling: what the model predicts: eps (noise), v_prediction, x0 (the clean latent); lcm = eps
+            zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
+        """
+
     def RepeatLatentBatch(
         self,
         *,
@@ -1468,6 +1680,27 @@ class NodeCalls:
         Fields:
             model: the model to patch; left unchanged
             ratio: share of the full-resolution tokens merged away [>= 0.0, <= 0.9]
+        """
+
+    def UpscaleImage(
+        self,
+        *,
+        id: str | None = None,
+        image: Linkable[Image],
+        upscale_model: Linkable[UpscaleModel],
+        tile_size: int | Input = 512,
+        tile_overlap: int | Input = 32,
+    ) -> UpscaleImageNode:
+        """Upscale an image with a model from LoadUpscaleModel (by the model's own factor, e.g. 4x).
+
+        Returns the node; its outputs: image (Image).
+
+        Fields:
+            image: the image to upscale
+            upscale_model: the model, from LoadUpscaleModel
+            tile_size: tile side in input pixels (memory grows with it, not with the image); 0 = no tiles [>=
+                0, <= 8192]
+            tile_overlap: overlap of neighbouring tiles in input pixels [>= 0, <= 1024]
         """
 
     def VAEDecode(

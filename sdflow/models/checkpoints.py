@@ -1,7 +1,7 @@
-"""Checkpoints: what a LoadCheckpoint spec names, its fingerprint, cheap checks, and loading.
+"""Checkpoints: a LoadCheckpoint spec's fingerprint, cheap checks, and loading.
 
-A spec is ``builtin:NAME``, a path (a single weight file or a diffusers folder), a name found in the
-configured model folders (``sdflow.models.folders``), or a hub id ``org/name`` (needs network).
+What a spec names (``builtin:NAME``, a path, a model-folder name or a hub id) is ``resolver.checkpoint``;
+its family is ``detect``'s.
 """
 
 from __future__ import annotations
@@ -10,29 +10,25 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sdflow.models import folder_load, folders, singlefile
-from sdflow.models.detect import UnknownLayout
+from sdflow.models import detect, folder_load, resolver, singlefile
+from sdflow.models.detect import UnknownFamily, UnknownLayout
 from sdflow.models.families import Family
-from sdflow.models.folder_family import UnknownFamily, family_of, listed
+from sdflow.models.folder_configs import UnreadableConfig, listed
+from sdflow.models.folders import ModelNotFound
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, tokenizer_fixed
+from sdflow.models.resolver import CheckpointSource
 from sdflow.models.weights import (
-    PICKLE_SUFFIXES,
-    SAFE_SUFFIXES,
     WeightFileError,
     is_pickle,
     pickle_refusal,
     read_header,
 )
 
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
-WEIGHT_SUFFIXES = SAFE_SUFFIXES + PICKLE_SUFFIXES
 # component -> (config file, weight file stems) of a diffusers folder
 _COMPONENTS = {
     "unet": ("config.json", "diffusion_pytorch_model"),
@@ -44,78 +40,8 @@ _COMPONENTS = {
 _PICKLED_WEIGHTS = {"diffusion_pytorch_model": "diffusion_pytorch_model.bin", "model": "pytorch_model.bin"}
 
 
-class CheckpointNotFound(LookupError):
-    """The spec names no built-in, no file or folder, and nothing in the model folders."""
-
-
 class BadCheckpoint(ValueError):
     """The checkpoint exists but cannot be loaded (corrupt file, pickle refused, unknown layout...)."""
-
-
-@dataclass(frozen=True)
-class CheckpointSource:
-    """Where a checkpoint is: a diffusers ``folder``, a single ``file``, or a ``hub`` id."""
-
-    kind: str
-    location: str
-    builtin: bool = False
-
-    @property
-    def path(self) -> Path:
-        return Path(self.location)
-
-
-def builtin_names() -> list[str]:
-    """Names of the checkpoints shipped inside the package."""
-    if not BUILTIN_ROOT.is_dir():
-        return []
-    return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / "model_index.json").is_file())
-
-
-def resolve(spec: str) -> CheckpointSource:
-    """The checkpoint ``spec`` names (CheckpointNotFound with suggestions if none)."""
-    if spec.startswith(BUILTIN_PREFIX):
-        name = spec[len(BUILTIN_PREFIX) :]
-        folder = BUILTIN_ROOT / name
-        if not (folder / "model_index.json").is_file():
-            known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names()) or "none"
-            raise CheckpointNotFound(f"no built-in checkpoint '{name}' (built-ins: {known})")
-        return CheckpointSource("folder", str(folder), builtin=True)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        found = folders.find("checkpoints", spec)
-        if found is None and _looks_like_hub_id(spec):
-            return CheckpointSource("hub", spec)
-        if found is None and (path.is_absolute() or spec.startswith((".", "~"))):
-            raise CheckpointNotFound(f"checkpoint file or folder '{spec}' does not exist")
-        if found is None:
-            raise CheckpointNotFound(folders.not_found_message("checkpoints", spec) + _builtin_hint())
-        path = found
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointNotFound(
-                f"'{spec}' is a folder but not a diffusers checkpoint (no model_index.json in it)"
-            )
-        return CheckpointSource("folder", str(path))
-    if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise CheckpointNotFound(
-            f"'{spec}' is not a checkpoint file: expected {', '.join(WEIGHT_SUFFIXES)} or a diffusers folder"
-        )
-    return CheckpointSource("file", str(path))
-
-
-def _builtin_hint() -> str:
-    return f"; built-ins: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}"
-
-
-def _looks_like_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return (
-        len(parts) == 2
-        and all(parts)
-        and not spec.startswith((".", "~"))
-        and not spec.lower().endswith(WEIGHT_SUFFIXES)
-    )
 
 
 # -- fingerprints -------------------------------------------------------------------------------
@@ -124,8 +50,8 @@ def _looks_like_hub_id(spec: str) -> bool:
 def fingerprint(spec: str) -> str:
     """A digest of the checkpoint's files: content for built-ins, path, size and mtime otherwise."""
     try:
-        source = resolve(spec)
-    except CheckpointNotFound:
+        source = resolver.checkpoint(spec)
+    except ModelNotFound:
         return "missing:" + spec
     if source.kind == "hub":
         return "hub:" + spec
@@ -189,7 +115,7 @@ def check(source: CheckpointSource, allow_pickle: bool = False) -> None:
                 raise BadCheckpoint(pickle_refusal(path))
             return
         try:
-            singlefile.detection(path)
+            detect.detection(path)
         except (OSError, WeightFileError, UnknownLayout) as exc:
             raise BadCheckpoint(f"{path}: {exc}") from None
     elif source.kind == "folder":
@@ -211,7 +137,7 @@ def _check_folder(folder: Path, allow_pickle: bool, state: tuple[tuple[str, int,
         _json(folder / component / config_name)
         if stem is not None:
             _check_weights(folder / component, stem, allow_pickle)
-    for slot in folder_family(str(folder)).encoders:
+    for slot in _family(str(folder)).encoders:
         tokenizer = folder / slot.tokenizer_folder
         if not (tokenizer / "tokenizer.json").is_file() and not (tokenizer / "vocab.json").is_file():
             raise BadCheckpoint(f"missing tokenizer file {tokenizer / 'vocab.json'}")
@@ -281,16 +207,12 @@ def load(
     return loaded
 
 
-def folder_family(location: str) -> Family:
-    """The family of a diffusers folder or hub id, from its JSON files (BadCheckpoint if none fits)."""
-    index = _model_index(location)
-    pooled_dim = None
-    if index.get("text_encoder_2") is not None:
-        pooled_dim = _component_config(location, "text_encoder_2").get("projection_dim")
+def _family(location: str) -> Family:
+    """``detect.folder_family`` with its errors as BadCheckpoint (loading and its checks report those)."""
     try:
-        return family_of(index, _component_config(location, "unet"), pooled_dim)
-    except UnknownFamily as exc:
-        raise BadCheckpoint(f"{location}: {exc}") from None
+        return detect.folder_family(location)
+    except (UnknownFamily, UnreadableConfig) as exc:
+        raise BadCheckpoint(str(exc)) from None
 
 
 def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) -> LoadedCheckpoint:
@@ -303,7 +225,7 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    family = folder_family(location)
+    family = _family(location)
 
     def part(component: str, load: Any) -> Any:
         try:
@@ -361,21 +283,3 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
         more_text_encoders=text_encoders[1:],
         more_tokenizers=tokenizers[1:],
     )
-
-
-def _component_config(location: str, component: str) -> dict[str, Any]:
-    path = Path(location) / component / "config.json"
-    if path.is_file() or Path(location).is_dir():
-        return _json(path)
-    from huggingface_hub import hf_hub_download
-
-    return json.loads(Path(hf_hub_download(location, f"{component}/config.json")).read_text())
-
-
-def _model_index(location: str) -> dict[str, Any]:
-    path = Path(location) / "model_index.json"
-    if path.is_file():
-        return _json(path)
-    from huggingface_hub import hf_hub_download
-
-    return json.loads(Path(hf_hub_download(location, "model_index.json")).read_text())

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sdflow.models.detect import control_family
 from sdflow.models.families import SD2, SD15, SDXL, Family
 from sdflow.models.ldm_keys import Mapping, Source, unet_mapping
 from sdflow.models.singlefile import build_empty, fill_weights
@@ -111,19 +112,16 @@ def from_shapes(shapes: dict[str, tuple[int, ...]], name: str) -> ControlFile:
 
 
 def _controlnet_family(shapes: dict[str, tuple[int, ...]], added_key: str) -> Family:
-    if added_key in shapes:
-        return SDXL
     context = next((s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight")), None)
-    return SD2 if context == SD2.context_dim else SD15
+    return control_family(added_key in shapes, context)
 
 
 def _folder_kind(config: dict[str, Any]) -> ControlFile:
     kind = config.get("_class_name")
     if kind == "ControlNetModel":
-        if config.get("addition_embed_type") == "text_time":
-            family = SDXL
-        else:
-            family = SD2 if config.get("cross_attention_dim") == SD2.context_dim else SD15
+        family = control_family(
+            config.get("addition_embed_type") == "text_time", config.get("cross_attention_dim")
+        )
         return ControlFile(CONTROLNET, "folder", family)
     if kind == "T2IAdapter":
         return ControlFile(

@@ -1,17 +1,26 @@
-"""Which model family a single file holds, decided from its keys and shapes (never its name).
+"""The one family-detection module: which model family a checkpoint holds (never from its name).
 
-Each ``Layout`` says how one family is stored in an original (LDM / sgm) single file: its marker
-key, where UNet, VAE and text encoder(s) live, and which shipped config folder describes it. Adding
-a family is one more ``Layout`` in ``LAYOUTS`` (checked in order, most specific first). References:
-diffusers' ``infer_diffusers_model_type`` and ComfyUI's ``model_detection`` / ``supported_models``.
+Its sources, the first two tables checked in order (most specific first): a new family is one more entry.
+- a single file's keys and shapes: ``LAYOUTS`` (how the family is stored in an original LDM / sgm file:
+  marker keys, where UNet, VAE and text encoder(s) live, which shipped config folder describes it);
+- a diffusers folder's (or hub id's) JSON files: ``FOLDER_RULES``;
+- the conditioning width a LoRA or an embedding was made for: ``lora_family``, ``embedding_family``;
+- a ControlNet's added embedding and width: ``control_family``.
+Loading, the runner's checks before a run (``checkpoint_family``) and `sdflow models` (``describe``)
+all ask here. References: diffusers' ``infer_diffusers_model_type``, ComfyUI's ``model_detection``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sdflow.models.families import SD2, SD15, SDXL, SDXL_REFINER, Family
+from sdflow.models import resolver
+from sdflow.models.families import FAMILIES, SD2, SD15, SDXL, SDXL_REFINER, Family
+from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
+from sdflow.models.weights import WeightReader, is_pickle
 
 Shapes = dict[str, tuple[int, ...]]
 UNET = "model.diffusion_model."
@@ -123,6 +132,24 @@ def detect(shapes: Shapes, metadata: dict[str, str] | None = None) -> Detection:
     raise UnknownLayout(unknown_message(shapes))
 
 
+def inspect(path: Path, allow_pickle: bool = False) -> Detection:
+    """Detect what a single file holds from its header (UnknownLayout, WeightFileError if not)."""
+    with WeightReader(path, allow_pickle) as reader:
+        return detect(reader.shapes, reader.metadata)
+
+
+def detection(path: Path) -> Detection:
+    """``inspect`` of a safetensors file, remembered while its size and mtime stay the same (prechecks
+    and the family check read it before every run)."""
+    stat = path.stat()
+    return _detection(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _detection(path: str, size: int, mtime_ns: int) -> Detection:
+    return inspect(Path(path))
+
+
 def prediction_from_header(shapes: Shapes, metadata: dict[str, str]) -> tuple[str | None, str]:
     """The prediction type the file declares: modelspec metadata or a ``v_pred`` marker key."""
     declared = metadata.get("modelspec.prediction_type", "").strip().lower()
@@ -147,21 +174,17 @@ def norm_std_key(shapes: Shapes) -> str | None:
 
 # -- telling the user what the file is when it is no checkpoint we load -------------------------
 
+
+def _any_prefix(prefix: str) -> Callable[[Shapes], bool]:
+    return lambda shapes: any(k.startswith(prefix) for k in shapes)
+
+
 _RECOGNISERS: list[tuple[str, Callable[[Shapes], bool]]] = [
     ("an SD-style UNet (model.diffusion_model.*)", lambda s: CONV_IN in s),
-    ("an SD-style VAE (first_stage_model.*)", lambda s: any(k.startswith(VAE) for k in s)),
-    (
-        "a CLIP text encoder (cond_stage_model.transformer.*)",
-        lambda s: any(k.startswith("cond_stage_model.transformer.") for k in s),
-    ),
-    (
-        "an OpenCLIP text encoder (cond_stage_model.model.*)",
-        lambda s: any(k.startswith("cond_stage_model.model.") for k in s),
-    ),
-    (
-        "SDXL-style text encoders (conditioner.embedders.*)",
-        lambda s: any(k.startswith("conditioner.embedders.") for k in s),
-    ),
+    ("an SD-style VAE (first_stage_model.*)", _any_prefix(VAE)),
+    ("a CLIP text encoder (cond_stage_model.transformer.*)", _any_prefix("cond_stage_model.transformer.")),
+    ("an OpenCLIP text encoder (cond_stage_model.model.*)", _any_prefix("cond_stage_model.model.")),
+    ("SDXL-style text encoders (conditioner.embedders.*)", _any_prefix("conditioner.embedders.")),
     (
         "a LoRA (lora_* keys): load it with LoadLoRA",
         lambda s: any(".lora_" in k or k.startswith("lora_") or "lora_down" in k for k in s),
@@ -196,3 +219,167 @@ def unknown_message(shapes: Shapes) -> str:
         f"{found}. Loadable single files: {known}, each with model.diffusion_model.* and "
         "first_stage_model.* weights"
     )
+
+
+# -- diffusers folders: model_index.json and the component configs -------------------------------
+
+
+class UnknownFamily(ValueError):
+    """The files describe no family sdflow knows how to run (or cannot be read)."""
+
+
+@dataclass(frozen=True)
+class FolderRule:
+    """A diffusers folder holds ``family`` when ``matches`` says so."""
+
+    family: Family
+    matches: Callable[[FolderFacts], bool]
+
+
+FOLDER_RULES: list[FolderRule] = [
+    FolderRule(
+        SDXL, lambda f: f.text_time and f.time_id_count == SDXL.time_id_count and f.has("text_encoder")
+    ),
+    FolderRule(SDXL_REFINER, lambda f: f.text_time and f.time_id_count == SDXL_REFINER.time_id_count),
+    # SD 2.x: its OpenCLIP ViT-H text encoder uses GELU (SD 1.x's CLIP ViT-L quick GELU), as tiny models too
+    FolderRule(
+        SD2,
+        lambda f: (
+            not f.text_time
+            and not f.has("text_encoder_2")
+            and (f.unet.get("cross_attention_dim") == SD2.context_dim or f.text_encoder_act == "gelu")
+        ),
+    ),
+    FolderRule(SD15, lambda f: not f.text_time and not f.has("text_encoder_2")),
+]
+
+
+def folder_family(location: str) -> Family:
+    """The family of a diffusers folder or hub id, from its JSON files (UnknownFamily if none fits)."""
+    return _folder_family(FolderFacts(location))
+
+
+def _folder_family(facts: FolderFacts) -> Family:
+    for rule in FOLDER_RULES:
+        if rule.matches(facts):
+            return rule.family
+    raise UnknownFamily(f"{facts.location}: {_mismatch(facts)}")
+
+
+def _mismatch(facts: FolderFacts) -> str:
+    if not facts.text_time:
+        return "it has a second text encoder but its UNet has no SDXL text_time embedding"
+    if facts.pooled_dim is None:
+        return "its UNet is SDXL's (text_time embedding) but it has no text_encoder_2"
+    time_dim = facts.unet.get("addition_time_embed_dim") or 0
+    return (
+        f"its UNet's text_time embedding takes {facts.unet.get('projection_class_embeddings_input_dim')} "
+        f"values, which fits neither SDXL base (pooled {facts.pooled_dim} + 6 x {time_dim}, two text "
+        f"encoders) nor the refiner (pooled + 5 x {time_dim})"
+    )
+
+
+# -- without loading, for the checks before a run and `sdflow models` ----------------------------
+
+# what folder detection reads of a diffusers folder: each answer is remembered while these stay the same
+_FOLDER_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    "transformer/config.json",
+    "text_encoder/config.json",
+    "text_encoder_2/config.json",
+)
+
+
+def checkpoint_family(spec: str) -> Family | None:
+    """The family of the checkpoint a LoadCheckpoint ``checkpoint`` field names, or None if unknown
+    (pickles, hub ids and whatever cannot be read: no early check, loading reports it)."""
+    try:
+        source = resolver.checkpoint(spec)
+        if source.kind == "file" and not is_pickle(source.path):
+            return detection(source.path).family
+        if source.kind == "folder":
+            return known_folder_family(source.path)
+    except (LookupError, OSError, ValueError):  # not found, unreadable, unknown layout
+        return None
+    return None
+
+
+def known_folder_family(folder: Path) -> Family | None:
+    """The family of a diffusers folder, as loading decides it, or None when none fits."""
+    found = _folder_detection(str(folder), _stamps(folder))
+    return found[0] if found else None
+
+
+def folder_label(folder: Path) -> str | None:
+    """'SD 1.x', 'SDXL refiner', 'SD 1.x inpainting'... for a diffusers folder, None if unknown."""
+    found = _folder_detection(str(folder), _stamps(folder))
+    return found[0].label + (" inpainting" if found[1] == 9 else "") if found else None
+
+
+def _stamps(folder: Path) -> tuple[tuple[int, int] | None, ...]:
+    stamps = []
+    for name in _FOLDER_FILES:
+        try:
+            stat = (folder / name).stat()
+            stamps.append((stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+@functools.lru_cache(maxsize=256)
+def _folder_detection(
+    location: str, stamps: tuple[tuple[int, int] | None, ...]
+) -> tuple[Family, int | None] | None:
+    try:
+        facts = FolderFacts(location)
+        return _folder_family(facts), facts.in_channels
+    except (UnknownFamily, UnreadableConfig):
+        return None
+
+
+# -- LoRAs and embeddings: the width of the text conditioning they were made for ------------------
+
+_KEY_PROJECTIONS = ("to_k", "k_proj", "attn2_to_k")  # a cross-attention key projection's names in LoRAs
+_BY_CONTEXT: dict[int, Family] = {f.context_dim: f for f in FAMILIES.values() if f.text_encoders == 1}
+
+
+def family_by_context(width: int) -> Family | None:
+    """The one-encoder family whose cross-attention reads conditioning ``width`` wide (768: SD 1.x)."""
+    return _BY_CONTEXT.get(width)
+
+
+def control_family(sdxl_embedding: bool, context_dim: int | None) -> Family:
+    """The family a ControlNet steers: SDXL with SDXL's added (text_time) embedding, else SD 2.x or
+    SD 1.x by its cross-attention width (a tiny model's other widths: SD 1.x, as for UNet folders)."""
+    if sdxl_embedding:
+        return SDXL
+    return SD2 if context_dim == SD2.context_dim else SD15
+
+
+def lora_family(shapes: Shapes) -> tuple[Family | None, int | None]:
+    """The family a LoRA targets, and the input width of the cross-attention key projection it was
+    told by (SDXL: by its second text encoder's keys; (None, None): nothing tells)."""
+    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in shapes):
+        return SDXL, None
+    for key, shape in shapes.items():
+        if (
+            "attn2" in key
+            and any(p in key for p in _KEY_PROJECTIONS)
+            and "lora_down" in key
+            and len(shape) == 2
+        ):
+            return family_by_context(shape[1]), shape[1]
+    return None, None
+
+
+def embedding_family(shapes: Shapes) -> tuple[Family | None, int | None]:
+    """The family a textual inversion was made for, and its vector count (None for SDXL's pair)."""
+    if "clip_g" in shapes and "clip_l" in shapes:
+        return SDXL, None
+    for shape in shapes.values():
+        family = family_by_context(shape[-1]) if shape else None
+        if family:
+            return family, shape[0] if len(shape) > 1 else 1
+    return None, None

@@ -1,4 +1,4 @@
-"""Model folders: where names like ``dreamshaper_8.safetensors`` are looked up.
+"""Model folders: where names like ``dreamshaper_8.safetensors`` are listed (``resolver`` looks them up).
 
 A root is a ComfyUI or A1111 install (holding ``models/``), or a ``models`` folder itself. Roots come
 from ``SDFLOW_MODELS`` (paths separated by ``os.pathsep``), then from the user config file
@@ -9,7 +9,6 @@ of model has the sub-folder names both layouts use.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "vae": ("vae", "VAE"),
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
+    "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models
@@ -33,7 +33,8 @@ _MODEL_FOLDER_MARKERS = ("model_index.json", "config.json")
 
 
 class ModelNotFound(LookupError):
-    """A name found in no model folder (the message suggests the closest names)."""
+    """A model found nowhere: no such path, and no such name in the model folders (the message
+    suggests the closest names); also an unreadable config file naming the folders."""
 
 
 @dataclass(frozen=True)
@@ -163,66 +164,3 @@ def _walk(folder: Path, read: list[tuple[Path, int]]):
                 yield from _walk(entry, read)
         elif entry.suffix.lower() in WEIGHT_SUFFIXES:
             yield entry
-
-
-def find(kind: str, name: str) -> Path | None:
-    """The model of ``kind`` called ``name`` (relative path, file name, or either without suffix)."""
-    models = list_models(kind)
-    for matches in (
-        lambda m: m.name == name,
-        lambda m: m.path.name == name,
-        lambda m: _stem(m.name) == name,
-        lambda m: _stem(m.path.name) == name,
-    ):
-        for model in models:
-            if matches(model):
-                return model.path
-    return None
-
-
-def _stem(name: str) -> str:
-    for suffix in WEIGHT_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def resolve(kind: str, spec: str, base: Path | None = None) -> Path:
-    """``spec`` as a path: an existing path (relative to ``base`` or the working folder), else a
-    name in the model folders of ``kind``. ModelNotFound says where it looked and what is close."""
-    path = Path(spec).expanduser()
-    if not path.is_absolute() and base is not None and (base / path).exists():
-        return base / path
-    if path.exists():
-        return path
-    found = find(kind, spec)
-    if found is not None:
-        return found
-    raise ModelNotFound(not_found_message(kind, spec))
-
-
-def not_found_message(kind: str, spec: str) -> str:
-    """Why ``spec`` was not found, with the closest names and where to configure folders."""
-    names = [m.name for m in list_models(kind)]
-    folders = kind_folders(kind)
-    what = kind.rstrip("s") if kind != "vae" else "VAE"
-    message = f"no {what} file or folder '{spec}'"
-    if not folders:
-        return (
-            f"{message}, and no model folders are configured: set SDFLOW_MODELS to a ComfyUI or A1111 "
-            f"folder (or list model_folders in {config_file()})"
-        )
-    hints = _closest_names(spec, names)
-    looked = ", ".join(str(f) for f in folders)
-    if hints:
-        return f"{message} (looked in {looked}); did you mean {', '.join(repr(h) for h in hints)}?"
-    return f"{message} (looked in {looked}; {len(names)} {kind} there)"
-
-
-def _closest_names(spec: str, names: list[str]) -> list[str]:
-    by_stem = {_stem(Path(n).name): n for n in names}
-    stems = difflib.get_close_matches(_stem(Path(spec).name), list(by_stem), n=3, cutoff=0.5)
-    hints = [by_stem[s] for s in stems]
-    if not hints:
-        hints = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
-    return hints

@@ -8,7 +8,6 @@ user names), then read every weight straight from the file into the tensor the m
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -32,24 +31,6 @@ class ArchitectureMismatch(ValueError):
 def config_folder(layout: Layout, config: Path | None = None) -> Path:
     """The diffusers config folder for a layout: the user's, else the one shipped for its family."""
     return config if config is not None else CONFIGS / layout.config
-
-
-def inspect(path: Path, allow_pickle: bool = False) -> Detection:
-    """Detect what a single file holds from its header (UnknownLayout, WeightFileError if not)."""
-    with WeightReader(path, allow_pickle) as reader:
-        return detect(reader.shapes, reader.metadata)
-
-
-def detection(path: Path) -> Detection:
-    """``inspect`` of a safetensors file, remembered while its size and mtime stay the same (prechecks
-    and the family check read it before every run)."""
-    stat = path.stat()
-    return _detection(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _detection(path: str, size: int, mtime_ns: int) -> Detection:
-    return inspect(Path(path))
 
 
 def load(

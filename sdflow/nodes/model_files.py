@@ -7,8 +7,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sdflow.models import folders, weights
+from sdflow.models import resolver, weights
 from sdflow.models.checkpoints import file_digest
+from sdflow.models.folders import ModelNotFound
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.scope import RunScope
 
@@ -44,20 +45,20 @@ class ModelFileNode(Node):
     @classmethod
     def located(cls, spec: str, scope: RunScope) -> Path:
         """The file or folder ``spec`` names, looked up once per run scope (ModelNotFound if none)."""
-        return scope.remember(("model", cls.kind, spec), lambda: folders.resolve(cls.kind, spec))
+        return scope.remember(("model", cls.kind, spec), lambda: resolver.resolve(cls.kind, spec))
 
     @classmethod
     def fingerprint(cls, constants: dict[str, Any], ctx: RunContext) -> str | None:
         try:
             return content_fingerprint(cls.read_from(cls.located(constants["file"], ctx.scope)))
-        except (folders.ModelNotFound, OSError):
+        except (ModelNotFound, OSError):
             return "missing:" + constants["file"]
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         try:
             path = cls.located(constants["file"], scope)
-        except folders.ModelNotFound as exc:
+        except ModelNotFound as exc:
             return [("file", str(exc))]
         if path.is_file() and weights.is_pickle(path) and not constants.get("allow_pickle"):
             return [("file", weights.pickle_refusal(path))]
@@ -67,5 +68,5 @@ class ModelFileNode(Node):
         """The file or folder ``file`` names (a located error when there is none)."""
         try:
             return self.located(self.file, ctx.scope)
-        except folders.ModelNotFound as exc:
+        except ModelNotFound as exc:
             raise ctx.error(str(exc), "file") from None

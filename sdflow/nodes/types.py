@@ -141,6 +141,24 @@ class ControlEntry(Port):
     module_name: str = "none"  # the preprocessor that made the picture (A1111's "Module:")
 
 
+@dataclass(frozen=True)
+class Region:
+    """Where and when a conditioning acts (ComfyUI's area conditioning): an area of the latent (in
+    pixels, or fractions with ``percent``), a mask (1 = acts), a strength, a range of the schedule.
+
+    ``area`` is (x, y, width, height); None = the whole latent. ``start``/``end`` are fractions of the
+    schedule (0 = its first, noisiest step) between which it acts."""
+
+    area: tuple[float, float, float, float] | None = None
+    percent: bool = False
+    strength: float = 1.0
+    mask: torch.Tensor | None = None  # (1 or batch, 1, h, w) pixels, resized to the latent when used
+    mask_strength: float = 1.0
+    mask_bounds: bool = False  # the area is the mask's bounding box
+    start: float = 0.0
+    end: float = 1.0
+
+
 @dataclass(frozen=True, eq=False)
 class Conditioning(Port):
     """Text embeddings, shape (batch, tokens, dim), as the UNet's cross-attention reads them.
@@ -158,6 +176,19 @@ class Conditioning(Port):
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
     controls: tuple[ControlEntry, ...] = ()
+    region: Region | None = None
+    # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
+    parts: tuple[Conditioning, ...] = ()
+
+    @property
+    def pieces(self) -> tuple[Conditioning, ...]:
+        """The plain conditionings this one stands for: its parts, else itself."""
+        return self.parts or (self,)
+
+    @property
+    def regional(self) -> bool:
+        """True when DenoiseLoop must predict part by part (a combination, an area, a mask, a range)."""
+        return any(piece.region is not None for piece in self.pieces) or len(self.pieces) > 1
 
     @property
     def tokens(self) -> int:
@@ -312,6 +343,17 @@ class Mask(Port):
     @property
     def size(self) -> tuple[int, int]:
         return int(self.values.shape[-1]), int(self.values.shape[-2])
+
+
+@dataclass(frozen=True, eq=False)
+class UpscaleModel(Port):
+    """A pixel upscale model (ESRGAN, Compact, SwinIR...) as spandrel loaded it, with its scale."""
+
+    upscaler: Any  # sdflow.models.upscale.Upscaler
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        yield from self.upscaler.descriptor.model.parameters()
+        yield from self.upscaler.descriptor.model.buffers()
 
 
 @dataclass(frozen=True)

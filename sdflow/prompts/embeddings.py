@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from sdflow.models import folders
+from sdflow.models import resolver
 from sdflow.models.checkpoints import file_digest
+from sdflow.models.folders import ModelNotFound
 from sdflow.prompts.chunks import PromptError
 from sdflow.prompts.parse import embedding_names
 
@@ -26,8 +27,8 @@ _KEYS = ("emb_params", "*")
 def locate(name: str) -> Path:
     """The embedding file called ``name`` (a path, or a name in the embeddings folders)."""
     try:
-        return folders.resolve("embeddings", name)
-    except folders.ModelNotFound as exc:
+        return resolver.resolve("embeddings", name)
+    except ModelNotFound as exc:
         raise PromptError(f"embedding:{name}: {exc}") from None
 
 

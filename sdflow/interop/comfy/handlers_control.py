@@ -9,14 +9,14 @@ from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import handler
 
 
-@handler("ControlNetLoader")
+@handler("ControlNetLoader", widgets=("control_net_name",))
 def controlnet_loader(c: Converter, node: ComfyNode) -> list[Port]:
     """LoadControlNet of the file name (looked up in the model folders' controlnet folders)."""
     nid = c.add("controlnet", node.id, "LoadControlNet", file=str(c.const(node, "control_net_name")))
     return [Port(Link(nid, "control_net"))]
 
 
-@handler("DiffControlNetLoader")
+@handler("DiffControlNetLoader", widgets=("control_net_name",))
 def diff_controlnet_loader(c: Converter, node: ComfyNode) -> list[Port]:
     """LoadControlNet too: the model input only matters to "difference" ControlNets, which sdflow
     loads as ordinary ones (a note says so)."""
@@ -28,7 +28,7 @@ def diff_controlnet_loader(c: Converter, node: ComfyNode) -> list[Port]:
     return controlnet_loader(c, node)
 
 
-@handler("ControlNetApply")
+@handler("ControlNetApply", widgets=("strength",))
 def controlnet_apply(c: Converter, node: ComfyNode) -> list[Port]:
     """ApplyControlNet on the positive side only (ComfyUI's old node steers just the conditioning
     it is given): its ``positive`` output, fed the same conditioning on both inputs."""
@@ -46,7 +46,7 @@ def controlnet_apply(c: Converter, node: ComfyNode) -> list[Port]:
     return [Port(Link(nid, "positive"))]
 
 
-@handler("ControlNetApplyAdvanced")
+@handler("ControlNetApplyAdvanced", widgets=("strength", "start_percent", "end_percent"))
 def controlnet_apply_advanced(c: Converter, node: ComfyNode) -> list[Port]:
     """ApplyControlNet with both conditionings, strength and the start..end window (its optional
     vae input is for ControlNets that read latents, which sdflow does not load: ignored)."""

@@ -14,7 +14,7 @@ from sdflow.nodes import registry
 Numbers = dict[str, tuple[Any, type]]  # sdflow field -> (default, int | float | bool)
 
 
-def _same(
+def same_named(
     c: Converter,
     node: ComfyNode,
     links: tuple[str, ...],
@@ -32,23 +32,23 @@ def _same(
 
 @handler("ModelMergeSimple", widgets=("ratio",))
 def merge_simple(c: Converter, node: ComfyNode) -> list[Port]:
-    return _same(c, node, ("model1", "model2"), {"ratio": (1.0, float)}, ("model",))
+    return same_named(c, node, ("model1", "model2"), {"ratio": (1.0, float)}, ("model",))
 
 
 @handler("ModelMergeBlocks", widgets=("input", "middle", "out"))
 def merge_blocks(c: Converter, node: ComfyNode) -> list[Port]:
     ratios = {name: (1.0, float) for name in ("input", "middle", "out")}
-    return _same(c, node, ("model1", "model2"), ratios, ("model",))
+    return same_named(c, node, ("model1", "model2"), ratios, ("model",))
 
 
 @handler("ModelMergeAdd", widgets=())
 def merge_add(c: Converter, node: ComfyNode) -> list[Port]:
-    return _same(c, node, ("model1", "model2"), {}, ("model",))
+    return same_named(c, node, ("model1", "model2"), {}, ("model",))
 
 
 @handler("ModelMergeSubtract", widgets=("multiplier",))
 def merge_subtract(c: Converter, node: ComfyNode) -> list[Port]:
-    return _same(c, node, ("model1", "model2"), {"multiplier": (1.0, float)}, ("model",))
+    return same_named(c, node, ("model1", "model2"), {"multiplier": (1.0, float)}, ("model",))
 
 
 def _blocks(type_name: str) -> dict[str, str]:
@@ -85,14 +85,14 @@ def clip_merge_subtract(c: Converter, node: ComfyNode) -> list[Port]:
 def _clip(c: Converter, node: ComfyNode, numbers: Numbers) -> list[Port]:
     """A CLIP merge; clip1's clip skip rides on through the merged CLIP."""
     skip = c.port(node, "clip1").clip_skip
-    [port] = _same(c, node, ("clip1", "clip2"), numbers, ("clip",))
+    [port] = same_named(c, node, ("clip1", "clip2"), numbers, ("clip",))
     return [Port(port.link, clip_skip=skip)]
 
 
 @handler("CheckpointSave", widgets=("filename_prefix",))
 def checkpoint_save(c: Converter, node: ComfyNode) -> list[Port]:
     prefix = str(c.const(node, "filename_prefix", "checkpoints/ComfyUI"))
-    return _same(c, node, ("model", "clip", "vae"), {}, ("files",), filename_prefix=prefix)
+    return same_named(c, node, ("model", "clip", "vae"), {}, ("files",), filename_prefix=prefix)
 
 
 @handler("LatentUpscaleBy", widgets=("upscale_method", "scale_by"))
@@ -112,7 +112,7 @@ def latent_upscale_by(c: Converter, node: ComfyNode) -> list[Port]:
 @handler("LatentComposite", widgets=("x", "y", "feather"))
 def latent_composite(c: Converter, node: ComfyNode) -> list[Port]:
     offsets = {name: (0, int) for name in ("x", "y", "feather")}
-    return _same(c, node, ("samples_to", "samples_from"), offsets, ("latent",))
+    return same_named(c, node, ("samples_to", "samples_from"), offsets, ("latent",))
 
 
 @handler("LatentCompositeMasked", widgets=("x", "y", "resize_source"))
@@ -120,7 +120,7 @@ def latent_composite_masked(c: Converter, node: ComfyNode) -> list[Port]:
     links = ("destination", "source", "mask") if "mask" in node.inputs else ("destination", "source")
     numbers: Numbers = {"x": (0, int), "y": (0, int)}
     resize = bool(c.const(node, "resize_source", False))
-    return _same(c, node, links, numbers, ("latent",), resize_source=resize)
+    return same_named(c, node, links, numbers, ("latent",), resize_source=resize)
 
 
 @handler("RepeatLatentBatch", widgets=("amount",))
@@ -138,14 +138,28 @@ def repeat_latent_batch(c: Converter, node: ComfyNode) -> list[Port]:
 @handler("ImagePadForOutpaint", widgets=("left", "top", "right", "bottom", "feathering"))
 def image_pad_for_outpaint(c: Converter, node: ComfyNode) -> list[Port]:
     sides: Numbers = {name: (0, int) for name in ("left", "top", "right", "bottom")}
-    return _same(c, node, ("image",), {**sides, "feathering": (40, int)}, ("image", "mask"))
+    return same_named(c, node, ("image",), {**sides, "feathering": (40, int)}, ("image", "mask"))
 
 
 @handler("ConditioningZeroOut", widgets=())
 def conditioning_zero_out(c: Converter, node: ComfyNode) -> list[Port]:
-    return _same(c, node, ("conditioning",), {}, ("conditioning",))
+    return same_named(c, node, ("conditioning",), {}, ("conditioning",))
 
 
 @handler("TomePatchModel", widgets=("ratio",))
 def tome_patch_model(c: Converter, node: ComfyNode) -> list[Port]:
-    return _same(c, node, ("model",), {"ratio": (0.3, float)}, ("model",))
+    return same_named(c, node, ("model",), {"ratio": (0.3, float)}, ("model",))
+
+
+@handler("ModelSamplingDiscrete", widgets=("sampling", "zsnr"))
+def model_sampling_discrete(c: Converter, node: ComfyNode) -> list[Port]:
+    sampling = str(c.const(node, "sampling", "eps"))
+    if sampling not in ("eps", "v_prediction", "lcm", "x0"):
+        c.refuse(node, f"sampling '{sampling}' is not supported (sdflow maps eps, v_prediction, lcm, x0)")
+        sampling = "eps"
+    if sampling == "lcm":
+        c.notes.append(
+            f"node {node.id} (ModelSamplingDiscrete): lcm is eps here; use the lcm sampler for LCM"
+        )
+    zsnr = bool(c.const(node, "zsnr", False))
+    return same_named(c, node, ("model",), {}, ("model",), sampling=sampling, zsnr=zsnr)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control
+from sdflow.nodes.ops import control, regions
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
@@ -58,6 +58,12 @@ class DenoiseLoop(Node):
         1.0, gt=0.0, le=1.0, description="alias of end_at as a fraction (diffusers' denoising_end); 1 = fully"
     )
     end_step: int | None = Field(None, ge=1, le=MAX_STEPS, description="alias of end_at as a step")
+    cfg_end: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="guide only this fraction of the loop's steps; the rest run the positive alone (faster)",
+    )
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
@@ -102,6 +108,10 @@ class DenoiseLoop(Node):
         mask = self._blend_mask(x, ctx)
         halves = [self.negative, self.positive] if guide else [self.positive]
         controls = control.plan(halves, x.shape[0], tuple(x.shape[-2:]))
+        regional = any(half.regional for half in halves)
+        if regional and controls:
+            message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "positive")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
@@ -109,34 +119,47 @@ class DenoiseLoop(Node):
         # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
         stepped = end is not None and not isinstance(end, float)
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
+        guided_count = round(self.cfg_end * len(timesteps)) if guide else 0
+        if controls and guided_count < len(timesteps):
+            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
+        batch = x.shape[0]
+
+        def blended(x: torch.Tensor, index: int) -> torch.Tensor:
+            """Keep the original outside the mask, re-noised to the *next* timestep, as diffusers."""
+            if mask is None:
+                return x
+            kept = original
+            if index < len(following) - 1:
+                kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
+            return (1 - mask) * kept + mask * x
+
         with torch.inference_mode():
             for index, t in enumerate(timesteps):
-                model_input = torch.cat([x, x]) if guide else x
-                model_input = scheduler.scale_model_input(model_input, t)
-                residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
-                    control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
-                    if controls
-                    else {}
-                )
-                if extra is not None:
-                    model_input = torch.cat([model_input, extra], dim=1)
-                prediction = unet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=embeds,
-                    added_cond_kwargs=added,
-                    return_dict=False,
-                    **residuals,
-                )[0]
-                if guide:
+                guiding = index < guided_count
+                if regional:
+                    prediction = self._regional(x, t, scheduler, extra, guiding)
+                else:
+                    model_input = torch.cat([x, x]) if guiding else x
+                    model_input = scheduler.scale_model_input(model_input, t)
+                    residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
+                        control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
+                        if controls
+                        else {}
+                    )
+                    rows = slice(None) if guiding or not guide else slice(batch, None)  # positive half alone
+                    if extra is not None:
+                        model_input = torch.cat([model_input, extra[rows]], dim=1)
+                    prediction = unet(
+                        model_input,
+                        t,
+                        encoder_hidden_states=embeds[rows],
+                        added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                        return_dict=False,
+                        **residuals,
+                    )[0]
+                if guiding:
                     prediction = guided(prediction, self.cfg)
-                x = scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0]
-                if mask is not None:
-                    # Keep the original outside the mask, re-noised to the *next* timestep, as diffusers.
-                    kept = original
-                    if index < len(following) - 1:
-                        kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
-                    x = (1 - mask) * kept + mask * x
+                x = blended(scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0], index)
                 ctx.step(index + 1, len(timesteps), x)
         latent = self.latent.with_(
             samples=x,
@@ -145,6 +168,36 @@ class DenoiseLoop(Node):
             cut=cut,
         )
         return {"latent": latent}
+
+    def _regional(
+        self, x: torch.Tensor, t: Any, scheduler: Any, extra: torch.Tensor | None, guide: bool
+    ) -> torch.Tensor:
+        """[negative, positive] (or positive) predictions, each from its pieces as ComfyUI blends
+        combined, area and timestep-range conditioning (``regions.predict``)."""
+        unet = self.model.unet
+        device, dtype = x.device, x.dtype
+        scaled = scheduler.scale_model_input(x, t)
+        single = None if extra is None else extra[: x.shape[0]]
+        size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+
+        def call(window: torch.Tensor, piece: Conditioning, negative: bool) -> torch.Tensor:
+            batch = window.shape[0]
+            embeds = _repeat_to(piece.embeds, batch).to(device, dtype)
+            added = self.model.family.added_cond_kwargs([(piece, negative)], batch, size, device, dtype)
+            return unet(window, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[
+                0
+            ]
+
+        sides = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
+        channels = unet.config.out_channels
+        return torch.cat(
+            [
+                regions.predict(
+                    lambda w, p, n=negative: call(w, p, n), scaled, single, float(t), side, channels
+                )
+                for side, negative in sides
+            ]
+        )
 
     def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
@@ -192,6 +245,8 @@ class DenoiseLoop(Node):
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
             loop._check_families(ctx)
+            if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
+                return None  # predicted piece by piece, each on its own
             if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
             x = loop.latent.samples

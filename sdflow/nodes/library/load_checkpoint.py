@@ -7,8 +7,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from sdflow.models import checkpoints, family_probe
+from sdflow.models import checkpoints, detect, resolver
 from sdflow.models.families import Family
+from sdflow.models.folders import ModelNotFound
 from sdflow.models.loaded import LoadOptions
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.scope import RunScope
@@ -64,14 +65,14 @@ class LoadCheckpoint(Node):
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         with scope.active():  # one listing of the model folders for this and the fingerprint
             try:
-                source = checkpoints.resolve(constants["checkpoint"])
+                source = resolver.checkpoint(constants["checkpoint"])
                 checkpoints.check(source, constants.get("allow_pickle", False))
-            except (checkpoints.CheckpointNotFound, checkpoints.BadCheckpoint) as exc:
+            except (ModelNotFound, checkpoints.BadCheckpoint) as exc:
                 return [("checkpoint", str(exc))]
             if constants.get("config"):
                 try:
                     _config_folder(constants["config"])
-                except checkpoints.CheckpointNotFound as exc:
+                except ModelNotFound as exc:
                     return [("config", str(exc))]
         return []
 
@@ -80,19 +81,19 @@ class LoadCheckpoint(Node):
         cls, constants: dict[str, Any], inputs: dict[str, Family | None]
     ) -> dict[str, Family | None]:
         """Decided from the checkpoint's configs or single-file header, without loading weights."""
-        family = family_probe.checkpoint_family(constants["checkpoint"])
+        family = detect.checkpoint_family(constants["checkpoint"])
         return {"model": family, "clip": family}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
             config = _config_folder(self.config) if self.config else None
-        except checkpoints.CheckpointNotFound as exc:
+        except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         options = LoadOptions(self.prediction, config, self.allow_pickle or ctx.allow_pickle)
         try:
-            source = checkpoints.resolve(self.checkpoint)
+            source = resolver.checkpoint(self.checkpoint)
             loaded = checkpoints.load(source, ctx.device, ctx.dtype, options)
-        except (checkpoints.CheckpointNotFound, ValueError, OSError) as exc:
+        except (ModelNotFound, ValueError, OSError) as exc:
             raise ctx.error(f"cannot load checkpoint: {exc}", "checkpoint") from None
         second = ()
         if loaded.more_text_encoders:  # SDXL base's OpenCLIP ViT-bigG
@@ -105,7 +106,7 @@ class LoadCheckpoint(Node):
 
 
 def _config_folder(spec: str) -> Path:
-    source = checkpoints.resolve(spec)
+    source = resolver.checkpoint(spec)
     if source.kind != "folder":
-        raise checkpoints.CheckpointNotFound(f"'{spec}' is not a diffusers folder with configs")
+        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
     return source.path

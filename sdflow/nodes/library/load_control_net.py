@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from sdflow.models import checkpoints, controlnet, folders, weights
+from sdflow.models import controlnet, resolver, weights
 from sdflow.models.families import Family
+from sdflow.models.folders import ModelNotFound
 from sdflow.models.singlefile import ArchitectureMismatch
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
@@ -44,16 +45,6 @@ class LoadControlNet(ModelFileNode):
     )
 
     @classmethod
-    def located(cls, spec: str, scope: RunScope) -> Path:
-        """A built-in control ('builtin:tiny-sd15-control'), else a path or a model-folder name."""
-        if spec.startswith(checkpoints.BUILTIN_PREFIX):
-            folder = checkpoints.BUILTIN_ROOT / spec[len(checkpoints.BUILTIN_PREFIX) :]
-            if not (folder / "config.json").is_file():
-                raise folders.ModelNotFound(f"no built-in ControlNet '{spec}'")
-            return folder
-        return super().located(spec, scope)
-
-    @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         problems = super().precheck(constants, scope)
         if problems:
@@ -68,7 +59,7 @@ class LoadControlNet(ModelFileNode):
         if constants.get("config"):
             try:
                 _config_folder(constants["config"])
-            except checkpoints.CheckpointNotFound as exc:
+            except ModelNotFound as exc:
                 return [("config", str(exc))]
         return []
 
@@ -89,7 +80,7 @@ class LoadControlNet(ModelFileNode):
         path = self.resolved(ctx)
         try:
             config = _config_folder(self.config) if self.config else None
-        except checkpoints.CheckpointNotFound as exc:
+        except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         try:
             module, found = controlnet.load(
@@ -111,7 +102,7 @@ def _config_folder(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         return path
-    source = checkpoints.resolve(spec)
+    source = resolver.checkpoint(spec)
     if source.kind != "folder":
-        raise checkpoints.CheckpointNotFound(f"'{spec}' is not a diffusers folder with configs")
+        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
     return source.path

@@ -29,11 +29,14 @@ def run_tiled(
     tile: int,
     overlap: int,
     scale: float,
+    margin: int = 0,
 ) -> torch.Tensor:
     """``function`` over overlapping ``tile`` x ``tile`` windows of ``x`` (N, C, H, W), blended.
 
     ``function`` maps a window of side s to an output of side s * ``scale`` (8 for decoding, 1/8
-    for encoding); ``tile`` and ``overlap`` are in ``x``'s units and keep that exact."""
+    for encoding); ``tile`` and ``overlap`` are in ``x``'s units and keep that exact. ``margin``
+    (under half the overlap): the outputs that near a window's inner edge get no weight (where a
+    model's zero padding shows), the ramp spans the rest of the overlap."""
     height, width = x.shape[-2:]
     ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
     out: torch.Tensor | None = None
@@ -46,10 +49,9 @@ def run_tiled(
                 out = result.new_zeros((*result.shape[:2], round(height * scale), round(width * scale)))
                 weights = result.new_zeros((1, 1, *out.shape[-2:]))
             assert weights is not None
-            ramp = _ramp(result.shape[-2], round(overlap * scale), top > 0, top + tile < height)
-            ramp = ramp[:, None] * _ramp(
-                result.shape[-1], round(overlap * scale), left > 0, left + tile < width
-            )
+            sides = round(overlap * scale), round(margin * scale)
+            ramp = _ramp(result.shape[-2], *sides, top > 0, top + tile < height)
+            ramp = ramp[:, None] * _ramp(result.shape[-1], *sides, left > 0, left + tile < width)
             oy, ox = round(top * scale), round(left * scale)
             region = (..., slice(oy, oy + result.shape[-2]), slice(ox, ox + result.shape[-1]))
             out[region] += result * ramp.to(result.device)
@@ -67,13 +69,17 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     return [*starts, size - tile]
 
 
-def _ramp(length: int, overlap: int, falls_in: bool, falls_out: bool) -> torch.Tensor:
+def _ramp(length: int, overlap: int, margin: int, falls_in: bool, falls_out: bool) -> torch.Tensor:
     """Weights along one side: 1 in the middle, rising linearly over ``overlap`` at an edge shared
-    with a neighbouring window (never 0, so every position has weight)."""
+    with a neighbouring window (0 only over ``margin``, where the neighbour's weight is 1)."""
     ramp = torch.ones(length)
     if overlap <= 0:
         return ramp
-    rise = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
+    margin = max(0, min(margin, (overlap - 1) // 2))
+    span = overlap - 2 * margin
+    rise = torch.cat(
+        [torch.zeros(margin), torch.arange(1, span + 1, dtype=torch.float32) / (span + 1), torch.ones(margin)]
+    )
     if falls_in:
         ramp[:overlap] = torch.minimum(ramp[:overlap], rise)
     if falls_out:

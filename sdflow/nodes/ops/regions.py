@@ -1,0 +1,122 @@
+"""Predicting with combined, area, mask and timestep-range conditioning, as ComfyUI's sampler does.
+
+Each plain conditioning active at the step is evaluated on its area of the latent; its prediction is
+weighted (strength × its mask, or edges feathered over 8 cells where the area does not reach the
+latent's border), the weighted predictions are summed, and the sum is divided by the summed weights
+(parts of the latent no conditioning covers predict 0, as in ComfyUI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sdflow.nodes.types import VAE_SCALE, Conditioning, Region
+
+FEATHER = 8  # latent cells over which an area's inner edges fade
+EMPTY = 1e-37  # the weight of a latent cell no conditioning covers
+LAST_TIMESTEP = 999
+
+Area = tuple[int, int, int, int]  # (top, left, height, width) in latent cells
+Call = Callable[[torch.Tensor, Conditioning], torch.Tensor]  # (model input, piece) -> prediction
+
+
+def active(region: Region | None, timestep: float) -> bool:
+    """Whether a conditioning acts at ``timestep``: inside its range of the schedule, measured on the
+    training timesteps as ComfyUI measures it on sigmas (fraction p = timestep (1 - p) × 999)."""
+    if region is None:
+        return True
+    if region.start > 0 and timestep > (1 - region.start) * LAST_TIMESTEP:
+        return False
+    return not (region.end < 1 and timestep < (1 - region.end) * LAST_TIMESTEP)
+
+
+def resized_mask(region: Region, size: tuple[int, int]) -> torch.Tensor | None:
+    """The region's mask at the latent's (height, width), bilinear as ComfyUI resizes it."""
+    if region.mask is None:
+        return None
+    mask = region.mask.float().reshape(-1, 1, *region.mask.shape[-2:])
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def latent_area(region: Region | None, size: tuple[int, int]) -> Area | None:
+    """The region's area in latent cells, cut to the latent; None for the whole latent."""
+    height, width = size
+    if region is None:
+        return None
+    if region.mask_bounds and region.mask is not None:
+        mask = resized_mask(region, size)
+        rows = torch.nonzero(mask.abs().amax(dim=(0, 1, 3)) > 0).flatten()  # type: ignore[union-attr]
+        cols = torch.nonzero(mask.abs().amax(dim=(0, 1, 2)) > 0).flatten()  # type: ignore[union-attr]
+        if len(rows) == 0:
+            return (0, 0, 0, 0)
+        top, left = int(rows[0]), int(cols[0])
+        return (top, left, int(rows[-1]) - top + 1, int(cols[-1]) - left + 1)
+    if region.area is None:
+        return None
+    x, y, w, h = region.area
+    if region.percent:
+        area = (round(y * height), round(x * width), max(1, round(h * height)), max(1, round(w * width)))
+    else:
+        area = (int(y) // VAE_SCALE, int(x) // VAE_SCALE, int(h) // VAE_SCALE, int(w) // VAE_SCALE)
+    top, left = min(area[0], height), min(area[1], width)
+    return (top, left, min(area[2], height - top), min(area[3], width - left))
+
+
+def weight(
+    region: Region | None, area: Area | None, size: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """The per-cell weight of a conditioning's prediction on its area (shape broadcastable to it)."""
+    height, width = size
+    top, left, h, w = area if area is not None else (0, 0, height, width)
+    strength = region.strength if region is not None else 1.0
+    mask = resized_mask(region, size) if region is not None else None
+    if mask is not None:
+        cut = mask[..., top : top + h, left : left + w] * region.mask_strength  # type: ignore[union-attr]
+        return cut.to(like) * strength
+    mult = torch.full((1, 1, h, w), strength, device=like.device, dtype=like.dtype)
+    if area is None:
+        return mult
+    for t in range(min(FEATHER, h, w)):
+        fade = (t + 1) / FEATHER
+        if top != 0:
+            mult[..., t, :] *= fade
+        if top + h < height:
+            mult[..., h - 1 - t, :] *= fade
+        if left != 0:
+            mult[..., :, t] *= fade
+        if left + w < width:
+            mult[..., :, w - 1 - t] *= fade
+    return mult
+
+
+def predict(
+    call: Call,
+    model_input: torch.Tensor,
+    extra: torch.Tensor | None,
+    timestep: float,
+    side: Conditioning,
+    channels: int,
+) -> torch.Tensor:
+    """One CFG side's prediction for ``model_input`` (batch, C, h, w; ``extra`` the inpainting
+    channels or None) from its active pieces, weighted and normalised as ComfyUI does."""
+    size = (model_input.shape[-2], model_input.shape[-1])
+    shape = (model_input.shape[0], channels, *size)
+    total = torch.zeros(shape, device=model_input.device, dtype=model_input.dtype)
+    count = torch.full(shape, EMPTY, device=model_input.device, dtype=model_input.dtype)
+    for piece in side.pieces:
+        if not active(piece.region, timestep):
+            continue
+        area = latent_area(piece.region, size)
+        top, left, h, w = area if area is not None else (0, 0, *size)
+        if h == 0 or w == 0:
+            continue
+        window = model_input[..., top : top + h, left : left + w]
+        if extra is not None:
+            window = torch.cat([window, extra[..., top : top + h, left : left + w]], dim=1)
+        mult = weight(piece.region, area, size, model_input)
+        total[..., top : top + h, left : left + w] += call(window, piece) * mult
+        count[..., top : top + h, left : left + w] += mult
+    return total / count
