@@ -115,6 +115,14 @@ def render() -> str:
     return "\n".join(blocks) + "".join(methods)
 
 
+def _import_line(module: str, names: list[str]) -> str:
+    """One `from module import ...` line, wrapped one name a line past the line length as ruff does."""
+    line = f"from {module} import {', '.join(names)}\n"
+    if len(line) - 1 <= WIDTH:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")\n"
+
+
 def _handle(writer: _Writer, cls: type[Node]) -> str:
     """The handle class a node call returns: one typed property per output."""
     bases = ["NodeHandle"]

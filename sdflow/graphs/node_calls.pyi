@@ -13,12 +13,25 @@ from sdflow.nodes.types import (
     Latent,
     Mask,
     Model,
+    Sampler,
     SavedFiles,
     Schedule,
+    Sigmas,
     UpscaleModel,
     Vae,
 )
 
+_BasicScheduler_scheduler = Literal[
+    "normal",
+    "karras",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linear_quadratic",
+    "kl_optimal",
+]
 _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
@@ -39,6 +52,28 @@ _ImageToMask_channel = Literal[
     "green",
     "blue",
     "alpha",
+]
+_KSamplerSelect_sampler_name = Literal[
+    "ddim",
+    "ddpm",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "unipc",
+    "uni_pc_bh2",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "dpmpp_sde",
+    "dpmpp_2s",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "deis",
+    "lcm",
+    "tcd",
 ]
 _LatentUpscaleBy_upscale_method = Literal[
     "nearest-exact",
@@ -96,6 +131,15 @@ _Scheduler_sampler = Literal[
 _Scheduler_sigmas = Literal[
     "default",
     "karras",
+    "normal",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linear_quadratic",
+    "kl_optimal",
+    "sd_turbo",
 ]
 _VAEDecode_tiled = Literal[
     "auto",
@@ -123,6 +167,11 @@ class ApplyControlNetNode(NodeHandle):
     def positive(self) -> Output[Conditioning]: ...
     @property
     def negative(self) -> Output[Conditioning]: ...
+
+class BasicSchedulerNode(NodeHandle, Linkable[Sigmas]):
+    """Handle of a node of type BasicScheduler: its attributes are its outputs."""
+    @property
+    def sigmas(self) -> Output[Sigmas]: ...
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
@@ -199,6 +248,11 @@ class ConditioningZeroOutNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class CustomScheduleNode(NodeHandle, Linkable[Schedule]):
+    """Handle of a node of type CustomSchedule: its attributes are its outputs."""
+    @property
+    def schedule(self) -> Output[Schedule]: ...
+
 class DeepCacheNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type DeepCache: its attributes are its outputs."""
     @property
@@ -213,6 +267,11 @@ class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type EmptyLatent: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
+
+class ExponentialSchedulerNode(NodeHandle, Linkable[Sigmas]):
+    """Handle of a node of type ExponentialScheduler: its attributes are its outputs."""
+    @property
+    def sigmas(self) -> Output[Sigmas]: ...
 
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
@@ -235,6 +294,16 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type ImageToMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class KSamplerSelectNode(NodeHandle, Linkable[Sampler]):
+    """Handle of a node of type KSamplerSelect: its attributes are its outputs."""
+    @property
+    def sampler(self) -> Output[Sampler]: ...
+
+class KarrasSchedulerNode(NodeHandle, Linkable[Sigmas]):
+    """Handle of a node of type KarrasScheduler: its attributes are its outputs."""
+    @property
+    def sigmas(self) -> Output[Sigmas]: ...
 
 class LatentCompositeNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type LatentComposite: its attributes are its outputs."""
@@ -354,6 +423,11 @@ class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class SDTurboSchedulerNode(NodeHandle, Linkable[Sigmas]):
+    """Handle of a node of type SDTurboScheduler: its attributes are its outputs."""
+    @property
+    def sigmas(self) -> Output[Sigmas]: ...
+
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
     @property
@@ -363,6 +437,13 @@ class SchedulerNode(NodeHandle, Linkable[Schedule]):
     """Handle of a node of type Scheduler: its attributes are its outputs."""
     @property
     def schedule(self) -> Output[Schedule]: ...
+
+class SplitSigmasNode(NodeHandle):
+    """Handle of a node of type SplitSigmas: its attributes are its outputs."""
+    @property
+    def high(self) -> Output[Sigmas]: ...
+    @property
+    def low(self) -> Output[Sigmas]: ...
 
 class TomePatchModelNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type TomePatchModel: its attributes are its outputs."""
@@ -441,6 +522,26 @@ class NodeCalls:
             strength: scale of the control's residuals (0 = no control at all) [>= 0.0, <= 10.0]
             start_percent: fraction of the steps where the control starts [>= 0.0, <= 1.0]
             end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
+        """
+
+    def BasicScheduler(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        scheduler: _BasicScheduler_scheduler | Input = "normal",
+        steps: int | Input = 20,
+        denoise: float | Input = 1.0,
+    ) -> BasicSchedulerNode:
+        """ComfyUI's BasicScheduler: the sigmas of ``scheduler`` on the model's training schedule; below
+
+        Returns the node; its outputs: sigmas (Sigmas).
+
+        Fields:
+            model: the model whose training noise schedule to use
+            scheduler: the schedule, by ComfyUI's name
+            steps: steps the sigmas take [>= 1, <= 500]
+            denoise: the share of the schedule to run (img2img) [>= 0.0, <= 1.0]
         """
 
     def CLIPEncode(
@@ -744,6 +845,24 @@ class NodeCalls:
             conditioning: the conditioning to zero (its size settings are kept)
         """
 
+    def CustomSchedule(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+    ) -> CustomScheduleNode:
+        """ComfyUI's SamplerCustom in sdflow's form: the sampler from KSamplerSelect runs exactly these
+
+        Returns the node; its outputs: schedule (Schedule).
+
+        Fields:
+            model: the model whose training config the sampler starts from
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+        """
+
     def DeepCache(
         self,
         *,
@@ -812,6 +931,24 @@ class NodeCalls:
             width: image width in pixels [>= 8, <= 8192, multiple of 8]
             height: image height in pixels [>= 8, <= 8192, multiple of 8]
             batch_size: images per run [>= 1, <= 64]
+        """
+
+    def ExponentialScheduler(
+        self,
+        *,
+        id: str | None = None,
+        steps: int | Input = 20,
+        sigma_max: float | Input = 14.614642,
+        sigma_min: float | Input = 0.0291675,
+    ) -> ExponentialSchedulerNode:
+        """ComfyUI's ExponentialScheduler: steps sigmas from sigma_max to sigma_min, evenly in log, then 0.
+
+        Returns the node; its outputs: sigmas (Sigmas).
+
+        Fields:
+            steps: steps the sigmas take [>= 1, <= 500]
+            sigma_max: the first (highest) sigma [> 0.0, <= 5000.0]
+            sigma_min: the last sigma before 0 [> 0.0, <= 5000.0]
         """
 
     def ImageInvert(
@@ -888,6 +1025,40 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def KSamplerSelect(
+        self,
+        *,
+        id: str | None = None,
+        sampler_name: _KSamplerSelect_sampler_name | Input = "euler",
+    ) -> KSamplerSelectNode:
+        """ComfyUI's KSamplerSelect: choose the sampling algorithm that runs a Sigmas table.
+
+        Returns the node; its outputs: sampler (Sampler).
+
+        Fields:
+            sampler_name: sampling algorithm (Scheduler's sampler names)
+        """
+
+    def KarrasScheduler(
+        self,
+        *,
+        id: str | None = None,
+        steps: int | Input = 20,
+        sigma_max: float | Input = 14.614642,
+        sigma_min: float | Input = 0.0291675,
+        rho: float | Input = 7.0,
+    ) -> KarrasSchedulerNode:
+        """ComfyUI's KarrasScheduler: steps sigmas from sigma_max to sigma_min, spaced by rho, then 0.
+
+        Returns the node; its outputs: sigmas (Sigmas).
+
+        Fields:
+            steps: steps the sigmas take [>= 1, <= 500]
+            sigma_max: the first (highest) sigma [> 0.0, <= 5000.0]
+            sigma_min: the last sigma before 0 [> 0.0, <= 5000.0]
+            rho: spacing: higher crowds steps near sigma_min [> 0.0, <= 100.0]
         """
 
     def LatentComposite(
@@ -1420,6 +1591,24 @@ class NodeCalls:
             amount: how many copies of the batch [>= 1, <= 64]
         """
 
+    def SDTurboScheduler(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        steps: int | Input = 1,
+        denoise: float | Input = 1.0,
+    ) -> SDTurboSchedulerNode:
+        """ComfyUI's SDTurboScheduler: ``steps`` sigmas at timesteps 999, 899, ..., starting lower as
+
+        Returns the node; its outputs: sigmas (Sigmas).
+
+        Fields:
+            model: the model whose training noise schedule to use
+            steps: steps (Turbo models take 1-4) [>= 1, <= 10]
+            denoise: the share of the ladder to run (img2img) [>= 0.0, <= 1.0]
+        """
+
     def SaveImage(
         self,
         *,
@@ -1455,7 +1644,26 @@ class NodeCalls:
             steps: denoising steps for the full schedule (diffusers' schedulers fail near 1000) [>= 1, <= 500]
             sigmas: step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for lms, euler,
                 heun, dpmpp_2m, unipc, uni_pc_bh2, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_2s, dpm_2,
-                dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras
+                dpm_2_ancestral, deis, dpmpp_sde); dpmpp_2m_karras is dpmpp_2m with karras; or a ComfyUI
+                schedule computed as ComfyUI does (normal, exponential, sgm_uniform, simple, ddim_uniform,
+                beta, linear_quadratic, kl_optimal, sd_turbo; see docs/samplers.md for which samplers take
+                them)
+        """
+
+    def SplitSigmas(
+        self,
+        *,
+        id: str | None = None,
+        sigmas: Linkable[Sigmas],
+        step: int | Input = 0,
+    ) -> SplitSigmasNode:
+        """ComfyUI's SplitSigmas: high is sigmas[:step + 1], low is sigmas[step:] (they share sigma step).
+
+        Returns the node; its outputs: high (Sigmas), low (Sigmas).
+
+        Fields:
+            sigmas: the table to cut, from BasicScheduler or another scheduler node
+            step: the step to cut at [>= 0, <= 500]
         """
 
     def TomePatchModel(

@@ -212,12 +212,34 @@ class Schedule(Port):
     scheduler_class: type
     scheduler_config: dict[str, Any]
     inpainting_model: bool = False  # for a 9-channel UNet: AddNoise draws in diffusers' order
+    # An explicit table (ComfyUI's schedules): set_timesteps(sigmas=...) or (timesteps=...) instead.
+    sigmas: tuple[float, ...] | None = None
+    timesteps: tuple[int, ...] | None = None
 
     def make(self, device: torch.device | str) -> Any:
         """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop)."""
         scheduler = self.scheduler_class.from_config(self.scheduler_config)
-        scheduler.set_timesteps(self.steps, device=device)
+        if self.sigmas is not None:
+            scheduler.set_timesteps(sigmas=list(self.sigmas), device=device)
+        elif self.timesteps is not None:
+            scheduler.set_timesteps(timesteps=list(self.timesteps), device=device)
+        else:
+            scheduler.set_timesteps(self.steps, device=device)
         return scheduler
+
+
+@dataclass(frozen=True, eq=False)
+class Sigmas(Port):
+    """A sigma table, highest noise first, usually ending in 0 (ComfyUI's SIGMAS)."""
+
+    values: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Sampler(Port):
+    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
+
+    name: str
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,6 +18,7 @@ from sdflow.nodes.ops.samplers import (
     supports_karras,
     unavailable,
 )
+from sdflow.nodes.ops.sigma_schedules import SCHEDULES, TURBO_TIMESTEPS, calculate_sigmas, explicit, refusal
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Model, Schedule
 
@@ -41,7 +42,9 @@ class Scheduler(Node):
         description=(
             "step spacing: the sampler's own, or karras (ComfyUI's 'karras' scheduler; for "
             + ", ".join(karras_samplers())
-            + "); dpmpp_2m_karras is dpmpp_2m with karras"
+            + "); dpmpp_2m_karras is dpmpp_2m with karras; or a ComfyUI schedule computed as ComfyUI "
+            + "does (normal, exponential, sgm_uniform, simple, ddim_uniform, beta, linear_quadratic, "
+            + "kl_optimal, sd_turbo; see docs/samplers.md for which samplers take them)"
         ),
     )
 
@@ -53,6 +56,17 @@ class Scheduler(Node):
         if constants.get("sigmas") == "karras" and isinstance(sampler, str) and not supports_karras(sampler):
             message = f"sampler '{sampler}' has no Karras sigmas: use one of {', '.join(karras_samplers())}"
             return [("sigmas", message + ", or sigmas: default")]
+        sigmas = constants.get("sigmas")
+        if sigmas in SCHEDULES and sigmas != "karras" and isinstance(sampler, str):
+            problem = refusal(sampler, SAMPLERS[sampler][0], sigmas)
+            if problem:
+                return [("sigmas", problem)]
+        if (
+            sigmas == "sd_turbo"
+            and isinstance(constants.get("steps"), int)
+            and constants["steps"] > TURBO_TIMESTEPS
+        ):
+            return [("steps", f"sigmas sd_turbo takes at most {TURBO_TIMESTEPS} steps")]
         steps = constants.get("steps")
         if isinstance(sampler, str) and isinstance(steps, int) and steps > step_limit(sampler, MAX_STEPS):
             return [("steps", f"sampler '{sampler}' takes at most {step_limit(sampler, MAX_STEPS)} steps")]
@@ -69,5 +83,17 @@ class Scheduler(Node):
             raise ctx.error(
                 f"sampler '{self.sampler}' takes at most {step_limit(self.sampler, MAX_STEPS)} steps", "steps"
             )
-        schedule = Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)
+        if self.sigmas in ("default", "karras"):
+            return {"schedule": Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)}
+        problem = refusal(self.sampler, cls, self.sigmas)
+        if problem:
+            raise ctx.error(problem, "sigmas")
+        if self.sigmas == "sd_turbo" and self.steps > TURBO_TIMESTEPS:
+            raise ctx.error(f"sigmas sd_turbo takes at most {TURBO_TIMESTEPS} steps", "steps")
+        try:
+            table = calculate_sigmas(self.model.scheduler_config, self.sigmas, self.steps)
+        except ValueError as exc:
+            raise ctx.error(str(exc), "sigmas") from None
+        fields = explicit(cls, self.model.scheduler_config, table, self.sigmas)
+        schedule = Schedule(self.sampler, len(table) - 1, cls, config, self.model.is_inpainting, **fields)
         return {"schedule": schedule}

@@ -50,7 +50,20 @@ SamplerName = Literal[
 
 # How the steps are spaced: the scheduler's own spacing, or Karras et al.'s (ComfyUI's `karras`
 # scheduler); diffusers' `use_karras_sigmas`, which only some schedulers have.
-SigmasName = Literal["default", "karras"]
+# The other names are ComfyUI's schedules, computed as ComfyUI does (sigma_schedules.py).
+SigmasName = Literal[
+    "default",
+    "karras",
+    "normal",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linear_quadratic",
+    "kl_optimal",
+    "sd_turbo",
+]
 KARRAS = "use_karras_sigmas"
 
 _DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}

@@ -1,0 +1,27 @@
+"""ExponentialScheduler: sigmas evenly spaced in log between two noise levels."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.library.karras_scheduler import SD_SIGMA_MAX, SD_SIGMA_MIN
+from sdflow.nodes.ops.sigma_schedules import exponential
+from sdflow.nodes.types import Sigmas
+
+
+class ExponentialScheduler(Node):
+    """ComfyUI's ExponentialScheduler: steps sigmas from sigma_max to sigma_min, evenly in log, then 0."""
+
+    version: ClassVar[int] = 1
+    outputs: ClassVar[dict[str, type]] = {"sigmas": Sigmas}
+
+    steps: int = Field(20, ge=1, le=MAX_STEPS, description="steps the sigmas take")
+    sigma_max: float = Field(SD_SIGMA_MAX, gt=0.0, le=5000.0, description="the first (highest) sigma")
+    sigma_min: float = Field(SD_SIGMA_MIN, gt=0.0, le=5000.0, description="the last sigma before 0")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        return {"sigmas": Sigmas(exponential(self.steps, self.sigma_min, self.sigma_max))}
