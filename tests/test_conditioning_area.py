@@ -25,7 +25,7 @@ def constant(window: torch.Tensor, part: Conditioning) -> torch.Tensor:
 def predict(*pieces: Conditioning, size: int = 16, timestep: float = 500.0) -> torch.Tensor:
     side = Conditioning(pieces[0].embeds, parts=pieces)
     latent = torch.zeros(1, 4, size, size)
-    return regions.predict(constant, latent, None, timestep, side, 4)
+    return regions.predict(constant, latent, None, timestep, regions.prepare(side, (size, size), latent), 4)
 
 
 def test_pieces_are_averaged_by_strength():

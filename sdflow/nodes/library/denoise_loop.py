@@ -113,6 +113,7 @@ class DenoiseLoop(Node):
             message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "positive")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
+        sides = self._regional_sides(x, guide) if regional else []
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
         # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
@@ -137,7 +138,7 @@ class DenoiseLoop(Node):
             for index, t in enumerate(timesteps):
                 guiding = index < guided_count
                 if regional:
-                    prediction = self._regional(x, t, scheduler, extra, guiding)
+                    prediction = self._regional(x, t, scheduler, extra, sides, guiding)
                 else:
                     model_input = torch.cat([x, x]) if guiding else x
                     model_input = scheduler.scale_model_input(model_input, t)
@@ -169,35 +170,44 @@ class DenoiseLoop(Node):
         )
         return {"latent": latent}
 
+    def _regional_sides(self, x: torch.Tensor, guide: bool) -> list[tuple[list[regions.Prepared], dict]]:
+        """Each CFG side's pieces (areas and weights) and each piece's UNet text inputs, made once per
+        loop: [negative, positive] when guiding, else [positive]."""
+        batch, size = x.shape[0], (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        sides = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
+        prepared = []
+        for side, negative in sides:
+            pieces = regions.prepare(side, tuple(x.shape[-2:]), x)
+            inputs = {
+                id(ready.piece): {
+                    "encoder_hidden_states": _repeat_to(ready.piece.embeds, batch).to(x.device, x.dtype),
+                    "added_cond_kwargs": self.model.family.added_cond_kwargs(
+                        [(ready.piece, negative)], batch, size, x.device, x.dtype
+                    ),
+                }
+                for ready in pieces
+            }
+            prepared.append((pieces, inputs))
+        return prepared
+
     def _regional(
-        self, x: torch.Tensor, t: Any, scheduler: Any, extra: torch.Tensor | None, guide: bool
+        self, x: torch.Tensor, t: Any, scheduler: Any, extra: torch.Tensor | None, sides: list, guiding: bool
     ) -> torch.Tensor:
         """[negative, positive] (or positive) predictions, each from its pieces as ComfyUI blends
         combined, area and timestep-range conditioning (``regions.predict``)."""
         unet = self.model.unet
-        device, dtype = x.device, x.dtype
         scaled = scheduler.scale_model_input(x, t)
         single = None if extra is None else extra[: x.shape[0]]
-        size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        predictions = []
+        for pieces, inputs in sides if guiding else sides[-1:]:
 
-        def call(window: torch.Tensor, piece: Conditioning, negative: bool) -> torch.Tensor:
-            batch = window.shape[0]
-            embeds = _repeat_to(piece.embeds, batch).to(device, dtype)
-            added = self.model.family.added_cond_kwargs([(piece, negative)], batch, size, device, dtype)
-            return unet(window, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[
-                0
-            ]
+            def call(window: torch.Tensor, piece: Conditioning, inputs: dict = inputs) -> torch.Tensor:
+                return unet(window, t, return_dict=False, **inputs[id(piece)])[0]
 
-        sides = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
-        channels = unet.config.out_channels
-        return torch.cat(
-            [
-                regions.predict(
-                    lambda w, p, n=negative: call(w, p, n), scaled, single, float(t), side, channels
-                )
-                for side, negative in sides
-            ]
-        )
+            predictions.append(
+                regions.predict(call, scaled, single, float(t), pieces, unet.config.out_channels)
+            )
+        return torch.cat(predictions)
 
     def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order

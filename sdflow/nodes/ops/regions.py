@@ -9,6 +9,7 @@ latent's border), the weighted predictions are summed, and the sum is divided by
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -92,31 +93,48 @@ def weight(
     return mult
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One piece of a side, made ready for a loop: its area in latent cells and its weight there."""
+
+    piece: Conditioning
+    area: Area
+    weight: torch.Tensor
+
+
+def prepare(side: Conditioning, size: tuple[int, int], like: torch.Tensor) -> list[Prepared]:
+    """The pieces of one CFG side with their areas and weights, computed once per loop (masks are
+    resized here, not at every step); pieces with an empty area are left out."""
+    prepared = []
+    for piece in side.pieces:
+        area = latent_area(piece.region, size)
+        cells = area if area is not None else (0, 0, *size)
+        if cells[2] and cells[3]:
+            prepared.append(Prepared(piece, cells, weight(piece.region, area, size, like)))
+    return prepared
+
+
 def predict(
     call: Call,
     model_input: torch.Tensor,
     extra: torch.Tensor | None,
     timestep: float,
-    side: Conditioning,
+    pieces: list[Prepared],
     channels: int,
 ) -> torch.Tensor:
     """One CFG side's prediction for ``model_input`` (batch, C, h, w; ``extra`` the inpainting
-    channels or None) from its active pieces, weighted and normalised as ComfyUI does."""
+    channels or None) from its pieces active at ``timestep``, weighted and normalised as ComfyUI does."""
     size = (model_input.shape[-2], model_input.shape[-1])
     shape = (model_input.shape[0], channels, *size)
     total = torch.zeros(shape, device=model_input.device, dtype=model_input.dtype)
     count = torch.full(shape, EMPTY, device=model_input.device, dtype=model_input.dtype)
-    for piece in side.pieces:
-        if not active(piece.region, timestep):
+    for ready in pieces:
+        if not active(ready.piece.region, timestep):
             continue
-        area = latent_area(piece.region, size)
-        top, left, h, w = area if area is not None else (0, 0, *size)
-        if h == 0 or w == 0:
-            continue
+        top, left, h, w = ready.area
         window = model_input[..., top : top + h, left : left + w]
         if extra is not None:
             window = torch.cat([window, extra[..., top : top + h, left : left + w]], dim=1)
-        mult = weight(piece.region, area, size, model_input)
-        total[..., top : top + h, left : left + w] += call(window, piece) * mult
-        count[..., top : top + h, left : left + w] += mult
+        total[..., top : top + h, left : left + w] += call(window, ready.piece) * ready.weight
+        count[..., top : top + h, left : left + w] += ready.weight
     return total / count

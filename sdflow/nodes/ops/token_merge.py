@@ -9,6 +9,7 @@ matching is computed once per call from the layer's input.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,9 +64,11 @@ class Matching:
         return out
 
 
+@functools.lru_cache(maxsize=64)
 def destination_tokens(height: int, width: int, stride: int, device: torch.device) -> torch.Tensor:
     """A (height*width,) bool mask of the destination tokens: one per full ``stride`` cell, at a
-    seeded random place in it; tokens beyond the last full cell are sources."""
+    seeded random place in it; tokens beyond the last full cell are sources. The same for every
+    call of a size (remembered: each attention layer of each step asks)."""
     cells_y, cells_x = height // stride, width // stride
     generator = torch.Generator().manual_seed(SEED)
     pick = torch.randint(stride * stride, (cells_y, cells_x), generator=generator)
