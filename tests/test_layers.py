@@ -198,3 +198,15 @@ def test_an_upward_import_would_be_caught(source: str, target: str) -> None:
     src, dst = _rank(source), _rank(target)
     same_top = source.split(".")[1] == target.split(".")[1]
     assert (dst > src) if same_top else (dst[0] > src[0])
+
+
+MAX_LINES = 400
+
+
+def test_no_hand_written_module_is_over_400_lines():
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}  # split the module by job (the generated node_calls.pyi is not a .py)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sdflow.errors import NodeError
+from sdflow.errors import NodeError, UserError
 from sdflow.graphs import loads
 from sdflow.models.ldm_keys import unet_mapping
 from sdflow.runner import Runner
@@ -254,6 +254,6 @@ nodes:
   save: {{type: CheckpointSave, model: !link a.model, clip: !link a.clip, vae: !link a.vae,
          filename_prefix: ../up}}
 """
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(UserError) as caught:
         runner.run(loads(text, "save.yaml"), outputs=["save"])
     assert "filename_prefix" in str(caught.value) and "inside the output folder" in str(caught.value)
