@@ -5,30 +5,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+from workflows import patched_beside_plain
 
 from sdflow.errors import NodeError
 from sdflow.graphs import loads
 from sdflow.nodes.library.deep_cache import deep_blocks, deep_cache_unet
 from sdflow.runner import Runner
 
-WORKFLOW = """
-version: 1
-inputs:
-  interval: {type: int, default: 3}
-  branch: {type: int, default: 0}
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: builtin:tiny-sd15}
-  cached: {type: DeepCache, model: !link ckpt.model, interval: !input interval, branch: !input branch}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: euler, steps: 6}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 4}
-  fast: {type: DenoiseLoop, model: !link cached, positive: !link positive, negative: !link negative,
-         latent: !link noised, cfg: 5.0}
-  plain: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-          latent: !link noised, cfg: 5.0}
-"""
+WORKFLOW = patched_beside_plain(
+    "cached",
+    {
+        "type": "DeepCache",
+        "model": "!link ckpt.model",
+        "interval": "!input interval",
+        "branch": "!input branch",
+    },
+    {"interval": "{type: int, default: 3}", "branch": "{type: int, default: 0}"},
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from workflows import patched_beside_plain
 
 from sdflow.graphs import loads
 from sdflow.nodes.library.tome_patch_model import TomeProcessor
@@ -55,23 +56,11 @@ def test_one_destination_per_cell_at_a_seeded_place():
     assert torch.equal(mask, destination_tokens(6, 6, 2, torch.device("cpu")).view(6, 6))
 
 
-WORKFLOW = """
-version: 1
-inputs:
-  ratio: {type: float, default: 0.5}
-nodes:
-  ckpt: {type: LoadCheckpoint, checkpoint: builtin:tiny-sd15}
-  tome: {type: TomePatchModel, model: !link ckpt.model, ratio: !input ratio}
-  positive: {type: CLIPEncode, clip: !link ckpt.clip, text: "a red circle"}
-  negative: {type: CLIPEncode, clip: !link ckpt.clip, text: ""}
-  empty: {type: EmptyLatent, width: 64, height: 64}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: euler, steps: 3}
-  noised: {type: AddNoise, latent: !link empty, schedule: !link schedule, seed: 4}
-  fast: {type: DenoiseLoop, model: !link tome, positive: !link positive, negative: !link negative,
-         latent: !link noised, cfg: 5.0}
-  plain: {type: DenoiseLoop, model: !link ckpt.model, positive: !link positive, negative: !link negative,
-          latent: !link noised, cfg: 5.0}
-"""
+WORKFLOW = patched_beside_plain(
+    "tome",
+    {"type": "TomePatchModel", "model": "!link ckpt.model", "ratio": "!input ratio"},
+    {"ratio": "{type: float, default: 0.5}", "steps": "{type: int, default: 3}"},
+)
 
 
 @pytest.fixture(scope="module")

@@ -189,3 +189,19 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     """The largest absolute difference of two arrays of the same shape."""
     assert a.shape == b.shape
     return float(np.abs(a - b).max())
+
+
+PATCH_INPUTS: Fields = {
+    "prompt": '{type: str, default: "a red circle"}',
+    "steps": "{type: int, default: 6}",
+    "sampler": "{type: str, default: euler}",
+    "seed": "{type: int, default: 4}",
+    "cfg": "{type: float, default: 5.0}",
+}
+
+
+def patched_beside_plain(name: str, patch: Fields, inputs: Fields) -> str:
+    """txt2img's noised latent denoised twice, not decoded (flow style): ``fast`` by the model patch
+    node ``name`` (``patch``'s fields) and ``plain`` by the checkpoint's own model."""
+    loops = {name: patch, "fast": {**LOOP, "model": f"!link {name}"}, "plain": LOOP}
+    return txt2img({**PATCH_INPUTS, **inputs}, flow=True, denoised=DROP, decoded=DROP, **loops)
