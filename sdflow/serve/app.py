@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sdflow.serve import comfy_api
+from sdflow.serve.bodies import ApiError
+from sdflow.serve.bodies import json_body as _json_body
+from sdflow.serve.comfy_store import ComfyStore
 from sdflow.serve.nodes_json import node_types
 from sdflow.serve.queue import STATES, JobQueue
 from sdflow.serve.validation import problems
 from sdflow.serve.worker import Worker
 
 MAX_BODY = 32 * 1024 * 1024
-
-
-class ApiError(Exception):
-    """A request the API refuses: an HTTP status and a JSON body."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": message, **extra}
 
 
 class TokenAuth:
@@ -53,26 +47,6 @@ class TokenAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-async def _json_body(request: Request) -> Any:
-    """The request's JSON, read up to ``max_body`` bytes (413 beyond), 400 when it does not parse."""
-    limit: int = request.app.state.max_body
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ApiError(400, "body is JSON nested too deeply") from None
 
 
 def _submission(body: Any) -> tuple[str, dict[str, Any], int]:
@@ -196,6 +170,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.queue = JobQueue(data_dir)
+        app.state.comfy = ComfyStore(data_dir)
         app.state.worker = Worker(app.state.queue, data_dir, make_runner) if worker else None
         if app.state.worker is not None:
             app.state.worker.start()
@@ -205,6 +180,7 @@ def create_app(
             if app.state.worker is not None:
                 app.state.worker.stop()
             app.state.queue.close()
+            app.state.comfy.close()
 
     routes = [
         Route("/api/jobs", submit_job, methods=["POST"]),
@@ -213,6 +189,7 @@ def create_app(
         Route("/api/jobs/{id}", cancel_job, methods=["DELETE"]),
         Route("/api/jobs/{id}", change_job, methods=["PATCH"]),
         Route("/api/nodes", list_nodes, methods=["GET"]),
+        *comfy_api.routes(),
     ]
     middleware = [Middleware(TokenAuth, token=token)] if token else []
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _bug}
