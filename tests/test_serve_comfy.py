@@ -81,7 +81,7 @@ def test_a_prompt_runs_and_history_points_view_at_the_picture_of_the_saveimage_n
         served = http.get("/view", params=picture)
         assert served.status_code == 200 and served.headers["content-type"] == "image/png"
         assert prompt_id in http.get("/history").json()
-        assert http.get("/api/history", params={"max_items": "0"}).json() == {}
+        assert http.get("/history", params={"max_items": "0"}).json() == {}
     assert served.content == direct_png(prompt, tmp_path / "direct")
 
 

@@ -17,10 +17,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sdflow.serve import comfy_api
+from sdflow.serve import comfy_routes
 from sdflow.serve.bodies import ApiError
 from sdflow.serve.bodies import json_body as _json_body
-from sdflow.serve.comfy_store import ComfyStore
 from sdflow.serve.nodes_json import node_types
 from sdflow.serve.queue import STATES, JobQueue
 from sdflow.serve.validation import problems
@@ -170,7 +169,6 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.queue = JobQueue(data_dir)
-        app.state.comfy = ComfyStore(data_dir)
         app.state.worker = Worker(app.state.queue, data_dir, make_runner) if worker else None
         if app.state.worker is not None:
             app.state.worker.start()
@@ -180,7 +178,6 @@ def create_app(
             if app.state.worker is not None:
                 app.state.worker.stop()
             app.state.queue.close()
-            app.state.comfy.close()
 
     routes = [
         Route("/api/jobs", submit_job, methods=["POST"]),
@@ -189,7 +186,7 @@ def create_app(
         Route("/api/jobs/{id}", cancel_job, methods=["DELETE"]),
         Route("/api/jobs/{id}", change_job, methods=["PATCH"]),
         Route("/api/nodes", list_nodes, methods=["GET"]),
-        *comfy_api.routes(),
+        *comfy_routes.routes(),
     ]
     middleware = [Middleware(TokenAuth, token=token)] if token else []
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _bug}

@@ -37,7 +37,11 @@ def _queue(request: Request) -> JobQueue:
 
 
 def _store(request: Request) -> ComfyStore:
-    return request.app.state.comfy
+    """The app's ComfyStore, opened on first use (route handlers run on the one event loop thread)."""
+    state = request.app.state
+    if getattr(state, "comfy", None) is None:
+        state.comfy = ComfyStore(_queue(request).path.parent)
+    return state.comfy
 
 
 def data_folder(request: Request, kind: str) -> Path:
@@ -242,18 +246,13 @@ async def get_object_info(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    """The ComfyUI routes, at ComfyUI's paths and under /api as ComfyUI also serves them."""
-    table = [
-        ("/prompt", post_prompt, ["POST"]),
-        ("/queue", get_queue, ["GET"]),
-        ("/history", get_history, ["GET"]),
-        ("/history/{id}", get_history, ["GET"]),
-        ("/view", view, ["GET"]),
-        ("/object_info", get_object_info, ["GET"]),
-        ("/object_info/{node_class}", get_object_info, ["GET"]),
-    ]
+    """The ComfyUI routes, at ComfyUI's paths."""
     return [
-        Route(prefix + path, endpoint, methods=methods)
-        for prefix in ("", "/api")
-        for path, endpoint, methods in table
+        Route("/prompt", post_prompt, methods=["POST"]),
+        Route("/queue", get_queue, methods=["GET"]),
+        Route("/history", get_history, methods=["GET"]),
+        Route("/history/{id}", get_history, methods=["GET"]),
+        Route("/view", view, methods=["GET"]),
+        Route("/object_info", get_object_info, methods=["GET"]),
+        Route("/object_info/{node_class}", get_object_info, methods=["GET"]),
     ]
