@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sdflow.serve import comfy_routes
+from sdflow.serve import comfy_routes, web_routes
 from sdflow.serve.bodies import ApiError
 from sdflow.serve.bodies import json_body as _json_body
 from sdflow.serve.nodes_json import node_types
@@ -187,6 +187,7 @@ def create_app(
         Route("/api/jobs/{id}", change_job, methods=["PATCH"]),
         Route("/api/nodes", list_nodes, methods=["GET"]),
         *comfy_routes.routes(),
+        *web_routes.routes(),
     ]
     middleware = [Middleware(TokenAuth, token=token)] if token else []
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _bug}
