@@ -40,11 +40,13 @@ def wait_for_history(http: TestClient, prompt_id: str, seconds: float = 300) -> 
     raise AssertionError(f"prompt {prompt_id} did not finish in {seconds}s")
 
 
-def direct_png(prompt: dict[str, Any], output_dir: Path) -> bytes:
-    """What an in-process sdflow run of the imported prompt writes (the YAML the server queues)."""
+def direct_png(prompt: dict[str, Any], output_dir: Path, data: Path) -> bytes:
+    """What an in-process sdflow run of the imported prompt writes: the YAML the server queues, its
+    relative paths resolving in the server's input folder as the server's jobs do."""
     from sdflow.errors import Location
 
     workflow = loads(dumps(convert(parse(prompt, Location("<prompt>")), "<prompt>").workflow))
+    workflow.base_dir = str((data / "inputs").resolve())
     [path] = cpu_runner(str(output_dir)).run(workflow).report.files
     return Path(path).read_bytes()
 
@@ -82,7 +84,7 @@ def test_a_prompt_runs_and_history_points_view_at_the_picture_of_the_saveimage_n
         assert served.status_code == 200 and served.headers["content-type"] == "image/png"
         assert prompt_id in http.get("/history").json()
         assert http.get("/history", params={"max_items": "0"}).json() == {}
-    assert served.content == direct_png(prompt, tmp_path / "direct")
+    assert served.content == direct_png(prompt, tmp_path / "direct", tmp_path / "data")
 
 
 def test_importer_refusals_are_node_errors_under_the_comfyui_node_id(tmp_path: Path) -> None:

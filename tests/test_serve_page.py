@@ -93,12 +93,14 @@ def test_the_page_submits_the_example_and_shows_the_clis_picture(tmp_path: Path)
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="the serve extra's playwright is not installed"
     )
-    work = tmp_path / "work"
-    work.mkdir()
-    workflow = work / "txt2img.yaml"
+    # in the server's input folder, where its jobs' relative paths resolve: the folder `sdflow run`
+    # resolves them in, and which both record in the picture, is then the same
+    inputs = tmp_path / "data" / "inputs"
+    inputs.mkdir(parents=True)
+    workflow = inputs / "txt2img.yaml"
     shutil.copy(EXAMPLES / "txt2img.yaml", workflow)
     port = free_port()
-    server = serve(tmp_path / "data", port, work)
+    server = serve(tmp_path / "data", port, tmp_path)
     try:
         expected = cli_png(workflow, tmp_path / "cli")  # while the server starts
         wait_until_up(server, port)

@@ -1,4 +1,4 @@
-"""Reading request bodies: JSON up to the server's --max-body, and the error a refused request raises."""
+"""Reading requests: the API's error type, JSON bodies, query integers and typed fields."""
 
 from __future__ import annotations
 
@@ -17,21 +17,38 @@ class ApiError(Exception):
         self.body = {"error": message, **extra}
 
 
+async def read_body(request: Request) -> bytes:
+    """The whole body (the size limit is enforced as it is read, see ``app.BodyLimit``)."""
+    chunks = [chunk async for chunk in request.stream()]
+    return b"".join(chunks)
+
+
 async def json_body(request: Request) -> Any:
-    """The request's JSON, read up to ``max_body`` bytes (413 beyond), 400 when it does not parse."""
-    limit: int = request.app.state.max_body
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
+    """The request's JSON; 400 when it does not parse."""
+    return parse_json(await read_body(request))
+
+
+def parse_json(data: bytes | str) -> Any:
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "body is JSON nested too deeply") from None
+
+
+def int_param(request: Request, name: str, default: int, top: int) -> int:
+    """A query parameter from 0 to ``top``; 422 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > top:
+        raise ApiError(422, f"'{name}' must be an integer from 0 to {top}")
+    return int(raw)
+
+
+def priority_of(value: Any) -> int:
+    """A job priority from JSON: an integer (higher runs first), else 422."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**62:
+        raise ApiError(422, "'priority' must be an integer")
+    return value

@@ -13,21 +13,24 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from sdflow.errors import Location, UserError
 from sdflow.formats.comfy_json import parse
 from sdflow.graphs.yaml_io import dumps
 from sdflow.interop.comfy import ConversionError, convert
 from sdflow.nodes import registry
-from sdflow.serve.bodies import json_body
+from sdflow.serve import comfy_ws
+from sdflow.serve.bodies import ApiError, json_body
 from sdflow.serve.comfy_nodes import object_info
-from sdflow.serve.comfy_store import ComfyPrompt, ComfyStore
+from sdflow.serve.comfy_store import ComfyPrompt, ComfyStore, store_of
 from sdflow.serve.queue import Job, JobQueue
-from sdflow.serve.validation import problems
+from sdflow.serve.routes_jobs import accept
+from sdflow.serve.settings import Settings
+from sdflow.serve.submission import Submission
 
 SOURCE = "<prompt>"
-FOLDERS = {"output": "outputs", "input": "inputs"}  # /view's `type` -> the folder under --data
+FOLDERS = ("output", "input")  # /view's `type`s: DATA/outputs, DATA/inputs
 _NODE_PROBLEM = re.compile(r"node (\S+) \(([^)]*)\): (.*)")
 _UNSUPPORTED = re.compile(r"unsupported ComfyUI node (\S+) \(nodes? ([^)]*)\)")
 
@@ -37,16 +40,13 @@ def _queue(request: Request) -> JobQueue:
 
 
 def _store(request: Request) -> ComfyStore:
-    """The app's ComfyStore, opened on first use (route handlers run on the one event loop thread)."""
-    state = request.app.state
-    if getattr(state, "comfy", None) is None:
-        state.comfy = ComfyStore(_queue(request).path.parent)
-    return state.comfy
+    return store_of(request.app.state)
 
 
 def data_folder(request: Request, kind: str) -> Path:
     """``DATA/outputs`` or ``DATA/inputs`` (resolved)."""
-    return (_queue(request).path.parent / FOLDERS[kind]).resolve()
+    settings: Settings = request.app.state.settings
+    return (settings.outputs if kind == "output" else settings.inputs).resolve()
 
 
 def _refusal(kind: str, message: str, details: str, node_errors: dict[str, Any] | None = None) -> Response:
@@ -116,14 +116,15 @@ async def post_prompt(request: Request) -> Response:
         return _conversion_refusal(prompt, exc)
     except UserError as exc:
         return _refusal("invalid_prompt", "Invalid prompt", exc.message)
-    errors = await run_in_threadpool(problems, text, {})
-    if errors:
-        return _validation_refusal(prompt, origins, errors)
-    job_id, _ = await run_in_threadpool(_queue(request).submit, text, {}, 1 if body.get("front") else 0)
+    submission = Submission(text, [{}], 1 if body.get("front") else 0)
+    try:
+        [(job_id, _)] = await run_in_threadpool(accept, request.app.state, submission)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return _validation_refusal(prompt, origins, exc.body.get("errors") or [])
     client = None if client_id is None else str(client_id)
     number = await run_in_threadpool(_store(request).add, job_id, client, prompt, origins, outputs, extra)
-    if request.app.state.worker is not None:
-        request.app.state.worker.notify()
     return JSONResponse({"prompt_id": job_id, "number": number, "node_errors": {}})
 
 
@@ -237,6 +238,17 @@ async def view(request: Request) -> Response:
     return FileResponse(found, media_type=media, headers={"Content-Disposition": f'filename="{found.name}"'})
 
 
+async def interrupt(request: Request) -> Response:
+    """Stop the running prompt (only it, when the body names its ``prompt_id``) at its next step."""
+    body = await json_body(request) if await request.body() else {}
+    wanted = body.get("prompt_id") if isinstance(body, dict) else None
+    worker = request.app.state.worker
+    for job in await run_in_threadpool(_queue(request).list, "running", 100):
+        if worker is not None and wanted in (None, job.id):
+            worker.cancel(job.id)
+    return Response(status_code=200)
+
+
 async def get_object_info(request: Request) -> Response:
     info = await run_in_threadpool(object_info)
     name = request.path_params.get("node_class")
@@ -245,7 +257,7 @@ async def get_object_info(request: Request) -> Response:
     return JSONResponse(info)
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     """The ComfyUI routes, at ComfyUI's paths."""
     return [
         Route("/prompt", post_prompt, methods=["POST"]),
@@ -255,4 +267,6 @@ def routes() -> list[Route]:
         Route("/view", view, methods=["GET"]),
         Route("/object_info", get_object_info, methods=["GET"]),
         Route("/object_info/{node_class}", get_object_info, methods=["GET"]),
+        Route("/interrupt", interrupt, methods=["POST"]),
+        *comfy_ws.routes(),
     ]

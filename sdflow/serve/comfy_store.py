@@ -96,3 +96,11 @@ class ComfyStore:
             self._found.clear()
         self._found[job] = found
         return found
+
+
+def store_of(state: Any) -> ComfyStore:
+    """The app's ComfyStore (``app.state.comfy``), opened on first use; route handlers run on the one
+    event loop thread, so two cannot open it at once."""
+    if getattr(state, "comfy", None) is None:
+        state.comfy = ComfyStore(state.settings.data)
+    return state.comfy
