@@ -16,18 +16,8 @@ from starlette.testclient import TestClient
 from sdflow.formats.comfy_json import parse
 from sdflow.graphs.yaml_io import dumps, loads
 from sdflow.interop.comfy import convert
-from sdflow.serve.app import create_app
+from tests.serve_helpers import client, cpu_runner, free_port, start_server
 from tests.workflows import SHAPES_COMFY, comfy_api
-
-
-def cpu_runner(output_dir: str) -> Any:
-    from sdflow.runner import Runner
-
-    return Runner(device="cpu", dtype="fp32", output_dir=output_dir)
-
-
-def client(data: Path, worker: bool = False) -> TestClient:
-    return TestClient(create_app(data, make_runner=cpu_runner, worker=worker), raise_server_exceptions=False)
 
 
 def wait_for_history(http: TestClient, prompt_id: str, seconds: float = 300) -> dict[str, Any]:
@@ -177,3 +167,99 @@ def test_object_info_describes_the_node_types_the_importer_maps(tmp_path: Path) 
     assert info["CLIPSetLastLayer"]["output"] == ["CLIP"]  # passed on: typed like other "clip" inputs
     assert info["ControlNetLoader"]["output"] == ["CONTROL_NET"]
     assert not any("*" in str(entry["input"]) + str(entry["output"]) for entry in info.values())
+
+
+def test_interrupt_stops_the_running_prompt_at_a_step(tmp_path: Path) -> None:
+    prompt = comfy_api({**SHAPES_COMFY, "3": {**SHAPES_COMFY["3"], "steps": 400}})
+    with client(tmp_path, worker=True) as http:
+        prompt_id = http.post("/prompt", json={"prompt": prompt}).json()["prompt_id"]
+        deadline = time.monotonic() + 120
+        while not any(
+            node.get("step") for node in http.get(f"/api/jobs/{prompt_id}").json()["nodes"].values()
+        ):
+            assert time.monotonic() < deadline, "the prompt never reached a step"
+            time.sleep(0.05)
+        assert http.post("/interrupt").status_code == 200
+        item = wait_for_history(http, prompt_id, 120)
+    assert item["status"]["status_str"] == "error" and not item["status"]["completed"]
+    assert [kind for kind, _ in item["status"]["messages"]][-1] == "execution_interrupted"
+    assert item["outputs"] == {}
+
+
+def comfyui_script(server_address: str, prompt: dict[str, Any]) -> tuple[list[dict], dict[str, list[bytes]]]:
+    """What ComfyUI's script_examples/websockets_api_example.py does (urllib and a WebSocket client):
+    queue the prompt, read /ws until `executing` says node None for it, then fetch its pictures
+    through /history and /view. Returns the JSON messages read, and the pictures by node id."""
+    import json
+    import urllib.parse
+    import urllib.request
+    import uuid
+
+    from websockets.sync.client import connect
+
+    client_id = str(uuid.uuid4())
+
+    def queue_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps({"prompt": prompt, "client_id": client_id}).encode("utf-8")
+        request = urllib.request.Request(f"http://{server_address}/prompt", data=data)
+        return json.loads(urllib.request.urlopen(request).read())
+
+    def get_image(filename: str, subfolder: str, folder_type: str) -> bytes:
+        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
+        with urllib.request.urlopen(f"http://{server_address}/view?{query}") as response:
+            return response.read()
+
+    def get_history(prompt_id: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{server_address}/history/{prompt_id}") as response:
+            return json.loads(response.read())
+
+    messages = []
+    with connect(f"ws://{server_address}/ws?clientId={client_id}", open_timeout=30) as ws:
+        prompt_id = queue_prompt(prompt)["prompt_id"]
+        while True:
+            out = ws.recv(timeout=300)
+            if isinstance(out, str):
+                message = json.loads(out)
+                messages.append(message)
+                if message["type"] == "executing":
+                    data = message["data"]
+                    if data["node"] is None and data["prompt_id"] == prompt_id:
+                        break  # execution is done
+    history = get_history(prompt_id)[prompt_id]
+    output_images = {}
+    for node_id, node_output in history["outputs"].items():
+        if "images" in node_output:
+            output_images[node_id] = [
+                get_image(i["filename"], i["subfolder"], i["type"]) for i in node_output["images"]
+            ]
+    return messages, output_images
+
+
+@pytest.mark.slow
+def test_a_comfyui_websocket_script_runs_a_prompt_on_a_real_server(tmp_path: Path) -> None:
+    pytest.importorskip("websockets")
+    prompt = comfy_api(SHAPES_COMFY)
+    data, port = tmp_path / "data", free_port()
+    server = start_server(data, port)
+    try:
+        messages, images = comfyui_script(f"127.0.0.1:{port}", prompt)
+        again, _ = comfyui_script(f"127.0.0.1:{port}", prompt)  # the same prompt: cached nodes
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert list(images) == ["9"] and len(images["9"]) == 1
+    assert images["9"][0] == direct_png(prompt, tmp_path / "direct", data)
+    kinds = [message["type"] for message in messages]
+    assert kinds[0] == "status" and "queue_remaining" in messages[0]["data"]["status"]["exec_info"]
+    assert kinds.index("execution_start") < kinds.index("progress") < kinds.index("executed")
+    assert kinds[-3:] == ["executed", "execution_success", "executing"]
+    executing = [m["data"]["node"] for m in messages if m["type"] == "executing"]
+    assert {"4", "3", "8", "9"} <= set(executing[:-1]) and executing[-1] is None
+    assert executing.index("4") < executing.index("3") < executing.index("8")  # ComfyUI node ids, in order
+    progress = [m["data"] for m in messages if m["type"] == "progress"]
+    assert [(p["value"], p["max"], p["node"]) for p in progress] == [(1, 2, "3"), (2, 2, "3")]
+    [executed] = [m["data"] for m in messages if m["type"] == "executed"]
+    assert executed["node"] == "9" and executed["output"]["images"][0]["type"] == "output"
+    cached = {node for m in again if m["type"] == "execution_cached" for node in m["data"]["nodes"]}
+    assert {"4", "6", "7"} <= cached
+    assert "4" not in [m["data"]["node"] for m in again if m["type"] == "executing"]

@@ -14,16 +14,8 @@ pytest.importorskip("httpx")
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from starlette.testclient import TestClient
 
-from sdflow.serve.app import create_app
-from tests.conftest import EXAMPLES
-
-TXT2IMG = (EXAMPLES / "txt2img.yaml").read_text()
-
-
-def client(data: Path) -> TestClient:
-    return TestClient(create_app(data, worker=False), raise_server_exceptions=False)
+from tests.serve_helpers import TXT2IMG, client
 
 
 def png(**texts: str) -> str:
