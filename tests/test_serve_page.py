@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import EXAMPLES
+from tests.serve_helpers import free_port, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = EXAMPLES.parent
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,39 +28,13 @@ FLAGS = [
     "--disable-sync",
 ]
 STEPS = 2
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-
-
-def serve(data: Path, port: int, cwd: Path) -> subprocess.Popen:
-    """`sdflow serve` on 127.0.0.1:port, started (``wait_until_up`` waits for it)."""
-    command = [sys.executable, "-m", "sdflow.cli", "serve", "--data", str(data), "--port", str(port)]
-    command += ["--device", "cpu", "--dtype", "fp32"]
-    return subprocess.Popen(command, cwd=cwd, env=environment(), stderr=subprocess.DEVNULL)
-
-
-def wait_until_up(process: subprocess.Popen, port: int) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/jobs", timeout=1)
-            return
-        except httpx.TransportError:
-            assert process.poll() is None, "the server exited"
-            time.sleep(0.3)
-    raise AssertionError("the server did not start")
+# records every progress label the queue shows, however briefly
+SEEN_PROGRESS = """() => {
+  window.seenProgress = [];
+  new MutationObserver(() => {
+    for (const job of document.querySelectorAll('.job')) window.seenProgress.push(job.dataset.progress);
+  }).observe(document.querySelector('#jobs'), {childList: true, subtree: true, attributes: true});
+}"""
 
 
 def browser_page(playwright: Any, profile: Path) -> Any:
@@ -100,19 +72,23 @@ def test_the_page_submits_the_example_and_shows_the_clis_picture(tmp_path: Path)
     workflow = inputs / "txt2img.yaml"
     shutil.copy(EXAMPLES / "txt2img.yaml", workflow)
     port = free_port()
-    server = serve(tmp_path / "data", port, tmp_path)
+    with ThreadPoolExecutor(1) as pool:  # the CLI's run while the server starts
+        expected = pool.submit(cli_png, workflow, tmp_path / "cli")
+        server = start_server(tmp_path / "data", port)
+        expected_png = expected.result()
     try:
-        expected = cli_png(workflow, tmp_path / "cli")  # while the server starts
-        wait_until_up(server, port)
         with sync_api.sync_playwright() as playwright:
             context = browser_page(playwright, tmp_path / "profile")
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#connection:text('live')")  # following WS /api/events
+            page.evaluate(SEEN_PROGRESS)
             page.set_input_files("#file", str(workflow))
             page.fill("#input-steps", str(STEPS))
             page.click("#submit")
             job = page.wait_for_selector(".job[data-state=finished]", timeout=240_000)
             assert job.get_attribute("data-progress") == "done"
+            assert f"step {STEPS}/{STEPS}" in page.evaluate("window.seenProgress")  # live, from step events
             assert job.eval_on_selector(".bar > div", "bar => bar.style.width") == "100%"
             image = page.wait_for_selector("#gallery img", timeout=30_000)
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
@@ -136,4 +112,4 @@ def test_the_page_submits_the_example_and_shows_the_clis_picture(tmp_path: Path)
         server.terminate()
         server.wait(60)
     assert shown[:8] == b"\x89PNG\r\n\x1a\n"
-    assert shown == expected
+    assert shown == expected_png

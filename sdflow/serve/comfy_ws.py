@@ -7,18 +7,17 @@ without one, and of jobs from /api/jobs, to every client."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from sdflow.serve.comfy_store import ComfyPrompt, ComfyStore, store_of
 from sdflow.serve.files import OUTPUTS_ROUTE
+from sdflow.serve.routes_events import relay
 
 Message = dict[str, Any]
 
@@ -147,29 +146,7 @@ async def comfy_socket(websocket: WebSocket) -> None:
         first = status(state.queue)
         first["data"]["sid"] = client_id
         await websocket.send_json(first)
-        sender = asyncio.ensure_future(_send(websocket, subscription, translate))
-        reader = asyncio.ensure_future(_drain(websocket))
-        try:
-            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sender, reader):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-    with contextlib.suppress(Exception):
-        await websocket.close()
-
-
-async def _send(websocket: WebSocket, subscription: Any, translate: Translator) -> None:
-    async for event in subscription:
-        for message in translate(event):
-            await websocket.send_json(message)
-
-
-async def _drain(websocket: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
+        await relay(websocket, subscription, translate)
 
 
 def routes() -> list[BaseRoute]:

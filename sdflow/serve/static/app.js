@@ -83,7 +83,8 @@ function renderForm() {
       const numeric = input.type === "int" || input.type === "float";
       const step = input.type === "int" ? "1" : "any";
       field = element("input", { ...attributes, type: numeric ? "number" : "text", step: numeric ? step : null });
-      field.value = input.value ?? "";
+      const float = input.type === "float" && Number.isInteger(input.value);
+      field.value = float ? input.value.toFixed(1) : input.value ?? "";
     }
     const label = element("label", { for: id, title: input.description || "" }, input.name + " ",
       element("small", {}, input.type));
@@ -100,7 +101,7 @@ function formValues() {
     if (input.type === "bool") value = field.checked;
     else if (input.type === "int") value = value === "" ? null : parseInt(value, 10);
     else if (input.type === "float") value = value === "" ? null : parseFloat(value);
-    if (value === null) continue;
+    if (value === null || Number.isNaN(value)) continue;
     if (input.required || value !== input.value) values[input.name] = value;
   }
   return values;
@@ -255,7 +256,11 @@ function renderGallery() {
   }
 }
 
+let paused = false;
+
 function render() {
+  const count = (state) => [...jobs.values()].filter((job) => job.state === state).length;
+  $("#queue-status").textContent = `${count("queued")} queued, ${count("running")} running${paused ? ", paused" : ""}`;
   renderQueue();
   renderGallery();
   markGraph();
@@ -265,7 +270,8 @@ function render() {
 
 function onEvent(event) {
   if (event.type === "queue") {
-    $("#queue-status").textContent = `${event.queued} queued, ${event.running} running${event.paused ? ", paused" : ""}`;
+    paused = Boolean(event.paused);
+    render();
     return;
   }
   if (!event.job) return;
@@ -277,6 +283,7 @@ function onEvent(event) {
   else if (event.type === "step") Object.assign(state, { step: event.step, total: event.total });
   const job = jobs.get(event.job);
   if (event.type === "started" && job) job.state = "running";
+  if (event.type === "requeued" && job) job.state = "queued";
   if (event.type === "queued" || ENDED.includes(event.type) || !job) refreshJob(event.job).catch(() => {});
   else render();
 }
