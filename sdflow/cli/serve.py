@@ -116,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
         cors=args.cors or None,
         make_worker=_ray_worker(args) if args.workers is not None else None,
     )
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30
-    )
+    logs = {"log_level": "warning", "access_log": False} if args.quiet else {"log_level": "info"}
+    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=30, **logs)
     # uvicorn turns SIGTERM and Ctrl-C into a graceful stop (the app's shutdown stops the running job
     # at its next step boundary and puts it back in the queue), then raises the signal again for the
     # handlers it found: these take it, so a clean stop exits 0
