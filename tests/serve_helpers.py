@@ -57,9 +57,8 @@ def start_server(data: Path, port: int, *extra: str, seconds: float = 120) -> su
 
     command = [sys.executable, "-m", "sdflow.cli", "serve", "--data", str(data), "--port", str(port)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLES.parent)}
-    process = subprocess.Popen(
-        [*command, "--device", "cpu", "--dtype", "fp32", *extra], env=env, stderr=subprocess.DEVNULL
-    )
+    options = ["--device", "cpu", "--dtype", "fp32", "--quiet", *extra]
+    process = subprocess.Popen([*command, *options], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -183,6 +183,7 @@ def test_unknown_route_and_method_answer_json(tmp_path: Path) -> None:
         (b'{"workflow": "version: 1", "extra": 1}', 422),
         (b'{"workflow": ": : :\\n\\t-"}', 422),
         (b"[" * 100_000 + b"]" * 100_000, 400),
+        (b'{"workflow": "version: 1", "inputs": {"cfg": NaN}}', 400),
     ],
 )
 def test_bad_bodies_get_a_4xx_json_answer(tmp_path: Path, body: bytes, status: int) -> None:

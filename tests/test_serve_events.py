@@ -102,3 +102,40 @@ def test_websocket_needs_the_token(tmp_path: Path) -> None:
         with http.websocket_connect("/api/events?token=s3cret") as socket:
             http.post("/api/queue/pause", headers={"Authorization": "Bearer s3cret"})
             assert socket.receive_json()["type"] == "queue"
+
+
+def test_preview_pictures_every_k_steps(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    with client(tmp_path, worker=True, preview_every=2) as http:
+        job_id = http.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": {"steps": 5, "seed": 2}}).json()[
+            "id"
+        ]
+        events = []
+        with http.websocket_connect(f"/api/events?since=0&job={job_id}") as socket:
+            while not events or events[-1]["type"] != "finished":
+                events.append(socket.receive_json())
+    previews = [e for e in events if e["type"] == "preview"]
+    assert [e["step"] for e in previews] == [2, 4, 5]  # every 2 steps, and the last
+    picture = Image.open(io.BytesIO(base64.b64decode(previews[-1]["image"])))
+    assert picture.format == "JPEG" and picture.size == (64, 64)  # the latent (8x8) at pixel size
+    # each preview follows its step's event
+    for preview in previews:
+        index = events.index(preview)
+        assert events[index - 1]["type"] == "step" and events[index - 1]["step"] == preview["step"]
+
+
+def test_latent_to_rgb_follows_the_familys_factors() -> None:
+    import torch
+
+    from sdflow.models.families import SD15, SDXL
+    from sdflow.serve.preview import latent_to_rgb
+
+    latent = torch.zeros(1, 4, 2, 2)
+    latent[0, 0] = 1.0
+    assert torch.allclose(latent_to_rgb(latent, SD15)[:, 0, 0], (torch.tensor(SD15.latent_rgb[0]) + 1) / 2)
+    sdxl = (torch.tensor(SDXL.latent_rgb[0]) + torch.tensor(SDXL.latent_rgb_bias) + 1) / 2
+    assert torch.allclose(latent_to_rgb(latent, SDXL)[:, 1, 1], sdxl)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def add_command(commands: Any) -> None:
         "--preview", type=int, default=0, metavar="K", help="send a preview picture every K denoising steps"
     )
     serve.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    serve.add_argument("--quiet", action="store_true", help="log warnings only (no line per request)")
     from sdflow.cli.runner_options import add_runner_arguments
     from sdflow.cli.scale import add_arguments as add_scale_arguments
 
@@ -114,10 +116,22 @@ def run(args: argparse.Namespace) -> int:
         cors=args.cors or None,
         make_worker=_ray_worker(args) if args.workers is not None else None,
     )
-    # uvicorn turns SIGTERM and Ctrl-C into a graceful stop: the app's shutdown stops the running
-    # job at its next step boundary and puts it back in the queue
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    logs = {"log_level": "warning", "access_log": False} if args.quiet else {"log_level": "info"}
+    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=30, **logs)
+    # uvicorn turns SIGTERM and Ctrl-C into a graceful stop (the app's shutdown stops the running job
+    # at its next step boundary and puts it back in the queue), then raises the signal again for the
+    # handlers it found: these take it, so a clean stop exits 0
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _stopped(sig: int, frame: Any) -> None:
+    """The signal uvicorn passes on once it stopped gracefully: nothing more to do."""
 
 
 def _ray_worker(args: argparse.Namespace) -> Any:

@@ -71,6 +71,15 @@ class Family:
     # SD 1.x/2.x read the last layer (after the final norm) unless clip_skip asks for an earlier one.
     penultimate: bool = False
     time_ids: tuple[str, ...] = ()  # SDXL's size / aesthetic conditioning, in UNet order
+    # A cheap preview of a latent: RGB = latent channels x these (one row per channel) + bias, about
+    # [-1, 1]; the widely used linear fits of the SD 1.x and SDXL VAEs' decoders.
+    latent_rgb: tuple[tuple[float, float, float], ...] = (
+        (0.3512, 0.2297, 0.3227),
+        (0.3250, 0.4974, 0.2350),
+        (-0.2829, 0.1762, 0.2721),
+        (-0.2120, -0.2616, -0.7177),
+    )
+    latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def text_encoders(self) -> int:
@@ -114,6 +123,15 @@ class Family:
 
 
 _CLIP_L = TextEncoderSlot("text_encoder", "tokenizer")
+_SDXL_RGB = {
+    "latent_rgb": (
+        (0.3651, 0.4232, 0.4341),
+        (-0.2533, -0.0042, 0.1068),
+        (0.1076, 0.1111, -0.0362),
+        (-0.3165, -0.2492, -0.2188),
+    ),
+    "latent_rgb_bias": (0.1084, -0.0175, -0.0011),
+}
 
 SD15 = Family("sd15", "SD 1.x", 512, (_CLIP_L,), 768)
 SD2 = Family("sd2", "SD 2.x", 768, (_CLIP_L,), 1024)
@@ -125,6 +143,7 @@ SDXL = Family(
     2048,
     penultimate=True,
     time_ids=SIZE_IDS,
+    **_SDXL_RGB,
 )
 SDXL_REFINER = Family(
     "sdxl_refiner",
@@ -134,6 +153,7 @@ SDXL_REFINER = Family(
     1280,
     penultimate=True,
     time_ids=AESTHETIC_IDS,
+    **_SDXL_RGB,
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER)}

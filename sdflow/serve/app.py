@@ -15,11 +15,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdflow.serve import extensions, routes_events, routes_files, routes_jobs
-from sdflow.serve.bodies import ApiError
+from sdflow.serve.bodies import Answer, ApiError
 from sdflow.serve.events import EventHub
 from sdflow.serve.queue import JobQueue
 from sdflow.serve.settings import MAX_BODY, settings_for
@@ -48,7 +47,7 @@ class TokenAuth:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+            response = Answer({"error": "missing or wrong bearer token"}, status_code=401)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -68,7 +67,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            response = JSONResponse({"error": f"request body over {self.limit} bytes"}, status_code=413)
+            response = Answer({"error": f"request body over {self.limit} bytes"}, status_code=413)
             await response(scope, receive, send)
             return
         seen = 0
@@ -85,19 +84,19 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> Answer:
     assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body, status_code=exc.status)
+    return Answer(exc.body, status_code=exc.status)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Answer:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return Answer({"error": exc.detail}, status_code=exc.status_code)
 
 
-async def _bug(request: Request, exc: Exception) -> JSONResponse:
+async def _bug(request: Request, exc: Exception) -> Answer:
     """A bug answers one JSON line, never a traceback."""
-    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+    return Answer({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
 
 def create_app(

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 
 class ApiError(Exception):
@@ -30,11 +31,15 @@ async def json_body(request: Request) -> Any:
 
 def parse_json(data: bytes | str) -> Any:
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "body is JSON nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ApiError(400, f"body is not valid JSON: {name} is not a JSON number")
 
 
 def int_param(request: Request, name: str, default: int, top: int) -> int:
@@ -52,3 +57,10 @@ def priority_of(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**62:
         raise ApiError(422, "'priority' must be an integer")
     return value
+
+
+class Answer(JSONResponse):
+    """A JSON answer, non-ASCII escaped: any text a client sent (lone surrogates too) can be echoed."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")

@@ -8,10 +8,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Route
 
-from sdflow.serve.bodies import ApiError, read_body
+from sdflow.serve.bodies import Answer, ApiError, read_body
 from sdflow.serve.files import output_file, save_upload, upload_name
 from sdflow.serve.nodes_json import node_types
 from sdflow.serve.settings import Settings
@@ -30,7 +30,7 @@ async def get_output(request: Request) -> FileResponse:
     return FileResponse(found)
 
 
-async def upload(request: Request) -> JSONResponse:
+async def upload(request: Request) -> Answer:
     """An input picture into the input folder: multipart (field ``file``) or the raw body with
     ``?filename=NAME``; never over an earlier upload (a new name instead). Answers the name a
     workflow uses for it (relative paths in API jobs resolve in the input folder)."""
@@ -55,7 +55,7 @@ async def upload(request: Request) -> JSONResponse:
     if not data:
         raise ApiError(422, "the upload is empty")
     saved = await run_in_threadpool(save_upload, _settings(request).inputs, name, data)
-    return JSONResponse({"name": saved.name, "size": len(data)}, status_code=201)
+    return Answer({"name": saved.name, "size": len(data)}, status_code=201)
 
 
 def models_json() -> dict[str, Any]:
@@ -75,12 +75,12 @@ def models_json() -> dict[str, Any]:
     return {"roots": [str(root) for root in folders.roots()], "kinds": kinds}
 
 
-async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(models_json))
+async def list_models(request: Request) -> Answer:
+    return Answer(await run_in_threadpool(models_json))
 
 
-async def list_nodes(request: Request) -> JSONResponse:
-    return JSONResponse({"nodes": await run_in_threadpool(node_types)})
+async def list_nodes(request: Request) -> Answer:
+    return Answer({"nodes": await run_in_threadpool(node_types)})
 
 
 def routes() -> list[BaseRoute]:

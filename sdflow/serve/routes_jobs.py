@@ -6,10 +6,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from sdflow.serve.bodies import ApiError, int_param, json_body, priority_of
+from sdflow.serve.bodies import Answer, ApiError, int_param, json_body, priority_of
 from sdflow.serve.files import output_url
 from sdflow.serve.queue import STATES, Job, JobQueue
 from sdflow.serve.settings import Settings
@@ -64,24 +63,24 @@ def job_view(state: Any, job: Job) -> dict[str, Any]:
     return view
 
 
-async def submit_job(request: Request) -> JSONResponse:
+async def submit_job(request: Request) -> Answer:
     job = await read_submission(request)
     accepted = await run_in_threadpool(accept, request.app.state, job)
     (first, position), *_ = accepted
     answer: dict[str, Any] = {"id": first, "position": position}
     if len(accepted) > 1:
         answer["jobs"] = [{"id": job_id, "position": place} for job_id, place in accepted]
-    return JSONResponse(answer, status_code=201)
+    return Answer(answer, status_code=201)
 
 
-async def list_jobs(request: Request) -> JSONResponse:
+async def list_jobs(request: Request) -> Answer:
     state = request.query_params.get("state")
     if state is not None and state not in STATES:
         raise ApiError(422, f"'state' must be one of {', '.join(STATES)}")
     limit = int_param(request, "limit", 100, 1000)
     offset = int_param(request, "offset", 0, 2**62)
     jobs = await run_in_threadpool(_queue(request).list, state, limit, offset)
-    return JSONResponse({"jobs": [job.summary() for job in jobs], "limit": limit, "offset": offset})
+    return Answer({"jobs": [job.summary() for job in jobs], "limit": limit, "offset": offset})
 
 
 async def _job(request: Request) -> Job:
@@ -91,60 +90,60 @@ async def _job(request: Request) -> Job:
     return job
 
 
-async def get_job(request: Request) -> JSONResponse:
-    return JSONResponse(job_view(request.app.state, await _job(request)))
+async def get_job(request: Request) -> Answer:
+    return Answer(job_view(request.app.state, await _job(request)))
 
 
-async def cancel_job(request: Request) -> JSONResponse:
+async def cancel_job(request: Request) -> Answer:
     """A queued job leaves the queue (200); a running one stops at its next step boundary (202)."""
     job_id, state = request.path_params["id"], request.app.state
     if await run_in_threadpool(state.queue.cancel, job_id):
         state.hub.publish("cancelled", job=job_id)
         publish_queue(state)
-        return JSONResponse({"id": job_id, "state": "cancelled"})
+        return Answer({"id": job_id, "state": "cancelled"})
     job = await _job(request)
     if job.state == "running" and state.worker is not None:
         state.worker.cancel(job_id)
-        return JSONResponse({"id": job_id, "state": "running", "cancelling": True}, status_code=202)
+        return Answer({"id": job_id, "state": "running", "cancelling": True}, status_code=202)
     raise ApiError(409, f"job '{job_id}' is {job.state}: it cannot be cancelled")
 
 
-async def rerun_job(request: Request) -> JSONResponse:
+async def rerun_job(request: Request) -> Answer:
     """A new job with the same workflow, inputs, priority and webhook (checked again)."""
     job = await _job(request)
     again = Submission(job.workflow, [job.inputs], job.priority, job.webhook, rerun_of=job.id)
     [(job_id, position)] = await run_in_threadpool(accept, request.app.state, again)
-    return JSONResponse({"id": job_id, "position": position, "rerun_of": job.id}, status_code=201)
+    return Answer({"id": job_id, "position": position, "rerun_of": job.id}, status_code=201)
 
 
-async def change_job(request: Request) -> JSONResponse:
+async def change_job(request: Request) -> Answer:
     body = await json_body(request)
     if not isinstance(body, dict) or set(body) != {"priority"}:
         raise ApiError(422, 'body must be {"priority": INTEGER}')
     job_id, priority = request.path_params["id"], priority_of(body["priority"])
     queue = _queue(request)
     if await run_in_threadpool(queue.reprioritize, job_id, priority):
-        return JSONResponse((await _job(request)).summary())
+        return Answer((await _job(request)).summary())
     job = await _job(request)
     raise ApiError(409, f"job '{job_id}' is {job.state}: only a queued job's priority can change")
 
 
-async def queue_status(request: Request) -> JSONResponse:
+async def queue_status(request: Request) -> Answer:
     queue = _queue(request)
     counts = await run_in_threadpool(queue.counts)
-    return JSONResponse({"paused": await run_in_threadpool(lambda: queue.paused), "jobs": counts})
+    return Answer({"paused": await run_in_threadpool(lambda: queue.paused), "jobs": counts})
 
 
-async def pause_queue(request: Request) -> JSONResponse:
+async def pause_queue(request: Request) -> Answer:
     """No new job starts (the running one finishes); kept across restarts."""
     return await _set_paused(request, True)
 
 
-async def resume_queue(request: Request) -> JSONResponse:
+async def resume_queue(request: Request) -> Answer:
     return await _set_paused(request, False)
 
 
-async def _set_paused(request: Request, paused: bool) -> JSONResponse:
+async def _set_paused(request: Request, paused: bool) -> Answer:
     state = request.app.state
     await run_in_threadpool(state.queue.pause, paused)
     await run_in_threadpool(publish_queue, state)
