@@ -128,7 +128,10 @@ def test_an_api_job_reads_no_file_outside_the_input_and_model_folders(tmp_path: 
             },
         )
         assert refused.status_code == 422 and "allow_pickle" in refused.json()["errors"][0]["message"]
-        for inputs, node in (({"prompt": "embedding:/etc/passwd"}, "positive"), ({"checkpoint": "/etc"}, "ckpt")):
+        for inputs, node in (
+            ({"prompt": "embedding:/etc/passwd"}, "positive"),
+            ({"checkpoint": "/etc"}, "ckpt"),
+        ):
             reply = http.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": inputs})
             assert reply.status_code == 422 and reply.json()["errors"][0]["node"] == node
             assert "outside the folders" in reply.json()["errors"][0]["message"]
