@@ -279,3 +279,16 @@ def test_post_queue_deletes_or_clears_pending_prompts_and_get_prompt_counts_them
         assert http.get("/queue").json()["queue_pending"] == []
         assert http.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
         assert http.post("/queue", json=[1]).status_code == 400
+
+
+def test_with_a_token_the_comfyui_routes_and_ws_need_it(tmp_path: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with client(tmp_path, token="s3cret") as http:
+        assert http.get("/queue").status_code == 401
+        assert http.get("/queue", params={"token": "s3cret"}).status_code == 200
+        with pytest.raises(WebSocketDisconnect), http.websocket_connect("/ws?clientId=a") as ws:
+            ws.receive_json()
+        with http.websocket_connect("/ws?clientId=a&token=s3cret") as ws:
+            first = ws.receive_json()
+    assert first == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "a"}}
