@@ -64,14 +64,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3000, help="at most this many steps")
     parser.add_argument("--min-steps", type=int, default=500, help="no early stop before this step")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dataset-size", type=int, default=10000)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--timesteps",
+        choices=("cubic", "uniform"),
+        default="cubic",
+        help="cubic: t = (1 - u^3) T, favouring the noisy steps where the layout is decided (T2I-Adapter)",
+    )
+    parser.add_argument(
+        "--hint-init",
+        choices=("random", "zero"),
+        default="random",
+        help="the hint encoder's last convolution: random (PyTorch's default init) or zero (diffusers')",
+    )
     parser.add_argument("--uncond-prob", type=float, default=0.1)
     parser.add_argument("--check-every", type=int, default=250)
     parser.add_argument("--passes-needed", type=int, default=2, help="consecutive passed checks to stop")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-cache", type=Path, default=None, help="keep the encoded data in this file")
     return parser.parse_args(argv)
 
 
@@ -87,6 +100,13 @@ def make_control_dataset(count: int, seed: int) -> tuple[np.ndarray, np.ndarray,
         masks[i] = np.asarray(draw_mask(shape, size, x0, y0))[..., 0] > 127
         captions.append(caption_for(shape, color, background))
     return images, masks, captions
+
+
+def sample_timesteps(kind: str, count: int, total: int) -> torch.Tensor:
+    """``count`` training timesteps in [0, total): uniform, or cubic (most of them noisy)."""
+    if kind == "uniform":
+        return torch.randint(0, total, (count,))
+    return ((1 - torch.rand(count) ** 3) * total).long().clamp(0, total - 1)
 
 
 @torch.no_grad()
@@ -176,14 +196,23 @@ def main(argv: list[str] | None = None) -> None:
     pipe = StableDiffusionPipeline.from_pretrained(args.base, torch_dtype=torch.float32)
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.eval().requires_grad_(False)
-    images, masks, captions = make_control_dataset(args.dataset_size, args.seed)
-    mean, std = encode(pipe, images)
+    if args.data_cache is not None and args.data_cache.is_file():
+        mean, std, control, states, rows = torch.load(args.data_cache)
+    else:
+        images, masks, captions = make_control_dataset(args.dataset_size, args.seed)
+        mean, std = encode(pipe, images)
+        states, rows = text_states(pipe, captions)
+        control = torch.from_numpy(masks)[:, None]  # (N, 1, H, W) bool; expanded to RGB per batch
+        if args.data_cache is not None:
+            torch.save((mean, std, control, states, rows), args.data_cache)
     factor = pipe.vae.config.scaling_factor
-    states, rows = text_states(pipe, captions)
-    control = torch.from_numpy(masks)[:, None]  # (N, 1, H, W) bool; expanded to RGB per batch
-    log(f"data {len(images)} pictures, latents {tuple(mean.shape)}, elapsed {elapsed()}")
+    log(f"data {len(mean)} pictures, latents {tuple(mean.shape)}, elapsed {elapsed()}")
 
     controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32, 64, 128))
+    if args.hint_init == "random":
+        # the output zero convolutions alone keep the ControlNet a no-op at first; with the hint encoder's
+        # last convolution at zero as well, neither gets a gradient until the other has grown
+        controlnet.controlnet_cond_embedding.conv_out.reset_parameters()
     controlnet.train()
     log(f"controlnet {sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f}M params")
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=args.lr, weight_decay=1e-2)
@@ -199,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         hidden = states[rows_batch]
         hint = control[index].float().expand(-1, 3, -1, -1)
         noise = torch.randn_like(clean)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,))
+        total = noise_scheduler.config.num_train_timesteps
+        timesteps = sample_timesteps(args.timesteps, args.batch_size, total)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         down, mid = controlnet(noisy, timesteps, hidden, controlnet_cond=hint, return_dict=False)
         prediction = pipe.unet(
