@@ -59,11 +59,25 @@ class Model(Port):
     unet: torch.nn.Module
     scheduler_config: dict[str, Any]
     family: Family = SD15
+    image_prompts: tuple[ImagePrompt, ...] = ()  # ApplyIPAdapter's, in the order of the UNet's slots
 
     @property
     def is_inpainting(self) -> bool:
         """True for a 9-channel UNet fed latent + mask + masked-image latent."""
         return self.unet.config.in_channels == 9
+
+
+@dataclass(frozen=True, eq=False)
+class ImagePrompt(Port):
+    """One ApplyIPAdapter: its image tokens (1, tokens, width) for each CFG side, weight and window;
+    ``processors`` are the UNet's IP-Adapter attention processors (with a scale slot per prompt)."""
+
+    negative: torch.Tensor
+    positive: torch.Tensor
+    weight: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    processors: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

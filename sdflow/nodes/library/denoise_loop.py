@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, regions
+from sdflow.nodes.ops import control, image_prompt, regions
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
@@ -112,6 +112,10 @@ class DenoiseLoop(Node):
         if regional and controls:
             message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "positive")
+        images = image_prompt.feed(self.model, x.shape[0], guide, device, dtype)
+        if regional and images is not None:
+            message = "IP-Adapters with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         sides = self._regional_sides(x, guide) if regional else []
         if mask is not None:
@@ -150,10 +154,13 @@ class DenoiseLoop(Node):
                     rows = slice(None) if guiding or not guide else slice(batch, None)  # positive half alone
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
+                    text = embeds[rows]
                     prediction = unet(
                         model_input,
                         t,
-                        encoder_hidden_states=embeds[rows],
+                        encoder_hidden_states=text
+                        if images is None
+                        else images.states(text, guiding, index, control_steps),
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
                         return_dict=False,
                         **residuals,
@@ -257,7 +264,7 @@ class DenoiseLoop(Node):
             loop._check_families(ctx)
             if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
                 return None  # predicted piece by piece, each on its own
-            if loop.positive.controls or loop.negative.controls:
+            if loop.positive.controls or loop.negative.controls or loop.model.image_prompts:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
             x = loop.latent.samples
             if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:

@@ -1,0 +1,259 @@
+"""CLIP vision and IP-Adapter: loading every layout, and graphs equal to diffusers' pipelines with
+``load_ip_adapter`` (plain and plus, SD 1.x and SDXL) on the tiny random files of
+tools/make_tiny_ip_adapters.py."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from sdflow.errors import UserError
+from sdflow.graphs import loads
+from sdflow.models import clip_vision
+from sdflow.runner import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILTIN = ROOT / "sdflow" / "builtin"
+PNG_LEVEL = 1 / 255
+PROMPT = "a red circle on a blue background"
+NEGATIVE = "blurry"
+STEPS = 6
+CFG = 5.0
+SEED = 3
+
+
+def workflow(checkpoint: str = "builtin:tiny-sd15", adapter: bool = True, chained: bool = False) -> str:
+    model = "ckpt.model"
+    text = f"""
+version: 1
+inputs:
+  adapter: "unset"
+  adapter_b: "unset"
+  encoder: "unset"
+  picture: "unset"
+  weight: 1.0
+  start: 0.0
+  end: 1.0
+nodes:
+  ckpt: {{type: LoadCheckpoint, checkpoint: "{checkpoint}"}}
+  positive: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{PROMPT}"}}
+  negative: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{NEGATIVE}"}}
+  schedule: {{type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: {STEPS}}}
+  empty: {{type: EmptyLatent, width: 64, height: 64}}
+  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: {SEED}}}
+"""
+    if adapter:
+        text += """
+  picture: {type: LoadImage, path: !input picture}
+  vision: {type: LoadCLIPVision, file: !input encoder}
+  ipa: {type: LoadIPAdapter, file: !input adapter, allow_pickle: true}
+  patched: {type: ApplyIPAdapter, model: !link ckpt.model, ip_adapter: !link ipa, clip_vision: !link vision,
+            image: !link picture.image, weight: !input weight, start_percent: !input start,
+            end_percent: !input end}
+"""
+        model = "patched"
+    if chained:
+        text += """
+  ipa_b: {type: LoadIPAdapter, file: !input adapter_b}
+  patched_b: {type: ApplyIPAdapter, model: !link patched, ip_adapter: !link ipa_b, clip_vision: !link vision,
+              image: !link picture.image, weight: 0.7}
+"""
+        model = "patched_b"
+    return (
+        text
+        + f"""
+  denoised: {{type: DenoiseLoop, model: !link {model}, positive: !link positive, negative: !link negative,
+             latent: !link noised, cfg: {CFG}}}
+  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
+"""
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    path = ROOT / "tools" / "make_tiny_ip_adapters.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("ip")
+    found = module.make_all(out)
+    # pictures at the encoder's size, so diffusers' CLIPImageProcessor (PIL) resizes nothing
+    source = PILImage.open(ROOT / "examples" / "inputs" / "shapes.png").convert("RGB")
+    found["picture"] = out / "picture.png"
+    source.resize((32, 32), PILImage.BICUBIC).save(found["picture"])
+    found["other"] = out / "other.png"
+    source.transpose(PILImage.ROTATE_90).resize((32, 32)).save(found["other"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def runner() -> Runner:
+    return Runner(device="cpu", dtype="fp32")
+
+
+def pixels(runner: Runner, text: str, **inputs: Any) -> np.ndarray:
+    result = runner.run(loads(text, "ip_adapter.yaml"), inputs=inputs, outputs=["decoded"])
+    return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
+
+
+def adapter_inputs(files: dict[str, Path], name: str, **more: Any) -> dict[str, Any]:
+    return {
+        "adapter": str(files[name]),
+        "encoder": str(files["encoder"]),
+        "picture": str(files["picture"]),
+        **more,
+    }
+
+
+def reference(files: dict[str, Path], checkpoint: str, names: list[str], scales: list[float]) -> np.ndarray:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if checkpoint == "tiny-sd15":
+        pipe = StableDiffusionPipeline.from_pretrained(str(BUILTIN / checkpoint), safety_checker=None)
+    else:
+        pipe = StableDiffusionXLPipeline.from_pretrained(str(BUILTIN / checkpoint))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_ip_adapter(
+        str(files["root"]),
+        subfolder="models",
+        weight_name=[files[n].name for n in names],
+        image_encoder_folder="image_encoder",
+    )
+    pipe.set_ip_adapter_scale(scales)
+    pipe.set_progress_bar_config(disable=True)
+    image = PILImage.open(files["picture"]).convert("RGB")
+    return pipe(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=CFG,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="np",
+        height=64,
+        width=64,
+        ip_adapter_image=[image] * len(names),
+    ).images
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a - b).max())
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def test_a_single_clip_vision_file_loads_to_the_folders_model(files) -> None:
+    cpu = torch.device("cpu")
+    single, preprocess = clip_vision.load(files["encoder_file"], cpu, torch.float32)
+    folder, folder_preprocess = clip_vision.load(files["encoder"], cpu, torch.float32)
+    fields = [*clip_vision.config_from(single.state_dict()), "layer_norm_eps"]
+    assert {f: getattr(single.config, f) for f in fields} == {f: getattr(folder.config, f) for f in fields}
+    ours, theirs = single.state_dict(), folder.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert preprocess == folder_preprocess
+
+
+def test_preprocessing_matches_clip_image_processor(files) -> None:
+    from transformers import CLIPImageProcessor
+
+    picture = PILImage.open(ROOT / "examples" / "inputs" / "shapes.png").convert("RGB").resize((80, 48))
+    theirs = CLIPImageProcessor(size=32, crop_size=32)(images=picture, return_tensors="pt").pixel_values
+    pixels = torch.from_numpy(np.array(picture)).permute(2, 0, 1)[None].float() / 255
+    ours = clip_vision.Preprocess(32, 32)(pixels)
+    assert ours.shape == theirs.shape == (1, 3, 32, 32)
+    assert float((ours - theirs).abs().mean()) < 0.03  # PIL's and torch's bicubic differ a little
+
+
+def test_clip_vision_encode_gives_the_models_outputs(files, runner: Runner) -> None:
+    text = f"""
+version: 1
+nodes:
+  picture: {{type: LoadImage, path: "{files["picture"]}"}}
+  vision: {{type: LoadCLIPVision, file: "{files["encoder_file"]}"}}
+  encoded: {{type: CLIPVisionEncode, clip_vision: !link vision, image: !link picture.image}}
+"""
+    out = runner.run(loads(text, "encode.yaml"), outputs=["encoded"])["encoded.clip_vision_output"]
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    model = CLIPVisionModelWithProjection.from_pretrained(str(files["encoder"])).eval()
+    inputs = CLIPImageProcessor(size=32, crop_size=32)(
+        images=PILImage.open(files["picture"]).convert("RGB"), return_tensors="pt"
+    ).pixel_values
+    with torch.no_grad():
+        theirs = model(inputs, output_hidden_states=True)
+    assert torch.allclose(out.image_embeds, theirs.image_embeds, atol=1e-5)
+    assert torch.allclose(out.penultimate, theirs.hidden_states[-2], atol=1e-5)
+    assert torch.allclose(out.last_hidden_state, theirs.last_hidden_state, atol=1e-5)
+
+
+def test_a_pickled_ip_adapter_is_refused_without_the_opt_in(files, runner: Runner) -> None:
+    text = workflow().replace("allow_pickle: true", "allow_pickle: false")
+    with pytest.raises(UserError) as caught:
+        runner.run(loads(text, "ip.yaml"), inputs=adapter_inputs(files, "sd15-plus-bin"))
+    assert "pickle" in str(caught.value) and "ipa" in str(caught.value)
+
+
+# -- against diffusers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "plus"])
+def test_sd15_matches_the_pipeline_with_load_ip_adapter(files, runner: Runner, kind: str) -> None:
+    name = f"sd15-{kind}"
+    theirs = reference(files, "tiny-sd15", [name], [0.8])
+    ours = pixels(runner, workflow(), **adapter_inputs(files, name, weight=0.8))
+    assert max_diff(ours, theirs) <= PNG_LEVEL
+    plain = pixels(runner, workflow(adapter=False))
+    assert max_diff(ours, plain) > 0.02  # the adapter matters
+    other = pixels(runner, workflow(), **adapter_inputs(files, name, weight=0.8, picture=str(files["other"])))
+    assert max_diff(ours, other) > 0.01  # and so does the picture
+
+
+@pytest.mark.parametrize("kind", ["plain", "plus"])
+def test_sdxl_matches_the_pipeline_with_load_ip_adapter(files, runner: Runner, kind: str) -> None:
+    name = f"sdxl-{kind}"
+    theirs = reference(files, "tiny-sdxl", [name], [1.0])
+    ours = pixels(runner, workflow("builtin:tiny-sdxl"), **adapter_inputs(files, name))
+    assert max_diff(ours, theirs) <= PNG_LEVEL
+    assert max_diff(ours, pixels(runner, workflow("builtin:tiny-sdxl", adapter=False))) > 0.02
+
+
+def test_two_chained_adapters_match_two_loaded_adapters(files, runner: Runner) -> None:
+    theirs = reference(files, "tiny-sd15", ["sd15-plain", "sd15-plus"], [1.0, 0.7])
+    inputs = adapter_inputs(files, "sd15-plain", adapter_b=str(files["sd15-plus"]))
+    ours = pixels(runner, workflow(chained=True), **inputs)
+    assert max_diff(ours, theirs) <= PNG_LEVEL
+
+
+def test_the_pickled_adapter_draws_what_its_safetensors_copy_draws(files, runner: Runner) -> None:
+    bin_ = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plus-bin"))
+    safe = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plus"))
+    assert np.array_equal(bin_, safe)
+
+
+def test_weight_zero_and_an_empty_window_draw_the_unpatched_picture(files, runner: Runner) -> None:
+    plain = pixels(runner, workflow(adapter=False))
+    zero = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plain", weight=0.0))
+    assert np.array_equal(zero, plain)
+    empty = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plain", start=0.9, end=0.9))
+    assert np.array_equal(empty, plain)
+
+
+def test_the_window_limits_the_steps_the_adapter_acts_on(files, runner: Runner) -> None:
+    whole = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plain"))
+    late = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plain", start=0.5))
+    plain = pixels(runner, workflow(adapter=False))
+    assert max_diff(late, whole) > 0.005 and max_diff(late, plain) > 0.005
+
+
+def test_an_adapter_of_another_family_is_a_located_error(files, runner: Runner) -> None:
+    with pytest.raises(UserError) as caught:
+        runner.run(loads(workflow(), "ip.yaml"), inputs=adapter_inputs(files, "sdxl-plain"))
+    message = str(caught.value)
+    assert "patched" in message and "ip_adapter" in message and "cross-attention width 80" in message
