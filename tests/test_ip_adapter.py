@@ -4,7 +4,6 @@ tools/make_tiny_ip_adapters.py."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
+from workflows import max_diff, picture_graph, picture_pipeline_call
 
 from sdflow.errors import UserError
 from sdflow.graphs import loads
@@ -21,35 +21,11 @@ from sdflow.runner import Runner
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "sdflow" / "builtin"
 PNG_LEVEL = 1 / 255
-PROMPT = "a red circle on a blue background"
-NEGATIVE = "blurry"
-STEPS = 6
-CFG = 5.0
-SEED = 3
 
 
-def workflow(checkpoint: str = "builtin:tiny-sd15", adapter: bool = True, chained: bool = False) -> str:
-    model = "ckpt.model"
-    text = f"""
-version: 1
-inputs:
-  adapter: "unset"
-  adapter_b: "unset"
-  encoder: "unset"
-  picture: "unset"
-  weight: 1.0
-  start: 0.0
-  end: 1.0
-nodes:
-  ckpt: {{type: LoadCheckpoint, checkpoint: "{checkpoint}"}}
-  positive: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{PROMPT}"}}
-  negative: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{NEGATIVE}"}}
-  schedule: {{type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: {STEPS}}}
-  empty: {{type: EmptyLatent, width: 64, height: 64}}
-  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: {SEED}}}
-"""
-    if adapter:
-        text += """
+INPUTS = {"adapter": "unset", "adapter_b": "unset", "encoder": "unset", "picture": "unset"}
+WINDOW = {"weight": 1.0, "start": 0.0, "end": 1.0}
+ADAPTER = """
   picture: {type: LoadImage, path: !input picture}
   vision: {type: LoadCLIPVision, file: !input encoder}
   ipa: {type: LoadIPAdapter, file: !input adapter, allow_pickle: true}
@@ -57,39 +33,22 @@ nodes:
             image: !link picture.image, weight: !input weight, start_percent: !input start,
             end_percent: !input end}
 """
-        model = "patched"
-    if chained:
-        text += """
+SECOND = """
   ipa_b: {type: LoadIPAdapter, file: !input adapter_b}
   patched_b: {type: ApplyIPAdapter, model: !link patched, ip_adapter: !link ipa_b, clip_vision: !link vision,
               image: !link picture.image, weight: 0.7}
 """
-        model = "patched_b"
-    return (
-        text
-        + f"""
-  denoised: {{type: DenoiseLoop, model: !link {model}, positive: !link positive, negative: !link negative,
-             latent: !link noised, cfg: {CFG}}}
-  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
-"""
-    )
+
+
+def workflow(checkpoint: str = "builtin:tiny-sd15", adapter: bool = True, chained: bool = False) -> str:
+    nodes = (ADAPTER if adapter else "") + (SECOND if chained else "")
+    model = "patched_b" if chained else "patched" if adapter else "ckpt.model"
+    return picture_graph(checkpoint, {**INPUTS, **WINDOW}, nodes, model, "positive")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    path = ROOT / "tools" / "make_tiny_ip_adapters.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("ip")
-    found = module.make_all(out)
-    # pictures at the encoder's size, so diffusers' CLIPImageProcessor (PIL) resizes nothing
-    source = PILImage.open(ROOT / "examples" / "inputs" / "shapes.png").convert("RGB")
-    found["picture"] = out / "picture.png"
-    source.resize((32, 32), PILImage.BICUBIC).save(found["picture"])
-    found["other"] = out / "other.png"
-    source.transpose(PILImage.ROTATE_90).resize((32, 32)).save(found["other"])
-    return found
+def files(vision_files) -> dict[str, Path]:
+    return vision_files
 
 
 @pytest.fixture(scope="module")
@@ -126,24 +85,8 @@ def reference(files: dict[str, Path], checkpoint: str, names: list[str], scales:
         image_encoder_folder="image_encoder",
     )
     pipe.set_ip_adapter_scale(scales)
-    pipe.set_progress_bar_config(disable=True)
     image = PILImage.open(files["picture"]).convert("RGB")
-    return pipe(
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=CFG,
-        generator=torch.Generator().manual_seed(SEED),
-        output_type="np",
-        height=64,
-        width=64,
-        ip_adapter_image=[image] * len(names),
-    ).images
-
-
-def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a - b).max())
+    return picture_pipeline_call(pipe, ip_adapter_image=[image] * len(names))
 
 
 # -- loading -------------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
-"""Tiny random CLIP vision encoders and IP-Adapters (plain and plus) for the built-in tiny checkpoints.
+"""Tiny random CLIP vision encoders, IP-Adapters (plain and plus) and an unCLIP checkpoint for the
+built-in tiny checkpoints, for tests.
 
 The IP-Adapter files use h94/IP-Adapter's layout (``image_proj.*`` and ``ip_adapter.N.to_k_ip`` /
 ``to_v_ip``, N = 1, 3, 5... over the UNet's attention processors), sized for tiny-sd15 (cross-attention
 32) and tiny-sdxl (80); the image encoder is a transformers folder and the same weights as one
 .safetensors, as ComfyUI's clip_vision folder keeps them. Laid out for diffusers' ``load_ip_adapter``:
 ``ROOT/models/NAME.safetensors`` with ``ROOT/models/image_encoder``.
+
+The unCLIP checkpoint (``make_unclip``) is a StableUnCLIPImg2ImgPipeline folder: tiny-sd15's parts
+(its text encoder with GELU, as SD 2.x's OpenCLIP, so it is detected as SD 2.x), its UNet with a random
+``projection`` class embedding reading [image embeds, noise-level embedding], the tiny image encoder,
+a random image normaliser and the squaredcos_cap_v2 noising scheduler.
 
     python tools/make_tiny_ip_adapters.py OUT_DIR
 """
@@ -133,6 +139,57 @@ def make_all(out: Path) -> dict[str, Path]:
             paths["sd15-plus-bin"] = models / "ip-adapter-sd15-plus.bin"
             torch.save(parts, paths["sd15-plus-bin"])
     return paths
+
+
+def make_unclip(out: Path, seed: int = 0) -> Path:
+    """A tiny random SD 2.x unCLIP checkpoint folder at ``out``."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableUnCLIPImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
+    from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    source = BUILTIN / "tiny-sd15"
+    width = VISION["projection_dim"]
+    base = UNet2DConditionModel.from_pretrained(source / "unet")
+    torch.manual_seed(seed)
+    config = {
+        **base.config,
+        "class_embed_type": "projection",
+        "projection_class_embeddings_input_dim": 2 * width,
+    }
+    unet = UNet2DConditionModel.from_config(config)
+    unet.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        for parameter in unet.class_embedding.parameters():
+            parameter.normal_(0.0, 0.5)
+    text_config = CLIPTextConfig.from_pretrained(source / "text_encoder")
+    text_config.hidden_act = "gelu"
+    text_encoder = CLIPTextModel(text_config)
+    text_encoder.load_state_dict(CLIPTextModel.from_pretrained(source / "text_encoder").state_dict())
+    normalizer = StableUnCLIPImageNormalizer(embedding_dim=width)
+    with torch.no_grad():
+        normalizer.mean.normal_(0.0, 0.3)
+        normalizer.std.uniform_(0.5, 1.5)
+    pipe = StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(size=VISION["image_size"], crop_size=VISION["image_size"]),
+        image_encoder=image_encoder(seed),
+        image_normalizer=normalizer,
+        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
+        tokenizer=CLIPTokenizer.from_pretrained(source / "tokenizer"),
+        text_encoder=text_encoder,
+        unet=unet,
+        scheduler=DDIMScheduler.from_pretrained(source / "scheduler"),
+        vae=AutoencoderKL.from_pretrained(source / "vae"),
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -358,6 +358,8 @@ class LoadCheckpointNode(NodeHandle):
     def clip(self) -> Output[Clip]: ...
     @property
     def vae(self) -> Output[Vae]: ...
+    @property
+    def clip_vision(self) -> Output[ClipVision]: ...
 
 class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     """Handle of a node of type LoadControlNet: its attributes are its outputs."""
@@ -489,6 +491,11 @@ class VAEEncodeNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type VAEEncode: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
+
+class unCLIPConditioningNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type unCLIPConditioning: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
 
 class NodeCalls:
     """Graph's node methods, one per node type."""
@@ -1267,7 +1274,7 @@ class NodeCalls:
     ) -> LoadCheckpointNode:
         """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
 
-        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
+        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae), clip_vision (ClipVision).
 
         Fields:
             checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
@@ -1860,4 +1867,27 @@ class NodeCalls:
             tiled: encode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
             tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
             tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]
+        """
+
+    def unCLIPConditioning(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        clip_vision_output: Linkable[ClipVisionOutput],
+        strength: float | Input = 1.0,
+        noise_augmentation: float | Input = 0.0,
+        seed: int | Input = 0,
+    ) -> unCLIPConditioningNode:
+        """Add a picture to the conditioning, as its CLIP image embeds, noise-augmented.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to add the picture to
+            clip_vision_output: from CLIPVisionEncode
+            strength: scale of the picture's embeds [>= -10.0, <= 10.0]
+            noise_augmentation: how much noise is added to the embeds (0..1 of the noise levels): more strays
+                further [>= 0.0, <= 1.0]
+            seed: seed of the augmentation's noise [>= 0]
         """

@@ -60,6 +60,7 @@ class Model(Port):
     scheduler_config: dict[str, Any]
     family: Family = SD15
     image_prompts: tuple[ImagePrompt, ...] = ()  # ApplyIPAdapter's, in the order of the UNet's slots
+    image_noising: Any = None  # an unCLIP UNet's (sdflow.models.unclip.ImageNoising): reads class labels
 
     @property
     def is_inpainting(self) -> bool:
@@ -155,6 +156,25 @@ class ControlEntry(Port):
     module_name: str = "none"  # the preprocessor that made the picture (A1111's "Module:")
 
 
+@dataclass(frozen=True, eq=False)
+class UnclipEntry(Port):
+    """One picture of unCLIPConditioning: its CLIP image embeds (1, dim), strength, noise level
+    (0..999) and the noise (1, dim) its augmentation adds."""
+
+    embeds: torch.Tensor
+    strength: float
+    noise_level: int
+    noise: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Absent:
+    """An output a node does not have this time (LoadCheckpoint's clip_vision for a checkpoint without
+    one): a node linked to it stops with ``reason``, located at its field."""
+
+    reason: str
+
+
 @dataclass(frozen=True)
 class Region:
     """Where and when a conditioning acts (ComfyUI's area conditioning): an area of the latent (in
@@ -190,6 +210,7 @@ class Conditioning(Port):
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
     controls: tuple[ControlEntry, ...] = ()
+    unclip: tuple[UnclipEntry, ...] = ()  # unCLIPConditioning's pictures (unCLIP class labels, revision)
     region: Region | None = None
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()

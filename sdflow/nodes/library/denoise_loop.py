@@ -116,6 +116,13 @@ class DenoiseLoop(Node):
         if regional and images is not None:
             message = "IP-Adapters with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "model")
+        problem = image_prompt.unclip_problem(self.model, halves)
+        if problem:
+            raise ctx.error(problem, "positive")
+        labels = image_prompt.class_labels(self.model, halves, x.shape[0], device, dtype)
+        if regional and labels is not None:
+            message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         sides = self._regional_sides(x, guide) if regional else []
         if mask is not None:
@@ -162,6 +169,7 @@ class DenoiseLoop(Node):
                         if images is None
                         else images.states(text, guiding, index, control_steps),
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                        class_labels=None if labels is None else labels[rows],
                         return_dict=False,
                         **residuals,
                     )[0]
@@ -264,8 +272,10 @@ class DenoiseLoop(Node):
             loop._check_families(ctx)
             if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
                 return None  # predicted piece by piece, each on its own
-            if loop.positive.controls or loop.negative.controls or loop.model.image_prompts:
+            if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
+            if loop.model.image_prompts or loop.model.image_noising is not None:
+                return None  # IP-Adapter tokens and unCLIP class labels: each runs on its own
             x = loop.latent.samples
             if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
                 return None

@@ -13,14 +13,24 @@ from sdflow.models.folders import ModelNotFound
 from sdflow.models.loaded import LoadOptions
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Clip, Model, Vae
+from sdflow.nodes.types import Absent, Clip, Model, Vae
+from sdflow.nodes.types_vision import ClipVision
+
+NO_CLIP_VISION = (
+    "only unCLIP checkpoints (a StableUnCLIPImg2ImgPipeline folder) bring a CLIP vision model: "
+    "load one with LoadCLIPVision"
+)
 
 
 class LoadCheckpoint(Node):
-    """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in."""
+    """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
+
+    An unCLIP checkpoint (SD 2.1 unCLIP as a StableUnCLIPImg2ImgPipeline folder) also gives its CLIP
+    vision model as ``clip_vision``; for any other checkpoint that output is not there, and a node
+    linked to it stops with a located error."""
 
     version: ClassVar[int] = 2
-    outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
+    outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae, "clip_vision": ClipVision}
     cache: ClassVar[str] = "model"
     # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
     path_fields: ClassVar[tuple[str, ...]] = ("checkpoint", "config")
@@ -98,10 +108,17 @@ class LoadCheckpoint(Node):
         second = ()
         if loaded.more_text_encoders:  # SDXL base's OpenCLIP ViT-bigG
             second = (loaded.more_tokenizers[0], loaded.more_text_encoders[0])
+        vision: ClipVision | Absent = Absent(NO_CLIP_VISION)
+        noising = None
+        if loaded.unclip is not None:  # an unCLIP checkpoint: its image encoder and noise augmentation
+            vision_model, preprocess, noising = loaded.unclip
+            vision = ClipVision(vision_model, preprocess, "image_encoder")
+        model = Model(loaded.unet, loaded.scheduler_config, loaded.family, image_noising=noising)
         return {
-            "model": Model(loaded.unet, loaded.scheduler_config, loaded.family),
+            "model": model,
             "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, *second),
             "vae": Vae(loaded.vae),
+            "clip_vision": vision,
         }
 
 

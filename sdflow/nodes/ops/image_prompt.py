@@ -125,3 +125,39 @@ def feed(model: Model, batch: int, guide: bool, device: torch.device, dtype: tor
         both.append(torch.cat([neg, pos]) if guide else pos)
         positive.append(pos)
     return Feed(model.image_prompts, both, positive)
+
+
+def class_labels(
+    model: Model, halves: list[Any], batch: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """An unCLIP UNet's class labels for the CFG halves [negative, positive] (or [positive]), each
+    repeated to ``batch`` rows (None: the model reads none). A side without unCLIPConditioning reads
+    zeros, as diffusers' negative and ComfyUI's conditioning without a picture."""
+    noising = model.image_noising
+    if noising is None:
+        return None
+    rows = [noising.class_labels(half.unclip, device, dtype).expand(batch, -1) for half in halves]
+    return torch.cat(rows)
+
+
+def unclip_problem(model: Model, halves: list[Any]) -> str | None:
+    """Why the conditioning's unCLIP pictures cannot reach this model, or None."""
+    if not any(half.unclip for half in halves):
+        return None
+    noising = model.image_noising
+    if noising is None:
+        if model.family.pooled:
+            return None  # SDXL revision: the family's pooled embedding reads them
+        return (
+            "this conditioning went through unCLIPConditioning but the model reads no image embeddings: "
+            "use an unCLIP checkpoint (SD 2.1 unCLIP) or SDXL (revision)"
+        )
+    width = noising.mean.shape[-1]
+    for half in halves:
+        for entry in half.unclip:
+            if entry.embeds.shape[-1] != width:
+                return (
+                    f"the CLIP vision output is {entry.embeds.shape[-1]} wide but this unCLIP model reads "
+                    f"{width}: encode with the checkpoint's own clip_vision"
+                )
+    return None
