@@ -200,3 +200,26 @@ def test_an_adapter_of_another_family_is_a_located_error(files, runner: Runner) 
         runner.run(loads(workflow(), "ip.yaml"), inputs=adapter_inputs(files, "sdxl-plain"))
     message = str(caught.value)
     assert "patched" in message and "ip_adapter" in message and "cross-attention width 80" in message
+
+
+def test_sdflow_models_lists_clip_vision_and_ipadapter_files(files, model_folders, capsys) -> None:
+    from sdflow.cli.main import main
+
+    model_folders("ComfyUI/models/clip_vision/vit-tiny.safetensors", files["encoder_file"])
+    model_folders("ComfyUI/models/ipadapter/ip-tiny-plus.safetensors", files["sd15-plus"])
+    assert main(["models", "clip_vision"]) == 0
+    assert "vit-tiny.safetensors  CLIP vision, 64 wide, 3 layers" in capsys.readouterr().out
+    assert main(["models", "ipadapter"]) == 0
+    assert (
+        "ip-tiny-plus.safetensors  IP-Adapter plus, 6 tokens, cross-attention 32" in capsys.readouterr().out
+    )
+
+
+def test_files_are_found_by_name_in_the_model_folders(files, model_folders, runner: Runner) -> None:
+    model_folders("ComfyUI/models/clip_vision/vit-tiny.safetensors", files["encoder_file"])
+    model_folders("ComfyUI/models/ipadapter/ip-tiny.safetensors", files["sd15-plain"])
+    by_name = pixels(
+        runner, workflow(), **adapter_inputs(files, "sd15-plain", adapter="ip-tiny", encoder="vit-tiny")
+    )
+    by_path = pixels(runner, workflow(), **adapter_inputs(files, "sd15-plain"))
+    assert np.array_equal(by_name, by_path)
