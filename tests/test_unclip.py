@@ -139,3 +139,17 @@ def test_revision_changes_the_picture_and_follows_the_picture(vision_files, runn
     assert max_diff(revised, plain) > 0.01
     other = pixels(runner, text, **revision_inputs(vision_files, picture=str(vision_files["other"])))
     assert max_diff(revised, other) > 0.001
+
+
+def test_an_unclip_unet_without_its_image_parts_is_a_located_error(vision_files, runner, tmp_path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "no_encoder"
+    shutil.copytree(vision_files["unclip"], folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["image_encoder"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError) as caught:
+        run(runner, workflow(str(folder), unclip=False))
+    assert "denoised" in str(caught.value) and "class labels" in str(caught.value)

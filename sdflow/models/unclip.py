@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from sdflow.models.folder_configs import listed
+
 MAX_NOISE_LEVEL = 1000
 REVISION_SCHEDULE = {"num_train_timesteps": MAX_NOISE_LEVEL, "beta_schedule": "squaredcos_cap_v2"}
 
@@ -82,7 +84,8 @@ def is_unclip_folder(folder: Path) -> bool:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
         return False
-    return all(index.get(part) for part in ("image_encoder", "image_normalizer", "image_noising_scheduler"))
+    parts = ("image_encoder", "image_normalizer", "image_noising_scheduler")
+    return all(listed(index.get(part)) for part in parts)
 
 
 def load_parts(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, ImageNoising]:

@@ -141,10 +141,17 @@ def class_labels(
 
 
 def unclip_problem(model: Model, halves: list[Any]) -> str | None:
-    """Why the conditioning's unCLIP pictures cannot reach this model, or None."""
+    """Why the conditioning's unCLIP pictures cannot reach this model (or the model needs pictures
+    it cannot have), or None."""
+    noising = model.image_noising
+    if noising is None and getattr(model.unet.config, "class_embed_type", None) is not None:
+        return (
+            "this UNet reads class labels (an unCLIP model) but its checkpoint has no image_encoder, "
+            "image_normalizer and image_noising_scheduler to make them (a StableUnCLIPImg2ImgPipeline "
+            "folder has)"
+        )
     if not any(half.unclip for half in halves):
         return None
-    noising = model.image_noising
     if noising is None:
         if model.family.pooled:
             return None  # SDXL revision: the family's pooled embedding reads them
