@@ -1,4 +1,5 @@
-"""Port types of prompting with a picture: CLIP vision models, their outputs, IP-Adapters."""
+"""Port types of prompting with a picture: CLIP vision models, their outputs, IP-Adapters, the image
+prompts a model and the unCLIP pictures a conditioning carry."""
 
 from __future__ import annotations
 
@@ -42,3 +43,27 @@ class IPAdapter(Port):
         for key, value in self.weights.layers.values():
             yield key
             yield value
+
+
+@dataclass(frozen=True, eq=False)
+class ImagePrompt(Port):
+    """One ApplyIPAdapter: its image tokens (1, tokens, width) for each CFG side, weight and window;
+    ``processors`` are the UNet's IP-Adapter attention processors (with a scale slot per prompt)."""
+
+    negative: torch.Tensor
+    positive: torch.Tensor
+    weight: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    processors: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class UnclipEntry(Port):
+    """One picture of unCLIPConditioning: its CLIP image embeds (1, dim), strength, noise level
+    (0..999) and the noise (1, dim) its augmentation adds."""
+
+    embeds: torch.Tensor
+    strength: float
+    noise_level: int
+    noise: torch.Tensor

@@ -12,8 +12,8 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops import image_prompt
 from sdflow.nodes.ops.schedule_window import window_precheck, window_problem
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Image, ImagePrompt, Model
-from sdflow.nodes.types_vision import ClipVision, IPAdapter
+from sdflow.nodes.types import Image, Model
+from sdflow.nodes.types_vision import ClipVision, ImagePrompt, IPAdapter
 
 MAX_WEIGHT = 5.0
 
@@ -49,7 +49,9 @@ class ApplyIPAdapter(Node):
         if self.weight == 0:  # no adapter at all: the picture is exactly the unpatched one
             return {"model": self.model}
         adapter = self.ip_adapter.weights
-        width = self.model.unet.config.cross_attention_dim
+        width = getattr(self.model.unet.config, "cross_attention_dim", None)
+        if width is None:
+            raise ctx.error(f"IP-Adapters fit SD 1.x/2.x and SDXL UNets, not {self.model.family}", "model")
         if adapter.cross_attention_dim != width:
             raise ctx.error(
                 f"this IP-Adapter is for a UNet of cross-attention width {adapter.cross_attention_dim} but "

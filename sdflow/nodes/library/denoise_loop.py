@@ -81,7 +81,7 @@ class DenoiseLoop(Node):
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
         self._check_families(ctx)
         unet = self.model.unet
-        scheduler = state.schedule.make(ctx.device)
+        scheduler = state.schedule.make(ctx.device, tuple(self.latent.samples.shape[-2:]))
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
         timesteps = scheduler.timesteps[state.start_index :]
@@ -169,9 +169,9 @@ class DenoiseLoop(Node):
                         if images is None
                         else images.states(text, guiding, index, control_steps),
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
-                        class_labels=None if labels is None else labels[rows],
                         return_dict=False,
                         **residuals,
+                        **({} if labels is None else {"class_labels": labels[rows]}),
                     )[0]
                 if guiding:
                     prediction = guided(prediction, self.cfg)

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from sdflow.models.unclip import MAX_NOISE_LEVEL
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.types import Conditioning, UnclipEntry
-from sdflow.nodes.types_vision import ClipVisionOutput
+from sdflow.nodes.types import Conditioning
+from sdflow.nodes.types_vision import ClipVisionOutput, UnclipEntry
 
 MAX_STRENGTH = 10.0  # ComfyUI's bound
 

@@ -18,7 +18,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttn
 from sdflow.models.ip_adapter import IPAdapterWeights
 from sdflow.models.patch import owned, shallow
 from sdflow.nodes.ops.schedule_window import step_in_window
-from sdflow.nodes.types import ImagePrompt, Model
+from sdflow.nodes.types import Model
+from sdflow.nodes.types_vision import ImagePrompt
 
 
 class LayerMismatch(ValueError):

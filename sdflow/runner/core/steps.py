@@ -14,8 +14,8 @@ import torch
 
 from sdflow.errors import NodeError, SdflowWarning, UserError
 from sdflow.graphs.model import Workflow
-from sdflow.nodes.base import FileWriter, Node, RunContext
-from sdflow.nodes.types import Absent, SavedFiles
+from sdflow.nodes.base import Absent, FileWriter, Node, RunContext
+from sdflow.nodes.types import SavedFiles
 from sdflow.runner.core.cache import LRUCache, ModelCache
 from sdflow.runner.core.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.core.plan import Step, output_name
