@@ -273,6 +273,11 @@ class ExponentialSchedulerNode(NodeHandle, Linkable[Sigmas]):
     @property
     def sigmas(self) -> Output[Sigmas]: ...
 
+class FluxGuidanceNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type FluxGuidance: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
     @property
@@ -418,6 +423,16 @@ class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class ModelSamplingFluxNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingFlux: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelSamplingSD3Node(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingSD3: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
     @property
@@ -560,6 +575,8 @@ class NodeCalls:
         crop_top: int | Input = 0,
         target_width: int | Input | None = None,
         target_height: int | Input | None = None,
+        t5_text: str | list[str] | Input | None = None,
+        t5_length: int | Input | None = None,
         aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
         """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
@@ -584,6 +601,8 @@ class NodeCalls:
                 denoised (diffusers' default) [>= 8, <= 16384]
             target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
                 denoised (diffusers' default) [>= 8, <= 16384]
+            t5_text: (SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)
+            t5_length: (SD3, Flux) T5 tokens; null = diffusers' default (SD3 256, Flux 512) [>= 1, <= 512]
             aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
                 (diffusers) [>= 0.0, <= 10.0]
         """
@@ -951,6 +970,22 @@ class NodeCalls:
             sigma_min: the last sigma before 0 [> 0.0, <= 5000.0]
         """
 
+    def FluxGuidance(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        guidance: float | Input = 3.5,
+    ) -> FluxGuidanceNode:
+        """Set the guidance a guidance-distilled model (Flux-dev) is given with this conditioning, in place
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: conditioning from a Flux clip
+            guidance: the distilled guidance (Flux-dev: 3.5) [>= 0.0, <= 100.0]
+        """
+
     def ImageInvert(
         self,
         *,
@@ -1179,7 +1214,7 @@ class NodeCalls:
         config: str | Input = "",
         allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
+        """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
@@ -1573,6 +1608,44 @@ class NodeCalls:
             model: the model; its weights are shared, only its scheduler settings change
             sampling: what the model predicts: eps (noise), v_prediction, x0 (the clean latent); lcm = eps
             zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
+        """
+
+    def ModelSamplingFlux(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        max_shift: float | Input = 1.15,
+        base_shift: float | Input = 0.5,
+        width: int | Input | None = None,
+        height: int | Input | None = None,
+    ) -> ModelSamplingFluxNode:
+        """Shift a flow-matching schedule by resolution: mu runs linearly from base_shift at 256 patches to
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: a Flux (or SD3) model; only its schedule changes
+            max_shift: mu at 4096 patches (1024x1024) [>= 0.0, <= 100.0]
+            base_shift: mu at 256 patches (256x256) [>= 0.0, <= 100.0]
+            width: picture width the shift is for; null = each picture's own [>= 16, <= 16384]
+            height: picture height the shift is for; null = each picture's own [>= 16, <= 16384]
+        """
+
+    def ModelSamplingSD3(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        shift: float | Input = 3.0,
+    ) -> ModelSamplingSD3Node:
+        """Shift a flow-matching model's noise schedule: sigma' = shift * s / (1 + (shift - 1) * s), for
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: an SD3 or Flux model; its weights are shared, only its schedule changes
+            shift: the schedule shift (1 = none) [>= 0.0, <= 100.0]
         """
 
     def RepeatLatentBatch(

@@ -85,6 +85,8 @@ class Family:
     latent_channels: int = 4
     denoiser_folder: str = "unet"  # the diffusers component holding the denoiser, and its class
     denoiser_class: str = "UNet2DConditionModel"
+    # a guidance-distilled model's guidance input when no FluxGuidance sets one (Flux-dev: 3.5)
+    default_guidance: float | None = None
 
     @property
     def text_encoders(self) -> int:
@@ -200,7 +202,6 @@ class FlowFamily(Family):
     transformer: str = ""  # "sd3" | "flux": the call convention (sdflow.models.flow.DENOISERS)
     # Flux-dev's schedule: sigmas linspace(1, 1/n, n) passed to set_timesteps (SD3: the scheduler's own)
     linear_sigmas: bool = False
-    default_guidance: float | None = None  # distilled guidance when no FluxGuidance sets one
 
     @property
     def flow(self) -> bool:
