@@ -128,6 +128,8 @@ def test_sd1_conditioning_into_an_sd3_model_is_refused_before_anything_runs(grap
         (graph("tiny-flux"), "sampler", "no flow-matching version"),
         (with_model("tiny-sd15", {"type": "ModelSamplingSD3", "shift": 2.0}), "model", "flow-matching"),
         (with_model("tiny-sd3", {"type": "ModelSamplingDiscrete"}), "model", "ModelSamplingSD3"),
+        (with_model("tiny-flux", {"type": "TomePatchModel", "ratio": 0.5}), "model", "diffusion transformer"),
+        (with_model("tiny-sd3", {"type": "DeepCache"}), "model", "diffusion transformer"),
     ],
 )
 def test_what_a_family_cannot_take_is_a_located_error(

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.models.flow import PATCH, calculate_shift
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.ops.flow_shift import flow_model, shifted
+from sdflow.nodes.ops.flow_models import flow_model, shifted
 from sdflow.nodes.types import VAE_SCALE, Model
 
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.ops.flow_shift import flow_model, shifted
+from sdflow.nodes.ops.flow_models import flow_model, shifted
 from sdflow.nodes.types import Model
 
 
