@@ -33,6 +33,11 @@ class TextEncoderSlot:
     tokenizer_class: str = "CLIPTokenizer"
 
     @property
+    def skippable(self) -> bool:
+        """A CLIP encoder, whose layer clip_skip chooses (not T5)."""
+        return not self.encoder_class
+
+    @property
     def model_class(self) -> str:
         if self.encoder_class:
             return self.encoder_class
