@@ -185,3 +185,21 @@ def test_comfy_flux_and_sd3_sampling_nodes_import_onto_their_nodes() -> None:
     assert by_type(workflow, "ModelSamplingSD3").fields["shift"] == 2.0
     empty = by_type(workflow, "EmptyLatent").fields
     assert (empty["width"], empty["height"], empty["batch_size"]) == (64, 128, 2)
+
+
+def test_model_offload_takes_every_text_encoder_in_turn() -> None:
+    from sdflow.models import checkpoints, resolver
+    from sdflow.nodes.types import Clip
+    from sdflow.runner.devices.accel import Acceleration
+
+    class Offloading(Acceleration):
+        def offloads(self, device: torch.device) -> bool:
+            return True  # the turn-taking, checked on a CPU-only machine
+
+    loaded = checkpoints.load(resolver.checkpoint("builtin:tiny-sd3"), torch.device("cpu"), torch.float32)
+    (tokenizer_2, tokenizer_3), (encoder_2, encoder_3) = loaded.more_tokenizers, loaded.more_text_encoders
+    clip = Clip(
+        loaded.tokenizer, loaded.text_encoder, loaded.family, tokenizer_2, encoder_2, tokenizer_3, encoder_3
+    )
+    Offloading(offload="model").apply({"clip": clip}, torch.device("cpu"))
+    assert [hasattr(encoder, "sdflow_execution_device") for _, encoder in clip.pairs] == [True] * 3
