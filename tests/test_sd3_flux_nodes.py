@@ -203,3 +203,51 @@ def test_model_offload_takes_every_text_encoder_in_turn() -> None:
     )
     Offloading(offload="model").apply({"clip": clip}, torch.device("cpu"))
     assert [hasattr(encoder, "sdflow_execution_device") for _, encoder in clip.pairs] == [True] * 3
+
+
+def test_a_comfy_flux_workflow_with_clip_text_encode_flux_imports_and_runs(tmp_path: Path) -> None:
+    graph_json = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=str(BUILTIN / "tiny-flux")),
+        "2": node(
+            "CLIPTextEncodeFlux", clip=["1", 1], clip_l="a red circle", t5xxl="a green square", guidance=2.0
+        ),
+        "3": node("EmptySD3LatentImage", width=64, height=64, batch_size=1),
+        "4": node(
+            "KSampler",
+            model=["1", 0],
+            positive=["2", 0],
+            negative=["2", 0],
+            latent_image=["3", 0],
+            seed=1,
+            steps=2,
+            cfg=1.0,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+        ),
+        "5": node("VAEDecode", samples=["4", 0], vae=["1", 2]),
+        "6": node("SaveImage", images=["5", 0], filename_prefix="flux"),
+    }
+    workflow, text = converted(graph_json)
+    encode = by_type(workflow, "CLIPEncode").fields
+    assert (encode["text"], encode["t5_text"]) == ("a red circle", "a green square")
+    assert by_type(workflow, "FluxGuidance").fields["guidance"] == 2.0
+    result = Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path)).run(loads(text, "flux.yaml"))
+    assert [Path(p).suffix for p in result.files] == [".png"]
+
+
+def test_clip_text_encode_sd3_imports_as_clip_encode_with_its_t5_text() -> None:
+    graph_json = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=str(BUILTIN / "tiny-sd3")),
+        "2": node(
+            "CLIPTextEncodeSD3",
+            clip=["1", 1],
+            clip_l="a cat",
+            clip_g="a dog",
+            t5xxl="a bird",
+            empty_padding="none",
+        ),
+    }
+    conversion_workflow, _ = converted(graph_json)
+    fields = by_type(conversion_workflow, "CLIPEncode").fields
+    assert (fields["text"], fields["t5_text"]) == ("a cat", "a bird")

@@ -37,3 +37,31 @@ def empty_sd3_latent(c: Converter, node: ComfyNode) -> list[Port]:
     """EmptyLatent of the node's size and batch (16 channels once AddNoise meets the model)."""
     size = {k: c.number(node, k, d, int) for k, d in (("width", 1024), ("height", 1024), ("batch_size", 1))}
     return [Port(Link(c.add("empty", node.id, "EmptyLatent", **size), "latent"))]
+
+
+@handler("CLIPTextEncodeFlux", widgets=("clip_l", "t5xxl", "guidance"))
+def clip_text_encode_flux(c: Converter, node: ComfyNode) -> list[Port]:
+    """CLIPEncode (clip_l -> text, t5xxl -> t5_text) followed by FluxGuidance."""
+    clip = c.port(node, "clip").link
+    texts = {"text": str(c.const(node, "clip_l", "")), "t5_text": str(c.const(node, "t5xxl", ""))}
+    encoded = c.add("prompt", node.id, "CLIPEncode", clip=clip, **texts)
+    guidance = c.number(node, "guidance", 3.5, float)
+    nid = c.add(
+        "guidance", node.id, "FluxGuidance", conditioning=Link(encoded, "conditioning"), guidance=guidance
+    )
+    return [Port(Link(nid, "conditioning"))]
+
+
+@handler("CLIPTextEncodeSD3", widgets=("clip_l", "clip_g", "t5xxl", "empty_padding"))
+def clip_text_encode_sd3(c: Converter, node: ComfyNode) -> list[Port]:
+    """CLIPEncode (clip_l -> text, t5xxl -> t5_text); both CLIPs read clip_l (a different clip_g is noted)."""
+    clip_l, clip_g = str(c.const(node, "clip_l", "")), str(c.const(node, "clip_g", ""))
+    if clip_g and clip_g != clip_l:
+        c.notes.append(f"node {node.id} (CLIPTextEncodeSD3): CLIP-G reads clip_l's text, not its own clip_g")
+    if str(c.const(node, "empty_padding", "none")) != "none":
+        c.notes.append(
+            f"node {node.id} (CLIPTextEncodeSD3): empty_padding is not mapped (T5 pads as diffusers)"
+        )
+    t5 = str(c.const(node, "t5xxl", ""))
+    nid = c.add("prompt", node.id, "CLIPEncode", clip=c.port(node, "clip").link, text=clip_l, t5_text=t5)
+    return [Port(Link(nid, "conditioning"))]
