@@ -17,9 +17,9 @@ from sdflow.nodes.types import (
     SavedFiles,
     Schedule,
     Sigmas,
-    UpscaleModel,
     Vae,
 )
+from sdflow.nodes.types_upscale import UpscaleModel
 from sdflow.nodes.types_vision import ClipVision, ClipVisionOutput, IPAdapter
 
 _BasicScheduler_scheduler = Literal[

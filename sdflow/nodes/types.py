@@ -383,17 +383,6 @@ class Mask(Port):
         return int(self.values.shape[-1]), int(self.values.shape[-2])
 
 
-@dataclass(frozen=True, eq=False)
-class UpscaleModel(Port):
-    """A pixel upscale model (ESRGAN, Compact, SwinIR...) as spandrel loaded it, with its scale."""
-
-    upscaler: Any  # sdflow.models.upscale.Upscaler
-
-    def tensors(self) -> Iterator[torch.Tensor]:
-        yield from self.upscaler.descriptor.model.parameters()
-        yield from self.upscaler.descriptor.model.buffers()
-
-
 @dataclass(frozen=True)
 class SavedFiles(Port):
     """Paths a node wrote."""
