@@ -12,6 +12,7 @@ temporary data folder, running examples/txt2img.yaml (64x64, `builtin:shapes`):
    WS /api/events, nothing else queued) beside the same job on a warm Runner in this process
    (``Runner.run``), back to back, each with a new seed (so the same nodes run on both sides).
    The server's own overhead per job is the median of the paired differences; the goal is <= 5 ms.
+   ``--sync normal`` runs the server with accepted jobs written but not synced to disk.
 3. one-shot: a seed-only job on the warm server beside `sdflow run` of the same workflow in a new
    process (imports, model loading and all), and their ratio.
 """
@@ -35,31 +36,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.serve_helpers import free_port, start_server  # noqa: E402 (after the path)
+
 WORKFLOW = ROOT / "examples" / "txt2img.yaml"
 TEXT = WORKFLOW.read_text()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "sdflow.cli", "serve", "--data", str(data), "--port", str(port)]
-    process = subprocess.Popen([*command, "--device", "cpu", "--dtype", "fp32", "--quiet"], env=env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/queue", timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -210,13 +190,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1, help="denoising steps of the load-test jobs")
     parser.add_argument("--pairs", type=int, default=15)
+    parser.add_argument("--sync", choices=["full", "normal"], default="full", help="the server's --sync")
     parser.add_argument("--one-shot-steps", type=int, default=20, help="steps of the seed-only comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="sdflow-serve-bench-") as data:
-        process = start_server(Path(data), port)
+        process = start_server(Path(data), port, "--sync", args.sync)
+        print(f"server: --sync {args.sync}")
         try:
             with httpx.Client(base_url=base, timeout=300) as http:  # warm: imports, checkpoint
                 warm_id = http.post("/api/jobs", json=job(1, args.steps)).json()["id"]

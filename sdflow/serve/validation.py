@@ -11,7 +11,6 @@ from typing import Any
 
 from sdflow.errors import UserError
 from sdflow.graphs.model import Workflow
-from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import loads
 from sdflow.models.access import Sandbox
 
@@ -68,7 +67,6 @@ def problems(
 
     try:
         workflow = load_job(workflow_text, base_dir)
-        validate(workflow)
         check(workflow, inputs, allow_pickle=allow_pickle, sandbox=sandbox)
     except UserError as exc:
         return [error_record(e) for e in getattr(exc, "errors", [exc])]
