@@ -139,9 +139,8 @@ def overhead(base: str, pairs: int, steps: int) -> None:
     print(f"overhead: {pairs} pairs, one job at a time ({steps} step each)")
     print(f"  warm server, POST -> finished event: median {statistics.median(server):.1f} ms")
     print(f"  warm Runner in this process:          median {statistics.median(local):.1f} ms")
-    print(
-        f"  paired difference (noisy: two processes on a shared CPU): median {statistics.median(differences):.2f} ms"
-    )
+    paired = statistics.median(differences)
+    print(f"  paired difference (noisy: two processes on a shared CPU): median {paired:.2f} ms")
     median = statistics.median(own)
     print(
         f"  server's own overhead per job (POST -> finished event, minus the job's Runner.run time "
