@@ -33,6 +33,8 @@ class LoadedCheckpoint:
     # further text encoders and their tokenizers, in order (SDXL base has a second one)
     more_text_encoders: list[torch.nn.Module] = field(default_factory=list)
     more_tokenizers: list[Any] = field(default_factory=list)
+    # an unCLIP checkpoint's (CLIP vision model, its preprocessing, unclip.ImageNoising)
+    unclip: tuple[Any, Any, Any] | None = None
 
 
 def text_encoder_class(config: Any) -> type:
@@ -48,7 +50,7 @@ def tokenizer_fixed(tokenizer: Any, text_encoder: torch.nn.Module) -> Any:
     """The tokenizer with a usable ``model_max_length``: a tokenizer_config.json without one makes
     transformers report ~1e30, which no padding can use; the text encoder's position count is the
     real limit."""
-    limit = int(getattr(text_encoder.config, "max_position_embeddings", 77))
-    if not 0 < tokenizer.model_max_length <= limit:
+    limit = getattr(text_encoder.config, "max_position_embeddings", None)  # T5: relative positions
+    if limit is not None and not 0 < tokenizer.model_max_length <= int(limit):
         tokenizer.model_max_length = limit
     return tokenizer
