@@ -7,7 +7,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from sdflow.models.weights import is_aligned
 from sdflow.nodes.ops.samplers import SAMPLERS
+
+
+def aligned(pipe: Any) -> Any:
+    """``pipe`` with every weight of its models in freshly allocated (64-byte aligned) memory, as
+    sdflow's loaders keep theirs (sdflow.models.weights.is_aligned).
+
+    ``from_pretrained`` leaves the weights as views of the mapped file, at the file's offsets: MKL's
+    kernels split their loops by operand alignment, so the same values there give other low bits
+    (SDXL's pooled embedding, through text_projection, moves by ~3e-7, which a LoRA'd tiny UNet
+    amplifies past the parity tolerance). Same values, same computation, only the addresses change."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for tensor in (*component.parameters(), *component.buffers()):
+                if not is_aligned(tensor):
+                    tensor.data = tensor.data.clone()
+    return pipe
 
 
 def pipeline_images(pipe: Any, config: dict[str, Any], sampler: str, seed: int, **kwargs: Any) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from lora_workflows import lora_error, lora_node, lora_txt2img
-from references import pipeline_images
+from references import aligned, pipeline_images
 
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
@@ -121,7 +121,7 @@ def test_strength_clip_alone_patches_both_encoders_and_not_the_unet(
 
 
 def diffusers_image(file: Path | None = None, strength_model: float = 1.0, strength_clip: float = 1.0):
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(BASE))
+    pipe = aligned(StableDiffusionXLPipeline.from_pretrained(str(BASE)))
     pipe.set_progress_bar_config(disable=True)
     if file is not None:
         fused(pipe, file, strength_model, strength_clip)
