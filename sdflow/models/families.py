@@ -71,6 +71,7 @@ class Family:
     # SD 1.x/2.x read the last layer (after the final norm) unless clip_skip asks for an earlier one.
     penultimate: bool = False
     time_ids: tuple[str, ...] = ()  # SDXL's size / aesthetic conditioning, in UNet order
+    tiny_vae: str = "taesd"  # the stem of its latent space's TAESD files in vae_approx (ComfyUI's names)
 
     @property
     def text_encoders(self) -> int:
@@ -125,6 +126,7 @@ SDXL = Family(
     2048,
     penultimate=True,
     time_ids=SIZE_IDS,
+    tiny_vae="taesdxl",
 )
 SDXL_REFINER = Family(
     "sdxl_refiner",
@@ -134,6 +136,7 @@ SDXL_REFINER = Family(
     1280,
     penultimate=True,
     time_ids=AESTHETIC_IDS,
+    tiny_vae="taesdxl",
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER)}
