@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from sdflow.errors import NodeError
 from sdflow.graphs import loads
-from sdflow.models import taesd
+from sdflow.models import resolver, taesd
 from sdflow.models.families import SD2, SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 
@@ -157,6 +157,16 @@ def test_previews_find_an_autoencoder_tiny_folder_named_for_the_family(tiny, mod
     for file in tiny["folder"].iterdir():
         model_folders(APPROX + "taesdxl/" + file.name, file)
     assert taesd.find(SDXL).name == "taesdxl" and taesd.find(SD15) is None
+
+
+def test_a_builtin_model_previews_with_the_tiny_vae_distilled_from_its_own_vae(tiny, model_folders):
+    decoder = model_folders(APPROX + "taesd_decoder.safetensors", tiny["decoder"])
+    distilled = resolver.builtin("vae", "builtin:shapes-taesd")
+    for name in ("shapes", "shapes-xl"):
+        assert taesd.find(SD15, teacher=resolver.builtin("checkpoints", f"builtin:{name}")) == distilled
+    assert taesd.find(SD15, teacher=distilled.parent / "shapes" / "vae") == distilled
+    # another model's VAE (another latent space): the user's TAESD for the family
+    assert taesd.find(SD15, teacher=resolver.builtin("checkpoints", "builtin:tiny-sd15")) == decoder
 
 
 def test_a_preview_is_the_tiny_decode_in_0_1(runner, tiny):

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output AutoencoderTiny folder")
     parser.add_argument("--teacher", type=Path, default=TEACHER, help="the AutoencoderKL folder to distil")
     parser.add_argument("--channels", type=int, default=16, help="width of every encoder/decoder block")
+    parser.add_argument("--init-from", type=Path, default=None, help="go on training this saved folder")
     parser.add_argument("--steps", type=int, default=6000, help="at most this many steps")
     parser.add_argument("--minutes", type=float, default=0.0, help="and at most this long (0: no limit)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"teacher targets ready, elapsed {time.monotonic() - started:.0f}s", flush=True)
     started = time.monotonic()  # --minutes counts training only
     student = build_student(args.channels)
+    if args.init_from is not None:
+        saved = AutoencoderTiny.from_pretrained(args.init_from, torch_dtype=torch.float32)
+        student.load_state_dict(saved.state_dict())
     ema = copy.deepcopy(student).requires_grad_(False)
     parameters = sum(p.numel() for p in student.parameters())
     print(f"student: {parameters} parameters, {len(images)} pictures", flush=True)
