@@ -23,6 +23,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion", "diffusers"),
     "loras": ("loras", "Lora", "LyCORIS"),
     "vae": ("vae", "VAE"),
+    "vae_approx": ("vae_approx",),  # TAESD files (ComfyUI's previews): taesd_decoder.safetensors...
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
