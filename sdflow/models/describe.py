@@ -27,6 +27,8 @@ def describe(kind: str, path: Path) -> str:
         return clip_vision.describe(path)
     if kind == "ipadapter" and path.is_file():
         return ip_adapter.describe(path)
+    if kind == "vae" and path.is_dir():
+        return _vae_folder(path)
     if path.is_dir():
         return "diffusers folder" + _folder_family(path)
     if is_pickle(path):
@@ -49,6 +51,18 @@ def describe(kind: str, path: Path) -> str:
         latent = shapes.get("quant_conv.weight") or shapes.get("first_stage_model.quant_conv.weight")
         return f"VAE, {latent[0] // 2} latent channels" if latent else "VAE (unrecognised layout)"
     return f"{len(shapes)} tensors"
+
+
+def _vae_folder(folder: Path) -> str:
+    """'AutoencoderTiny folder, 4 latent channels': a VAE folder is no pipeline (no model_index.json)."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable VAE folder: {exc}"
+    channels = config.get("latent_channels")
+    return f"{config.get('_class_name', 'VAE')} folder" + (f", {channels} latent channels" if channels else "")
 
 
 def _control(path: Path) -> str:
