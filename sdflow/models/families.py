@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from sdflow.models.unclip import revision_pooled
+
 # SDXL's extra UNet inputs ("time ids"), in the order its UNet reads them.
 SIZE_IDS = ("original_size", "crops_coords_top_left", "target_size")
 AESTHETIC_IDS = ("original_size", "crops_coords_top_left", "aesthetic_score")
@@ -31,6 +33,11 @@ class TextEncoderSlot:
     # the transformers classes of the encoder and its tokenizer (a T5 encoder for SD3 / Flux)
     encoder_class: str = ""  # "": CLIPTextModel or CLIPTextModelWithProjection, by ``projection``
     tokenizer_class: str = "CLIPTokenizer"
+
+    @property
+    def skippable(self) -> bool:
+        """A CLIP encoder, whose layer clip_skip chooses (not T5)."""
+        return not self.encoder_class
 
     @property
     def model_class(self) -> str:
@@ -85,6 +92,8 @@ class Family:
     latent_channels: int = 4
     denoiser_folder: str = "unet"  # the diffusers component holding the denoiser, and its class
     denoiser_class: str = "UNet2DConditionModel"
+    # a guidance-distilled model's guidance input when no FluxGuidance sets one (Flux-dev: 3.5)
+    default_guidance: float | None = None
     # A cheap preview of a latent: RGB = latent channels x these (one row per channel) + bias, about
     # [-1, 1]; the widely used linear fits of the SD 1.x and SDXL VAEs' decoders.
     latent_rgb: tuple[tuple[float, float, float], ...] = (
@@ -153,7 +162,8 @@ class Family:
             return None
         pooled, time_ids = [], []
         for conditioning, negative in conditionings:
-            embeds = conditioning.pooled
+            # SDXL revision (unCLIPConditioning): the pictures' embeds stand for the pooled text embedding
+            embeds = revision_pooled(conditioning.unclip) if conditioning.unclip else conditioning.pooled
             pooled.append(embeds.repeat_interleave(batch // embeds.shape[0], 0))
             ids = conditioning.sizes.ids(self.time_ids, size, negative)
             time_ids.append(torch.tensor([ids], dtype=dtype).repeat(batch, 1))
@@ -223,7 +233,6 @@ class FlowFamily(Family):
     transformer: str = ""  # "sd3" | "flux": the call convention (sdflow.models.flow.DENOISERS)
     # Flux-dev's schedule: sigmas linspace(1, 1/n, n) passed to set_timesteps (SD3: the scheduler's own)
     linear_sigmas: bool = False
-    default_guidance: float | None = None  # distilled guidance when no FluxGuidance sets one
 
     @property
     def flow(self) -> bool:

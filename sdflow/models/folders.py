@@ -27,6 +27,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    "clip_vision": ("clip_vision",),
+    "ipadapter": ("ipadapter", "ipadapters"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models

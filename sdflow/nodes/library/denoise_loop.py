@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, regions
+from sdflow.nodes.ops import control, image_prompt, regions
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
@@ -112,6 +112,17 @@ class DenoiseLoop(Node):
         if regional and controls:
             message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "positive")
+        images = image_prompt.feed(self.model, x.shape[0], guide, device, dtype)
+        if regional and images is not None:
+            message = "IP-Adapters with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
+        problem = image_prompt.unclip_problem(self.model, halves)
+        if problem:
+            raise ctx.error(problem, "positive")
+        labels = image_prompt.class_labels(self.model, halves, x.shape[0], device, dtype)
+        if regional and labels is not None:
+            message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         sides = self._regional_sides(x, guide) if regional else []
         if mask is not None:
@@ -150,13 +161,17 @@ class DenoiseLoop(Node):
                     rows = slice(None) if guiding or not guide else slice(batch, None)  # positive half alone
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
+                    text = embeds[rows]
                     prediction = unet(
                         model_input,
                         t,
-                        encoder_hidden_states=embeds[rows],
+                        encoder_hidden_states=text
+                        if images is None
+                        else images.states(text, guiding, index, control_steps),
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
                         return_dict=False,
                         **residuals,
+                        **({} if labels is None else {"class_labels": labels[rows]}),
                     )[0]
                 if guiding:
                     prediction = guided(prediction, self.cfg)
@@ -232,6 +247,13 @@ class DenoiseLoop(Node):
                     f"is {family}: encode the prompt with the clip of the checkpoint the model comes from",
                     name,
                 )
+        channels = int(self.latent.samples.shape[1])
+        if channels != family.latent_channels:
+            raise ctx.error(
+                f"this latent has {channels} channels but the model ({family}) reads "
+                f"{family.latent_channels}: encode with the VAE of the checkpoint the model comes from",
+                "latent",
+            )
 
     def _added_cond_kwargs(
         self, x: torch.Tensor, guide: bool, device: torch.device, dtype: torch.dtype
@@ -259,6 +281,8 @@ class DenoiseLoop(Node):
                 return None  # predicted piece by piece, each on its own
             if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
+            if loop.model.image_prompts or loop.model.image_noising is not None:
+                return None  # IP-Adapter tokens and unCLIP class labels: each runs on its own
             x = loop.latent.samples
             if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
                 return None
