@@ -9,10 +9,12 @@ from sdflow.nodes.types import (
     Clip,
     Conditioning,
     ControlNet,
+    Guider,
     Image,
     Latent,
     Mask,
     Model,
+    Noise,
     Sampler,
     SavedFiles,
     Schedule,
@@ -39,6 +41,10 @@ _CLIPEncode_weighting = Literal[
 _ConditioningSetMask_set_cond_area = Literal[
     "default",
     "mask bounds",
+]
+_DualCFGGuider_style = Literal[
+    "regular",
+    "nested",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -168,10 +174,20 @@ class ApplyControlNetNode(NodeHandle):
     @property
     def negative(self) -> Output[Conditioning]: ...
 
+class BasicGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type BasicGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
+
 class BasicSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type BasicScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class CFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type CFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
@@ -262,6 +278,16 @@ class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type DenoiseLoop: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
+
+class DisableNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type DisableNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
+class DualCFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type DualCFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
 
 class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type EmptyLatent: its attributes are its outputs."""
@@ -418,6 +444,11 @@ class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class RandomNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type RandomNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
 class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
     @property
@@ -427,6 +458,20 @@ class SDTurboSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type SDTurboScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class SamplerCustomNode(NodeHandle):
+    """Handle of a node of type SamplerCustom: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
+
+class SamplerCustomAdvancedNode(NodeHandle):
+    """Handle of a node of type SamplerCustomAdvanced: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -524,6 +569,22 @@ class NodeCalls:
             end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
         """
 
+    def BasicGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        conditioning: Linkable[Conditioning],
+    ) -> BasicGuiderNode:
+        """ComfyUI's BasicGuider: each step predicts with the conditioning alone (one UNet batch; Flux
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            conditioning: what to draw
+        """
+
     def BasicScheduler(
         self,
         *,
@@ -542,6 +603,26 @@ class NodeCalls:
             scheduler: the schedule, by ComfyUI's name
             steps: steps the sigmas take [>= 1, <= 500]
             denoise: the share of the schedule to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def CFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg: float | Input = 8.0,
+    ) -> CFGGuiderNode:
+        """ComfyUI's CFGGuider: negative + cfg * (positive - negative) at every step, both halves in one
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            positive: what to draw
+            negative: what to steer away from
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
         """
 
     def CLIPEncode(
@@ -913,6 +994,44 @@ class NodeCalls:
             end_step: alias of end_at as a step [>= 1, <= 500]
             cfg_end: guide only this fraction of the loop's steps; the rest run the positive alone (faster)
                 [>= 0.0, <= 1.0]
+        """
+
+    def DisableNoise(
+        self,
+        *,
+        id: str | None = None,
+    ) -> DisableNoiseNode:
+        """ComfyUI's DisableNoise: the sampler adds nothing and denoises the latent as it is (the low
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+        """
+
+    def DualCFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        cond1: Linkable[Conditioning],
+        cond2: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg_conds: float | Input = 8.0,
+        cfg_cond2_negative: float | Input = 8.0,
+        style: _DualCFGGuider_style | Input = "regular",
+    ) -> DualCFGGuiderNode:
+        """ComfyUI's DualCFGGuider: negative + cfg_cond2_negative * (cond2 - negative) + cfg_conds *
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            cond1: the conditioning steered towards, from cond2
+            cond2: the middle conditioning, steered towards from negative
+            negative: what to steer away from
+            cfg_conds: scale of cond1 against cond2 [>= 0.0, <= 100.0]
+            cfg_cond2_negative: scale of cond2 against negative [>= 0.0, <= 100.0]
+            style: ComfyUI's combination style
         """
 
     def EmptyLatent(
@@ -1575,6 +1694,20 @@ class NodeCalls:
             zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
         """
 
+    def RandomNoise(
+        self,
+        *,
+        id: str | None = None,
+        noise_seed: int | Input = 0,
+    ) -> RandomNoiseNode:
+        """ComfyUI's RandomNoise: the sampler starts from noise drawn with this seed (on the CPU, as
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+            noise_seed: the noise seed [>= 0, <= 9223372036854775807]
+        """
+
     def RepeatLatentBatch(
         self,
         *,
@@ -1607,6 +1740,58 @@ class NodeCalls:
             model: the model whose training noise schedule to use
             steps: steps (Turbo models take 1-4) [>= 1, <= 10]
             denoise: the share of the ladder to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def SamplerCustom(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        add_noise: bool | Input = True,
+        noise_seed: int | Input = 0,
+        cfg: float | Input = 8.0,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomNode:
+        """ComfyUI's SamplerCustom: denoise a latent down a Sigmas table with a sampler and
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            add_noise: start from seeded noise; off: denoise the latent as it is
+            noise_seed: the noise seed (also the sampler's own noise) [>= 0, <= 9223372036854775807]
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            positive: what to draw
+            negative: what to steer away from
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
+        """
+
+    def SamplerCustomAdvanced(
+        self,
+        *,
+        id: str | None = None,
+        noise: Linkable[Noise],
+        guider: Linkable[Guider],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomAdvancedNode:
+        """ComfyUI's SamplerCustomAdvanced: denoise a latent down a Sigmas table with a sampler
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            noise: the starting noise, from RandomNoise or DisableNoise
+            guider: how each step is guided, from a guider node
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
         """
 
     def SaveImage(

@@ -179,6 +179,9 @@ class Conditioning(Port):
     region: Region | None = None
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
+    # latent channels the UNet reads next to the latent (InstructPix2Pix's image latent; ComfyUI's
+    # concat_latent_image), (batch or 1, channels, h, w)
+    concat: torch.Tensor | None = None
 
     @property
     def pieces(self) -> tuple[Conditioning, ...]:
@@ -240,6 +243,37 @@ class Sampler(Port):
     """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class Noise(Port):
+    """The starting noise of a custom sampler (ComfyUI's NOISE): seeded, or none (``seed`` None,
+    DisableNoise: the latent is sampled as it is, e.g. the low half of SplitSigmas)."""
+
+    seed: int | None = None
+    stream_seed: int = 0  # without noise, seeds the sampler's own noise if the latent has no stream
+
+
+@dataclass(frozen=True, eq=False)
+class Guider(Port):
+    """How a custom sampler forms each step's prediction (ComfyUI's GUIDER): the model and the
+    conditionings it predicts with. ``positive`` alone (BasicGuider); with ``negative`` and ``cfg``,
+    classifier-free guidance (CFGGuider); with ``middle`` too, ComfyUI's DualCFGGuider: ``cfg``
+    steers positive from middle and ``cfg_negative`` middle from negative (``nested``: the guided
+    positive-middle result is then steered from negative)."""
+
+    model: Model
+    positive: Conditioning
+    negative: Conditioning | None = None
+    cfg: float = 1.0
+    middle: Conditioning | None = None
+    cfg_negative: float = 1.0
+    nested: bool = False
+
+    @property
+    def conditionings(self) -> tuple[Conditioning, ...]:
+        """Every conditioning it holds, negative first."""
+        return tuple(c for c in (self.negative, self.middle, self.positive) if c is not None)
 
 
 @dataclass(frozen=True, eq=False)
