@@ -321,6 +321,15 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     @property
     def mask(self) -> Output[Mask]: ...
 
+class InstructPixToPixConditioningNode(NodeHandle):
+    """Handle of a node of type InstructPixToPixConditioning: its attributes are its outputs."""
+    @property
+    def positive(self) -> Output[Conditioning]: ...
+    @property
+    def negative(self) -> Output[Conditioning]: ...
+    @property
+    def latent(self) -> Output[Latent]: ...
+
 class KSamplerSelectNode(NodeHandle, Linkable[Sampler]):
     """Handle of a node of type KSamplerSelect: its attributes are its outputs."""
     @property
@@ -1144,6 +1153,26 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def InstructPixToPixConditioning(
+        self,
+        *,
+        id: str | None = None,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        vae: Linkable[Vae],
+        pixels: Linkable[Image],
+    ) -> InstructPixToPixConditioningNode:
+        """ComfyUI's InstructPixToPixConditioning: the VAE latent of ``pixels`` (its mode, unscaled, as
+
+        Returns the node; its outputs: positive (Conditioning), negative (Conditioning), latent (Latent).
+
+        Fields:
+            positive: the edit instruction
+            negative: what to steer away from
+            vae: the VAE, from LoadCheckpoint
+            pixels: the image to edit; cropped to multiples of 8 about its centre
         """
 
     def KSamplerSelect(
