@@ -299,6 +299,11 @@ class ExponentialSchedulerNode(NodeHandle, Linkable[Sigmas]):
     @property
     def sigmas(self) -> Output[Sigmas]: ...
 
+class HypernetworkLoaderNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type HypernetworkLoader: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
     @property
@@ -1077,6 +1082,27 @@ class NodeCalls:
             steps: steps the sigmas take [>= 1, <= 500]
             sigma_max: the first (highest) sigma [> 0.0, <= 5000.0]
             sigma_min: the last sigma before 0 [> 0.0, <= 5000.0]
+        """
+
+    def HypernetworkLoader(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        file: str | Input,
+        strength: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> HypernetworkLoaderNode:
+        """ComfyUI's HypernetworkLoader: every attention layer (self and cross) whose input width the
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            file: the hypernetwork (ComfyUI's hypernetwork_name): a path, or a name in the model folders'
+                hypernetworks folders; .pt files are pickles and need allow_pickle
+            strength: scale of the shift (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: read a pickle (.pt) file, with torch.load(weights_only=True)
         """
 
     def ImageInvert(
