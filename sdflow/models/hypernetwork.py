@@ -68,12 +68,7 @@ def _split(key: str) -> tuple[int, int, str]:
 
 
 def _pickled(path: Path) -> tuple[dict, dict[str, Any]]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise HypernetworkError(f"could not be read as a weights-only pickle: {exc}") from None
-    if not isinstance(state, dict):
-        raise HypernetworkError(f"holds a {type(state).__name__}, not a hypernetwork")
+    state = weights.unpickled(path)
     layers = {}
     for key, value in state.items():
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
