@@ -195,3 +195,8 @@ def test_dual_cfg_combines_as_comfyui() -> None:
     assert torch.equal(plan.combine([negative, middle, positive]), expected)
     one = guidance.of(Guider(None, sides[2], negative=sides[0], cfg=3.0, middle=sides[1]))  # type: ignore[arg-type]
     assert [side for side, _ in one.sides] == sides[1:]  # cfg_cond2_negative 1: the negative is left out
+
+
+def test_sampler_custom_equals_the_scheduler_graph_with_the_same_schedule(runner: Runner) -> None:
+    plain = render(changed(TXT2IMG, {"schedule": {"sigmas": "!input sigmas"}}), INPUTS)
+    assert torch.equal(pixels(runner, custom({"sampled": SAMPLER_CUSTOM})), pixels(runner, plain))
