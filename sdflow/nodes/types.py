@@ -256,11 +256,8 @@ class Noise(Port):
 
 @dataclass(frozen=True, eq=False)
 class Guider(Port):
-    """How a custom sampler forms each step's prediction (ComfyUI's GUIDER): the model and the
-    conditionings it predicts with. ``positive`` alone (BasicGuider); with ``negative`` and ``cfg``,
-    classifier-free guidance (CFGGuider); with ``middle`` too, ComfyUI's DualCFGGuider: ``cfg``
-    steers positive from middle and ``cfg_negative`` middle from negative (``nested``: the guided
-    positive-middle result is then steered from negative)."""
+    """How a custom sampler forms each step's prediction (ComfyUI's GUIDER): ``positive`` alone, with
+    ``negative`` and ``cfg`` CFG, with ``middle`` too DualCFG (sdflow/nodes/ops/guidance.py)."""
 
     model: Model
     positive: Conditioning
@@ -269,11 +266,6 @@ class Guider(Port):
     middle: Conditioning | None = None
     cfg_negative: float = 1.0
     nested: bool = False
-
-    @property
-    def conditionings(self) -> tuple[Conditioning, ...]:
-        """Every conditioning it holds, negative first."""
-        return tuple(c for c in (self.negative, self.middle, self.positive) if c is not None)
 
 
 @dataclass(frozen=True, eq=False)
