@@ -590,7 +590,7 @@ class NodeCalls:
         model: Linkable[Model],
         conditioning: Linkable[Conditioning],
     ) -> BasicGuiderNode:
-        """ComfyUI's BasicGuider: each step predicts with the conditioning alone (one UNet batch; Flux
+        """Guide a custom sampler by one conditioning alone, without CFG (ComfyUI's BasicGuider).
 
         Returns the node; its outputs: guider (Guider).
 
@@ -628,7 +628,7 @@ class NodeCalls:
         negative: Linkable[Conditioning],
         cfg: float | Input = 8.0,
     ) -> CFGGuiderNode:
-        """ComfyUI's CFGGuider: negative + cfg * (positive - negative) at every step, both halves in one
+        """Guide a custom sampler by classifier-free guidance (ComfyUI's CFGGuider).
 
         Returns the node; its outputs: guider (Guider).
 
@@ -1015,7 +1015,7 @@ class NodeCalls:
         *,
         id: str | None = None,
     ) -> DisableNoiseNode:
-        """ComfyUI's DisableNoise: the sampler adds nothing and denoises the latent as it is (the low
+        """No starting noise: the sampler denoises the latent as it is (ComfyUI's DisableNoise).
 
         Returns the node; its outputs: noise (Noise).
 
@@ -1034,7 +1034,7 @@ class NodeCalls:
         cfg_cond2_negative: float | Input = 8.0,
         style: _DualCFGGuider_style | Input = "regular",
     ) -> DualCFGGuiderNode:
-        """ComfyUI's DualCFGGuider: negative + cfg_cond2_negative * (cond2 - negative) + cfg_conds *
+        """Guide a custom sampler by two conditionings and a negative (ComfyUI's DualCFGGuider).
 
         Returns the node; its outputs: guider (Guider).
 
@@ -1093,7 +1093,7 @@ class NodeCalls:
         strength: float | Input = 1.0,
         allow_pickle: bool | Input = False,
     ) -> HypernetworkLoaderNode:
-        """ComfyUI's HypernetworkLoader: every attention layer (self and cross) whose input width the
+        """Apply an A1111 hypernetwork to a model's attention layers (ComfyUI's HypernetworkLoader).
 
         Returns the node; its outputs: model (Model).
 
@@ -1190,7 +1190,7 @@ class NodeCalls:
         vae: Linkable[Vae],
         pixels: Linkable[Image],
     ) -> InstructPixToPixConditioningNode:
-        """ComfyUI's InstructPixToPixConditioning: the VAE latent of ``pixels`` (its mode, unscaled, as
+        """Attach the image to edit to both conditionings, for an InstructPix2Pix model (ComfyUI's node).
 
         Returns the node; its outputs: positive (Conditioning), negative (Conditioning), latent (Latent).
 
@@ -1755,7 +1755,7 @@ class NodeCalls:
         id: str | None = None,
         noise_seed: int | Input = 0,
     ) -> RandomNoiseNode:
-        """ComfyUI's RandomNoise: the sampler starts from noise drawn with this seed (on the CPU, as
+        """Seeded starting noise for SamplerCustomAdvanced (ComfyUI's RandomNoise).
 
         Returns the node; its outputs: noise (Noise).
 
@@ -1811,7 +1811,7 @@ class NodeCalls:
         sigmas: Linkable[Sigmas],
         latent_image: Linkable[Latent],
     ) -> SamplerCustomNode:
-        """ComfyUI's SamplerCustom: denoise a latent down a Sigmas table with a sampler and
+        """Denoise a latent down a Sigmas table with a sampler and CFG (ComfyUI's SamplerCustom).
 
         Returns the node; its outputs: latent (Latent), denoised (Latent).
 
@@ -1837,7 +1837,7 @@ class NodeCalls:
         sigmas: Linkable[Sigmas],
         latent_image: Linkable[Latent],
     ) -> SamplerCustomAdvancedNode:
-        """ComfyUI's SamplerCustomAdvanced: denoise a latent down a Sigmas table with a sampler
+        """Denoise a latent down a Sigmas table with a noise, guider and sampler (ComfyUI's node).
 
         Returns the node; its outputs: latent (Latent), denoised (Latent).
 

@@ -11,8 +11,9 @@ from sdflow.nodes.types import Conditioning, Guider, Model
 
 
 class BasicGuider(Node):
-    """ComfyUI's BasicGuider: each step predicts with the conditioning alone (one UNet batch; Flux
-    and distilled models)."""
+    """Guide a custom sampler by one conditioning alone, without CFG (ComfyUI's BasicGuider).
+
+    Each step is one UNet batch of the conditioning (Flux and distilled models)."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"guider": Guider}

@@ -11,8 +11,10 @@ from sdflow.nodes.types import Conditioning, Guider, Model
 
 
 class CFGGuider(Node):
-    """ComfyUI's CFGGuider: negative + cfg * (positive - negative) at every step, both halves in one
-    UNet batch; at cfg <= 1 the positive alone, as DenoiseLoop."""
+    """Guide a custom sampler by classifier-free guidance (ComfyUI's CFGGuider).
+
+    negative + cfg * (positive - negative) at every step, both halves in one UNet batch; at cfg <= 1
+    the positive alone, as DenoiseLoop."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"guider": Guider}

@@ -9,8 +9,9 @@ from sdflow.nodes.types import Noise
 
 
 class DisableNoise(Node):
-    """ComfyUI's DisableNoise: the sampler adds nothing and denoises the latent as it is (the low
-    half of SplitSigmas after a sampler that ran the high half)."""
+    """No starting noise: the sampler denoises the latent as it is (ComfyUI's DisableNoise).
+
+    For the low half of SplitSigmas, after a sampler that ran the high half."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"noise": Noise}

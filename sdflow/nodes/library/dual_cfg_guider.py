@@ -11,9 +11,11 @@ from sdflow.nodes.types import Conditioning, Guider, Model
 
 
 class DualCFGGuider(Node):
-    """ComfyUI's DualCFGGuider: negative + cfg_cond2_negative * (cond2 - negative) + cfg_conds *
-    (cond1 - cond2) per step, the three in one UNet batch (nested: cond1 guided from cond2 first,
-    that from negative by cfg_cond2_negative)."""
+    """Guide a custom sampler by two conditionings and a negative (ComfyUI's DualCFGGuider).
+
+    negative + cfg_cond2_negative * (cond2 - negative) + cfg_conds * (cond1 - cond2) per step, the
+    three in one UNet batch (nested: cond1 guided from cond2 first, that from negative by
+    cfg_cond2_negative)."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"guider": Guider}

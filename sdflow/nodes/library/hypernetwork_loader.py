@@ -17,9 +17,11 @@ MAX_STRENGTH = 10.0  # ComfyUI's bounds
 
 
 class HypernetworkLoader(ModelFileNode):
-    """ComfyUI's HypernetworkLoader: every attention layer (self and cross) whose input width the
-    hypernetwork covers reads its key and value inputs as ``x + mlp(x) * strength`` (A1111 .pt
-    files, or .safetensors; see docs/models.md). The model given is left unchanged."""
+    """Apply an A1111 hypernetwork to a model's attention layers (ComfyUI's HypernetworkLoader).
+
+    Every attention layer (self and cross) whose input width the hypernetwork covers reads its key
+    and value inputs as ``x + mlp(x) * strength`` (A1111 .pt files, or .safetensors; see
+    docs/models.md). The model given is left unchanged."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"model": Model}

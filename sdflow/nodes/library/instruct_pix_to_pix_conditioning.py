@@ -15,9 +15,11 @@ from sdflow.nodes.types import Conditioning, Image, Latent, Vae
 
 
 class InstructPixToPixConditioning(Node):
-    """ComfyUI's InstructPixToPixConditioning: the VAE latent of ``pixels`` (its mode, unscaled, as
-    InstructPix2Pix was trained) rides on positive and negative, so plain CFG sees the image on both
-    sides; ``latent`` is an empty latent of the image's size for AddNoise (txt2img-style)."""
+    """Attach the image to edit to both conditionings, for an InstructPix2Pix model (ComfyUI's node).
+
+    The VAE latent of ``pixels`` (its mode, unscaled, as InstructPix2Pix was trained) rides on
+    positive and negative, so plain CFG sees the image on both sides; ``latent`` is an empty latent
+    of the image's size for AddNoise (txt2img-style)."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {

@@ -12,8 +12,9 @@ from sdflow.nodes.types import Noise
 
 
 class RandomNoise(Node):
-    """ComfyUI's RandomNoise: the sampler starts from noise drawn with this seed (on the CPU, as
-    AddNoise draws it)."""
+    """Seeded starting noise for SamplerCustomAdvanced (ComfyUI's RandomNoise).
+
+    Drawn on the CPU with this seed, as AddNoise draws it."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"noise": Noise}

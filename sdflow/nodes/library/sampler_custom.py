@@ -13,8 +13,10 @@ from sdflow.nodes.types import Conditioning, Guider, Latent, Model, Noise, Sampl
 
 
 class SamplerCustom(Node):
-    """ComfyUI's SamplerCustom: denoise a latent down a Sigmas table with a sampler and
-    classifier-free guidance; add_noise off continues a latent as it is (SplitSigmas' low half)."""
+    """Denoise a latent down a Sigmas table with a sampler and CFG (ComfyUI's SamplerCustom).
+
+    SamplerCustomAdvanced with a CFG guider and a noise in one node; add_noise off continues a latent
+    as it is (SplitSigmas' low half)."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = OUTPUTS

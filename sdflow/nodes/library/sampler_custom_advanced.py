@@ -51,9 +51,11 @@ def sample_custom(
 
 
 class SamplerCustomAdvanced(Node):
-    """ComfyUI's SamplerCustomAdvanced: denoise a latent down a Sigmas table with a sampler
-    (KSamplerSelect), a guider (BasicGuider, CFGGuider, DualCFGGuider) and a noise (RandomNoise,
-    DisableNoise); equal to CustomSchedule -> AddNoise -> DenoiseLoop with the same settings."""
+    """Denoise a latent down a Sigmas table with a noise, guider and sampler (ComfyUI's node).
+
+    The noise from RandomNoise or DisableNoise, the guider from BasicGuider, CFGGuider or
+    DualCFGGuider, the sampler from KSamplerSelect; equal to CustomSchedule -> AddNoise ->
+    DenoiseLoop with the same settings."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = OUTPUTS
