@@ -655,6 +655,8 @@ class NodeCalls:
         crop_top: int | Input = 0,
         target_width: int | Input | None = None,
         target_height: int | Input | None = None,
+        t5_text: str | list[str] | Input | None = None,
+        t5_length: int | Input | None = None,
         aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
         """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
@@ -679,6 +681,8 @@ class NodeCalls:
                 denoised (diffusers' default) [>= 8, <= 16384]
             target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
                 denoised (diffusers' default) [>= 8, <= 16384]
+            t5_text: (SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)
+            t5_length: (SD3, Flux) T5 tokens; null = diffusers' default (SD3 256, Flux 512) [>= 1, <= 512]
             aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
                 (diffusers) [>= 0.0, <= 10.0]
         """
@@ -1353,7 +1357,7 @@ class NodeCalls:
         config: str | Input = "",
         allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
+        """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
