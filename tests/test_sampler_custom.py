@@ -12,7 +12,8 @@ from workflows import DROP, TXT2IMG, Fields, changed, render
 
 from sdflow.graphs import loads
 from sdflow.nodes.ops import guidance
-from sdflow.nodes.types import Conditioning, Guider
+from sdflow.nodes.types import Conditioning
+from sdflow.nodes.types_sampling import Guider
 from sdflow.runner import Runner
 
 PNG_LEVEL = 1 / 255

@@ -9,12 +9,10 @@ from sdflow.nodes.types import (
     Clip,
     Conditioning,
     ControlNet,
-    Guider,
     Image,
     Latent,
     Mask,
     Model,
-    Noise,
     Sampler,
     SavedFiles,
     Schedule,
@@ -22,6 +20,7 @@ from sdflow.nodes.types import (
     UpscaleModel,
     Vae,
 )
+from sdflow.nodes.types_sampling import Guider, Noise
 
 _BasicScheduler_scheduler = Literal[
     "normal",

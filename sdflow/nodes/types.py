@@ -202,9 +202,7 @@ class Conditioning(Port):
     guidance: float | None = None  # Flux's distilled guidance (FluxGuidance); None: the family's default
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
-    # latent channels the UNet reads next to the latent (InstructPix2Pix's image latent; ComfyUI's
-    # concat_latent_image), (batch or 1, channels, h, w)
-    concat: torch.Tensor | None = None
+    concat: torch.Tensor | None = None  # channels beside the latent: ComfyUI's concat_latent_image
 
     @property
     def pieces(self) -> tuple[Conditioning, ...]:
@@ -278,29 +276,6 @@ class Sampler(Port):
     """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
 
     name: str
-
-
-@dataclass(frozen=True)
-class Noise(Port):
-    """The starting noise of a custom sampler (ComfyUI's NOISE): seeded, or none (``seed`` None,
-    DisableNoise: the latent is sampled as it is, e.g. the low half of SplitSigmas)."""
-
-    seed: int | None = None
-    stream_seed: int = 0  # without noise, seeds the sampler's own noise if the latent has no stream
-
-
-@dataclass(frozen=True, eq=False)
-class Guider(Port):
-    """How a custom sampler forms each step's prediction (ComfyUI's GUIDER): ``positive`` alone, with
-    ``negative`` and ``cfg`` CFG, with ``middle`` too DualCFG (sdflow/nodes/ops/guidance.py)."""
-
-    model: Model
-    positive: Conditioning
-    negative: Conditioning | None = None
-    cfg: float = 1.0
-    middle: Conditioning | None = None
-    cfg_negative: float = 1.0
-    nested: bool = False
 
 
 @dataclass(frozen=True, eq=False)

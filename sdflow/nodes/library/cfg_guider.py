@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.types import Conditioning, Guider, Model
+from sdflow.nodes.types import Conditioning, Model
+from sdflow.nodes.types_sampling import Guider
 
 
 class CFGGuider(Node):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.types import Noise
+from sdflow.nodes.types_sampling import Noise
 
 
 class DisableNoise(Node):

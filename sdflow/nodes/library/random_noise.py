@@ -8,7 +8,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED
-from sdflow.nodes.types import Noise
+from sdflow.nodes.types_sampling import Noise
 
 
 class RandomNoise(Node):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sdflow.nodes.types import Conditioning, Guider
+from sdflow.nodes.types import Conditioning
+from sdflow.nodes.types_sampling import Guider
 
 
 @dataclass(frozen=True)
