@@ -13,14 +13,13 @@ from sdflow.nodes.types import (
     Latent,
     Mask,
     Model,
-    Sampler,
     SavedFiles,
     Schedule,
-    Sigmas,
     UpscaleModel,
     Vae,
 )
-from sdflow.nodes.types_sampling import Guider, Noise
+from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
+from sdflow.nodes.types_vision import ClipVision, ClipVisionOutput, IPAdapter
 
 _BasicScheduler_scheduler = Literal[
     "normal",
@@ -36,6 +35,10 @@ _BasicScheduler_scheduler = Literal[
 _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
+]
+_CLIPVisionEncode_crop = Literal[
+    "center",
+    "none",
 ]
 _ConditioningSetMask_set_cond_area = Literal[
     "default",
@@ -173,6 +176,11 @@ class ApplyControlNetNode(NodeHandle):
     @property
     def negative(self) -> Output[Conditioning]: ...
 
+class ApplyIPAdapterNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ApplyIPAdapter: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class BasicGuiderNode(NodeHandle, Linkable[Guider]):
     """Handle of a node of type BasicGuider: its attributes are its outputs."""
     @property
@@ -207,6 +215,11 @@ class CLIPMergeSubtractNode(NodeHandle, Linkable[Clip]):
     """Handle of a node of type CLIPMergeSubtract: its attributes are its outputs."""
     @property
     def clip(self) -> Output[Clip]: ...
+
+class CLIPVisionEncodeNode(NodeHandle, Linkable[ClipVisionOutput]):
+    """Handle of a node of type CLIPVisionEncode: its attributes are its outputs."""
+    @property
+    def clip_vision_output(self) -> Output[ClipVisionOutput]: ...
 
 class CannyNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type Canny: its attributes are its outputs."""
@@ -369,6 +382,11 @@ class LatentUpscaleByNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class LoadCLIPVisionNode(NodeHandle, Linkable[ClipVision]):
+    """Handle of a node of type LoadCLIPVision: its attributes are its outputs."""
+    @property
+    def clip_vision(self) -> Output[ClipVision]: ...
+
 class LoadCheckpointNode(NodeHandle):
     """Handle of a node of type LoadCheckpoint: its attributes are its outputs."""
     @property
@@ -377,11 +395,18 @@ class LoadCheckpointNode(NodeHandle):
     def clip(self) -> Output[Clip]: ...
     @property
     def vae(self) -> Output[Vae]: ...
+    @property
+    def clip_vision(self) -> Output[ClipVision]: ...
 
 class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     """Handle of a node of type LoadControlNet: its attributes are its outputs."""
     @property
     def control_net(self) -> Output[ControlNet]: ...
+
+class LoadIPAdapterNode(NodeHandle, Linkable[IPAdapter]):
+    """Handle of a node of type LoadIPAdapter: its attributes are its outputs."""
+    @property
+    def ip_adapter(self) -> Output[IPAdapter]: ...
 
 class LoadImageNode(NodeHandle):
     """Handle of a node of type LoadImage: its attributes are its outputs."""
@@ -523,6 +548,11 @@ class VAEEncodeNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class unCLIPConditioningNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type unCLIPConditioning: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class NodeCalls:
     """Graph's node methods, one per node type."""
 
@@ -580,6 +610,32 @@ class NodeCalls:
             strength: scale of the control's residuals (0 = no control at all) [>= 0.0, <= 10.0]
             start_percent: fraction of the steps where the control starts [>= 0.0, <= 1.0]
             end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
+        """
+
+    def ApplyIPAdapter(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        ip_adapter: Linkable[IPAdapter],
+        clip_vision: Linkable[ClipVision],
+        image: Linkable[Image],
+        weight: float | Input = 1.0,
+        start_percent: float | Input = 0.0,
+        end_percent: float | Input = 1.0,
+    ) -> ApplyIPAdapterNode:
+        """Steer the drawing with a picture: the UNet's cross-attention also attends to its image tokens.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            ip_adapter: from LoadIPAdapter
+            clip_vision: the CLIP vision model the IP-Adapter was trained with
+            image: the picture to prompt with (a batch: the tokens of every picture)
+            weight: scale of the image attention (0 = none) [>= -1.0, <= 5.0]
+            start_percent: fraction of the steps where it starts [>= 0.0, <= 1.0]
+            end_percent: fraction of the steps where it ends [>= 0.0, <= 1.0]
         """
 
     def BasicGuider(
@@ -736,6 +792,24 @@ class NodeCalls:
             clip1: the first text encoders (their tokenizers are kept); left unchanged
             clip2: the second text encoders, of the same architecture; left unchanged
             multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def CLIPVisionEncode(
+        self,
+        *,
+        id: str | None = None,
+        clip_vision: Linkable[ClipVision],
+        image: Linkable[Image],
+        crop: _CLIPVisionEncode_crop | Input = "center",
+    ) -> CLIPVisionEncodeNode:
+        """Encode a picture with a CLIP vision model: image embeds, penultimate and last hidden states.
+
+        Returns the node; its outputs: clip_vision_output (ClipVisionOutput).
+
+        Fields:
+            clip_vision: from LoadCLIPVision (or an unCLIP checkpoint)
+            image: the picture (a batch encodes each picture)
+            crop: center: shortest edge to the model's size, then a centre crop; none: squeezed whole
         """
 
     def Canny(
@@ -1347,6 +1421,23 @@ class NodeCalls:
             scale_by: factor for both sides [>= 0.01, <= 8.0]
         """
 
+    def LoadCLIPVision(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadCLIPVisionNode:
+        """Load a CLIP vision model (CLIPVisionModelWithProjection) and its image preprocessing.
+
+        Returns the node; its outputs: clip_vision (ClipVision).
+
+        Fields:
+            file: a CLIP vision .safetensors as ComfyUI's clip_vision folder keeps them, a transformers or
+                diffusers image_encoder folder, or a name in the model folders' clip_vision folders
+            allow_pickle: also read pickle files (.bin/.pt/.ckpt), with torch.load(weights_only=True)
+        """
+
     def LoadCheckpoint(
         self,
         *,
@@ -1358,7 +1449,7 @@ class NodeCalls:
     ) -> LoadCheckpointNode:
         """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
 
-        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
+        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae), clip_vision (ClipVision).
 
         Fields:
             checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
@@ -1389,6 +1480,22 @@ class NodeCalls:
             allow_pickle: also read pickle files (.pth/.ckpt/.bin), with torch.load(weights_only=True)
             config: for a single-file ControlNet: a diffusers checkpoint folder (or 'builtin:NAME') whose UNet
                 config describes it; empty: the detected family's config shipped with sdflow
+        """
+
+    def LoadIPAdapter(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadIPAdapterNode:
+        """Load an IP-Adapter (the plain and "plus" kinds; SD 1.x and SDXL).
+
+        Returns the node; its outputs: ip_adapter (IPAdapter).
+
+        Fields:
+            file: an IP-Adapter .safetensors or .bin: a path or a name in the model folders' ipadapter folders
+            allow_pickle: also read pickle files (.bin), with torch.load(weights_only=True)
         """
 
     def LoadImage(
@@ -2001,4 +2108,27 @@ class NodeCalls:
             tiled: encode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
             tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
             tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]
+        """
+
+    def unCLIPConditioning(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        clip_vision_output: Linkable[ClipVisionOutput],
+        strength: float | Input = 1.0,
+        noise_augmentation: float | Input = 0.0,
+        seed: int | Input = 0,
+    ) -> unCLIPConditioningNode:
+        """Add a picture to the conditioning, as its CLIP image embeds, noise-augmented.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to add the picture to
+            clip_vision_output: from CLIPVisionEncode
+            strength: scale of the picture's embeds [>= -10.0, <= 10.0]
+            noise_augmentation: how much noise is added to the embeds (0..1 of the noise levels): more strays
+                further [>= 0.0, <= 1.0]
+            seed: seed of the augmentation's noise [>= 0]
         """

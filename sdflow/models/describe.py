@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models import controlnet, upscale
+from sdflow.models import clip_vision, controlnet, ip_adapter, upscale
 from sdflow.models.detect import (
     UnknownLayout,
     detect,
@@ -23,6 +23,10 @@ def describe(kind: str, path: Path) -> str:
         return upscale.describe(path)
     if kind == "controlnet" and (path.is_dir() or not is_pickle(path)):
         return _control(path)
+    if kind == "clip_vision" and (path.is_dir() or not is_pickle(path)):
+        return clip_vision.describe(path)
+    if kind == "ipadapter" and path.is_file():
+        return ip_adapter.describe(path)
     if path.is_dir():
         return "diffusers folder" + _folder_family(path)
     if is_pickle(path):

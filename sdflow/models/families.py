@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from sdflow.models.unclip import revision_pooled
+
 # SDXL's extra UNet inputs ("time ids"), in the order its UNet reads them.
 SIZE_IDS = ("original_size", "crops_coords_top_left", "target_size")
 AESTHETIC_IDS = ("original_size", "crops_coords_top_left", "aesthetic_score")
@@ -152,7 +154,8 @@ class Family:
             return None
         pooled, time_ids = [], []
         for conditioning, negative in conditionings:
-            embeds = conditioning.pooled
+            # SDXL revision (unCLIPConditioning): the pictures' embeds stand for the pooled text embedding
+            embeds = revision_pooled(conditioning.unclip) if conditioning.unclip else conditioning.pooled
             pooled.append(embeds.repeat_interleave(batch // embeds.shape[0], 0))
             ids = conditioning.sizes.ids(self.time_ids, size, negative)
             time_ids.append(torch.tensor([ids], dtype=dtype).repeat(batch, 1))

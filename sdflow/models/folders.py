@@ -26,6 +26,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    "clip_vision": ("clip_vision",),
+    "ipadapter": ("ipadapter", "ipadapters"),
     "hypernetworks": ("hypernetworks",),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")

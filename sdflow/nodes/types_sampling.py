@@ -1,10 +1,26 @@
-"""Port types of custom sampling: the starting noise and the guider a custom sampler runs with."""
+"""Port types of custom sampling: sigma tables, samplers, the starting noise and the guider."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from sdflow.nodes.types import Conditioning, Model, Port
+
+
+@dataclass(frozen=True, eq=False)
+class Sigmas(Port):
+    """A sigma table, highest noise first, usually ending in 0 (ComfyUI's SIGMAS)."""
+
+    values: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Sampler(Port):
+    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
+
+    name: str
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.sigma_schedules import denoised_sigmas
-from sdflow.nodes.types import Model, Sigmas
+from sdflow.nodes.types import Model
+from sdflow.nodes.types_sampling import Sigmas
 
 ScheduleName = Literal[
     "normal",

@@ -9,7 +9,8 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.samplers import scheduler_for
 from sdflow.nodes.ops.sigma_schedules import table_fields
-from sdflow.nodes.types import Model, Sampler, Schedule, Sigmas
+from sdflow.nodes.types import Model, Schedule
+from sdflow.nodes.types_sampling import Sampler, Sigmas
 
 
 class CustomSchedule(Node):

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, guidance, regions
+from sdflow.nodes.ops import control, guidance, image_prompt, regions
 from sdflow.nodes.ops.guidance import Guidance
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import denoised_estimate, seed_noise_sampler
@@ -114,6 +114,19 @@ class DenoiseLoop(Node):
         if regional and controls:
             message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "positive")
+        images = image_prompt.feed(self.model, x.shape[0], guide.guiding, device, dtype)
+        if images is not None and len(sides) > 2:
+            raise ctx.error("IP-Adapters with a DualCFGGuider are not supported yet", "model")
+        if regional and images is not None:
+            message = "IP-Adapters with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
+        problem = image_prompt.unclip_problem(self.model, halves)
+        if problem:
+            raise ctx.error(problem, "positive")
+        labels = image_prompt.class_labels(self.model, halves, x.shape[0], device, dtype)
+        if regional and labels is not None:
+            message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
+            raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         pieces = self._regional_sides(x, sides) if regional else []
         if mask is not None:
@@ -153,13 +166,17 @@ class DenoiseLoop(Node):
                     rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
+                    text = embeds[rows]
                     prediction = unet(
                         model_input,
                         t,
-                        encoder_hidden_states=embeds[rows],
+                        encoder_hidden_states=text
+                        if images is None
+                        else images.states(text, guiding, index, control_steps),
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
                         return_dict=False,
                         **residuals,
+                        **({} if labels is None else {"class_labels": labels[rows]}),
                     )[0]
                 if guiding:
                     prediction = guide.combine(list(prediction.chunk(copies)))
@@ -266,6 +283,8 @@ class DenoiseLoop(Node):
                 return None  # an image latent beside the latent (InstructPix2Pix)
             if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
+            if loop.model.image_prompts or loop.model.image_noising is not None:
+                return None  # IP-Adapter tokens and unCLIP class labels: each runs on its own
             x = loop.latent.samples
             sides = guidance.cfg(loop.positive, loop.negative, loop.cfg).sides
             if loop._added_cond_kwargs(x, sides, x.device, x.dtype) is not None:

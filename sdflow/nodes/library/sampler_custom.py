@@ -9,8 +9,8 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED
 from sdflow.nodes.library.sampler_custom_advanced import OUTPUTS, sample_custom
-from sdflow.nodes.types import Conditioning, Latent, Model, Sampler, Sigmas
-from sdflow.nodes.types_sampling import Guider, Noise
+from sdflow.nodes.types import Conditioning, Latent, Model
+from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
 
 
 class SamplerCustom(Node):

@@ -13,8 +13,8 @@ from sdflow.nodes.library.add_noise import AddNoise
 from sdflow.nodes.library.custom_schedule import CustomSchedule
 from sdflow.nodes.library.denoise_loop import DenoiseLoop
 from sdflow.nodes.ops import guidance
-from sdflow.nodes.types import Latent, NoiseState, Sampler, Sigmas
-from sdflow.nodes.types_sampling import Guider, Noise
+from sdflow.nodes.types import Latent, NoiseState
+from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
 
 OUTPUTS: dict[str, type] = {"latent": Latent, "denoised": Latent}
 

@@ -65,8 +65,10 @@ class Acceleration:
             module = _module(value)
             if module is None:
                 continue
-            if isinstance(value, Model) and self.attention == "sliced":
-                module.set_attention_slice("auto")
+            if isinstance(value, Model) and self.attention == "sliced" and not value.image_prompts:
+                module.set_attention_slice(
+                    "auto"
+                )  # (an IP-Adapter's processors are kept: its base is sliced)
             if isinstance(value, Model | Vae) and self.uses_channels_last(device):
                 module.to(memory_format=torch.channels_last)
             if isinstance(value, Model) and self.compile:
