@@ -35,6 +35,11 @@ class TextEncoderSlot:
     tokenizer_class: str = "CLIPTokenizer"
 
     @property
+    def skippable(self) -> bool:
+        """A CLIP encoder, whose layer clip_skip chooses (not T5)."""
+        return not self.encoder_class
+
+    @property
     def model_class(self) -> str:
         if self.encoder_class:
             return self.encoder_class
@@ -87,6 +92,8 @@ class Family:
     latent_channels: int = 4
     denoiser_folder: str = "unet"  # the diffusers component holding the denoiser, and its class
     denoiser_class: str = "UNet2DConditionModel"
+    # a guidance-distilled model's guidance input when no FluxGuidance sets one (Flux-dev: 3.5)
+    default_guidance: float | None = None
     # A cheap preview of a latent: RGB = latent channels x these (one row per channel) + bias, about
     # [-1, 1]; the widely used linear fits of the SD 1.x and SDXL VAEs' decoders.
     latent_rgb: tuple[tuple[float, float, float], ...] = (
@@ -223,7 +230,6 @@ class FlowFamily(Family):
     transformer: str = ""  # "sd3" | "flux": the call convention (sdflow.models.flow.DENOISERS)
     # Flux-dev's schedule: sigmas linspace(1, 1/n, n) passed to set_timesteps (SD3: the scheduler's own)
     linear_sigmas: bool = False
-    default_guidance: float | None = None  # distilled guidance when no FluxGuidance sets one
 
     @property
     def flow(self) -> bool:

@@ -62,30 +62,32 @@ class Acceleration:
         before anything else holds them)."""
         group = ModelOffload(device) if self.offloads(device) else None
         for value in outputs.values():
-            module = _module(value)
-            if module is None:
-                continue
-            if isinstance(value, Model) and self.attention == "sliced" and not value.image_prompts:
-                module.set_attention_slice(
-                    "auto"
-                )  # (an IP-Adapter's processors are kept: its base is sliced)
-            if isinstance(value, Model | Vae) and self.uses_channels_last(device):
-                module.to(memory_format=torch.channels_last)
-            if isinstance(value, Model) and self.compile:
-                module.compile()  # in place: the same object, config and placement stay readable
-            if group is not None:
-                group.add(module)
+            for module in _modules(value):
+                self._apply(value, module, device, group)
         return outputs
 
+    def _apply(self, value: Any, module: torch.nn.Module, device: torch.device, group: Any) -> None:
+        """One module of a loaded value (a diffusion transformer has no sliced attention)."""
+        sliced = isinstance(value, Model) and self.attention == "sliced" and not value.image_prompts
+        if sliced and hasattr(module, "set_attention_slice"):
+            module.set_attention_slice("auto")  # (an IP-Adapter's processors are kept: its base is sliced)
+        if isinstance(value, Model | Vae) and self.uses_channels_last(device):
+            module.to(memory_format=torch.channels_last)
+        if isinstance(value, Model) and self.compile:
+            module.compile()  # in place: the same object, config and placement stay readable
+        if group is not None:
+            group.add(module)
 
-def _module(value: Any) -> torch.nn.Module | None:
+
+def _modules(value: Any) -> list[torch.nn.Module]:
+    """The modules of a loaded value: every text encoder of a Clip (SDXL's two, SD3's three)."""
     if isinstance(value, Clip):
-        return value.text_encoder
+        return [encoder for _, encoder in value.pairs]
     if isinstance(value, Model):
-        return value.unet
+        return [value.unet]
     if isinstance(value, Vae):
-        return value.vae
-    return None
+        return [value.vae]
+    return []
 
 
 class ModelOffload:
