@@ -245,10 +245,11 @@ class DenoiseLoop(Node):
         return count
 
     def _check_families(self, ctx: RunContext, guide: Guidance) -> None:
-        """Conditioning must come from a text encoder of the model's own family."""
+        """Conditioning must come from a text encoder of the model's own family (positive first)."""
         family = self.model.family
-        for index, (conditioning, _) in enumerate(guide.sides):
-            name = "positive" if index == len(guide.sides) - 1 else "negative"
+        last = len(guide.sides) - 1
+        for index, (conditioning, _) in reversed(list(enumerate(guide.sides))):
+            name = "positive" if index == last else "negative"
             if conditioning.family != family:
                 raise ctx.error(
                     f"this conditioning was encoded by a {conditioning.family} text encoder but the model "
