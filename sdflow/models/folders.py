@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
     "clip_vision": ("clip_vision",),
     "ipadapter": ("ipadapter", "ipadapters"),
+    "hypernetworks": ("hypernetworks",),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models
