@@ -62,7 +62,8 @@ def _vae_folder(folder: Path) -> str:
     except (OSError, ValueError) as exc:
         return f"unreadable VAE folder: {exc}"
     channels = config.get("latent_channels")
-    return f"{config.get('_class_name', 'VAE')} folder" + (f", {channels} latent channels" if channels else "")
+    name = f"{config.get('_class_name', 'VAE')} folder"
+    return f"{name}, {channels} latent channels" if channels else name
 
 
 def _control(path: Path) -> str:
