@@ -96,3 +96,12 @@ def single_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, tu
     session by tools/make_single_files.py: name -> (file, folder). Names: sd15, sd15-inpaint, sd2,
     sd2-v, sd2-inpaint."""
     return tool("make_single_files.py").make_all(tmp_path_factory.mktemp("single_files"))
+
+
+@pytest.fixture(scope="session")
+def sd3_flux_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, dict[str, Path]]:
+    """The tiny SD3 and Flux built-ins as the files users have (all-in-one, split, fp8, GGUF, LoRAs),
+    written once per session by tools/make_tiny_sd3_flux_files.py: family -> name -> path."""
+    if not all((BUILTIN / f"tiny-{family}" / "model_index.json").is_file() for family in ("sd3", "flux")):
+        pytest.skip("the tiny SD3 / Flux built-ins are not there (tools/make_tiny_sd3_flux.py)")
+    return tool("make_tiny_sd3_flux_files.py").make_all(tmp_path_factory.mktemp("sd3_flux_files"))
