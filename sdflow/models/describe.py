@@ -7,12 +7,16 @@ from pathlib import Path
 
 from sdflow.models import controlnet, upscale
 from sdflow.models.detect import (
+    VAE as VAE_PREFIX,
+)
+from sdflow.models.detect import (
     UnknownLayout,
     detect,
     embedding_family,
     folder_label,
     lora_family,
     recognised,
+    transformer_parts,
 )
 from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
@@ -32,6 +36,9 @@ def describe(kind: str, path: Path) -> str:
     except (OSError, WeightFileError) as exc:
         return f"unreadable: {exc}"
     shapes = header.shapes()
+    parts = transformer_parts(shapes)
+    if parts is not None:
+        return parts.label()
     if kind == "checkpoints":
         try:
             return detect(shapes, header.metadata).label()
@@ -42,8 +49,8 @@ def describe(kind: str, path: Path) -> str:
     if kind == "embeddings":
         return "textual inversion" + _embedding_family(shapes)
     if kind == "vae":
-        latent = shapes.get("quant_conv.weight") or shapes.get("first_stage_model.quant_conv.weight")
-        return f"VAE, {latent[0] // 2} latent channels" if latent else "VAE (unrecognised layout)"
+        latent = shapes.get("decoder.conv_in.weight") or shapes.get(VAE_PREFIX + "decoder.conv_in.weight")
+        return f"VAE, {latent[1]} latent channels" if latent else "VAE (unrecognised layout)"
     return f"{len(shapes)} tensors"
 
 
