@@ -25,6 +25,8 @@ BUILTIN_LABELS = {
     "tiny-sd15-inpaint": "SD 1.x inpainting",
     "tiny-sdxl": "SDXL",
     "tiny-sdxl-refiner": "SDXL refiner",
+    "tiny-sd3": "SD3",
+    "tiny-flux": "Flux",
 }
 
 

@@ -32,9 +32,11 @@ from sdflow.models.weights import (
 # component -> (config file, weight file stems) of a diffusers folder
 _COMPONENTS = {
     "unet": ("config.json", "diffusion_pytorch_model"),
+    "transformer": ("config.json", "diffusion_pytorch_model"),
     "vae": ("config.json", "diffusion_pytorch_model"),
     "text_encoder": ("config.json", "model"),
     "text_encoder_2": ("config.json", "model"),
+    "text_encoder_3": ("config.json", "model"),
     "scheduler": ("scheduler_config.json", None),
 }
 _PICKLED_WEIGHTS = {"diffusion_pytorch_model": "diffusion_pytorch_model.bin", "model": "pytorch_model.bin"}
@@ -220,8 +222,9 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     tokenizers the family lists (SDXL base: two; the refiner: only the second). A local folder's
     models are read mapped from their safetensors files (``folder_load``: converted tensor by tensor,
     so the file's pages and the model never add up); anything else with ``from_pretrained``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    import diffusers
+    import transformers
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
@@ -241,11 +244,14 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
         return loaded if loaded is not None else part(component, slow)
 
     folder = Path(location)
-    unet_config = part("unet", lambda: UNet2DConditionModel.load_config(location, subfolder="unet"))
+    denoiser, denoiser_cls = family.denoiser_folder, getattr(diffusers, family.denoiser_class)
+    unet_config = part(denoiser, lambda: denoiser_cls.load_config(location, subfolder=denoiser))
     unet = model(
-        "unet",
-        lambda: folder_load.unet(folder / "unet", unet_config, dtype, device),
-        lambda: UNet2DConditionModel.from_pretrained(location, subfolder="unet", torch_dtype=dtype),
+        denoiser,
+        lambda: folder_load.mapped(
+            folder / denoiser, denoiser_cls.from_config, unet_config, "diffusers", dtype, device
+        ),
+        lambda: denoiser_cls.from_pretrained(location, subfolder=denoiser, torch_dtype=dtype),
     )
     vae_config = part("vae", lambda: AutoencoderKL.load_config(location, subfolder="vae"))
     vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
@@ -256,7 +262,8 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     )
     text_encoders, tokenizers = [], []
     for slot in family.encoders:
-        cls = CLIPTextModelWithProjection if slot.projection else CLIPTextModel
+        cls = getattr(transformers, slot.model_class)
+        tokenizer_cls = getattr(transformers, slot.tokenizer_class)
         encoder = model(
             slot.folder,
             functools.partial(folder_load.text_encoder, folder / slot.folder, cls, dtype, device),
@@ -264,7 +271,7 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
         )
         tokenizer = part(
             slot.tokenizer_folder,
-            functools.partial(CLIPTokenizer.from_pretrained, location, subfolder=slot.tokenizer_folder),
+            functools.partial(tokenizer_cls.from_pretrained, location, subfolder=slot.tokenizer_folder),
         )
         text_encoders.append(encoder)
         tokenizers.append(tokenizer_fixed(tokenizer, encoder))
@@ -274,7 +281,7 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     for module in (unet, vae, *text_encoders):
         module.to(device).eval().requires_grad_(False)
     return LoadedCheckpoint(
-        unet,
+        family.denoiser(unet),
         vae,
         text_encoders[0],
         tokenizers[0],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sdflow.models import resolver
 from sdflow.models.dit_detect import Parts, find_parts
-from sdflow.models.families import FAMILIES, SD2, SD15, SDXL, SDXL_REFINER, Family
+from sdflow.models.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, SDXL_REFINER, Family
 from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
 from sdflow.models.weights import WeightReader, is_pickle
 
@@ -244,7 +244,14 @@ class FolderRule:
     matches: Callable[[FolderFacts], bool]
 
 
+def _transformer(pipeline_prefix: str, transformer: str) -> Callable[[FolderFacts], bool]:
+    """A folder whose model_index names the family's pipeline or whose transformer is its class."""
+    return lambda f: f.pipeline.startswith(pipeline_prefix) or f.transformer_class == transformer
+
+
 FOLDER_RULES: list[FolderRule] = [
+    FolderRule(SD3, _transformer("StableDiffusion3", "SD3Transformer2DModel")),
+    FolderRule(FLUX, _transformer("Flux", "FluxTransformer2DModel")),
     FolderRule(
         SDXL, lambda f: f.text_time and f.time_id_count == SDXL.time_id_count and f.has("text_encoder")
     ),

@@ -1,7 +1,9 @@
-"""Model families: what differs between SD 1.x, SD 2.x, SDXL base and SDXL refiner, in one object.
+"""Model families: what differs between SD 1.x, SD 2.x, SDXL, SD3 and Flux, in one object.
 
 Nodes ask the family (carried by Model, Clip and Conditioning) instead of branching on names; the
-loaders decide the family from a checkpoint's files (``sdflow.models.detect``).
+loaders decide the family from a checkpoint's files (``sdflow.models.detect``). The diffusion
+transformer families (SD3, Flux) are ``FlowFamily`` objects: their denoiser, text conditioning and
+flow-matching schedule are described in ``sdflow.models.flow`` and in the fields below.
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ AESTHETIC_NEGATIVE = 2.5
 class TextEncoderSlot:
     """One text encoder of a family: its diffusers folders and whether it gives the pooled embedding."""
 
-    folder: str  # "text_encoder" or "text_encoder_2"
+    folder: str  # "text_encoder", "text_encoder_2" or "text_encoder_3"
     tokenizer_folder: str
     projection: bool = False  # CLIPTextModelWithProjection: its text_embeds are the pooled embedding
+    # the transformers classes of the encoder and its tokenizer (a T5 encoder for SD3 / Flux)
+    encoder_class: str = ""  # "": CLIPTextModel or CLIPTextModelWithProjection, by ``projection``
+    tokenizer_class: str = "CLIPTokenizer"
+
+    @property
+    def model_class(self) -> str:
+        if self.encoder_class:
+            return self.encoder_class
+        return "CLIPTextModelWithProjection" if self.projection else "CLIPTextModel"
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class Family:
     # SD 1.x/2.x read the last layer (after the final norm) unless clip_skip asks for an earlier one.
     penultimate: bool = False
     time_ids: tuple[str, ...] = ()  # SDXL's size / aesthetic conditioning, in UNet order
+    latent_channels: int = 4
+    denoiser_folder: str = "unet"  # the diffusers component holding the denoiser, and its class
+    denoiser_class: str = "UNet2DConditionModel"
 
     @property
     def text_encoders(self) -> int:
@@ -88,6 +102,27 @@ class Family:
 
     def __str__(self) -> str:
         return self.label
+
+    @property
+    def flow(self) -> bool:
+        """True for flow-matching families (their schedule is sdflow.models.flow's)."""
+        return False
+
+    @property
+    def t5(self) -> bool:
+        """True when a T5 encoder reads the prompt too (SD3, Flux)."""
+        return False
+
+    def denoiser(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module DenoiseLoop calls as a UNet (``module(x, t, encoder_hidden_states=...,
+        added_cond_kwargs=..., return_dict=False)``): the UNet itself here."""
+        return module
+
+    def timestep_kwargs(
+        self, config: dict[str, Any], steps: int, latent_size: tuple[int, int] | None
+    ) -> dict[str, Any]:
+        """Extra ``set_timesteps`` arguments for a latent of ``latent_size`` (h, w): none for UNets."""
+        return {}
 
     def added_cond_kwargs(
         self,
@@ -136,7 +171,109 @@ SDXL_REFINER = Family(
     time_ids=AESTHETIC_IDS,
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER)}
+
+@dataclass(frozen=True)
+class JointText:
+    """How a diffusion transformer's text conditioning is built from its encoders (as diffusers'
+    SD3 and Flux pipelines build it), by index into the family's encoders."""
+
+    # CLIP encoders whose penultimate hidden states are joined along the features, zero-padded to
+    # T5's width and put before T5's tokens (SD3: both CLIPs; Flux: none, T5's tokens alone)
+    sequence: tuple[int, ...]
+    # encoders whose pooled outputs are concatenated: a projecting CLIP's text_embeds, else its
+    # pooler output (SD3: CLIP-L + CLIP-G projections; Flux: CLIP-L's pooler output)
+    pooled: tuple[int, ...]
+    t5: int  # the T5 encoder
+    t5_length: int  # T5 tokens (diffusers' max_sequence_length default: SD3 256, Flux 512)
+
+
+@dataclass(frozen=True)
+class FlowFamily(Family):
+    """A flow-matching diffusion transformer (SD3, Flux): x = (1 - s) x0 + s n, velocity prediction."""
+
+    text: JointText = JointText((), (), 0, 256)
+    transformer: str = ""  # "sd3" | "flux": the call convention (sdflow.models.flow.DENOISERS)
+    # Flux-dev's schedule: sigmas linspace(1, 1/n, n) passed to set_timesteps (SD3: the scheduler's own)
+    linear_sigmas: bool = False
+    default_guidance: float | None = None  # distilled guidance when no FluxGuidance sets one
+
+    @property
+    def flow(self) -> bool:
+        return True
+
+    @property
+    def t5(self) -> bool:
+        return True
+
+    def denoiser(self, module: torch.nn.Module) -> torch.nn.Module:
+        from sdflow.models import flow
+
+        return flow.DENOISERS[self.transformer](module)
+
+    def timestep_kwargs(
+        self, config: dict[str, Any], steps: int, latent_size: tuple[int, int] | None
+    ) -> dict[str, Any]:
+        from sdflow.models import flow
+
+        return flow.timestep_kwargs(self, config, steps, latent_size)
+
+    def added_cond_kwargs(
+        self,
+        conditionings: list[tuple[Any, bool]],
+        batch: int,
+        size: tuple[int, int],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, torch.Tensor] | None:
+        """The pooled projections (and Flux's distilled guidance, float32), in batch order."""
+        pooled, guidance = [], []
+        for conditioning, _ in conditionings:
+            embeds = conditioning.pooled
+            pooled.append(embeds.repeat_interleave(batch // embeds.shape[0], 0))
+            value = getattr(conditioning, "guidance", None)
+            guidance.append(self.default_guidance if value is None else value)
+        added = {"pooled_projections": torch.cat(pooled).to(device, dtype)}
+        if self.default_guidance is not None:
+            rows = [torch.full((batch,), float(g), dtype=torch.float32) for g in guidance]
+            added["guidance"] = torch.cat(rows).to(device)
+        return added
+
+
+_CLIP_G = TextEncoderSlot("text_encoder_2", "tokenizer_2", projection=True)
+_T5_SLOT = {"encoder_class": "T5EncoderModel", "tokenizer_class": "T5TokenizerFast"}
+SD3 = FlowFamily(
+    "sd3",
+    "SD3",
+    1024,
+    (
+        TextEncoderSlot("text_encoder", "tokenizer", projection=True),
+        _CLIP_G,
+        TextEncoderSlot("text_encoder_3", "tokenizer_3", **_T5_SLOT),
+    ),
+    4096,
+    penultimate=True,
+    latent_channels=16,
+    denoiser_folder="transformer",
+    denoiser_class="SD3Transformer2DModel",
+    text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256),
+    transformer="sd3",
+)
+FLUX = FlowFamily(
+    "flux",
+    "Flux",
+    1024,
+    (_CLIP_L, TextEncoderSlot("text_encoder_2", "tokenizer_2", **_T5_SLOT)),
+    4096,
+    latent_channels=16,
+    denoiser_folder="transformer",
+    denoiser_class="FluxTransformer2DModel",
+    text=JointText(sequence=(), pooled=(0,), t5=1, t5_length=512),
+    transformer="flux",
+    linear_sigmas=True,
+    default_guidance=3.5,
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER, SD3, FLUX)}
 
 
 def get(name: str) -> Family:

@@ -36,6 +36,16 @@ class FolderFacts:
     unet = property(lambda self: self.config("unet"))
 
     @property
+    def pipeline(self) -> str:
+        """The pipeline class model_index names ('' if none)."""
+        return str(self.index.get("_class_name") or "")
+
+    @property
+    def transformer_class(self) -> str | None:
+        """The diffusion transformer's class (SD3Transformer2DModel, FluxTransformer2DModel), if any."""
+        return str(self.config("transformer").get("_class_name")) if self.has("transformer") else None
+
+    @property
     def text_time(self) -> bool:
         """SDXL's UNet adds a ``text_time`` embedding (pooled text embedding plus time ids)."""
         return self.unet.get("addition_embed_type") == "text_time"

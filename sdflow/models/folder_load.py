@@ -49,12 +49,6 @@ def mapped(
     return module
 
 
-def unet(folder: Path, config: dict[str, Any], dtype: torch.dtype, device: torch.device) -> Any:
-    from diffusers import UNet2DConditionModel
-
-    return mapped(folder, UNet2DConditionModel.from_config, config, "diffusers", dtype, device)
-
-
 def vae(folder: Path, config: dict[str, Any], dtype: torch.dtype, device: torch.device) -> Any:
     from diffusers import AutoencoderKL
 

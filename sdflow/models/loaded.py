@@ -48,7 +48,7 @@ def tokenizer_fixed(tokenizer: Any, text_encoder: torch.nn.Module) -> Any:
     """The tokenizer with a usable ``model_max_length``: a tokenizer_config.json without one makes
     transformers report ~1e30, which no padding can use; the text encoder's position count is the
     real limit."""
-    limit = int(getattr(text_encoder.config, "max_position_embeddings", 77))
-    if not 0 < tokenizer.model_max_length <= limit:
+    limit = getattr(text_encoder.config, "max_position_embeddings", None)  # T5: relative positions
+    if limit is not None and not 0 < tokenizer.model_max_length <= int(limit):
         tokenizer.model_max_length = limit
     return tokenizer

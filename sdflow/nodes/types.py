@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -78,6 +79,9 @@ class Clip(Port):
     family: Family = SD15
     tokenizer_2: Any = None
     text_encoder_2: torch.nn.Module | None = None
+    # SD3's third encoder (T5)
+    tokenizer_3: Any = None
+    text_encoder_3: torch.nn.Module | None = None
 
     @property
     def pairs(self) -> list[tuple[Any, torch.nn.Module]]:
@@ -85,6 +89,8 @@ class Clip(Port):
         pairs = [(self.tokenizer, self.text_encoder)]
         if self.text_encoder_2 is not None:
             pairs.append((self.tokenizer_2, self.text_encoder_2))
+        if self.text_encoder_3 is not None:
+            pairs.append((self.tokenizer_3, self.text_encoder_3))
         return pairs
 
 
@@ -98,6 +104,22 @@ class Vae(Port):
     @property
     def scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        """SD3's and Flux's VAEs shift their latents before scaling (latent = (z - shift) * scale)."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+
+    def to_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """The VAE's raw latents as the denoiser reads them (and back: ``from_latent``)."""
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def from_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.scaling_factor + self.shift_factor
 
     @property
     def decodes_only(self) -> bool:
@@ -177,6 +199,7 @@ class Conditioning(Port):
     empty: torch.Tensor | None = None
     controls: tuple[ControlEntry, ...] = ()
     region: Region | None = None
+    guidance: float | None = None  # Flux's distilled guidance (FluxGuidance); None: the family's default
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
 
@@ -215,16 +238,28 @@ class Schedule(Port):
     # An explicit table (ComfyUI's schedules): set_timesteps(sigmas=...) or (timesteps=...) instead.
     sigmas: tuple[float, ...] | None = None
     timesteps: tuple[int, ...] | None = None
+    family: Family = SD15  # the model's: flow-matching families add set_timesteps arguments
 
-    def make(self, device: torch.device | str) -> Any:
-        """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop)."""
+    @property
+    def latent_channels(self) -> int:
+        return self.family.latent_channels
+
+    def make(self, device: torch.device | str, latent_size: tuple[int, int] | None = None) -> Any:
+        """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop), for a
+        latent of ``latent_size`` (h, w) where the schedule depends on it (Flux's dynamic shift)."""
         scheduler = self.scheduler_class.from_config(self.scheduler_config)
+        extra = self.family.timestep_kwargs(self.scheduler_config, self.steps, latent_size)
+        accepted = inspect.signature(scheduler.set_timesteps).parameters
+        extra = {k: v for k, v in extra.items() if k in accepted}
         if self.sigmas is not None:
-            scheduler.set_timesteps(sigmas=list(self.sigmas), device=device)
+            extra.pop("sigmas", None)
+            scheduler.set_timesteps(sigmas=list(self.sigmas), device=device, **extra)
         elif self.timesteps is not None:
             scheduler.set_timesteps(timesteps=list(self.timesteps), device=device)
+        elif "sigmas" in extra:
+            scheduler.set_timesteps(device=device, **extra)
         else:
-            scheduler.set_timesteps(self.steps, device=device)
+            scheduler.set_timesteps(self.steps, device=device, **extra)
         return scheduler
 
 

@@ -54,17 +54,20 @@ def encode(
     method: str = "comfy",
     vectors: Vectors | None = None,
     max_chunks: int | None = None,
+    pooler: bool = False,
 ) -> Encoded:
     """Encode ``pieces`` chunk by chunk (each wrapped in start/end tokens and padded to 77), weight
     them by ``method`` and concatenate along the tokens. ``max_chunks`` keeps only the first ones.
-    With one unweighted chunk and no embeddings this is exactly the plain tokenizer-and-encoder path."""
+    With one unweighted chunk and no embeddings this is exactly the plain tokenizer-and-encoder path.
+    The pooled embedding is a projecting encoder's text_embeds, else (``pooler``: Flux's CLIP-L) the
+    pooler output."""
     chunks = split(pieces, tokenizer, vectors or _no_vectors)
     if max_chunks is not None:
         chunks = chunks[:max_chunks]
     ids = torch.stack([_wrapped(tokenizer, c) for c in chunks]).to(text_encoder.device)
     with torch.inference_mode():
         with _vectors_inserted(text_encoder, chunks):
-            hidden, pooled = _forward(text_encoder, ids, layer)
+            hidden, pooled = _forward(text_encoder, ids, layer, pooler)
         empty = _empty_states(tokenizer, text_encoder, layer, chunks, method, hidden)
         weights = torch.stack([_position_weights(c) for c in chunks]).to(hidden.device)
         # Weighted in float32 (fp16 states would round the small differences from the empty prompt);
@@ -156,7 +159,7 @@ def _position_weights(chunk: Chunk) -> torch.Tensor:
     return torch.tensor(weights)
 
 
-def _forward(text_encoder: torch.nn.Module, ids: torch.Tensor, layer: Layer):
+def _forward(text_encoder: torch.nn.Module, ids: torch.Tensor, layer: Layer, pooler: bool = False):
     """(states, pooled or None) of ``ids`` at ``layer``."""
     if layer.skip == 0:
         out = text_encoder(ids)
@@ -167,7 +170,8 @@ def _forward(text_encoder: torch.nn.Module, ids: torch.Tensor, layer: Layer):
         if layer.normalize:
             # transformers 5 dropped the `text_model` wrapper; older releases still have it.
             hidden = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
-    return hidden, getattr(out, "text_embeds", None)  # a projecting encoder's pooled embedding
+    pooled = getattr(out, "text_embeds", None)  # a projecting encoder's pooled embedding
+    return hidden, pooled if pooled is not None or not pooler else out.pooler_output
 
 
 @contextmanager

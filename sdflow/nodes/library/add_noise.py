@@ -63,8 +63,8 @@ class AddNoise(Node):
         return conflicts(constants, "start_at", START_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        latent, clean = self.latent, self.latent.samples
-        scheduler = self.schedule.make(ctx.device)
+        latent, clean = self.latent, _fitted(self.latent, self.schedule.latent_channels)
+        scheduler = self.schedule.make(ctx.device, tuple(clean.shape[-2:]))
         start, field = chosen(self.__dict__, "start_at", START_ALIASES)
         if isinstance(start, float):
             return {"latent": self._resumed(start_at(scheduler, start), scheduler, field, ctx)}
@@ -138,3 +138,12 @@ class AddNoise(Node):
         else:
             generator.set_state(self.latent.rng_state)
         return generator
+
+
+def _fitted(latent: Latent, channels: int) -> torch.Tensor:
+    """An empty latent (EmptyLatent, txt2img) takes the channel count of the schedule's model (16 for
+    SD3 and Flux), so one txt2img graph serves every family; any other latent stays as it is."""
+    samples = latent.samples
+    if latent.is_empty and samples.shape[1] != channels:
+        return samples.new_zeros((samples.shape[0], channels, *samples.shape[2:]))
+    return samples

@@ -13,7 +13,8 @@ from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip, Conditioning
 from sdflow.prompts import embeddings
 from sdflow.prompts.chunks import PromptError, overflow
-from sdflow.prompts.encode import Layer, embedding_slot, encode_prompts
+from sdflow.prompts.encode import embedding_slot
+from sdflow.prompts.joint import encode_family
 from sdflow.prompts.parse import parse
 from sdflow.prompts.weighting import Weighting
 
@@ -72,6 +73,16 @@ class CLIPEncode(Node):
     target_height: int | None = Field(
         None, ge=8, le=16384, description=_SIZE_DOC.format(what="target height (base only)")
     )
+    t5_text: str | list[str] | None = Field(
+        None,
+        description="(SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)",
+    )
+    t5_length: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="(SD3, Flux) T5 tokens; null = diffusers' default (SD3 256, Flux 512)",
+    )
     aesthetic_score: float | None = Field(
         None,
         ge=0.0,
@@ -111,10 +122,20 @@ class CLIPEncode(Node):
                 vectors = library.vectors_for(*embedding_slot(encoder))
                 for dropped in filter(None, (overflow(p, tokenizer, vectors) for p in prompts)):
                     ctx.warn(f"truncate: {dropped}", "text")
-            layer = Layer.of(family.penultimate, self.clip_skip)
             max_chunks = 1 if self.truncate else None
-            encoded = encode_prompts(
-                self.clip.pairs, prompts, layer, self.weighting, library.vectors_for, max_chunks
+            t5_texts = None if self.t5_text is None else _prompts(self.t5_text)
+            if t5_texts is not None and len(t5_texts) != len(prompts):
+                raise ctx.error(f"t5_text has {len(t5_texts)} prompts, text {len(prompts)}", "t5_text")
+            encoded = encode_family(
+                family,
+                self.clip.pairs,
+                prompts,
+                self.clip_skip,
+                self.weighting,
+                library.vectors_for,
+                max_chunks,
+                t5_texts,
+                self.t5_length,
             )
         except PromptError as exc:
             raise ctx.error(str(exc), "text") from None
@@ -139,6 +160,11 @@ class CLIPEncode(Node):
             "target_height": "target_size",
             "aesthetic_score": "aesthetic_score",
         }
+        for name in ("t5_text", "t5_length"):
+            if getattr(self, name) is not None and not family.t5:
+                raise ctx.error(
+                    f"{name} is read by SD3 and Flux only; this clip is {family}: leave it unset", name
+                )
         defaults = {"crop_left": 0, "crop_top": 0}
         for name, time_id in reads.items():
             if getattr(self, name) != defaults.get(name) and time_id not in family.time_ids:

@@ -81,7 +81,7 @@ class DenoiseLoop(Node):
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
         self._check_families(ctx)
         unet = self.model.unet
-        scheduler = state.schedule.make(ctx.device)
+        scheduler = state.schedule.make(ctx.device, tuple(self.latent.samples.shape[-2:]))
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
         timesteps = scheduler.timesteps[state.start_index :]

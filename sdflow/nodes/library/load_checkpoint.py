@@ -17,7 +17,8 @@ from sdflow.nodes.types import Clip, Model, Vae
 
 
 class LoadCheckpoint(Node):
-    """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in."""
+    """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
+    built-in (SD3 and Flux: diffusers folders)."""
 
     version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
@@ -95,12 +96,14 @@ class LoadCheckpoint(Node):
             loaded = checkpoints.load(source, ctx.device, ctx.dtype, options)
         except (ModelNotFound, ValueError, OSError) as exc:
             raise ctx.error(f"cannot load checkpoint: {exc}", "checkpoint") from None
-        second = ()
-        if loaded.more_text_encoders:  # SDXL base's OpenCLIP ViT-bigG
-            second = (loaded.more_tokenizers[0], loaded.more_text_encoders[0])
+        more = {}  # SDXL base's OpenCLIP ViT-bigG; SD3's CLIP-G and T5; Flux's T5
+        for number, pair in enumerate(
+            zip(loaded.more_tokenizers, loaded.more_text_encoders, strict=True), start=2
+        ):
+            more[f"tokenizer_{number}"], more[f"text_encoder_{number}"] = pair
         return {
             "model": Model(loaded.unet, loaded.scheduler_config, loaded.family),
-            "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, *second),
+            "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, **more),
             "vae": Vae(loaded.vae),
         }
 

@@ -10,6 +10,7 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.samplers import (
     SAMPLERS,
+    Refused,
     SamplerName,
     SigmasName,
     karras_samplers,
@@ -75,8 +76,11 @@ class Scheduler(Node):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         if self.sampler not in SAMPLERS:
             raise ctx.error(unavailable(self.sampler), "sampler")
+        family = self.model.family
         try:
-            cls, config = scheduler_for(self.sampler, self.model.scheduler_config, self.sigmas)
+            cls, config = scheduler_for(self.sampler, self.model.scheduler_config, self.sigmas, family)
+        except Refused as exc:
+            raise ctx.error(str(exc), exc.field) from None
         except ValueError as exc:  # a sampler given by a link-free input the precheck could not see
             raise ctx.error(str(exc), "sigmas") from None
         if self.steps > step_limit(self.sampler, MAX_STEPS):
@@ -84,7 +88,10 @@ class Scheduler(Node):
                 f"sampler '{self.sampler}' takes at most {step_limit(self.sampler, MAX_STEPS)} steps", "steps"
             )
         if self.sigmas in ("default", "karras"):
-            return {"schedule": Schedule(self.sampler, self.steps, cls, config, self.model.is_inpainting)}
+            schedule = Schedule(
+                self.sampler, self.steps, cls, config, self.model.is_inpainting, family=family
+            )
+            return {"schedule": schedule}
         problem = refusal(self.sampler, cls, self.sigmas)
         if problem:
             raise ctx.error(problem, "sigmas")

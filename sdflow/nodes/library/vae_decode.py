@@ -65,7 +65,7 @@ class VAEDecode(Node):
         """Pixels in [0, 1], float32, on the CPU."""
         vae = self.vae.vae
         device, dtype = placement(vae)
-        latents = samples.to(device, dtype) / vae.config.scaling_factor
+        latents = self.vae.from_latent(samples.to(device, dtype))
         extra = {}
         if self.vae.sampling_decoder:
             # as diffusers' pipelines pass their generator; drawn on the CPU like all our noise

@@ -109,10 +109,9 @@ class VAEEncode(Node):
 
     def _encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scaled latents of ``pixels``: a posterior sample drawn from ``generator``, or its mode."""
-        vae = self.vae.vae
         posterior = self._posterior(pixels * 2.0 - 1.0)
         latents = posterior.sample(generator) if self.posterior == "sample" else posterior.mode()
-        return latents * vae.config.scaling_factor
+        return self.vae.to_latent(latents)
 
     def _posterior(self, pixels: torch.Tensor) -> Any:
         """The VAE's posterior of ``pixels`` in [-1, 1]; for a large image, its parameters (mean and

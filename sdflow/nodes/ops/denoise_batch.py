@@ -32,7 +32,7 @@ def run_together(loops: list[LoopItem], ctx: RunContext) -> list[dict[str, Any]]
     first = loops[0]
     state = first.latent.noise
     assert state is not None
-    scheduler = state.schedule.make(ctx.device)
+    scheduler = state.schedule.make(ctx.device, tuple(first.latent.samples.shape[-2:]))
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(state.start_index)
     timesteps = scheduler.timesteps[state.start_index :]

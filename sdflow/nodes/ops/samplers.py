@@ -25,6 +25,9 @@ from diffusers import (
 )
 from diffusers.utils import is_torchsde_available
 
+from sdflow.models import flow
+from sdflow.models.families import Family
+
 SamplerName = Literal[
     "ddim",
     "ddpm",
@@ -119,11 +122,31 @@ def karras_samplers() -> list[str]:
     ]
 
 
+class Refused(ValueError):
+    """A sampler or sigmas choice the model cannot take; ``field`` is the Scheduler field to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def scheduler_for(
-    sampler: str, base_config: dict[str, Any], sigmas: str = "default"
+    sampler: str, base_config: dict[str, Any], sigmas: str = "default", family: Family | None = None
 ) -> tuple[type, dict[str, Any]]:
     """The scheduler class and full config for ``sampler`` on a checkpoint's scheduler config, with
-    Karras sigmas when ``sigmas`` is "karras" (ValueError for a sampler that has none)."""
+    Karras sigmas when ``sigmas`` is "karras" (ValueError for a sampler that has none). A
+    flow-matching ``family`` (SD3, Flux) takes the flow-matching samplers (``flow.FLOW_SAMPLERS``)
+    with the checkpoint's shift, and its own sigmas only (Refused otherwise)."""
+    if family is not None and family.flow:
+        if sigmas != "default":
+            raise Refused(
+                "sigmas",
+                f"{family} is a flow-matching model: its schedule has no '{sigmas}' sigmas, use default",
+            )
+        try:
+            return flow.flow_scheduler(sampler, base_config)
+        except ValueError as exc:
+            raise Refused("sampler", f"{exc} ({family})") from None
     cls, overrides = SAMPLERS[sampler]
     if sigmas == "karras":
         if not supports_karras(sampler):
