@@ -9,9 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sdflow.models import detect
 from sdflow.models.describe import describe
-from sdflow.models.dit_detect import find_parts
+from sdflow.models.dit_detect import find_parts, transformer_parts
 from sdflow.models.weights import read_header
 
 
@@ -90,5 +89,5 @@ def test_the_vae_alone_is_a_16_channel_vae(sd3_flux_files) -> None:
 def test_sd_checkpoints_are_no_transformer_files(single_files) -> None:
     for file, _ in single_files.values():
         shapes = read_header(file).shapes()
-        assert detect.transformer_parts(shapes) is None
+        assert transformer_parts(shapes) is None
         assert find_parts(shapes).transformer is None

@@ -16,8 +16,8 @@ from sdflow.models.detect import (
     folder_label,
     lora_family,
     recognised,
-    transformer_parts,
 )
+from sdflow.models.dit_detect import transformer_parts
 from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdflow.models import resolver
-from sdflow.models.dit_detect import Parts, find_parts
 from sdflow.models.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, SDXL_REFINER, Family
 from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
 from sdflow.models.weights import WeightReader, is_pickle
@@ -203,13 +202,6 @@ _RECOGNISERS: list[tuple[str, Callable[[Shapes], bool]]] = [
         lambda s: any(("joint_blocks." in k or "double_blocks." in k) for k in s),
     ),
 ]
-
-
-def transformer_parts(shapes: Shapes) -> Parts | None:
-    """What an SD3 / Flux-era file holds (transformer, text encoders, VAE), or None when it holds
-    no SD3 / Flux transformer and no T5 or CLIP text encoder on its own (``dit_detect``)."""
-    parts = find_parts(shapes)
-    return parts if parts.transformer is not None or parts.text_encoders else None
 
 
 def recognised(shapes: Shapes) -> list[str]:

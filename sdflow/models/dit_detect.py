@@ -130,3 +130,10 @@ def find_parts(shapes: Shapes) -> Parts:
             vae_prefix, channels = prefix, conv[1]
             break
     return Parts(find_transformer(shapes), tuple(encoders), vae_prefix, channels)
+
+
+def transformer_parts(shapes: Shapes) -> Parts | None:
+    """What an SD3 / Flux-era file holds, or None when it holds no SD3 / Flux transformer and no
+    T5 or CLIP text encoder on its own (an SD checkpoint, a LoRA...)."""
+    parts = find_parts(shapes)
+    return parts if parts.transformer is not None or parts.text_encoders else None
