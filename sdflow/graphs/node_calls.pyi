@@ -93,12 +93,24 @@ _LoadCheckpoint_prediction = Literal[
     "epsilon",
     "v_prediction",
 ]
+_LoadDiffusionModel_weight_dtype = Literal[
+    "default",
+    "fp8_e4m3fn",
+    "fp8_e5m2",
+    "fp16",
+    "bf16",
+    "fp32",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
     "green",
     "blue",
     "alpha",
+]
+_LoadTextEncoders_kind = Literal[
+    "sd3",
+    "flux",
 ]
 _ModelSamplingDiscrete_sampling = Literal[
     "eps",
@@ -344,6 +356,11 @@ class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     @property
     def control_net(self) -> Output[ControlNet]: ...
 
+class LoadDiffusionModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type LoadDiffusionModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class LoadImageNode(NodeHandle):
     """Handle of a node of type LoadImage: its attributes are its outputs."""
     @property
@@ -362,6 +379,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadTextEncodersNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type LoadTextEncoders: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
 
 class LoadUpscaleModelNode(NodeHandle, Linkable[UpscaleModel]):
     """Handle of a node of type LoadUpscaleModel: its attributes are its outputs."""
@@ -560,6 +582,8 @@ class NodeCalls:
         crop_top: int | Input = 0,
         target_width: int | Input | None = None,
         target_height: int | Input | None = None,
+        t5_text: str | list[str] | Input | None = None,
+        t5_length: int | Input | None = None,
         aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
         """Encode a prompt (weights, BREAK, embeddings, any length) with the checkpoint's text encoder(s).
@@ -584,6 +608,8 @@ class NodeCalls:
                 denoised (diffusers' default) [>= 8, <= 16384]
             target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
                 denoised (diffusers' default) [>= 8, <= 16384]
+            t5_text: (SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)
+            t5_length: (SD3, Flux) T5 tokens; null = diffusers' default (SD3 256, Flux 512) [>= 1, <= 512]
             aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
                 (diffusers) [>= 0.0, <= 10.0]
         """
@@ -1179,7 +1205,7 @@ class NodeCalls:
         config: str | Input = "",
         allow_pickle: bool | Input = False,
     ) -> LoadCheckpointNode:
-        """Load an SD 1.x/2.x or SDXL checkpoint: a single file, a model-folder name, a folder or a built-in.
+        """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
 
         Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
 
@@ -1212,6 +1238,28 @@ class NodeCalls:
             allow_pickle: also read pickle files (.pth/.ckpt/.bin), with torch.load(weights_only=True)
             config: for a single-file ControlNet: a diffusers checkpoint folder (or 'builtin:NAME') whose UNet
                 config describes it; empty: the detected family's config shipped with sdflow
+        """
+
+    def LoadDiffusionModel(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        weight_dtype: _LoadDiffusionModel_weight_dtype | Input = "default",
+        config: str | Input = "",
+    ) -> LoadDiffusionModelNode:
+        """Load a diffusion transformer file alone (SD3, Flux dev / schnell): safetensors, fp8 or .gguf.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            file: a transformer .safetensors (any float dtype, fp8 too) or .gguf file: a path, or a name in
+                the model folders' diffusion_models (unet) folders
+            weight_dtype: how the weights are kept: default = the run's dtype; fp8_*: 8-bit storage, each
+                layer cast to the run's dtype while it computes; fp16/bf16/fp32: that dtype. GGUF files stay
+                quantized
+            config: a diffusers folder (or 'builtin:NAME') whose transformer and scheduler configs describe
+                the file; empty: from the file's shapes and the family's shipped scheduler config
         """
 
     def LoadImage(
@@ -1270,6 +1318,26 @@ class NodeCalls:
             channel: what to read: 'luminance' (grey level, white = repaint), 'red'/'green'/'blue' (that
                 channel, bright = repaint), 'alpha' (transparent = repaint, as an eraser leaves it)
             invert: swap repaint and keep (1 - mask)
+        """
+
+    def LoadTextEncoders(
+        self,
+        *,
+        id: str | None = None,
+        files: list[str] | Input,
+        kind: _LoadTextEncoders_kind | Input = "flux",
+        config: str | Input = "",
+    ) -> LoadTextEncodersNode:
+        """Load text encoder files (clip_l, clip_g, t5xxl) as one Clip for SD3 or Flux.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            files: the encoder files, any order (each told by its keys): Flux clip_l + t5xxl, SD3 clip_l +
+                clip_g + t5xxl; paths or names in the model folders' text_encoders (clip) folders
+            kind: the family whose encoders these are
+            config: a diffusers folder (or 'builtin:NAME') with the encoders' configs and tokenizers; empty:
+                the full-size configs shipped with sdflow (T5's tokenizer then from t5_tokenizer/ beside it)
         """
 
     def LoadUpscaleModel(

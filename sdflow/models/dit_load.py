@@ -158,8 +158,24 @@ def load_transformer(
     with WeightReader(path) as reader:
         fill_weights(module, mapping, reader, stored, device, f"{found.label()} ({path.name})")
     if stored != dtype and stored.itemsize < dtype.itemsize:  # fp8 (or fp16 under fp32): cast per layer
-        module.enable_layerwise_casting(storage_dtype=stored, compute_dtype=dtype)
+        cast_per_layer(module, stored, dtype)
     return LoadedTransformer(module, found, settings)
+
+
+def cast_per_layer(module: torch.nn.Module, stored: torch.dtype, dtype: torch.dtype) -> None:
+    """diffusers' layerwise casting on a model whose weights are all ``stored``: the layers it casts
+    keep them so; what it leaves alone (patch embedding, norms, output projection) is upcast once."""
+    module.enable_layerwise_casting(storage_dtype=stored, compute_dtype=dtype)
+    for sub in module.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook("layerwise_casting") is not None:
+            continue
+        for param in sub.parameters(recurse=False):
+            if param.dtype == stored:
+                param.data = param.data.to(dtype)
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer.dtype == stored:
+                setattr(sub, name, buffer.to(dtype))
 
 
 def _fill_gguf(
