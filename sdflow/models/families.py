@@ -113,6 +113,11 @@ class Family:
         """True when a T5 encoder reads the prompt too (SD3, Flux)."""
         return False
 
+    def skipped_steps(self, steps: int, strength: float) -> int:
+        """Steps img2img skips at ``strength``, as the family's diffusers img2img pipeline rounds them
+        (SD 1.x/2.x/SDXL keep int(steps * strength))."""
+        return steps - min(int(steps * strength), steps)
+
     def denoiser(self, module: torch.nn.Module) -> torch.nn.Module:
         """The module DenoiseLoop calls as a UNet (``module(x, t, encoder_hidden_states=...,
         added_cond_kwargs=..., return_dict=False)``): the UNet itself here."""
@@ -204,6 +209,10 @@ class FlowFamily(Family):
     @property
     def t5(self) -> bool:
         return True
+
+    def skipped_steps(self, steps: int, strength: float) -> int:
+        """SD3's and Flux's img2img pipelines skip int(steps - steps * strength)."""
+        return int(max(steps - min(steps * strength, steps), 0))
 
     def denoiser(self, module: torch.nn.Module) -> torch.nn.Module:
         from sdflow.models import flow

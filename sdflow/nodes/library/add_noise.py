@@ -75,7 +75,7 @@ class AddNoise(Node):
         if start is not None:
             first = start * scheduler.order
         else:
-            first = start_index(self.schedule.steps, self.strength, scheduler.order)
+            first = start_index(self.schedule.steps, self.strength, scheduler.order, self.schedule.family)
         generator = self._generator(ctx)
         # Drawn on the CPU in float32, whatever the device: a seed gives the same noise anywhere.
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)

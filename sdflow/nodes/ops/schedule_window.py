@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 
+from sdflow.models.families import SD15, Family
 
-def start_index(steps: int, strength: float, order: int) -> int:
-    """Index of the first timestep to run, as diffusers' img2img computes it from ``strength``."""
-    kept = min(int(steps * strength), steps)
-    return max(steps - kept, 0) * order
+
+def start_index(steps: int, strength: float, order: int, family: Family = SD15) -> int:
+    """Index of the first timestep to run, as the family's diffusers img2img computes it from
+    ``strength``."""
+    return family.skipped_steps(steps, strength) * order
 
 
 def _cutoff(scheduler: Any, fraction: float) -> int:
