@@ -11,7 +11,8 @@ import pytest
 import torch
 from workflows import decoded_pixels, max_diff, txt2img
 
-from sdflow.models import dit_load, split_load
+from sdflow.errors import UserError
+from sdflow.models import detect, dit_load, split_load
 from sdflow.models.families import FAMILIES
 from sdflow.runner import Runner
 
@@ -20,10 +21,16 @@ INPUTS = {"seed": 0, "sampler": "euler", "cfg": 1.0, "steps": 3}
 GGUF_TOLERANCE = 0.02  # Q8_0 weights (8-bit steps per 32-value block): the picture moves this little
 
 
-def _graph(family: str, unet: dict[str, Any] | None, clip: dict[str, Any] | None) -> str:
-    """The txt2img graph on builtin:tiny-<family> with its model / clip taken from the nodes given."""
+def _graph(
+    family: str, unet: dict[str, Any] | None, clip: dict[str, Any] | None, checkpoint: Path | None = None
+) -> str:
+    """The txt2img graph on builtin:tiny-<family> (or the ``checkpoint`` file, with the built-in's
+    configs) with its model / clip taken from the nodes given."""
+    ckpt = {"checkpoint": f'"builtin:tiny-{family}"'}
+    if checkpoint is not None:
+        ckpt = {"checkpoint": f'"{checkpoint}"', "config": f'"builtin:tiny-{family}"'}
     changes: dict[str, Any] = {
-        "ckpt": {"checkpoint": f'"builtin:tiny-{family}"'},
+        "ckpt": ckpt,
         "positive": {"text": '"a red circle"'},
         "negative": {"text": '""'},
     }
@@ -113,3 +120,17 @@ def test_a_missing_encoder_and_a_missing_t5_tokenizer_are_named(sd3_flux_files, 
     encoders, tokenizers = split_load.load_text_encoders(paths, FAMILIES["sd3"], CPU, torch.float32, configs)
     assert type(tokenizers[2]).__name__.startswith("T5Tokenizer") and len(encoders) == 3
     shutil.rmtree(files["t5xxl"].parent / "t5_tokenizer")
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_the_all_in_one_file_draws_the_folders_picture(
+    graph_runner: Runner, sd3_flux_files, family: str
+) -> None:
+    file = sd3_flux_files[family]["all_in_one"]
+    assert detect.checkpoint_family(str(file)) is FAMILIES[family]
+    reference = decoded_pixels(graph_runner, _graph(family, None, None))
+    assert max_diff(decoded_pixels(graph_runner, _graph(family, None, None, file)), reference) == 0.0
+    # a transformer alone is no checkpoint: the message names the nodes that load it
+    alone = _graph(family, None, None, sd3_flux_files[family]["transformer"])
+    with pytest.raises(UserError, match=r"not an all-in-one checkpoint.*LoadDiffusionModel"):
+        decoded_pixels(graph_runner, alone)
