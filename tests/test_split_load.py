@@ -134,3 +134,47 @@ def test_the_all_in_one_file_draws_the_folders_picture(
     alone = _graph(family, None, None, sd3_flux_files[family]["transformer"])
     with pytest.raises(UserError, match=r"not an all-in-one checkpoint.*LoadDiffusionModel"):
         decoded_pixels(graph_runner, alone)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_the_vae_file_decodes_as_the_folders_vae(graph_runner: Runner, sd3_flux_files, family: str) -> None:
+    reference = decoded_pixels(graph_runner, _graph(family, None, None))
+    vae = {
+        "type": "LoadVAE",
+        "file": f'"{sd3_flux_files[family]["vae"]}"',
+        "config": f'"builtin:tiny-{family}"',
+    }
+    graph = txt2img(
+        INPUTS,
+        flow=True,
+        ckpt={"checkpoint": f'"builtin:tiny-{family}"'},
+        positive={"text": '"a red circle"'},
+        vae=vae,
+        decoded={"vae": "!link vae.vae"},
+    )
+    assert max_diff(decoded_pixels(graph_runner, graph), reference) == 0.0
+
+
+@pytest.mark.parametrize("latent_format", ["sd3", "flux"])
+def test_a_16_channel_vae_file_alone_takes_the_latent_scaling_asked_for(
+    tmp_path: Path, latent_format: str
+) -> None:
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from sdflow.models import vae as vae_files
+    from sdflow.models.ldm_keys import vae_mapping
+    from sdflow.models.ldm_write import to_file
+
+    torch.manual_seed(0)
+    blocks = {"block_out_channels": (32, 32), "down_block_types": ("DownEncoderBlock2D",) * 2}
+    model = AutoencoderKL(latent_channels=16, up_block_types=("UpDecoderBlock2D",) * 2, **blocks)
+    file = tmp_path / "ae.safetensors"
+    save_file(to_file(model, vae_mapping(dict(model.config), ""), None), file)
+    loaded = vae_files.load(file, CPU, torch.float32, latent_format=latent_format)
+    shipped = split_load.read_json(split_load.CONFIGS / latent_format / "vae" / "config.json")
+    assert (loaded.config.scaling_factor, loaded.config.shift_factor) == (
+        shipped["scaling_factor"],
+        shipped["shift_factor"],
+    )
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())

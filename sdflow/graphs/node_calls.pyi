@@ -112,6 +112,10 @@ _LoadTextEncoders_kind = Literal[
     "sd3",
     "flux",
 ]
+_LoadVAE_latent_format = Literal[
+    "sd3",
+    "flux",
+]
 _ModelSamplingDiscrete_sampling = Literal[
     "eps",
     "v_prediction",
@@ -1363,6 +1367,8 @@ class NodeCalls:
         id: str | None = None,
         file: str | Input,
         allow_pickle: bool | Input = False,
+        config: str | Input = "",
+        latent_format: _LoadVAE_latent_format | Input = "flux",
     ) -> LoadVAENode:
         """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
 
@@ -1373,6 +1379,10 @@ class NodeCalls:
                 or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
                 a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose VAE config describes it;
+                empty: its shapes, with SD 1.x's config for the rest
+            latent_format: a 16-channel VAE file's latent scaling and shift, which its weights do not tell:
+                Flux's (ae.safetensors) or SD3's
         """
 
     def MaskBlend(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -72,7 +71,7 @@ class LoadCheckpoint(Node):
                 return [("checkpoint", str(exc))]
             if constants.get("config"):
                 try:
-                    _config_folder(constants["config"])
+                    resolver.config_folder(constants["config"])
                 except ModelNotFound as exc:
                     return [("config", str(exc))]
         return []
@@ -87,7 +86,7 @@ class LoadCheckpoint(Node):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
-            config = _config_folder(self.config) if self.config else None
+            config = resolver.config_folder(self.config) if self.config else None
         except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         options = LoadOptions(self.prediction, config, self.allow_pickle or ctx.allow_pickle)
@@ -106,10 +105,3 @@ class LoadCheckpoint(Node):
             "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, **more),
             "vae": Vae(loaded.vae),
         }
-
-
-def _config_folder(spec: str) -> Path:
-    source = resolver.checkpoint(spec)
-    if source.kind != "folder":
-        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
-    return source.path

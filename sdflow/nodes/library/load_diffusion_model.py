@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -17,14 +16,6 @@ from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Model
 
 WeightDtype = Literal["default", "fp8_e4m3fn", "fp8_e5m2", "fp16", "bf16", "fp32"]
-
-
-def config_folder(spec: str) -> Path:
-    """The diffusers folder (or built-in) a ``config`` field names (ModelNotFound if it is none)."""
-    source = resolver.checkpoint(spec)
-    if source.kind != "folder":
-        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
-    return source.path
 
 
 class LoadDiffusionModel(ModelFileNode):
@@ -70,7 +61,7 @@ class LoadDiffusionModel(ModelFileNode):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         path = self.resolved(ctx)
         try:
-            config = config_folder(self.config) if self.config else None
+            config = resolver.config_folder(self.config) if self.config else None
         except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         try:

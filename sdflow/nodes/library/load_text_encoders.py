@@ -11,7 +11,6 @@ from sdflow.models.families import FAMILIES, Family
 from sdflow.models.folders import ModelNotFound
 from sdflow.models.singlefile import ArchitectureMismatch
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.library.load_diffusion_model import config_folder
 from sdflow.nodes.model_files import content_fingerprint
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip
@@ -75,7 +74,7 @@ class LoadTextEncoders(Node):
         except ModelNotFound as exc:
             raise ctx.error(str(exc), "files") from None
         try:
-            config = config_folder(self.config) if self.config else None
+            config = resolver.config_folder(self.config) if self.config else None
         except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         try:
