@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sdflow.models import fit
 from sdflow.models.dit_detect import Parts, Transformer, find_parts
 from sdflow.models.dit_keys import flux_mapping, sd3_mapping
 from sdflow.models.ldm_keys import Mapping, swap_halves
@@ -40,6 +41,11 @@ CLASSES = {"sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"}
 MAPPINGS: dict[str, Callable[[dict[str, Any], str], Mapping]] = {"sd3": sd3_mapping, "flux": flux_mapping}
 SD3_HEAD_DIM = 64  # every released SD3 / SD3.5 model
 FLUX_ROPE = (16, 56, 56)  # Flux.1's rotary axes (head dim 128)
+
+
+TOO_LARGE_HINT = (
+    "keep it in 8 bits (weight_dtype fp8_e4m3fn), use a .gguf quantized file, or run with --offload model"
+)
 
 
 class TransformerFileError(ValueError):
@@ -147,6 +153,13 @@ def load_transformer(
     found = find_parts(shapes).transformer
     if found is None:
         raise TransformerFileError(f"'{path.name}' holds no SD3 or Flux transformer")
+    stored = _STORED.get(weight_dtype, dtype)
+    if kind == "safetensors":  # (a GGUF file's quantized bytes are what it loads: its size on disk)
+        what = f"the {found.label()} ({path.name}, in {str(stored).removeprefix('torch.')})"
+        own = {k: v for k, v in shapes.items() if k.startswith(found.prefix)}  # not an all-in-one's others
+        fit.check(what, fit.weight_bytes(own, stored), device, TOO_LARGE_HINT)
+    else:
+        fit.check(f"the {found.label()} ({path.name})", path.stat().st_size, device, TOO_LARGE_HINT)
     settings = folder_config(config, found) if config is not None else transformer_config(found, shapes)
     cls = getattr(diffusers, CLASSES[found.family])
     module = build_empty(cls.from_config, settings)
@@ -154,7 +167,6 @@ def load_transformer(
     if kind == "gguf":
         _fill_gguf(module, mapping, path, dtype, device)
         return LoadedTransformer(module.eval().requires_grad_(False), found, settings)
-    stored = _STORED.get(weight_dtype, dtype)
     with WeightReader(path) as reader:
         fill_weights(module, mapping, reader, stored, device, f"{found.label()} ({path.name})")
     if stored != dtype and stored.itemsize < dtype.itemsize:  # fp8 (or fp16 under fp32): cast per layer

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sdflow.models import fit
 from sdflow.models.dit_detect import TextEncoder
 from sdflow.models.dit_keys import t5_mapping
 from sdflow.models.families import Family, TextEncoderSlot
@@ -32,6 +33,11 @@ CLIP_TOKENIZERS = {
 }
 T5_TOKENIZER_FOLDER = "t5_tokenizer"
 _T5_FILES = ("tokenizer.json", "spiece.model")
+
+
+TOO_LARGE_HINT = (
+    "run with --offload model (each encoder on the device only while it encodes) or in fp16 / bf16"
+)
 
 
 class SplitLoadError(ValueError):
@@ -107,8 +113,14 @@ def load_text_encoders(
         encoders = parts[index] if parts is not None else list(inspect_file(path).text_encoders)
         found += [(path, part) for part in encoders]
     configs = [_slot_config(family, slot, config) for slot in family.encoders]
-    encoders, tokenizers = [], []
     chosen = _assign(family, found, configs)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path, part in chosen:  # every encoder together: they load side by side
+        with WeightReader(path) as reader:
+            shapes |= {f"{path}:{k}": v for k, v in reader.shapes.items() if k.startswith(part.prefix)}
+    names = " + ".join(part.label() for _, part in chosen)
+    fit.check(f"the text encoders ({names})", fit.weight_bytes(shapes, dtype), device, TOO_LARGE_HINT)
+    encoders, tokenizers = [], []
     for slot, settings, (path, part) in zip(family.encoders, configs, chosen, strict=True):
         cls = getattr(transformers, slot.model_class)
         module = build_empty(cls, settings)

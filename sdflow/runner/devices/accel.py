@@ -27,7 +27,9 @@ class Acceleration:
     - ``compile``: ``torch.compile`` the UNet (the first run pays the compilation).
     - ``offload``: 'model' keeps every model on the CPU and moves each to the device only while a
       node uses it (accelerate's CPU-offload hooks, chained so one model is resident at a time):
-      for GPUs too small for the whole checkpoint. Nothing to do on a CPU-only run.
+      for GPUs too small for the whole checkpoint. Each text encoder (SD3's three, Flux's two) is
+      one such model, so after encoding it goes back to the CPU when the next model runs. Nothing
+      to do on a CPU-only run.
     """
 
     attention: Attention = "sdpa"
@@ -62,28 +64,31 @@ class Acceleration:
         before anything else holds them)."""
         group = ModelOffload(device) if self.offloads(device) else None
         for value in outputs.values():
-            module = _module(value)
-            if module is None:
+            modules = _modules(value)
+            if not modules:
                 continue
+            module = modules[0]
             if isinstance(value, Model) and self.attention == "sliced":
                 module.set_attention_slice("auto")
             if isinstance(value, Model | Vae) and self.uses_channels_last(device):
                 module.to(memory_format=torch.channels_last)
             if isinstance(value, Model) and self.compile:
                 module.compile()  # in place: the same object, config and placement stay readable
-            if group is not None:
-                group.add(module)
+            if group is not None:  # every text encoder too: each leaves the device once encoded
+                for each in modules:
+                    group.add(each)
         return outputs
 
 
-def _module(value: Any) -> torch.nn.Module | None:
+def _modules(value: Any) -> list[torch.nn.Module]:
+    """The modules of a loader's output, the main one first (a Clip's: each of its encoders)."""
     if isinstance(value, Clip):
-        return value.text_encoder
+        return [encoder for _, encoder in value.pairs]
     if isinstance(value, Model):
-        return value.unet
+        return [value.unet]
     if isinstance(value, Vae):
-        return value.vae
-    return None
+        return [value.vae]
+    return []
 
 
 class ModelOffload:
