@@ -4,11 +4,15 @@ LoadDiffusionModel and LoadTextEncoders, in the shape published Flux workflows h
 from __future__ import annotations
 
 import json
+import shutil
+from copy import deepcopy
 from pathlib import Path
 
 import pytest
+import torch
 
 from sdflow.formats.comfy_json import read
+from sdflow.graphs.model import Link, NodeSpec
 from sdflow.interop.comfy import ConversionError, convert
 
 FLUX_API = {
@@ -91,3 +95,48 @@ def test_sd3_triple_loader_and_unknown_types_are_reported(tmp_path: Path) -> Non
     with pytest.raises(ConversionError) as caught:
         _convert(tmp_path, graph)
     assert "type 'hunyuan_video'" in str(caught.value) and "weight_dtype 'int4'" in str(caught.value)
+
+
+def _relinked(workflow, names: dict[str, str]):
+    """``workflow`` with the links to the nodes in ``names`` pointing at the node named there instead."""
+    copy = deepcopy(workflow)
+    for spec in copy.nodes.values():
+        for key, value in spec.fields.items():
+            if isinstance(value, Link) and value.node in names:
+                spec.fields[key] = Link(names[value.node], value.output)
+    return copy
+
+
+def test_the_published_flux_workflow_runs_on_the_split_files_as_on_the_folder(
+    runner, sd3_flux_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = sd3_flux_files["flux"]
+    models = tmp_path / "ComfyUI" / "models"
+    for relative, source in [
+        ("diffusion_models/flux1-dev.safetensors", files["transformer"]),
+        ("text_encoders/t5xxl_fp16.safetensors", files["t5xxl"]),
+        ("text_encoders/clip_l.safetensors", files["clip_l"]),
+        ("vae/ae.safetensors", files["vae"]),
+    ]:
+        (models / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, models / relative)
+    monkeypatch.setenv("SDFLOW_MODELS", str(tmp_path / "ComfyUI"))
+    monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "no-config.yaml"))
+    api = deepcopy(FLUX_API)
+    api["10"]["inputs"]["weight_dtype"] = "default"  # the folder's weights are not 8-bit
+    workflow = _convert(tmp_path, api).workflow
+    loaders = {}
+    for node_id, spec in workflow.nodes.items():
+        if spec.type in ("LoadDiffusionModel", "LoadTextEncoders", "LoadVAE"):
+            spec.fields["config"] = "builtin:tiny-flux"  # a tiny model's configs: not full-size ones
+            loaders[node_id] = spec.type
+    assert sorted(loaders.values()) == ["LoadDiffusionModel", "LoadTextEncoders", "LoadVAE"]
+    decode = next(i for i, s in workflow.nodes.items() if s.type == "VAEDecode")
+    split = runner.run(workflow, outputs=[decode])[f"{decode}.image"].pixels
+    folder = _relinked(workflow, dict.fromkeys(loaders, "ckpt"))
+    for node_id in loaders:
+        del folder.nodes[node_id]
+    folder.nodes["ckpt"] = NodeSpec("ckpt", "LoadCheckpoint", {"checkpoint": "builtin:tiny-flux"})
+    reference = runner.run(folder, outputs=[decode])[f"{decode}.image"].pixels
+    assert split.shape == (1, 3, 64, 64)
+    assert torch.equal(split, reference)
