@@ -24,6 +24,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import oneshot  # benchmarks/oneshot.py, beside this file
 import torch
 
 from sdflow.golden.compare import psnr, ssim
@@ -95,19 +96,27 @@ def fidelity(runner: Runner, **accelerated: float) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="tome,deepcache", help="comma-separated: tome, deepcache")
+    methods = "comma-separated: tome, deepcache, oneshot"
+    parser.add_argument("--methods", default="tome,deepcache", help=methods)
     parser.add_argument("--size", type=int, default=768, help="pixels per side for the speed figure")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tome-ratio", type=float, default=0.5)
     parser.add_argument("--interval", type=int, default=3, help="DeepCache's interval")
     parser.add_argument("--steps", type=int, default=25, help="UNet calls per picture for deepcache")
+    parser.add_argument("--baseline", default="cb139e8", help="oneshot: the commit to compare with")
     parser.add_argument("--loop-size", type=int, default=256, help="pixels per side for deepcache's loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runner = Runner(device="cpu", dtype="fp32", output_dir=os.devnull)
     lines = []
     for method in args.methods.split(","):
+        if method == "oneshot":
+            print(f"oneshot: fresh `sdflow run {oneshot.EXAMPLE}` processes, this tree vs {args.baseline}")
+            figures = oneshot.measure(args.baseline, args.rounds)
+            print(oneshot.describe(figures))
+            lines.append(f"oneshot speedup {figures['speedup']:.2f} ssim {figures['ssim']:.3f}")
+            continue
         plain = full_size_unet()
         if method == "tome":
             print(f"tome: one UNet call at {args.size}x{args.size}, full-size random SD1.5 UNet")

@@ -312,6 +312,8 @@ def test_the_stubs_type_every_field_of_every_node():
         "crop_top": "int | Input",
         "target_width": "int | Input | None",
         "target_height": "int | Input | None",
+        "t5_text": "str | list[str] | Input | None",
+        "t5_length": "int | Input | None",
         "aesthetic_score": "float | Input | None",
     }
     assert ast.unparse(clip_encode.returns) == "CLIPEncodeNode"

@@ -84,6 +84,16 @@ def test_report_lists_inputs_nodes_and_files_of_each_run(tmp_path: Path, capsys)
     assert run["files"] == [str(p) for p in pngs(tmp_path / "out")]
 
 
+def test_report_times_the_first_step(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.json"
+    argv = ["run", str(EXAMPLE), "--output-dir", str(tmp_path / "out"), "--report", str(report), *FAST]
+    assert run_cli(*argv, capsys=capsys)[0] == 0
+    seconds = read_report(report)["seconds"]
+    assert set(seconds) == {"to_first_node", "to_first_step", "wall"}
+    # since the command started: the first node starts, then the first denoising step ends, then all
+    assert 0 < seconds["to_first_node"] < seconds["to_first_step"] < seconds["wall"]
+
+
 def test_set_overrides_an_input_with_the_declared_type(tmp_path: Path, capsys) -> None:
     report = tmp_path / "report.json"
     argv = ["run", str(EXAMPLE), "--output-dir", str(tmp_path), "--report", str(report), *FAST]

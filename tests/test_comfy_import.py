@@ -22,6 +22,7 @@ from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import dumps, loads
 from sdflow.interop.comfy import ConversionError, convert
 from sdflow.interop.comfy.handlers_sampling import partial_schedule
+from tests.workflows import comfy_api
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "inputs"
@@ -178,10 +179,7 @@ def test_lora_clip_skip_and_vae_loader():
 
 
 def _api_with(changes: dict[str, dict]) -> dict:
-    document = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    for node_id, inputs in changes.items():
-        document[node_id]["inputs"].update(inputs)
-    return document
+    return comfy_api(changes)
 
 
 def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
 from workflows import decoded_pixels, max_diff, txt2img
 
+from sdflow.errors import UserError
 from sdflow.models import flow
 from sdflow.runner import Runner
 
@@ -25,14 +26,10 @@ INPUTS = {"seed": 0, "sampler": "euler", "cfg": 1.0, "steps": STEPS}
 
 
 def workflow(checkpoint: str, **changes: Any) -> str:
-    return txt2img(
-        INPUTS,
-        flow=True,
-        ckpt={"checkpoint": f'"builtin:{checkpoint}"'},
-        positive={"text": f'"{PROMPT}"'},
-        negative={"text": f'"{NEGATIVE}"'},
-        **changes,
-    )
+    prompts = {"positive": {"text": f'"{PROMPT}"'}, "negative": {"text": f'"{NEGATIVE}"'}}
+    for name, fields in prompts.items():
+        changes[name] = {**fields, **changes.get(name, {})}
+    return txt2img(INPUTS, flow=True, ckpt={"checkpoint": f'"builtin:{checkpoint}"'}, **changes)
 
 
 SD3_GRAPH = workflow("tiny-sd3")
@@ -88,3 +85,38 @@ def test_flux_txt2img_equals_the_flux_pipeline(graph_runner: Runner, flux: Any, 
     ours = decoded_pixels(graph_runner, FLUX_GRAPH, {"seed": 5, "sampler": sampler})
     theirs = reference(flux, sampler, 5, guidance_scale=3.5)  # diffusers' default distilled guidance
     assert max_diff(ours, theirs) <= LEVEL
+
+
+T5_TEXT = "a green square"
+
+
+@pytest.mark.parametrize(("checkpoint", "argument"), [("tiny-sd3", "prompt_3"), ("tiny-flux", "prompt_2")])
+def test_t5_text_is_what_the_pipelines_t5_prompt_reads(
+    graph_runner: Runner, sd3: Any, flux: Any, checkpoint: str, argument: str
+) -> None:
+    text = workflow(checkpoint, positive={"t5_text": f'"{T5_TEXT}"', "t5_length": 64})
+    ours = decoded_pixels(graph_runner, text, {"seed": 1})
+    pipe = sd3 if checkpoint == "tiny-sd3" else flux
+    theirs = reference(
+        pipe,
+        "euler",
+        1,
+        guidance_scale=1.0 if pipe is sd3 else 3.5,
+        max_sequence_length=64,
+        **{argument: T5_TEXT},
+    )
+    assert max_diff(ours, theirs) <= LEVEL
+    assert max_diff(ours, decoded_pixels(graph_runner, workflow(checkpoint), {"seed": 1})) > 0.0
+
+
+def test_heun_cannot_follow_fluxs_shift_by_resolution(graph_runner: Runner) -> None:
+    with pytest.raises(UserError, match="no shift by resolution") as caught:
+        decoded_pixels(graph_runner, FLUX_GRAPH, {"sampler": "heun"})
+    assert caught.value.location.field == "sampler"
+
+
+def test_clip_skip_reads_the_clip_layer_the_sd3_pipeline_reads(graph_runner: Runner, sd3: Any) -> None:
+    text = workflow("tiny-sd3", positive={"clip_skip": 1})
+    ours = decoded_pixels(graph_runner, text, {"seed": 2})
+    assert max_diff(ours, reference(sd3, "euler", 2, guidance_scale=1.0, clip_skip=1)) <= LEVEL
+    assert max_diff(ours, decoded_pixels(graph_runner, SD3_GRAPH, {"seed": 2})) > 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,10 @@ from sdflow.cli import main
 from sdflow.graphs.yaml_io import loads
 from sdflow.serve.app import create_app
 from sdflow.serve.queue import JobQueue
-from tests.conftest import EXAMPLES
-
-TXT2IMG = (EXAMPLES / "txt2img.yaml").read_text()
-FAST = {"steps": 2, "seed": 5}
-
-
-def _cpu_runner(output_dir: str) -> Any:
-    from sdflow.runner import Runner
-
-    return Runner(device="cpu", dtype="fp32", output_dir=output_dir)
-
-
-def _client(data: Path, **options: Any) -> TestClient:
-    options.setdefault("worker", False)
-    return TestClient(create_app(data, make_runner=_cpu_runner, **options), raise_server_exceptions=False)
-
-
-def _wait(client: TestClient, job_id: str, seconds: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("finished", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {seconds}s")
+from tests.serve_helpers import FAST, TXT2IMG
+from tests.serve_helpers import client as _client
+from tests.serve_helpers import cpu_runner as _cpu_runner
+from tests.serve_helpers import wait as _wait
 
 
 def test_submitted_job_writes_the_same_png_as_a_direct_run(tmp_path: Path) -> None:
@@ -54,7 +32,9 @@ def test_submitted_job_writes_the_same_png_as_a_direct_run(tmp_path: Path) -> No
     served = [Path(p) for p in job["outputs"]]
     assert len(served) == 1 and served[0].is_file()
     assert served[0].resolve().is_relative_to((tmp_path / "data" / "outputs").resolve())
-    direct = _cpu_runner(str(tmp_path / "direct")).run(loads(TXT2IMG), FAST)
+    workflow = loads(TXT2IMG)
+    workflow.base_dir = str((tmp_path / "data" / "inputs").resolve())  # API jobs' paths resolve there
+    direct = _cpu_runner(str(tmp_path / "direct")).run(workflow, FAST)
     assert served[0].read_bytes() == Path(direct.report.files[0]).read_bytes()
     assert job["report"]["inputs"]["steps"] == 2
 
@@ -100,6 +80,11 @@ def test_jobs_queued_before_a_restart_run_after_it(tmp_path: Path) -> None:
 
 class _BrokenRunner:
     """A runner whose node code has a bug: every run raises."""
+
+    sandbox = None
+
+    def subscribe(self, listener: Any) -> None:
+        pass
 
     def run(self, workflow: Any, inputs: dict[str, Any]) -> Any:
         raise RuntimeError("boom\nsecond line")
@@ -198,6 +183,7 @@ def test_unknown_route_and_method_answer_json(tmp_path: Path) -> None:
         (b'{"workflow": "version: 1", "extra": 1}', 422),
         (b'{"workflow": ": : :\\n\\t-"}', 422),
         (b"[" * 100_000 + b"]" * 100_000, 400),
+        (b'{"workflow": "version: 1", "inputs": {"cfg": NaN}}', 400),
     ],
 )
 def test_bad_bodies_get_a_4xx_json_answer(tmp_path: Path, body: bytes, status: int) -> None:
@@ -237,68 +223,3 @@ def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
 def test_non_loopback_host_without_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(data: Path, port: int) -> Any:
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    command = [sys.executable, "-m", "sdflow.cli", "serve", "--data", str(data), "--port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLES.parent)}
-    process = subprocess.Popen(
-        [*command, "--device", "cpu", "--dtype", "fp32"], env=env, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/jobs", timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("the server did not start")
-
-
-def test_sigkill_loses_no_accepted_job_and_overwrites_no_file(tmp_path: Path) -> None:
-    import httpx
-
-    http = httpx.Client(timeout=120)
-    port, data = _free_port(), tmp_path / "data"
-    base = f"http://127.0.0.1:{port}/api/jobs"
-    process = _start_server(data, port)
-    try:
-        ids = [
-            http.post(base, json={"workflow": TXT2IMG, "inputs": {**FAST, "seed": seed}}).json()["id"]
-            for seed in range(4)
-        ]
-        deadline = time.monotonic() + 300
-        while http.get(base, params={"state": "finished"}).json()["jobs"] == []:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    finally:
-        process.kill()  # SIGKILL, wherever the worker is
-        process.wait()
-    process = _start_server(data, port)
-    try:
-        deadline = time.monotonic() + 300
-        while len(http.get(base, params={"state": "finished"}).json()["jobs"]) < len(ids):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        jobs = [http.get(f"{base}/{job_id}").json() for job_id in ids]
-    finally:
-        process.terminate()
-        process.wait(60)
-    outputs = [path for job in jobs for path in job["outputs"]]
-    assert len(outputs) == len(set(outputs)) == len(ids)
-    assert all(Path(path).is_file() for path in outputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,3 +207,19 @@ def patched_beside_plain(name: str, patch: Fields, inputs: Fields) -> str:
     node ``name`` (``patch``'s fields) and ``plain`` by the checkpoint's own model."""
     loops = {name: patch, "fast": {**LOOP, "model": f"!link {name}"}, "plain": LOOP}
     return txt2img({**PATCH_INPUTS, **inputs}, flow=True, denoised=DROP, decoded=DROP, **loops)
+
+
+COMFY_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfy"
+SHAPES_COMFY: dict[str, Fields] = {  # tests/fixtures/comfy/txt2img_api.json on the tiny shapes model, 2 steps
+    "4": {"ckpt_name": "builtin:shapes"},
+    "5": {"width": 64, "height": 64},
+    "3": {"steps": 2, "cfg": 4.0, "sampler_name": "ddim"},
+}
+
+
+def comfy_api(changes: dict[str, Fields], name: str = "txt2img_api.json") -> dict[str, Any]:
+    """A ComfyUI API-format fixture with some nodes' inputs changed ({node id: {input: value}})."""
+    document = json.loads((COMFY_FIXTURES / name).read_text())
+    for node_id, inputs in changes.items():
+        document[node_id]["inputs"].update(inputs)
+    return document

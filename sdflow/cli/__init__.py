@@ -1,5 +1,6 @@
 """The command line, above everything else: each sub-command in its own module, sharing `options`."""
 
+from sdflow.cli import clock  # noqa: F401  first: the start time is read before the heavy imports
 from sdflow.cli.main import console, exit_now, main
 
 __all__ = ["console", "exit_now", "main"]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sdflow.cli.clock import FirstStep
 from sdflow.cli.options import (
     ALLOW_PICKLE_HELP,
     EXIT_OK,
@@ -80,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_on_workers(args, workflow, [{**fixed, **varied} for varied in combinations])
     runner = make_runner(args, output_dir=args.output_dir, allow_pickle=args.allow_pickle)
     runner.subscribe(WarningPrinter(sys.stderr) if args.quiet else ProgressPrinter(sys.stderr))
+    first = FirstStep()
+    runner.subscribe(first)
     runs = []
     items = [{**fixed, **varied} for varied in combinations]
     for result in _results(runner, workflow, items, args):
@@ -87,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         for path in result.report.files:
             print(path)
     if args.report:
-        document = {"workflow": args.workflow, "runs": runs}
+        document = {"workflow": args.workflow, "seconds": first.timing(), "runs": runs}
         write_report(args.report, document, args.quiet)
     return EXIT_OK
 

@@ -289,6 +289,11 @@ class ExponentialSchedulerNode(NodeHandle, Linkable[Sigmas]):
     @property
     def sigmas(self) -> Output[Sigmas]: ...
 
+class FluxGuidanceNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type FluxGuidance: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
     @property
@@ -441,6 +446,16 @@ class ModelMergeSubtractNode(NodeHandle, Linkable[Model]):
 
 class ModelSamplingDiscreteNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type ModelSamplingDiscrete: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelSamplingFluxNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingFlux: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class ModelSamplingSD3Node(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ModelSamplingSD3: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
 
@@ -979,6 +994,22 @@ class NodeCalls:
             steps: steps the sigmas take [>= 1, <= 500]
             sigma_max: the first (highest) sigma [> 0.0, <= 5000.0]
             sigma_min: the last sigma before 0 [> 0.0, <= 5000.0]
+        """
+
+    def FluxGuidance(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        guidance: float | Input = 3.5,
+    ) -> FluxGuidanceNode:
+        """Set the guidance a guidance-distilled model (Flux-dev) is given with this conditioning, in place
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: conditioning from a Flux clip
+            guidance: the distilled guidance (Flux-dev: 3.5) [>= 0.0, <= 100.0]
         """
 
     def ImageInvert(
@@ -1651,6 +1682,44 @@ class NodeCalls:
             model: the model; its weights are shared, only its scheduler settings change
             sampling: what the model predicts: eps (noise), v_prediction, x0 (the clean latent); lcm = eps
             zsnr: rescale the betas to zero terminal SNR (diffusers' rescale_betas_zero_snr)
+        """
+
+    def ModelSamplingFlux(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        max_shift: float | Input = 1.15,
+        base_shift: float | Input = 0.5,
+        width: int | Input | None = None,
+        height: int | Input | None = None,
+    ) -> ModelSamplingFluxNode:
+        """Shift a flow-matching schedule by resolution: mu runs linearly from base_shift at 256 patches to
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: a Flux (or SD3) model; only its schedule changes
+            max_shift: mu at 4096 patches (1024x1024) [>= 0.0, <= 100.0]
+            base_shift: mu at 256 patches (256x256) [>= 0.0, <= 100.0]
+            width: picture width the shift is for; null = each picture's own [>= 16, <= 16384]
+            height: picture height the shift is for; null = each picture's own [>= 16, <= 16384]
+        """
+
+    def ModelSamplingSD3(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        shift: float | Input = 3.0,
+    ) -> ModelSamplingSD3Node:
+        """Shift a flow-matching model's noise schedule: sigma' = shift * s / (1 + (shift - 1) * s), for
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: an SD3 or Flux model; its weights are shared, only its schedule changes
+            shift: the schedule shift (1 = none) [>= 0.0, <= 100.0]
         """
 
     def RepeatLatentBatch(

@@ -33,6 +33,11 @@ class TextEncoderSlot:
     tokenizer_class: str = "CLIPTokenizer"
 
     @property
+    def skippable(self) -> bool:
+        """A CLIP encoder, whose layer clip_skip chooses (not T5)."""
+        return not self.encoder_class
+
+    @property
     def model_class(self) -> str:
         if self.encoder_class:
             return self.encoder_class
@@ -85,6 +90,17 @@ class Family:
     latent_channels: int = 4
     denoiser_folder: str = "unet"  # the diffusers component holding the denoiser, and its class
     denoiser_class: str = "UNet2DConditionModel"
+    # a guidance-distilled model's guidance input when no FluxGuidance sets one (Flux-dev: 3.5)
+    default_guidance: float | None = None
+    # A cheap preview of a latent: RGB = latent channels x these (one row per channel) + bias, about
+    # [-1, 1]; the widely used linear fits of the SD 1.x and SDXL VAEs' decoders.
+    latent_rgb: tuple[tuple[float, float, float], ...] = (
+        (0.3512, 0.2297, 0.3227),
+        (0.3250, 0.4974, 0.2350),
+        (-0.2829, 0.1762, 0.2721),
+        (-0.2120, -0.2616, -0.7177),
+    )
+    latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def text_encoders(self) -> int:
@@ -154,6 +170,15 @@ class Family:
 
 
 _CLIP_L = TextEncoderSlot("text_encoder", "tokenizer")
+_SDXL_RGB = {
+    "latent_rgb": (
+        (0.3651, 0.4232, 0.4341),
+        (-0.2533, -0.0042, 0.1068),
+        (0.1076, 0.1111, -0.0362),
+        (-0.3165, -0.2492, -0.2188),
+    ),
+    "latent_rgb_bias": (0.1084, -0.0175, -0.0011),
+}
 
 SD15 = Family("sd15", "SD 1.x", 512, (_CLIP_L,), 768)
 SD2 = Family("sd2", "SD 2.x", 768, (_CLIP_L,), 1024)
@@ -165,6 +190,7 @@ SDXL = Family(
     2048,
     penultimate=True,
     time_ids=SIZE_IDS,
+    **_SDXL_RGB,
 )
 SDXL_REFINER = Family(
     "sdxl_refiner",
@@ -174,6 +200,7 @@ SDXL_REFINER = Family(
     1280,
     penultimate=True,
     time_ids=AESTHETIC_IDS,
+    **_SDXL_RGB,
 )
 
 
@@ -200,7 +227,6 @@ class FlowFamily(Family):
     transformer: str = ""  # "sd3" | "flux": the call convention (sdflow.models.flow.DENOISERS)
     # Flux-dev's schedule: sigmas linspace(1, 1/n, n) passed to set_timesteps (SD3: the scheduler's own)
     linear_sigmas: bool = False
-    default_guidance: float | None = None  # distilled guidance when no FluxGuidance sets one
 
     @property
     def flow(self) -> bool:
@@ -250,6 +276,50 @@ class FlowFamily(Family):
 
 _CLIP_G = TextEncoderSlot("text_encoder_2", "tokenizer_2", projection=True)
 _T5_SLOT = {"encoder_class": "T5EncoderModel", "tokenizer_class": "T5TokenizerFast"}
+# The 16-channel VAEs' linear latent-to-RGB fits (the ones ComfyUI's previews use)
+_SD3_RGB = {
+    "latent_rgb": (
+        (-0.0922, -0.0175, 0.0749),
+        (0.0311, 0.0633, 0.0954),
+        (0.1994, 0.0927, 0.0458),
+        (0.0856, 0.0339, 0.0902),
+        (0.0587, 0.0272, -0.0496),
+        (-0.0006, 0.1104, 0.0309),
+        (0.0978, 0.0306, 0.0427),
+        (-0.0042, 0.1038, 0.1358),
+        (-0.0194, 0.002, 0.0669),
+        (-0.0488, 0.013, -0.0268),
+        (0.0922, 0.0988, 0.0951),
+        (-0.0278, 0.0524, -0.0542),
+        (0.0332, 0.0456, 0.0895),
+        (-0.0069, -0.003, -0.081),
+        (-0.0596, -0.0465, -0.0293),
+        (-0.1448, -0.1463, -0.1189),
+    ),
+    "latent_rgb_bias": (0.2394, 0.2135, 0.1925),
+}
+_FLUX_RGB = {
+    "latent_rgb": (
+        (-0.0346, 0.0244, 0.0681),
+        (0.0034, 0.021, 0.0687),
+        (0.0275, -0.0668, -0.0433),
+        (-0.0174, 0.016, 0.0617),
+        (0.0859, 0.0721, 0.0329),
+        (0.0004, 0.0383, 0.0115),
+        (0.0405, 0.0861, 0.0915),
+        (-0.0236, -0.0185, -0.0259),
+        (-0.0245, 0.025, 0.118),
+        (0.1008, 0.0755, -0.0421),
+        (-0.0515, 0.0201, 0.0011),
+        (0.0428, -0.0012, -0.0036),
+        (0.0817, 0.0765, 0.0749),
+        (-0.1264, -0.0522, -0.1103),
+        (-0.028, -0.0881, -0.0499),
+        (-0.1262, -0.0982, -0.0778),
+    ),
+    "latent_rgb_bias": (-0.0329, -0.0718, -0.0851),
+}
+
 SD3 = FlowFamily(
     "sd3",
     "SD3",
@@ -266,6 +336,7 @@ SD3 = FlowFamily(
     denoiser_class="SD3Transformer2DModel",
     text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256),
     transformer="sd3",
+    **_SD3_RGB,
 )
 FLUX = FlowFamily(
     "flux",
@@ -280,6 +351,7 @@ FLUX = FlowFamily(
     transformer="flux",
     linear_sigmas=True,
     default_guidance=3.5,
+    **_FLUX_RGB,
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER, SD3, FLUX)}

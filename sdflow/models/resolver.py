@@ -12,6 +12,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdflow.models import access
 from sdflow.models.folders import WEIGHT_SUFFIXES, ModelNotFound, config_file, kind_folders, list_models
 
 BUILTIN_PREFIX = "builtin:"
@@ -105,10 +106,18 @@ def _on_disk(kind: str, spec: str, base: Path | None = None) -> Path | None:
     """The existing path ``spec`` is (``base`` first), else the model of ``kind`` it names, else None."""
     path = Path(spec).expanduser()
     if not path.is_absolute() and base is not None and (base / path).exists():
-        return base / path
+        return _readable(base / path)
     if path.exists():
-        return path
+        return _readable(path)
     return find(kind, spec)
+
+
+def _readable(path: Path) -> Path:
+    """``path``, unless the active sandbox (a server's API job) forbids it: ModelNotFound then."""
+    problem = access.refused(path)
+    if problem:
+        raise ModelNotFound(problem)
+    return path
 
 
 def find(kind: str, name: str) -> Path | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdflow.models import folders
+from sdflow.models.access import Sandbox, sandboxed
 
 
 @dataclass
@@ -18,11 +19,12 @@ class RunScope:
 
     listings: dict[Path, list[Path]] = field(default_factory=dict)
     memo: dict[Hashable, Any] = field(default_factory=dict)
+    sandbox: Sandbox | None = None  # the folders a restricted run may read (None: any)
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """Model-folder look-ups made inside share this scope's listings."""
-        with folders.listed_once(self.listings):
+        """Model-folder look-ups made inside share this scope's listings (and its sandbox)."""
+        with folders.listed_once(self.listings), sandboxed(self.sandbox):
             yield
 
     def remember(self, key: Hashable, compute: Callable[[], Any]) -> Any:

@@ -240,14 +240,15 @@ class Schedule(Port):
     timesteps: tuple[int, ...] | None = None
     family: Family = SD15  # the model's: flow-matching families add set_timesteps arguments
 
-    @property
-    def latent_channels(self) -> int:
-        return self.family.latent_channels
+    latent_channels = property(lambda self: self.family.latent_channels)
 
     def make(self, device: torch.device | str, latent_size: tuple[int, int] | None = None) -> Any:
         """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop), for a
         latent of ``latent_size`` (h, w) where the schedule depends on it (Flux's dynamic shift)."""
-        scheduler = self.scheduler_class.from_config(self.scheduler_config)
+        taken = inspect.signature(self.scheduler_class.__init__).parameters  # (the rest: mu's bounds)
+        scheduler = self.scheduler_class.from_config(
+            {k: v for k, v in self.scheduler_config.items() if k in taken or k.startswith("_")}
+        )
         extra = self.family.timestep_kwargs(self.scheduler_config, self.steps, latent_size)
         accepted = inspect.signature(scheduler.set_timesteps).parameters
         extra = {k: v for k, v in extra.items() if k in accepted}

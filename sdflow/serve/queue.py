@@ -27,7 +27,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_next ON jobs (state, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# columns added after the first release: (name, declaration); added to older databases on open
+_ADDED = (
+    ("webhook", "TEXT"),
+    ("rerun_of", "TEXT"),
+    ("started", "REAL"),
+    ("ended", "REAL"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class Job:
     report: dict[str, Any] | None
     outputs: list[str] | None
     error: str | None
+    webhook: str | None = None
+    rerun_of: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The job as the API shows it (without the workflow text)."""
@@ -52,17 +66,31 @@ class Job:
             "priority": self.priority,
             "inputs": self.inputs,
             "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "attempts": self.attempts,
+            "rerun_of": self.rerun_of,
+            "webhook": self.webhook,
             "report": self.report,
             "outputs": self.outputs,
             "error": self.error,
         }
 
 
-_COLUMNS = "id, state, priority, workflow, inputs, created, report, outputs, error"
+_COLUMNS = (
+    "id, state, priority, workflow, inputs, created, report, outputs, error,"
+    " webhook, rerun_of, started, ended, attempts"
+)
+
+
+_INSERT = (
+    "INSERT INTO jobs (id, seq, state, priority, workflow, inputs, created, webhook, rerun_of)"
+    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    id_, state, priority, workflow, inputs, created, report, outputs, error = row
+    id_, state, priority, workflow, inputs, created, report, outputs, error, *rest = row
     return Job(
         id_,
         state,
@@ -73,6 +101,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         json.loads(report) if report else None,
         json.loads(outputs) if outputs else None,
         error,
+        *rest,
     )
 
 
@@ -87,6 +116,10 @@ class JobQueue:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in _ADDED:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
         self.recovered = self._recover()
 
     def _recover(self) -> int:
@@ -99,19 +132,40 @@ class JobQueue:
         with self._lock:
             self._db.close()
 
-    def submit(self, workflow: str, inputs: dict[str, Any], priority: int = 0) -> tuple[str, int]:
+    def submit(
+        self,
+        workflow: str,
+        inputs: dict[str, Any],
+        priority: int = 0,
+        webhook: str | None = None,
+        rerun_of: str | None = None,
+    ) -> tuple[str, int]:
         """Store a new queued job (committed on return); returns its id and queue position (0 = next)."""
-        job_id = uuid.uuid4().hex
+        return self.submit_many(workflow, [inputs], priority, webhook, rerun_of)[0]
+
+    def submit_many(
+        self,
+        workflow: str,
+        items: list[dict[str, Any]],
+        priority: int = 0,
+        webhook: str | None = None,
+        rerun_of: str | None = None,
+    ) -> list[tuple[str, int]]:
+        """One queued job per input dict of ``items`` (a sweep), all committed in one transaction."""
+        accepted = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            self._db.execute(
-                "INSERT INTO jobs (id, seq, state, priority, workflow, inputs, created)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-                (job_id, seq, priority, workflow, json.dumps(inputs), time.time()),
-            )
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
+            for inputs in items:
+                seq += 1
+                job_id = uuid.uuid4().hex
+                self._db.execute(
+                    _INSERT,
+                    (job_id, seq, priority, workflow, json.dumps(inputs), time.time(), webhook, rerun_of),
+                )
+                accepted.append((job_id, self._position(priority, seq)))
             self._db.execute("COMMIT")
-            return job_id, self._position(priority, seq)
+        return accepted
 
     def _position(self, priority: int, seq: int) -> int:
         ahead = self._db.execute(
@@ -136,22 +190,70 @@ class JobQueue:
         return [_job(row) for row in rows]
 
     def claim(self) -> Job | None:
-        """Mark the next queued job (highest priority, then oldest) running and return it, atomically."""
+        """Mark the next queued job (highest priority, then oldest) running and return it, atomically;
+        None when none is queued or the queue is paused."""
         with self._lock:
+            if self._paused():
+                return None
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1"
             ).fetchone()
+            now = time.time()
             if row:
-                self._db.execute("UPDATE jobs SET state='running' WHERE id=?", (row[0],))
+                self._db.execute(
+                    "UPDATE jobs SET state='running', started=?, attempts=attempts+1 WHERE id=?",
+                    (now, row[0]),
+                )
             self._db.execute("COMMIT")
-        return replace(_job(row), state="running") if row else None
+        if not row:
+            return None
+        job = _job(row)
+        return replace(job, state="running", started=now, attempts=job.attempts + 1)
+
+    def requeue(self, job_id: str) -> None:
+        """A running job goes back to the queue (the server stops mid-run); it runs again from the start."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state='queued' WHERE id=? AND state='running'", (job_id,))
+
+    def cancelled(self, job_id: str) -> None:
+        """A running job stopped by a cancel."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state='cancelled', ended=? WHERE id=? AND state='running'",
+                (time.time(), job_id),
+            )
+
+    def _paused(self) -> bool:
+        row = self._db.execute("SELECT value FROM meta WHERE key='paused'").fetchone()
+        return bool(row and row[0] == "1")
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused()
+
+    def pause(self, paused: bool = True) -> None:
+        """Pause (or resume) the queue: a paused queue hands out no job; kept across restarts."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('paused', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                ("1" if paused else "0",),
+            )
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | dict(rows)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job; False when it is not queued (running or done)."""
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE jobs SET state='cancelled' WHERE id=? AND state='queued'", (job_id,)
+                "UPDATE jobs SET state='cancelled', ended=? WHERE id=? AND state='queued'",
+                (time.time(), job_id),
             )
             return cursor.rowcount == 1
 
@@ -166,10 +268,12 @@ class JobQueue:
     def finish(self, job_id: str, report: dict[str, Any], outputs: list[str]) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET state='finished', report=?, outputs=?, error=NULL WHERE id=?",
-                (json.dumps(report, default=str), json.dumps(outputs), job_id),
+                "UPDATE jobs SET state='finished', report=?, outputs=?, error=NULL, ended=? WHERE id=?",
+                (json.dumps(report, default=str), json.dumps(outputs), time.time(), job_id),
             )
 
     def fail(self, job_id: str, error: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE jobs SET state='failed', error=? WHERE id=?", (error, job_id))
+            self._db.execute(
+                "UPDATE jobs SET state='failed', error=?, ended=? WHERE id=?", (error, time.time(), job_id)
+            )

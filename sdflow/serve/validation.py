@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sdflow.errors import UserError
+from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
 from sdflow.graphs.yaml_io import loads
+from sdflow.models.access import Sandbox
 
 WORKFLOW_FILE = "<workflow>"
 
@@ -24,14 +27,29 @@ def error_record(error: UserError) -> dict[str, Any]:
     }
 
 
-def problems(workflow_text: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every error `sdflow validate` would report for this workflow and these inputs; [] when valid."""
+def load_job(workflow_text: str, base_dir: str | Path | None = None) -> Workflow:
+    """A job's workflow; its relative file paths resolve against ``base_dir`` (the server's input folder)."""
+    workflow = loads(workflow_text, file=WORKFLOW_FILE)
+    if base_dir is not None:
+        workflow.base_dir = str(base_dir)
+    return workflow
+
+
+def problems(
+    workflow_text: str,
+    inputs: dict[str, Any],
+    sandbox: Sandbox | None = None,
+    base_dir: str | Path | None = None,
+    allow_pickle: bool = False,
+) -> list[dict[str, Any]]:
+    """Every error `sdflow validate` would report for this workflow and these inputs; [] when valid.
+    ``sandbox`` keeps the files it names to the server's folders."""
     from sdflow.runner.core.plan import check
 
     try:
-        workflow = loads(workflow_text, file=WORKFLOW_FILE)
+        workflow = load_job(workflow_text, base_dir)
         validate(workflow)
-        check(workflow, inputs)
+        check(workflow, inputs, allow_pickle=allow_pickle, sandbox=sandbox)
     except UserError as exc:
         return [error_record(e) for e in getattr(exc, "errors", [exc])]
     return []

@@ -50,6 +50,7 @@ class Converter:
         self.notes = list(graph.notes)
         self.ports: dict[str, list[Port]] = {}
         self.replaced: list[str] = []  # sdflow nodes a later one supersedes (SetLatentNoiseMask)
+        self.origins: dict[str, str] = {}  # sdflow node id -> the ComfyUI node id it was made from
         self.problems: list[str] = []
 
     def refuse(self, node: ComfyNode, message: str) -> None:
@@ -98,6 +99,7 @@ class Converter:
         while node_id in self.workflow.nodes:
             node_id += "_"
         self.workflow.nodes[node_id] = NodeSpec(node_id, type_name, fields)
+        self.origins[node_id] = comfy_id
         return node_id
 
     def image_path(self, name: str) -> str:

@@ -28,10 +28,12 @@ GROUPS = ("subgraph ", "workflow>", "workflow/")
 
 @dataclass
 class Conversion:
-    """The converted workflow and notes on what was approximated or left out."""
+    """The converted workflow, notes on what was approximated or left out, and the ComfyUI node
+    each sdflow node was made from (``origins``: sdflow id -> ComfyUI id)."""
 
     workflow: Workflow
     notes: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def convert(graph: ComfyGraph, source: str, image_dir: str | None = None) -> Conversion:
@@ -56,7 +58,8 @@ def convert(graph: ComfyGraph, source: str, image_dir: str | None = None) -> Con
         if node_id not in used:
             del c.workflow.nodes[node_id]
     promote_inputs(c.workflow)
-    return Conversion(c.workflow, c.notes)
+    origins = {node_id: comfy for node_id, comfy in c.origins.items() if node_id in c.workflow.nodes}
+    return Conversion(c.workflow, c.notes, origins)
 
 
 def unsupported(graph: ComfyGraph) -> list[str]:

@@ -110,8 +110,9 @@ class CLIPEncode(Node):
         family = self.clip.family
         self._check_sizes_apply(ctx)
         try:
-            for _, encoder in self.clip.pairs:
-                check_clip_skip(encoder, family, self.clip_skip)
+            for slot, (_, encoder) in zip(family.encoders, self.clip.pairs, strict=False):
+                if slot.skippable:  # CLIP (T5 always gives its last layer)
+                    check_clip_skip(encoder, family, self.clip_skip)
         except ClipSkipError as exc:
             raise ctx.error(str(exc), "clip_skip") from None
         library = embeddings.Library(self.allow_pickle)

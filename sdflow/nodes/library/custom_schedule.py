@@ -24,6 +24,12 @@ class CustomSchedule(Node):
     sigmas: Sigmas = Field(description="the sigma table, from BasicScheduler, SplitSigmas, ...")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.model.family.flow:
+            message = (
+                f"{self.model.family} is flow-matching: custom sigma tables are not supported for it yet; "
+                "use a Scheduler node (sampler euler, heun or dpmpp_2m)"
+            )
+            raise ctx.error(message, "model")
         cls, config = scheduler_for(self.sampler.name, self.model.scheduler_config)
         try:
             fields = table_fields(cls, self.model.scheduler_config, self.sigmas.values)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from sdflow.models.patch import hookable_copy, owned
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.flow_models import unet_only
 from sdflow.nodes.types import Model
 
 
@@ -104,6 +105,7 @@ class DeepCache(Node):
     )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        unet_only(self, self.model, ctx)
         unet = self.model.unet
         if not hasattr(unet, "down_blocks") or self.branch + 1 >= len(unet.down_blocks):
             raise ctx.error(f"branch {self.branch} leaves no deep block to cache in this UNet", "branch")

@@ -232,6 +232,13 @@ class DenoiseLoop(Node):
                     f"is {family}: encode the prompt with the clip of the checkpoint the model comes from",
                     name,
                 )
+        channels = int(self.latent.samples.shape[1])
+        if channels != family.latent_channels:
+            raise ctx.error(
+                f"this latent has {channels} channels but the model ({family}) reads "
+                f"{family.latent_channels}: encode with the VAE of the checkpoint the model comes from",
+                "latent",
+            )
 
     def _added_cond_kwargs(
         self, x: torch.Tensor, guide: bool, device: torch.device, dtype: torch.dtype

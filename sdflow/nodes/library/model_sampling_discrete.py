@@ -32,6 +32,12 @@ class ModelSamplingDiscrete(Node):
     )
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.model.family.flow:
+            message = (
+                f"{self.model.family} is flow-matching: shift its schedule with ModelSamplingSD3 "
+                "or ModelSamplingFlux"
+            )
+            raise ctx.error(message, "model")
         config = {**self.model.scheduler_config, "prediction_type": PREDICTIONS[self.sampling]}
         if self.zsnr:
             config["rescale_betas_zero_snr"] = True

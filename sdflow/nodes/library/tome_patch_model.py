@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sdflow.models.patch import hookable_copy, owned
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.flow_models import unet_only
 from sdflow.nodes.ops.token_merge import match
 from sdflow.nodes.types import Model
 
@@ -65,6 +66,7 @@ class TomePatchModel(Node):
     ratio: float = Field(0.3, ge=0.0, le=0.9, description="share of the full-resolution tokens merged away")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        unet_only(self, self.model, ctx)
         if self.ratio == 0:
             return {"model": self.model}
         return {"model": replace(self.model, unet=tome_unet(self.model.unet, self.ratio))}

@@ -11,6 +11,7 @@ from typing import Any
 from sdflow.files import write_new
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.validate import validate
+from sdflow.models.access import Sandbox
 from sdflow.nodes.base import FileWriter, RunContext
 from sdflow.nodes.scope import RunScope
 from sdflow.runner.core.batch import groups, run_group
@@ -53,6 +54,7 @@ class Runner:
         self.models = ModelCache(model_cache_bytes, self.device)
         self.listeners: list[Listener] = list(listeners)
         self.write_new: FileWriter = write_new  # how output nodes write new files (see RunContext)
+        self.sandbox: Sandbox | None = None  # the folders runs may read files from (None: any)
         self.acceleration = acceleration or Acceleration()
         # what cache keys add to a node's own inputs: where and how it runs
         self.environment = f"{self.device.type}/{dtype_name(self.dtype)}"
@@ -140,7 +142,7 @@ class Runner:
             output_dir=output_dir or self.output_dir,
             metadata=text_chunks(workflow, values),
             allow_pickle=self.allow_pickle,
-            scope=RunScope(),
+            scope=RunScope(sandbox=self.sandbox),
         )
         steps = plan_steps(workflow, graph, values, outputs, ctx.scope, self.allow_pickle)
         key_steps(workflow, steps, ctx, self.environment)

@@ -14,6 +14,7 @@ import networkx as nx
 from sdflow.errors import Location, UserError, WorkflowError, WorkflowErrors, suggestion
 from sdflow.graphs.model import InputRef, Link, Workflow
 from sdflow.graphs.validate import validate
+from sdflow.models.access import Sandbox
 from sdflow.nodes import registry
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import fields_of
@@ -65,12 +66,14 @@ def check(
     inputs: dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
     allow_pickle: bool = False,
+    sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
-    prechecks such as a missing checkpoint), without a runner; returns the input values."""
+    prechecks such as a missing checkpoint), without a runner; returns the input values. ``sandbox``
+    restricts the files it may name (a server's API job)."""
     graph = validate(workflow)
     values = resolve_inputs(workflow, inputs or {})
-    plan_steps(workflow, graph, values, outputs, RunScope(), allow_pickle)
+    plan_steps(workflow, graph, values, outputs, RunScope(sandbox=sandbox), allow_pickle)
     return values
 
 
@@ -107,7 +110,8 @@ def plan_steps(
             constants = _absolute_paths(cls, {**_defaults(cls), **constants}, workflow)
             if allow_pickle and "allow_pickle" in constants:
                 constants["allow_pickle"] = True
-            errors += _check_constants(cls, constants, sources, spec.location, scope)
+            refusals = _sandbox_errors(cls, constants, spec.location, scope)
+            errors += refusals or _check_constants(cls, constants, sources, spec.location, scope)
             steps.append(Step(node_id, cls, constants, links))
         errors = errors or family_errors(workflow, steps, functools.partial(output_name, workflow))
     if errors:
@@ -169,6 +173,24 @@ def _absolute_paths(cls: type[Node], constants: dict[str, Any], workflow: Workfl
             if name not in cls.folder_kinds or path.exists():
                 resolved[name] = str(path)
     return resolved
+
+
+def _sandbox_errors(cls: type[Node], constants: dict[str, Any], locate, scope: RunScope) -> list[UserError]:
+    """A restricted run's refusals (``scope.sandbox``): path fields outside its folders, and a node's
+    own ``allow_pickle`` opt-in where the sandbox keeps that to the server."""
+    sandbox = scope.sandbox
+    if sandbox is None:
+        return []
+    errors: list[UserError] = []
+    for name in cls.path_fields:
+        value = constants.get(name)
+        problem = sandbox.refusal(value) if isinstance(value, str) and value else None
+        if problem:
+            errors.append(WorkflowError(problem, locate(name)))
+    if constants.get("allow_pickle") is True and not sandbox.node_pickle:
+        message = "allow_pickle cannot be set by this server's jobs (the server's --allow-pickle decides)"
+        errors.append(WorkflowError(message, locate("allow_pickle")))
+    return errors
 
 
 def _check_constants(

@@ -20,6 +20,7 @@ class RunReport:
     inputs: dict[str, Any] = field(default_factory=dict)
     nodes: list[NodeRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    saved: dict[str, list[str]] = field(default_factory=dict)  # output node id -> the files it wrote
     warnings: list[str] = field(default_factory=list)  # what nodes warned about (text dropped...)
     seconds: float = 0.0
 

@@ -118,8 +118,10 @@ class StepExecutor:
         result = run.result
         result.outputs = run.produced
         result.report.seconds = time.perf_counter() - started
-        saved = [v for node in run.produced.values() for v in node.values() if isinstance(v, SavedFiles)]
-        result.report.files.extend(path for files in saved for path in files.paths)
+        for node_id, values in run.produced.items():
+            for files in (v for v in values.values() if isinstance(v, SavedFiles)):
+                result.report.files.extend(files.paths)
+                result.report.saved.setdefault(node_id, []).extend(files.paths)
         return result
 
     # -- the parts both ways share ---------------------------------------------------------------

@@ -27,9 +27,7 @@ class Acceleration:
     - ``compile``: ``torch.compile`` the UNet (the first run pays the compilation).
     - ``offload``: 'model' keeps every model on the CPU and moves each to the device only while a
       node uses it (accelerate's CPU-offload hooks, chained so one model is resident at a time):
-      for GPUs too small for the whole checkpoint. Each text encoder (SD3's three, Flux's two) is
-      one such model, so after encoding it goes back to the CPU when the next model runs. Nothing
-      to do on a CPU-only run.
+      for GPUs too small for the whole checkpoint. Nothing to do on a CPU-only run.
     """
 
     attention: Attention = "sdpa"
@@ -64,24 +62,24 @@ class Acceleration:
         before anything else holds them)."""
         group = ModelOffload(device) if self.offloads(device) else None
         for value in outputs.values():
-            modules = _modules(value)
-            if not modules:
-                continue
-            module = modules[0]
-            if isinstance(value, Model) and self.attention == "sliced":
-                module.set_attention_slice("auto")
-            if isinstance(value, Model | Vae) and self.uses_channels_last(device):
-                module.to(memory_format=torch.channels_last)
-            if isinstance(value, Model) and self.compile:
-                module.compile()  # in place: the same object, config and placement stay readable
-            if group is not None:  # every text encoder too: each leaves the device once encoded
-                for each in modules:
-                    group.add(each)
+            for module in _modules(value):
+                self._apply(value, module, device, group)
         return outputs
+
+    def _apply(self, value: Any, module: torch.nn.Module, device: torch.device, group: Any) -> None:
+        """One module of a loaded value (a diffusion transformer has no sliced attention)."""
+        if isinstance(value, Model) and self.attention == "sliced" and hasattr(module, "set_attention_slice"):
+            module.set_attention_slice("auto")
+        if isinstance(value, Model | Vae) and self.uses_channels_last(device):
+            module.to(memory_format=torch.channels_last)
+        if isinstance(value, Model) and self.compile:
+            module.compile()  # in place: the same object, config and placement stay readable
+        if group is not None:
+            group.add(module)
 
 
 def _modules(value: Any) -> list[torch.nn.Module]:
-    """The modules of a loader's output, the main one first (a Clip's: each of its encoders)."""
+    """The modules of a loaded value: every text encoder of a Clip (SDXL's two, SD3's three)."""
     if isinstance(value, Clip):
         return [encoder for _, encoder in value.pairs]
     if isinstance(value, Model):

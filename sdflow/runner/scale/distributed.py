@@ -129,6 +129,10 @@ class RayBackend:
         )
         return name
 
+    def lose(self, name: str) -> None:
+        """Forget a dead worker; a replacement joins while the retry budget allows."""
+        self._lose(name)
+
     def _lose(self, name: str) -> None:
         """Forget a dead worker; a replacement joins while the retry budget allows."""
         actor = self.actors.pop(name, None)
