@@ -91,3 +91,9 @@ def test_sd_checkpoints_are_no_transformer_files(single_files) -> None:
         shapes = read_header(file).shapes()
         assert transformer_parts(shapes) is None
         assert find_parts(shapes).transformer is None
+
+
+def test_a_gguf_transformer_is_described_with_its_quantization(sd3_flux_files) -> None:
+    pytest.importorskip("gguf")
+    assert describe("diffusion_models", sd3_flux_files["flux"]["gguf"]) == "Flux dev transformer, GGUF (Q8_0)"
+    assert describe("diffusion_models", sd3_flux_files["sd3"]["gguf"]) == "SD3 transformer, GGUF (Q8_0)"

@@ -31,6 +31,8 @@ def describe(kind: str, path: Path) -> str:
         return "diffusers folder" + _folder_family(path)
     if is_pickle(path):
         return "pickle (not inspected; loads only with allow_pickle)"
+    if path.suffix.lower() == ".gguf":
+        return _gguf(path)
     try:
         header = read_header(path)
     except (OSError, WeightFileError) as exc:
@@ -80,3 +82,16 @@ def _embedding_family(shapes: dict[str, tuple[int, ...]]) -> str:
     if family is None:
         return ""
     return f", {family.label}" if vectors is None else f", {family.label}, {vectors} vectors"
+
+
+def _gguf(path: Path) -> str:
+    """'Flux dev transformer, GGUF (Q8_0)': what the file holds and its quantization."""
+    from sdflow.models import gguf_files
+
+    try:
+        shapes, kinds = gguf_files.shapes(path), gguf_files.quant_types(path)
+    except (ImportError, ValueError) as exc:
+        return f"GGUF (not inspected: {exc})"
+    parts = transformer_parts(shapes)
+    quantized = sorted({k for k in kinds.values() if k not in ("F32", "F16", "BF16")})
+    return f"{parts.label() if parts else 'GGUF'}, GGUF ({', '.join(quantized) or 'not quantized'})"
