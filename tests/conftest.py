@@ -105,3 +105,23 @@ def sd3_flux_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, 
     if not all((BUILTIN / f"tiny-{family}" / "model_index.json").is_file() for family in ("sd3", "flux")):
         pytest.skip("the tiny SD3 / Flux built-ins are not there (tools/make_tiny_sd3_flux.py)")
     return tool("make_tiny_sd3_flux_files.py").make_all(tmp_path_factory.mktemp("sd3_flux_files"))
+
+
+@pytest.fixture(scope="session")
+def vision_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
+    """tools/make_tiny_ip_adapters.py's tiny image encoder and IP-Adapters (names: encoder, encoder_file,
+    root, sd15-plain, sd15-plus, sd15-plus-bin, sdxl-plain, sdxl-plus), an unCLIP folder (unclip) and
+    two 32x32 pictures at the encoder's size (picture, other): diffusers' CLIPImageProcessor resizes
+    nothing."""
+    from PIL import Image as PILImage
+
+    module = tool("make_tiny_ip_adapters.py")
+    out = tmp_path_factory.mktemp("vision")
+    found = module.make_all(out)
+    found["unclip"] = module.make_unclip(out / "unclip")
+    source = PILImage.open(EXAMPLES / "inputs" / "shapes.png").convert("RGB")
+    found["picture"] = out / "picture.png"
+    source.resize((32, 32), PILImage.BICUBIC).save(found["picture"])
+    found["other"] = out / "other.png"
+    source.transpose(PILImage.ROTATE_90).resize((32, 32)).save(found["other"])
+    return found

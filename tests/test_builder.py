@@ -223,7 +223,10 @@ def test_a_node_with_several_outputs_passed_as_a_link_must_name_one(graph, ckpt)
     with pytest.raises(WorkflowErrors) as excinfo:
         graph.CLIPEncode(id="positive", clip=ckpt)
 
-    assert "'ckpt' (LoadCheckpoint) has outputs model, clip, vae: name one" in _only_error(excinfo).message
+    assert (
+        "'ckpt' (LoadCheckpoint) has outputs model, clip, vae, clip_vision: name one"
+        in _only_error(excinfo).message
+    )
 
 
 def test_a_handle_from_another_graph_is_refused(graph):

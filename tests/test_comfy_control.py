@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workflows import comfy_converted, spec_of_type
 
-from sdflow.errors import Location
-from sdflow.formats.comfy_json import parse
-from sdflow.graphs.validate import validate
-from sdflow.graphs.yaml_io import dumps, loads
+from sdflow.graphs.yaml_io import loads
 from sdflow.interop.comfy import convert
 from sdflow.runner import Runner
 
@@ -68,18 +66,6 @@ ADVANCED = node(
 SIMPLE = node("ControlNetApply", conditioning=["2", 0], control_net=["6", 0], image=["5", 0], strength=0.7)
 
 
-def converted(comfy: dict):
-    conversion = convert(parse(comfy, Location("api.json")), "api.json", None)
-    text = dumps(conversion.workflow)
-    validate(loads(text, "converted.yaml"))
-    return conversion, text
-
-
-def by_type(workflow, kind: str):
-    [spec] = [s for s in workflow.nodes.values() if s.type == kind]
-    return spec
-
-
 def decoded(text: str, **inputs) -> np.ndarray:
     result = Runner(device="cpu", dtype="fp32").run(
         loads(text, "c.yaml"), inputs=inputs, outputs=["decode_9"]
@@ -88,26 +74,26 @@ def decoded(text: str, **inputs) -> np.ndarray:
 
 
 def test_controlnet_apply_advanced_maps_strength_and_window() -> None:
-    conversion, _ = converted(graph(ADVANCED))
-    apply = by_type(conversion.workflow, "ApplyControlNet")
+    conversion, _ = comfy_converted(graph(ADVANCED))
+    apply = spec_of_type(conversion.workflow, "ApplyControlNet")
     assert (apply.fields["strength"], apply.fields["start_percent"], apply.fields["end_percent"]) == (
         0.8,
         0.1,
         0.9,
     )
-    assert by_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
+    assert spec_of_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
 
 
 def test_an_imported_controlnet_workflow_runs_and_the_control_changes_it() -> None:
-    _, text = converted(graph(ADVANCED))
-    _, off = converted(graph({**ADVANCED, "inputs": {**ADVANCED["inputs"], "strength": 0.0}}))
+    _, text = comfy_converted(graph(ADVANCED))
+    _, off = comfy_converted(graph({**ADVANCED, "inputs": {**ADVANCED["inputs"], "strength": 0.0}}))
     assert np.abs(decoded(text) - decoded(off)).max() > 0.01
 
 
 def test_controlnet_apply_steers_only_the_positive_side() -> None:
-    conversion, text = converted(graph(SIMPLE))
-    loop = by_type(conversion.workflow, "DenoiseLoop")
-    apply = by_type(conversion.workflow, "ApplyControlNet")
+    conversion, text = comfy_converted(graph(SIMPLE))
+    loop = spec_of_type(conversion.workflow, "DenoiseLoop")
+    apply = spec_of_type(conversion.workflow, "ApplyControlNet")
     assert loop.fields["positive"].node == apply.id and loop.fields["negative"].node != apply.id
     assert "prompt" in conversion.workflow.inputs and "negative" in conversion.workflow.inputs
     assert decoded(text).shape == (1, 3, 64, 64)
@@ -115,8 +101,8 @@ def test_controlnet_apply_steers_only_the_positive_side() -> None:
 
 def test_diff_controlnet_loader_loads_the_file_with_a_note() -> None:
     loader = node("DiffControlNetLoader", model=["1", 0], control_net_name=CONTROL)
-    conversion, _ = converted(graph(ADVANCED, loader))
-    assert by_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
+    conversion, _ = comfy_converted(graph(ADVANCED, loader))
+    assert spec_of_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
     assert any("DiffControlNetLoader" in note for note in conversion.notes)
 
 
@@ -126,7 +112,7 @@ def test_a_loader_without_a_file_name_is_reported(kind: str) -> None:
 
     loader = node(kind, model=["1", 0])
     with pytest.raises(ConversionError, match="control_net_name"):
-        converted(graph(ADVANCED, loader))
+        comfy_converted(graph(ADVANCED, loader))
 
 
 def test_a_ui_format_controlnet_workflow_names_its_widgets(tmp_path: Path) -> None:
@@ -172,11 +158,11 @@ def test_a_ui_format_controlnet_workflow_names_its_widgets(tmp_path: Path) -> No
     path = tmp_path / "control_ui.json"
     path.write_text(json.dumps(document))
     conversion = convert(read(path), str(path))
-    apply = by_type(conversion.workflow, "ApplyControlNet")
+    apply = spec_of_type(conversion.workflow, "ApplyControlNet")
     assert (apply.fields["strength"], apply.fields["start_percent"], apply.fields["end_percent"]) == (
         0.6,
         0.2,
         0.8,
     )
-    assert by_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
-    assert by_type(conversion.workflow, "Canny").fields["low"] == 102
+    assert spec_of_type(conversion.workflow, "LoadControlNet").fields["file"] == CONTROL
+    assert spec_of_type(conversion.workflow, "Canny").fields["low"] == 102

@@ -466,8 +466,8 @@ def test_the_example_writes_a1111s_controlnet_unit_line(tmp_path: Path) -> None:
     (saved,) = tmp_path.glob("*.png")
     text = PILImage.open(saved).text["parameters"]
     assert text.endswith(
-        'ControlNet 0: "Module: canny, Model: tiny-sd15-control, Weight: 0.7, Threshold A: 100, '
-        'Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0"'
+        'ControlNet 0: "Module: none, Model: shapes-control, Weight: 0.7, Guidance Start: 0.0, '
+        'Guidance End: 1.0"'
     )
 
 

@@ -45,11 +45,12 @@ def test_every_builtin_is_described_as_the_family_it_loads_as() -> None:
         assert detect.checkpoint_family(f"builtin:{name}") is family, name
 
 
-def test_the_builtin_controlnet_is_described_as_the_family_it_loads_as() -> None:
-    assert resolver.builtin_names("controlnet") == ["tiny-sd15-control"]
-    folder = resolver.resolve("controlnet", "builtin:tiny-sd15-control")
-    assert describe("controlnet", folder) == "SD 1.x ControlNet (diffusers folder)"
-    assert controlnet.load(folder, CPU, torch.float32, allow_pickle=False)[1].family is SD15
+def test_the_builtin_controlnets_are_described_as_the_family_they_load_as() -> None:
+    assert resolver.builtin_names("controlnet") == ["shapes-control", "tiny-sd15-control"]
+    for name in resolver.builtin_names("controlnet"):
+        folder = resolver.resolve("controlnet", f"builtin:{name}")
+        assert describe("controlnet", folder) == "SD 1.x ControlNet (diffusers folder)", name
+        assert controlnet.load(folder, CPU, torch.float32, allow_pickle=False)[1].family is SD15, name
 
 
 def test_the_refiner_folder_is_labelled_a_refiner_not_sdxl() -> None:

@@ -32,7 +32,16 @@ LAYERS = {
 # Inside a package, its parts in the same way (parts not named here rank with the package's middle).
 SUBLAYERS = {
     "nodes": {
-        **{"types": 0, "scope": 0, "base": 0, "fields": 1, "model_files": 1},
+        **{
+            "types": 0,
+            "types_vision": 0,
+            "types_sampling": 0,
+            "types_upscale": 0,
+            "scope": 0,
+            "base": 0,
+            "fields": 1,
+            "model_files": 1,
+        },
         **{"ops": 2, "library": 3, "registry": 4},
     },
     "runner": {"devices": 0, "core": 1, "scale": 2},

@@ -103,3 +103,13 @@ def test_an_unreadable_config_file_is_a_located_checkpoint_error(
     assert main(["validate", str(path), "--set", "checkpoint=dreamshaper_8"]) == 2
     stderr = capsys.readouterr().err
     assert "node 'ckpt', field 'checkpoint': cannot read the sdflow config file" in stderr
+
+
+def test_sdflow_models_lists_the_built_ins_of_a_kind_with_their_family(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SDFLOW_MODELS", raising=False)
+    monkeypatch.setenv("SDFLOW_CONFIG", str(tmp_path / "absent.yaml"))
+    assert main(["models", "controlnet"]) == 0
+    out = capsys.readouterr().out
+    listed = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("  "))
+    assert "controlnet (built into sdflow):" in out and "checkpoints" not in out
+    assert listed["builtin:tiny-sd15-control"] == "SD 1.x ControlNet (diffusers folder)"

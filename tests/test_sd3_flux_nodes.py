@@ -141,6 +141,31 @@ def test_what_a_family_cannot_take_is_a_located_error(
     assert words in str(caught.value) and caught.value.location.field == field
 
 
+@pytest.mark.parametrize(
+    ("source", "node_id"),
+    [
+        ({"type": "BasicScheduler", "model": "!link ckpt.model", "scheduler": "simple", "steps": 2}, "table"),
+        ({"type": "KarrasScheduler", "steps": 2}, "custom"),
+    ],
+)
+def test_custom_sigma_tables_are_refused_for_flow_models(graph_runner: Runner, source: dict, node_id: str):
+    text = graph(
+        "tiny-flux",
+        table=source,
+        select={"type": "KSamplerSelect", "sampler_name": "euler"},
+        custom={
+            "type": "CustomSchedule",
+            "model": "!link ckpt.model",
+            "sampler": "!link select",
+            "sigmas": "!link table",
+        },
+        noised={"schedule": "!link custom"},
+    )
+    with pytest.raises(UserError, match="custom sigma tables") as caught:
+        graph_runner.run(loads(text, "w.yaml"), inputs=INPUTS)
+    assert caught.value.location.node == node_id and caught.value.location.field == "model"
+
+
 def test_flux_guidance_on_sd3_conditioning_is_a_located_error(graph_runner: Runner) -> None:
     guided = {"type": "FluxGuidance", "conditioning": "!link positive", "guidance": 2.0}
     text = graph("tiny-sd3", guided=guided, denoised={"positive": "!link guided"})

@@ -223,3 +223,13 @@ def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
 def test_non_loopback_host_without_token_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_the_queue_commits_accepted_jobs_synced_or_not_as_asked(tmp_path: Path) -> None:
+    for sync in ("full", "normal"):
+        queue = JobQueue(tmp_path / sync, sync)
+        job_id, _ = queue.submit(TXT2IMG, FAST)
+        queue.close()
+        assert JobQueue(tmp_path / sync).get(job_id).state == "queued"
+    with pytest.raises(ValueError, match="sync"):
+        JobQueue(tmp_path / "x", "off; DROP TABLE jobs")

@@ -263,3 +263,32 @@ def test_a_comfyui_websocket_script_runs_a_prompt_on_a_real_server(tmp_path: Pat
     cached = {node for m in again if m["type"] == "execution_cached" for node in m["data"]["nodes"]}
     assert {"4", "6", "7"} <= cached
     assert "4" not in [m["data"]["node"] for m in again if m["type"] == "executing"]
+
+
+def test_post_queue_deletes_or_clears_pending_prompts_and_get_prompt_counts_them(tmp_path: Path) -> None:
+    prompt = comfy_api(SHAPES_COMFY)
+    with client(tmp_path) as http:
+        first, second, third = (
+            http.post("/prompt", json={"prompt": prompt}).json()["prompt_id"] for _ in "abc"
+        )
+        assert http.get("/prompt").json() == {"exec_info": {"queue_remaining": 3}}
+        assert http.post("/queue", json={"delete": [second, "nope"]}).status_code == 200
+        assert [item[1] for item in http.get("/queue").json()["queue_pending"]] == [first, third]
+        assert http.get(f"/api/jobs/{second}").json()["state"] == "cancelled"
+        assert http.post("/queue", json={"clear": True}).status_code == 200
+        assert http.get("/queue").json()["queue_pending"] == []
+        assert http.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
+        assert http.post("/queue", json=[1]).status_code == 400
+
+
+def test_with_a_token_the_comfyui_routes_and_ws_need_it(tmp_path: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with client(tmp_path, token="s3cret") as http:
+        assert http.get("/queue").status_code == 401
+        assert http.get("/queue", params={"token": "s3cret"}).status_code == 200
+        with pytest.raises(WebSocketDisconnect), http.websocket_connect("/ws?clientId=a") as ws:
+            ws.receive_json()
+        with http.websocket_connect("/ws?clientId=a&token=s3cret") as ws:
+            first = ws.receive_json()
+    assert first == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "a"}}

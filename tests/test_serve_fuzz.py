@@ -105,7 +105,9 @@ traversals = st.lists(
 @given(path=traversals | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30))
 def test_outputs_refuse_everything_outside_the_output_folder(http: Any, path: str) -> None:
     reply = http.get("/api/outputs/" + path)
-    _refused(reply, 400, 404)
+    assert b"top secret" not in reply.content
+    if reply.request.url.path.startswith("/api/outputs/"):  # the client may resolve '..' itself
+        _refused(reply, 400, 404)
     _still_serving(http)
 
 

@@ -128,6 +128,11 @@ def test_an_api_job_reads_no_file_outside_the_input_and_model_folders(tmp_path: 
             },
         )
         assert refused.status_code == 422 and "allow_pickle" in refused.json()["errors"][0]["message"]
+        outside = (({"prompt": "embedding:/etc/passwd"}, "positive"), ({"checkpoint": "/etc"}, "ckpt"))
+        for inputs, node in outside:
+            reply = http.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": inputs})
+            assert reply.status_code == 422 and reply.json()["errors"][0]["node"] == node
+            assert "outside the folders" in reply.json()["errors"][0]["message"]
         assert http.get("/api/queue").json()["jobs"]["queued"] == 0
 
 
@@ -239,3 +244,13 @@ def test_cancelled_and_paused_state_survive_in_the_database(tmp_path: Path) -> N
     queue.close()
     again = JobQueue(tmp_path)
     assert again.get(job_id).state == "cancelled" and again.get(job_id).attempts == 1
+
+
+def test_a_kept_parse_gives_each_job_its_own_workflow(tmp_path: Path) -> None:
+    from sdflow.serve.validation import load_job
+
+    first, second = load_job(TXT2IMG, tmp_path), load_job(TXT2IMG, tmp_path / "other")
+    assert first is not second and first.nodes.keys() == second.nodes.keys()
+    first.nodes.pop("save")
+    assert "save" in load_job(TXT2IMG).nodes and second.base_dir == str(tmp_path / "other")
+    assert first.nodes["denoised"].location("cfg").line == second.nodes["denoised"].location("cfg").line

@@ -106,6 +106,9 @@ def test_the_page_submits_the_example_and_shows_the_clis_picture(tmp_path: Path)
                 "#graph svg g.st-done, #graph svg g.st-cached", "groups => groups.length"
             )
             assert finished == page.eval_on_selector_all("#graph svg g[data-node]", "groups => groups.length")
+            page.click(".job[data-state=finished] button.rerun")  # the same job again, from the cache
+            page.wait_for_function("document.querySelectorAll('.job[data-state=finished]').length == 2")
+            assert page.eval_on_selector_all("#gallery img", "images => images.length") == 2
             screenshot = os.environ.get("SDFLOW_PAGE_SCREENSHOT")
             if screenshot:  # docs/serve-page.png is made this way
                 page.screenshot(path=screenshot, full_page=True)

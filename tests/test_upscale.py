@@ -19,7 +19,8 @@ from sdflow.nodes.base import RunContext
 from sdflow.nodes.library.load_upscale_model import LoadUpscaleModel
 from sdflow.nodes.library.upscale_image import UpscaleImage
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Image, UpscaleModel
+from sdflow.nodes.types import Image
+from sdflow.nodes.types_upscale import UpscaleModel
 
 HAS_SPANDREL = importlib.util.find_spec("spandrel") is not None
 needs_spandrel = pytest.mark.skipif(not HAS_SPANDREL, reason="needs spandrel: pip install 'sdflow[upscale]'")

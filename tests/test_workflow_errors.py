@@ -133,7 +133,7 @@ CASES = {
         10,
         "decoded",
         "vae",
-        ("has outputs model, clip, vae: name one", "!link ckpt.model"),
+        ("has outputs model, clip, vae, clip_vision: name one", "!link ckpt.model"),
     ),
     "constant_in_a_link_field": Case(
         edited("vae: !link ckpt.vae", "vae: ckpt.vae"),

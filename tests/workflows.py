@@ -223,3 +223,69 @@ def comfy_api(changes: dict[str, Fields], name: str = "txt2img_api.json") -> dic
     for node_id, inputs in changes.items():
         document[node_id]["inputs"].update(inputs)
     return document
+
+
+# -- picture-prompted graphs (IP-Adapter, unCLIP) and their diffusers references -----------------
+
+PICTURE_PROMPT = "a red circle on a blue background"
+PICTURE_NEGATIVE = "blurry"
+PICTURE_STEPS, PICTURE_CFG, PICTURE_SEED = 6, 5.0, 3
+
+
+def picture_graph(checkpoint: str, inputs: dict[str, Any], nodes: str, model: str, positive: str) -> str:
+    """The tiny 64x64 ddim txt2img graph (prompt and negative above) with ``nodes`` (YAML lines) added
+    and its DenoiseLoop reading ``model`` and ``positive``; ``inputs`` are its workflow inputs."""
+    declared = "".join(f"  {name}: {value!r}\n" for name, value in inputs.items()).replace("'", '"')
+    return f"""
+version: 1
+inputs:
+{declared}nodes:
+  ckpt: {{type: LoadCheckpoint, checkpoint: "{checkpoint}"}}
+  positive: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{PICTURE_PROMPT}"}}
+  negative: {{type: CLIPEncode, clip: !link ckpt.clip, text: "{PICTURE_NEGATIVE}"}}
+  schedule: {{type: Scheduler, model: !link ckpt.model, sampler: ddim, steps: {PICTURE_STEPS}}}
+  empty: {{type: EmptyLatent, width: 64, height: 64}}
+  noised: {{type: AddNoise, latent: !link empty, schedule: !link schedule, seed: {PICTURE_SEED}}}
+{nodes}
+  denoised: {{type: DenoiseLoop, model: !link {model}, positive: !link {positive},
+             negative: !link negative, latent: !link noised, cfg: {PICTURE_CFG}}}
+  decoded: {{type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}}
+"""
+
+
+def picture_pipeline_call(pipe: Any, seed: int = PICTURE_SEED, **kwargs: Any) -> np.ndarray:
+    """``pipe``'s numpy output for ``picture_graph``'s prompt, steps, cfg and 64x64 size."""
+    import torch
+
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt=PICTURE_PROMPT,
+        negative_prompt=PICTURE_NEGATIVE,
+        num_inference_steps=PICTURE_STEPS,
+        guidance_scale=PICTURE_CFG,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        height=64,
+        width=64,
+        **kwargs,
+    ).images
+
+
+def comfy_converted(comfy: dict[str, Any]) -> tuple[Any, str]:
+    """An API-format ComfyUI graph converted: (the conversion, its YAML), the YAML validated."""
+    from sdflow.errors import Location
+    from sdflow.formats.comfy_json import parse
+    from sdflow.graphs.validate import validate
+    from sdflow.graphs.yaml_io import dumps
+    from sdflow.interop.comfy import convert
+
+    conversion = convert(parse(comfy, Location("api.json")), "api.json", None)
+    text = dumps(conversion.workflow)
+    validate(loads(text, "converted.yaml"))
+    return conversion, text
+
+
+def spec_of_type(workflow: Any, kind: str) -> Any:
+    """The one node of type ``kind`` in a workflow."""
+    [spec] = [s for s in workflow.nodes.values() if s.type == kind]
+    return spec

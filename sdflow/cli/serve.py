@@ -32,6 +32,13 @@ def add_command(commands: Any) -> None:
         "--preview", type=int, default=0, metavar="K", help="send a preview picture every K denoising steps"
     )
     serve.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    serve.add_argument(
+        "--sync",
+        choices=["full", "normal"],
+        default="full",
+        help="full (default): an accepted job is synced to disk before the reply (survives a power loss); "
+        "normal: written but not synced (survives the process being killed, not a power loss; faster)",
+    )
     serve.add_argument("--quiet", action="store_true", help="log warnings only (no line per request)")
     from sdflow.cli.runner_options import add_runner_arguments
     from sdflow.cli.scale import add_arguments as add_scale_arguments
@@ -115,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
         preview_every=args.preview,
         cors=args.cors or None,
         make_worker=_ray_worker(args) if args.workers is not None else None,
+        sync=args.sync,
     )
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30
-    )
+    logs = {"log_level": "warning", "access_log": False} if args.quiet else {"log_level": "info"}
+    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=30, **logs)
     # uvicorn turns SIGTERM and Ctrl-C into a graceful stop (the app's shutdown stops the running job
     # at its next step boundary and puts it back in the queue), then raises the signal again for the
     # handlers it found: these take it, so a clean stop exits 0

@@ -13,13 +13,13 @@ from sdflow.nodes.types import (
     Latent,
     Mask,
     Model,
-    Sampler,
     SavedFiles,
     Schedule,
-    Sigmas,
-    UpscaleModel,
     Vae,
 )
+from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
+from sdflow.nodes.types_upscale import UpscaleModel
+from sdflow.nodes.types_vision import ClipVision, ClipVisionOutput, IPAdapter
 
 _BasicScheduler_scheduler = Literal[
     "normal",
@@ -36,9 +36,17 @@ _CLIPEncode_weighting = Literal[
     "comfy",
     "a1111",
 ]
+_CLIPVisionEncode_crop = Literal[
+    "center",
+    "none",
+]
 _ConditioningSetMask_set_cond_area = Literal[
     "default",
     "mask bounds",
+]
+_DualCFGGuider_style = Literal[
+    "regular",
+    "nested",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -184,10 +192,25 @@ class ApplyControlNetNode(NodeHandle):
     @property
     def negative(self) -> Output[Conditioning]: ...
 
+class ApplyIPAdapterNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type ApplyIPAdapter: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
+class BasicGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type BasicGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
+
 class BasicSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type BasicScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class CFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type CFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
@@ -208,6 +231,11 @@ class CLIPMergeSubtractNode(NodeHandle, Linkable[Clip]):
     """Handle of a node of type CLIPMergeSubtract: its attributes are its outputs."""
     @property
     def clip(self) -> Output[Clip]: ...
+
+class CLIPVisionEncodeNode(NodeHandle, Linkable[ClipVisionOutput]):
+    """Handle of a node of type CLIPVisionEncode: its attributes are its outputs."""
+    @property
+    def clip_vision_output(self) -> Output[ClipVisionOutput]: ...
 
 class CannyNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type Canny: its attributes are its outputs."""
@@ -279,6 +307,16 @@ class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class DisableNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type DisableNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
+class DualCFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type DualCFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
+
 class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type EmptyLatent: its attributes are its outputs."""
     @property
@@ -293,6 +331,11 @@ class FluxGuidanceNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type FluxGuidance: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
+
+class HypernetworkLoaderNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type HypernetworkLoader: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
@@ -315,6 +358,15 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type ImageToMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class InstructPixToPixConditioningNode(NodeHandle):
+    """Handle of a node of type InstructPixToPixConditioning: its attributes are its outputs."""
+    @property
+    def positive(self) -> Output[Conditioning]: ...
+    @property
+    def negative(self) -> Output[Conditioning]: ...
+    @property
+    def latent(self) -> Output[Latent]: ...
 
 class KSamplerSelectNode(NodeHandle, Linkable[Sampler]):
     """Handle of a node of type KSamplerSelect: its attributes are its outputs."""
@@ -351,6 +403,11 @@ class LatentUpscaleByNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class LoadCLIPVisionNode(NodeHandle, Linkable[ClipVision]):
+    """Handle of a node of type LoadCLIPVision: its attributes are its outputs."""
+    @property
+    def clip_vision(self) -> Output[ClipVision]: ...
+
 class LoadCheckpointNode(NodeHandle):
     """Handle of a node of type LoadCheckpoint: its attributes are its outputs."""
     @property
@@ -359,6 +416,8 @@ class LoadCheckpointNode(NodeHandle):
     def clip(self) -> Output[Clip]: ...
     @property
     def vae(self) -> Output[Vae]: ...
+    @property
+    def clip_vision(self) -> Output[ClipVision]: ...
 
 class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     """Handle of a node of type LoadControlNet: its attributes are its outputs."""
@@ -369,6 +428,11 @@ class LoadDiffusionModelNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type LoadDiffusionModel: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
+
+class LoadIPAdapterNode(NodeHandle, Linkable[IPAdapter]):
+    """Handle of a node of type LoadIPAdapter: its attributes are its outputs."""
+    @property
+    def ip_adapter(self) -> Output[IPAdapter]: ...
 
 class LoadImageNode(NodeHandle):
     """Handle of a node of type LoadImage: its attributes are its outputs."""
@@ -459,6 +523,11 @@ class ModelSamplingSD3Node(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class RandomNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type RandomNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
 class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
     @property
@@ -468,6 +537,20 @@ class SDTurboSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type SDTurboScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class SamplerCustomNode(NodeHandle):
+    """Handle of a node of type SamplerCustom: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
+
+class SamplerCustomAdvancedNode(NodeHandle):
+    """Handle of a node of type SamplerCustomAdvanced: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -505,6 +588,11 @@ class VAEEncodeNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type VAEEncode: its attributes are its outputs."""
     @property
     def latent(self) -> Output[Latent]: ...
+
+class unCLIPConditioningNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type unCLIPConditioning: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
 
 class NodeCalls:
     """Graph's node methods, one per node type."""
@@ -565,6 +653,48 @@ class NodeCalls:
             end_percent: fraction of the steps where the control ends [>= 0.0, <= 1.0]
         """
 
+    def ApplyIPAdapter(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        ip_adapter: Linkable[IPAdapter],
+        clip_vision: Linkable[ClipVision],
+        image: Linkable[Image],
+        weight: float | Input = 1.0,
+        start_percent: float | Input = 0.0,
+        end_percent: float | Input = 1.0,
+    ) -> ApplyIPAdapterNode:
+        """Steer the drawing with a picture: the UNet's cross-attention also attends to its image tokens.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            ip_adapter: from LoadIPAdapter
+            clip_vision: the CLIP vision model the IP-Adapter was trained with
+            image: the picture to prompt with (a batch: the tokens of every picture)
+            weight: scale of the image attention (0 = none) [>= -1.0, <= 5.0]
+            start_percent: fraction of the steps where it starts [>= 0.0, <= 1.0]
+            end_percent: fraction of the steps where it ends [>= 0.0, <= 1.0]
+        """
+
+    def BasicGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        conditioning: Linkable[Conditioning],
+    ) -> BasicGuiderNode:
+        """Guide a custom sampler by one conditioning alone, without CFG (ComfyUI's BasicGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            conditioning: what to draw
+        """
+
     def BasicScheduler(
         self,
         *,
@@ -583,6 +713,26 @@ class NodeCalls:
             scheduler: the schedule, by ComfyUI's name
             steps: steps the sigmas take [>= 1, <= 500]
             denoise: the share of the schedule to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def CFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg: float | Input = 8.0,
+    ) -> CFGGuiderNode:
+        """Guide a custom sampler by classifier-free guidance (ComfyUI's CFGGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            positive: what to draw
+            negative: what to steer away from
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
         """
 
     def CLIPEncode(
@@ -683,6 +833,24 @@ class NodeCalls:
             clip1: the first text encoders (their tokenizers are kept); left unchanged
             clip2: the second text encoders, of the same architecture; left unchanged
             multiplier: scale of the difference [>= -10.0, <= 10.0]
+        """
+
+    def CLIPVisionEncode(
+        self,
+        *,
+        id: str | None = None,
+        clip_vision: Linkable[ClipVision],
+        image: Linkable[Image],
+        crop: _CLIPVisionEncode_crop | Input = "center",
+    ) -> CLIPVisionEncodeNode:
+        """Encode a picture with a CLIP vision model: image embeds, penultimate and last hidden states.
+
+        Returns the node; its outputs: clip_vision_output (ClipVisionOutput).
+
+        Fields:
+            clip_vision: from LoadCLIPVision (or an unCLIP checkpoint)
+            image: the picture (a batch encodes each picture)
+            crop: center: shortest edge to the model's size, then a centre crop; none: squeezed whole
         """
 
     def Canny(
@@ -960,6 +1128,44 @@ class NodeCalls:
                 [>= 0.0, <= 1.0]
         """
 
+    def DisableNoise(
+        self,
+        *,
+        id: str | None = None,
+    ) -> DisableNoiseNode:
+        """No starting noise: the sampler denoises the latent as it is (ComfyUI's DisableNoise).
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+        """
+
+    def DualCFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        cond1: Linkable[Conditioning],
+        cond2: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg_conds: float | Input = 8.0,
+        cfg_cond2_negative: float | Input = 8.0,
+        style: _DualCFGGuider_style | Input = "regular",
+    ) -> DualCFGGuiderNode:
+        """Guide a custom sampler by two conditionings and a negative (ComfyUI's DualCFGGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            cond1: the conditioning steered towards, from cond2
+            cond2: the middle conditioning, steered towards from negative
+            negative: what to steer away from
+            cfg_conds: scale of cond1 against cond2 [>= 0.0, <= 100.0]
+            cfg_cond2_negative: scale of cond2 against negative [>= 0.0, <= 100.0]
+            style: ComfyUI's combination style
+        """
+
     def EmptyLatent(
         self,
         *,
@@ -1010,6 +1216,27 @@ class NodeCalls:
         Fields:
             conditioning: conditioning from a Flux clip
             guidance: the distilled guidance (Flux-dev: 3.5) [>= 0.0, <= 100.0]
+        """
+
+    def HypernetworkLoader(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        file: str | Input,
+        strength: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> HypernetworkLoaderNode:
+        """Apply an A1111 hypernetwork to a model's attention layers (ComfyUI's HypernetworkLoader).
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            file: the hypernetwork (ComfyUI's hypernetwork_name): a path, or a name in the model folders'
+                hypernetworks folders; .pt files are pickles and need allow_pickle
+            strength: scale of the shift (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: read a pickle (.pt) file, with torch.load(weights_only=True)
         """
 
     def ImageInvert(
@@ -1086,6 +1313,26 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def InstructPixToPixConditioning(
+        self,
+        *,
+        id: str | None = None,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        vae: Linkable[Vae],
+        pixels: Linkable[Image],
+    ) -> InstructPixToPixConditioningNode:
+        """Attach the image to edit to both conditionings, for an InstructPix2Pix model (ComfyUI's node).
+
+        Returns the node; its outputs: positive (Conditioning), negative (Conditioning), latent (Latent).
+
+        Fields:
+            positive: the edit instruction
+            negative: what to steer away from
+            vae: the VAE, from LoadCheckpoint
+            pixels: the image to edit; cropped to multiples of 8 about its centre
         """
 
     def KSamplerSelect(
@@ -1231,6 +1478,23 @@ class NodeCalls:
             scale_by: factor for both sides [>= 0.01, <= 8.0]
         """
 
+    def LoadCLIPVision(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadCLIPVisionNode:
+        """Load a CLIP vision model (CLIPVisionModelWithProjection) and its image preprocessing.
+
+        Returns the node; its outputs: clip_vision (ClipVision).
+
+        Fields:
+            file: a CLIP vision .safetensors as ComfyUI's clip_vision folder keeps them, a transformers or
+                diffusers image_encoder folder, or a name in the model folders' clip_vision folders
+            allow_pickle: also read pickle files (.bin/.pt/.ckpt), with torch.load(weights_only=True)
+        """
+
     def LoadCheckpoint(
         self,
         *,
@@ -1242,7 +1506,7 @@ class NodeCalls:
     ) -> LoadCheckpointNode:
         """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
 
-        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae).
+        Returns the node; its outputs: model (Model), clip (Clip), vae (Vae), clip_vision (ClipVision).
 
         Fields:
             checkpoint: a .safetensors single file (path, or name in the model folders), a diffusers folder,
@@ -1295,6 +1559,22 @@ class NodeCalls:
                 quantized
             config: a diffusers folder (or 'builtin:NAME') whose transformer and scheduler configs describe
                 the file; empty: from the file's shapes and the family's shipped scheduler config
+        """
+
+    def LoadIPAdapter(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadIPAdapterNode:
+        """Load an IP-Adapter (the plain and "plus" kinds; SD 1.x and SDXL).
+
+        Returns the node; its outputs: ip_adapter (IPAdapter).
+
+        Fields:
+            file: an IP-Adapter .safetensors or .bin: a path or a name in the model folders' ipadapter folders
+            allow_pickle: also read pickle files (.bin), with torch.load(weights_only=True)
         """
 
     def LoadImage(
@@ -1722,6 +2002,20 @@ class NodeCalls:
             shift: the schedule shift (1 = none) [>= 0.0, <= 100.0]
         """
 
+    def RandomNoise(
+        self,
+        *,
+        id: str | None = None,
+        noise_seed: int | Input = 0,
+    ) -> RandomNoiseNode:
+        """Seeded starting noise for SamplerCustomAdvanced (ComfyUI's RandomNoise).
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+            noise_seed: the noise seed [>= 0, <= 9223372036854775807]
+        """
+
     def RepeatLatentBatch(
         self,
         *,
@@ -1754,6 +2048,58 @@ class NodeCalls:
             model: the model whose training noise schedule to use
             steps: steps (Turbo models take 1-4) [>= 1, <= 10]
             denoise: the share of the ladder to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def SamplerCustom(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        add_noise: bool | Input = True,
+        noise_seed: int | Input = 0,
+        cfg: float | Input = 8.0,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomNode:
+        """Denoise a latent down a Sigmas table with a sampler and CFG (ComfyUI's SamplerCustom).
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            add_noise: start from seeded noise; off: denoise the latent as it is
+            noise_seed: the noise seed (also the sampler's own noise) [>= 0, <= 9223372036854775807]
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            positive: what to draw
+            negative: what to steer away from
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
+        """
+
+    def SamplerCustomAdvanced(
+        self,
+        *,
+        id: str | None = None,
+        noise: Linkable[Noise],
+        guider: Linkable[Guider],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomAdvancedNode:
+        """Denoise a latent down a Sigmas table with a noise, guider and sampler (ComfyUI's node).
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            noise: the starting noise, from RandomNoise or DisableNoise
+            guider: how each step is guided, from a guider node
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
         """
 
     def SaveImage(
@@ -1905,4 +2251,27 @@ class NodeCalls:
             tiled: encode in overlapping tiles, memory bounded by the tile: auto = above 768x768 pixels
             tile_size: tile side in pixels [>= 64, <= 4096, multiple of 8]
             tile_overlap: tile overlap in pixels [>= 0, <= 1024, multiple of 8]
+        """
+
+    def unCLIPConditioning(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        clip_vision_output: Linkable[ClipVisionOutput],
+        strength: float | Input = 1.0,
+        noise_augmentation: float | Input = 0.0,
+        seed: int | Input = 0,
+    ) -> unCLIPConditioningNode:
+        """Add a picture to the conditioning, as its CLIP image embeds, noise-augmented.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to add the picture to
+            clip_vision_output: from CLIPVisionEncode
+            strength: scale of the picture's embeds [>= -10.0, <= 10.0]
+            noise_augmentation: how much noise is added to the embeds (0..1 of the noise levels): more strays
+                further [>= 0.0, <= 1.0]
+            seed: seed of the augmentation's noise [>= 0]
         """

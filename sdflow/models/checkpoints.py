@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sdflow.models import detect, dit_checkpoint, folder_load, resolver, singlefile
+from sdflow.models import detect, dit_checkpoint, folder_load, resolver, singlefile, unclip
 from sdflow.models.detect import UnknownFamily, UnknownLayout
 from sdflow.models.families import Family
 from sdflow.models.folder_configs import UnreadableConfig, listed
@@ -283,6 +283,9 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
     )
     for module in (unet, vae, *text_encoders):
         module.to(device).eval().requires_grad_(False)
+    unclip_parts = None
+    if local and unclip.is_unclip_folder(folder):
+        unclip_parts = part("image_encoder", lambda: unclip.load_parts(folder, device, dtype))
     return LoadedCheckpoint(
         family.denoiser(unet),
         vae,
@@ -292,4 +295,5 @@ def _load_pretrained(location: str, device: torch.device, dtype: torch.dtype) ->
         family,
         more_text_encoders=text_encoders[1:],
         more_tokenizers=tokenizers[1:],
+        unclip=unclip_parts,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models import controlnet, upscale
+from sdflow.models import clip_vision, controlnet, ip_adapter, upscale
 from sdflow.models.detect import (
     VAE as VAE_PREFIX,
 )
@@ -27,6 +27,12 @@ def describe(kind: str, path: Path) -> str:
         return upscale.describe(path)
     if kind == "controlnet" and (path.is_dir() or not is_pickle(path)):
         return _control(path)
+    if kind == "clip_vision" and (path.is_dir() or not is_pickle(path)):
+        return clip_vision.describe(path)
+    if kind == "ipadapter" and path.is_file():
+        return ip_adapter.describe(path)
+    if kind == "vae" and path.is_dir():
+        return _vae_folder(path)
     if path.is_dir():
         return "diffusers folder" + _folder_family(path)
     if is_pickle(path):
@@ -54,6 +60,19 @@ def describe(kind: str, path: Path) -> str:
         latent = shapes.get("decoder.conv_in.weight") or shapes.get(VAE_PREFIX + "decoder.conv_in.weight")
         return f"VAE, {latent[1]} latent channels" if latent else "VAE (unrecognised layout)"
     return f"{len(shapes)} tensors"
+
+
+def _vae_folder(folder: Path) -> str:
+    """'AutoencoderTiny folder, 4 latent channels': a VAE folder is no pipeline (no model_index.json)."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable VAE folder: {exc}"
+    channels = config.get("latent_channels")
+    name = f"{config.get('_class_name', 'VAE')} folder"
+    return f"{name}, {channels} latent channels" if channels else name
 
 
 def _control(path: Path) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from sdflow.models.unclip import revision_pooled
+
 # SDXL's extra UNet inputs ("time ids"), in the order its UNet reads them.
 SIZE_IDS = ("original_size", "crops_coords_top_left", "target_size")
 AESTHETIC_IDS = ("original_size", "crops_coords_top_left", "aesthetic_score")
@@ -101,6 +103,7 @@ class Family:
         (-0.2120, -0.2616, -0.7177),
     )
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    tiny_vae: str = "taesd"  # the stem of its latent space's TAESD files in vae_approx (ComfyUI's names)
 
     @property
     def text_encoders(self) -> int:
@@ -159,7 +162,8 @@ class Family:
             return None
         pooled, time_ids = [], []
         for conditioning, negative in conditionings:
-            embeds = conditioning.pooled
+            # SDXL revision (unCLIPConditioning): the pictures' embeds stand for the pooled text embedding
+            embeds = revision_pooled(conditioning.unclip) if conditioning.unclip else conditioning.pooled
             pooled.append(embeds.repeat_interleave(batch // embeds.shape[0], 0))
             ids = conditioning.sizes.ids(self.time_ids, size, negative)
             time_ids.append(torch.tensor([ids], dtype=dtype).repeat(batch, 1))
@@ -191,6 +195,7 @@ SDXL = Family(
     penultimate=True,
     time_ids=SIZE_IDS,
     **_SDXL_RGB,
+    tiny_vae="taesdxl",
 )
 SDXL_REFINER = Family(
     "sdxl_refiner",
@@ -201,6 +206,7 @@ SDXL_REFINER = Family(
     penultimate=True,
     time_ids=AESTHETIC_IDS,
     **_SDXL_RGB,
+    tiny_vae="taesdxl",
 )
 
 
@@ -337,6 +343,7 @@ SD3 = FlowFamily(
     text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256),
     transformer="sd3",
     **_SD3_RGB,
+    tiny_vae="taesd3",
 )
 FLUX = FlowFamily(
     "flux",
@@ -352,6 +359,7 @@ FLUX = FlowFamily(
     linear_sigmas=True,
     default_guidance=3.5,
     **_FLUX_RGB,
+    tiny_vae="taef1",
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER, SD3, FLUX)}

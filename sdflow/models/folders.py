@@ -23,6 +23,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion", "diffusers"),
     "loras": ("loras", "Lora", "LyCORIS"),
     "vae": ("vae", "VAE"),
+    "vae_approx": ("vae_approx",),  # TAESD files (ComfyUI's previews): taesd_decoder.safetensors...
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
@@ -30,6 +31,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     # split layout; Forge's folder names after ComfyUI's)
     "diffusion_models": ("diffusion_models", "unet", "Unet"),
     "text_encoders": ("text_encoders", "clip", "text_encoder"),
+    "clip_vision": ("clip_vision",),
+    "ipadapter": ("ipadapter", "ipadapters"),
+    "hypernetworks": ("hypernetworks",),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".gguf")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models

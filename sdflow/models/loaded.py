@@ -33,6 +33,8 @@ class LoadedCheckpoint:
     # further text encoders and their tokenizers, in order (SDXL base has a second one)
     more_text_encoders: list[torch.nn.Module] = field(default_factory=list)
     more_tokenizers: list[Any] = field(default_factory=list)
+    # an unCLIP checkpoint's (CLIP vision model, its preprocessing, unclip.ImageNoising)
+    unclip: tuple[Any, Any, Any] | None = None
 
 
 def text_encoder_class(config: Any) -> type:

@@ -67,6 +67,14 @@ class RunContext:
             self.on_step(index, total, latent)
 
 
+@dataclass(frozen=True)
+class Absent:
+    """An output a node does not have this time (LoadCheckpoint's clip_vision for a checkpoint without
+    one): a node linked to it stops with ``reason``, located at its field."""
+
+    reason: str
+
+
 class Node(BaseModel):
     """Base of every node type. Subclasses declare fields, ``outputs`` and ``run``; they register
     themselves under ``type_name`` (the class name unless set)."""

@@ -60,6 +60,8 @@ class Model(Port):
     unet: torch.nn.Module
     scheduler_config: dict[str, Any]
     family: Family = SD15
+    image_prompts: tuple[Any, ...] = ()  # ApplyIPAdapter's ImagePrompts, in the UNet's slot order
+    image_noising: Any = None  # an unCLIP UNet's (sdflow.models.unclip.ImageNoising): reads class labels
 
     @property
     def is_inpainting(self) -> bool:
@@ -141,9 +143,8 @@ class Vae(Port):
 
 @dataclass(frozen=True, eq=False)
 class ControlNet(Port):
-    """A ControlNet or T2I-Adapter (diffusers' ControlNetModel / T2IAdapter) with what it fits.
-
-    ``family`` None: a T2I-Adapter for SD 1.x/2.x, which fits both."""
+    """A ControlNet or T2I-Adapter (diffusers' ControlNetModel / T2IAdapter) with what it fits
+    (``family`` None: a T2I-Adapter for SD 1.x/2.x, which fits both)."""
 
     module: torch.nn.Module
     kind: str  # "controlnet" | "t2i_adapter"
@@ -198,10 +199,12 @@ class Conditioning(Port):
     sizes: SizeConditioning = field(default_factory=SizeConditioning)
     empty: torch.Tensor | None = None
     controls: tuple[ControlEntry, ...] = ()
+    unclip: tuple[Any, ...] = ()  # unCLIPConditioning's UnclipEntries (unCLIP class labels, revision)
     region: Region | None = None
     guidance: float | None = None  # Flux's distilled guidance (FluxGuidance); None: the family's default
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
+    concat: torch.Tensor | None = None  # channels beside the latent: ComfyUI's concat_latent_image
 
     @property
     def pieces(self) -> tuple[Conditioning, ...]:
@@ -262,20 +265,6 @@ class Schedule(Port):
         else:
             scheduler.set_timesteps(self.steps, device=device, **extra)
         return scheduler
-
-
-@dataclass(frozen=True, eq=False)
-class Sigmas(Port):
-    """A sigma table, highest noise first, usually ending in 0 (ComfyUI's SIGMAS)."""
-
-    values: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Sampler(Port):
-    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
-
-    name: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,17 +368,6 @@ class Mask(Port):
     @property
     def size(self) -> tuple[int, int]:
         return int(self.values.shape[-1]), int(self.values.shape[-2])
-
-
-@dataclass(frozen=True, eq=False)
-class UpscaleModel(Port):
-    """A pixel upscale model (ESRGAN, Compact, SwinIR...) as spandrel loaded it, with its scale."""
-
-    upscaler: Any  # sdflow.models.upscale.Upscaler
-
-    def tensors(self) -> Iterator[torch.Tensor]:
-        yield from self.upscaler.descriptor.model.parameters()
-        yield from self.upscaler.descriptor.model.buffers()
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def create_app(
     preview_every: int = 0,
     cors: list[str] | None = None,
     make_worker: Callable[..., Any] | None = None,
+    sync: str = "full",
 ) -> Starlette:
     """The server app on ``data_dir``'s queue; ``make_runner(output_dir)`` makes the worker's Runner,
     ``worker=False`` queues jobs without running them; ``make_worker`` replaces the in-process worker
@@ -121,7 +122,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = app.state
         state.hub = EventHub()
-        state.queue = JobQueue(settings.data)
+        state.queue = JobQueue(settings.data, settings.sync)
         state.worker = None
         if worker:
             build = make_worker or Worker

@@ -25,7 +25,7 @@ from sdflow.serve.bodies import ApiError, json_body
 from sdflow.serve.comfy_nodes import object_info
 from sdflow.serve.comfy_store import ComfyPrompt, ComfyStore, store_of
 from sdflow.serve.queue import Job, JobQueue
-from sdflow.serve.routes_jobs import accept
+from sdflow.serve.routes_jobs import accept, publish_queue
 from sdflow.serve.settings import Settings
 from sdflow.serve.submission import Submission
 
@@ -148,6 +148,31 @@ async def get_queue(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(_queue_info, _queue(request), _store(request)))
 
 
+async def get_prompt(request: Request) -> Response:
+    """``GET /prompt``: {exec_info: {queue_remaining}}, as ComfyUI answers it."""
+    counts = await run_in_threadpool(_queue(request).counts)
+    return JSONResponse({"exec_info": {"queue_remaining": counts["queued"] + counts["running"]}})
+
+
+async def post_queue(request: Request) -> Response:
+    """``POST /queue`` {clear: true} cancels every queued prompt, {delete: [ids]} those named (a
+    running one is left to /interrupt, as in ComfyUI)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        return JSONResponse(
+            {"error": "body must be {clear: bool} or {delete: [prompt ids]}"}, status_code=400
+        )
+    queue, state = _queue(request), request.app.state
+    doomed = body.get("delete") if isinstance(body.get("delete"), list) else []
+    if body.get("clear") is True:
+        doomed = [job.id for job in await run_in_threadpool(queue.list, "queued", 10000)]
+    for job_id in (str(item) for item in doomed):
+        if await run_in_threadpool(queue.cancel, job_id):
+            state.hub.publish("cancelled", job=job_id)
+    publish_queue(state)
+    return Response(status_code=200)
+
+
 def images(job: Job, found: ComfyPrompt | None, outputs_dir: Path) -> dict[str, Any]:
     """{ComfyUI node id: {images: [{filename, subfolder, type}]}} of the files a job's nodes saved."""
     saved: dict[str, list[str]] = (job.report or {}).get("saved") or {}
@@ -261,7 +286,9 @@ def routes() -> list[BaseRoute]:
     """The ComfyUI routes, at ComfyUI's paths."""
     return [
         Route("/prompt", post_prompt, methods=["POST"]),
+        Route("/prompt", get_prompt, methods=["GET"]),
         Route("/queue", get_queue, methods=["GET"]),
+        Route("/queue", post_queue, methods=["POST"]),
         Route("/history", get_history, methods=["GET"]),
         Route("/history/{id}", get_history, methods=["GET"]),
         Route("/view", view, methods=["GET"]),

@@ -108,13 +108,19 @@ def _job(row: tuple[Any, ...]) -> Job:
 class JobQueue:
     """Jobs in ``DATA/queue.sqlite``; opening it puts jobs left 'running' back in the queue."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, sync: str = "full") -> None:
         self.path = Path(data_dir) / "queue.sqlite"
+        self.sync = sync.upper()  # how accepting a job commits: FULL (synced) or NORMAL (see below)
+        if self.sync not in ("FULL", "NORMAL"):
+            raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # Accepting a job syncs the disk (it survives a power loss) unless ``sync`` is "normal";
+        # state changes (claim, finish, cancel...) only reach the file, which a killed process cannot
+        # lose: after a power loss the worst case is a job run again, as after a SIGKILL mid-job.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for name, declaration in _ADDED:
@@ -154,6 +160,7 @@ class JobQueue:
         """One queued job per input dict of ``items`` (a sweep), all committed in one transaction."""
         accepted = []
         with self._lock:
+            self._db.execute(f"PRAGMA synchronous={self.sync}")
             self._db.execute("BEGIN IMMEDIATE")
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
             for inputs in items:
@@ -165,6 +172,7 @@ class JobQueue:
                 )
                 accepted.append((job_id, self._position(priority, seq)))
             self._db.execute("COMMIT")
+            self._db.execute("PRAGMA synchronous=NORMAL")
         return accepted
 
     def _position(self, priority: int, seq: int) -> int:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.schedule_window import window_precheck, window_problem
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Conditioning, ControlEntry, ControlNet, Image
 
@@ -43,10 +44,7 @@ class ApplyControlNet(Node):
 
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
-        start, end = constants.get("start_percent", 0.0), constants.get("end_percent", 1.0)
-        if isinstance(start, int | float) and isinstance(end, int | float) and start > end:
-            return [("start_percent", f"start_percent ({start}) must not exceed end_percent ({end})")]
-        return []
+        return window_precheck(constants)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         control = self.control_net
@@ -60,11 +58,9 @@ class ApplyControlNet(Node):
                 "control made for the checkpoint's family",
                 "control_net",
             )
-        if self.start_percent > self.end_percent:
-            raise ctx.error(
-                f"start_percent ({self.start_percent}) must not exceed end_percent ({self.end_percent})",
-                "start_percent",
-            )
+        problem = window_problem(self.start_percent, self.end_percent)
+        if problem:
+            raise ctx.error(problem, "start_percent")
         if self.strength == 0:  # no control at all: the picture is exactly the uncontrolled one
             return {"positive": self.positive, "negative": self.negative}
         entry = ControlEntry(control, self.image.pixels, self.strength, self.start_percent, self.end_percent)

@@ -8,8 +8,10 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops.flow_models import no_sigma_tables
 from sdflow.nodes.ops.sigma_schedules import denoised_sigmas
-from sdflow.nodes.types import Model, Sigmas
+from sdflow.nodes.types import Model
+from sdflow.nodes.types_sampling import Sigmas
 
 ScheduleName = Literal[
     "normal",
@@ -37,6 +39,7 @@ class BasicScheduler(Node):
     denoise: float = Field(1.0, ge=0.0, le=1.0, description="the share of the schedule to run (img2img)")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        no_sigma_tables(self.model, ctx)
         try:
             values = denoised_sigmas(self.model.scheduler_config, self.scheduler, self.steps, self.denoise)
         except ValueError as exc:

@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.ops.flow_models import no_sigma_tables
 from sdflow.nodes.ops.samplers import scheduler_for
 from sdflow.nodes.ops.sigma_schedules import table_fields
-from sdflow.nodes.types import Model, Sampler, Schedule, Sigmas
+from sdflow.nodes.types import Model, Schedule
+from sdflow.nodes.types_sampling import Sampler, Sigmas
 
 
 class CustomSchedule(Node):
@@ -24,12 +26,7 @@ class CustomSchedule(Node):
     sigmas: Sigmas = Field(description="the sigma table, from BasicScheduler, SplitSigmas, ...")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        if self.model.family.flow:
-            message = (
-                f"{self.model.family} is flow-matching: custom sigma tables are not supported for it yet; "
-                "use a Scheduler node (sampler euler, heun or dpmpp_2m)"
-            )
-            raise ctx.error(message, "model")
+        no_sigma_tables(self.model, ctx)
         cls, config = scheduler_for(self.sampler.name, self.model.scheduler_config)
         try:
             fields = table_fields(cls, self.model.scheduler_config, self.sigmas.values)

@@ -10,17 +10,27 @@ from sdflow.models import checkpoints, detect, resolver
 from sdflow.models.families import Family
 from sdflow.models.folders import ModelNotFound
 from sdflow.models.loaded import LoadOptions
-from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.base import Absent, Node, RunContext
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Clip, Model, Vae
+from sdflow.nodes.types_vision import ClipVision
+
+NO_CLIP_VISION = (
+    "only unCLIP checkpoints (a StableUnCLIPImg2ImgPipeline folder) bring a CLIP vision model: "
+    "load one with LoadCLIPVision"
+)
 
 
 class LoadCheckpoint(Node):
     """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
-    built-in (SD3 and Flux: diffusers folders)."""
+    built-in (SD3 and Flux: diffusers folders).
+
+    An unCLIP checkpoint (SD 2.1 unCLIP as a StableUnCLIPImg2ImgPipeline folder) also gives its CLIP
+    vision model as ``clip_vision``; for any other checkpoint that output is not there, and a node
+    linked to it stops with a located error."""
 
     version: ClassVar[int] = 2
-    outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae}
+    outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae, "clip_vision": ClipVision}
     cache: ClassVar[str] = "model"
     # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
     path_fields: ClassVar[tuple[str, ...]] = ("checkpoint", "config")
@@ -100,8 +110,14 @@ class LoadCheckpoint(Node):
             zip(loaded.more_tokenizers, loaded.more_text_encoders, strict=True), start=2
         ):
             more[f"tokenizer_{number}"], more[f"text_encoder_{number}"] = pair
+        vision: ClipVision | Absent = Absent(NO_CLIP_VISION)
+        noising = None
+        if loaded.unclip is not None:  # an unCLIP checkpoint: its image encoder and noise augmentation
+            vision_model, preprocess, noising = loaded.unclip
+            vision = ClipVision(vision_model, preprocess, "image_encoder")
         return {
-            "model": Model(loaded.unet, loaded.scheduler_config, loaded.family),
+            "model": Model(loaded.unet, loaded.scheduler_config, loaded.family, image_noising=noising),
             "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, **more),
             "vae": Vae(loaded.vae),
+            "clip_vision": vision,
         }

@@ -11,7 +11,7 @@ from sdflow.models import folders, upscale
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import UpscaleModel
+from sdflow.nodes.types_upscale import UpscaleModel
 
 
 class LoadUpscaleModel(ModelFileNode):

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.tiling import run_tiled
-from sdflow.nodes.types import Image, UpscaleModel
+from sdflow.nodes.types import Image
+from sdflow.nodes.types_upscale import UpscaleModel
 
 
 class UpscaleImage(Node):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.schedule_window import step_in_window
 from sdflow.nodes.types import Conditioning, ControlEntry
 
 LATENT_TO_PIXELS = 8
@@ -32,7 +33,7 @@ class PlannedControl:
 
     def active(self, index: int, total: int) -> bool:
         """diffusers' controlnet_keep: on while step ``index`` lies inside [start, end] of ``total``."""
-        return not (index / total < self.entry.start_percent or (index + 1) / total > self.entry.end_percent)
+        return step_in_window(index, total, self.entry.start_percent, self.entry.end_percent)
 
 
 def control_image(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:

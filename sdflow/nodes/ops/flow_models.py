@@ -1,5 +1,6 @@
 """Model patches and flow-matching models: the shift of their schedule (ModelSamplingSD3,
-ModelSamplingFlux), and the refusal of UNet-only patches (ToMe, DeepCache) on a transformer."""
+ModelSamplingFlux), and the refusals of UNet-only patches (ToMe, DeepCache) and of custom sigma tables
+(BasicScheduler, CustomSchedule) for them."""
 
 from __future__ import annotations
 
@@ -32,5 +33,15 @@ def unet_only(node: Any, model: Model, ctx: RunContext) -> None:
         raise ctx.error(
             f"{type(node).__name__} patches a UNet's blocks; this model is {model.family}, a diffusion "
             "transformer: leave it out",
+            "model",
+        )
+
+
+def no_sigma_tables(model: Model, ctx: RunContext) -> None:
+    """Refuse a custom sigma table for a flow-matching model (not supported yet)."""
+    if model.family.flow:
+        raise ctx.error(
+            f"{model.family} is flow-matching: custom sigma tables are not supported for it yet; "
+            "use a Scheduler node (sampler euler, heun or dpmpp_2m)",
             "model",
         )

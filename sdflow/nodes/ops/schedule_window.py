@@ -39,3 +39,21 @@ def start_at(scheduler: Any, fraction: float) -> int:
     if scheduler.order == 2 and count % 2 == 0:
         count += 1
     return len(scheduler.timesteps) - count
+
+
+def window_problem(start: object, end: object) -> str | None:
+    """Why a start_percent..end_percent window is wrong (start past end), or None."""
+    if isinstance(start, int | float) and isinstance(end, int | float) and start > end:
+        return f"start_percent ({start}) must not exceed end_percent ({end})"
+    return None
+
+
+def window_precheck(constants: dict[str, Any]) -> list[tuple[str, str]]:
+    """A node's start_percent/end_percent constants checked before anything runs."""
+    problem = window_problem(constants.get("start_percent", 0.0), constants.get("end_percent", 1.0))
+    return [("start_percent", problem)] if problem else []
+
+
+def step_in_window(index: int, total: int, start: float, end: float) -> bool:
+    """diffusers' controlnet_keep: on while step ``index`` of ``total`` lies inside [start, end]."""
+    return not (index / total < start or (index + 1) / total > end)

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import torch
 
-from sdflow.errors import SdflowWarning, UserError
+from sdflow.errors import NodeError, SdflowWarning, UserError
 from sdflow.graphs.model import Workflow
-from sdflow.nodes.base import FileWriter, Node, RunContext
+from sdflow.nodes.base import Absent, FileWriter, Node, RunContext
 from sdflow.nodes.types import SavedFiles
 from sdflow.runner.core.cache import LRUCache, ModelCache
 from sdflow.runner.core.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
@@ -151,7 +151,7 @@ class StepExecutor:
         """Check a node's outputs against its declared ones, accelerate loaded models, cache them."""
         cls = step.cls
         for name, kind in cls.outputs.items():
-            if not isinstance(values.get(name), kind):
+            if not isinstance(values.get(name), (kind, Absent)):
                 raise TypeError(f"{cls.type_name}.run returned {type(values.get(name))} for '{name}'")
         if cls.cache == "model":
             values = self.resources.acceleration.apply(values, self.resources.device)
@@ -162,7 +162,12 @@ class StepExecutor:
         """The node's field values: its constants and the outputs linked into it."""
         arguments = dict(step.constants)
         for name, link in step.links.items():
-            arguments[name] = run.produced[link.node][output_name(run.workflow, link)]
+            output = output_name(run.workflow, link)
+            value = run.produced[link.node][output]
+            if isinstance(value, Absent):
+                where = run.workflow.nodes[step.id].location(name)
+                raise NodeError(f"{link.node}.{output} is not there: {value.reason}", where)
+            arguments[name] = value
         return arguments
 
     def _context(self, run: PreparedRun, step: Step) -> RunContext:

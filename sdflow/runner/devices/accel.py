@@ -68,8 +68,9 @@ class Acceleration:
 
     def _apply(self, value: Any, module: torch.nn.Module, device: torch.device, group: Any) -> None:
         """One module of a loaded value (a diffusion transformer has no sliced attention)."""
-        if isinstance(value, Model) and self.attention == "sliced" and hasattr(module, "set_attention_slice"):
-            module.set_attention_slice("auto")
+        sliced = isinstance(value, Model) and self.attention == "sliced" and not value.image_prompts
+        if sliced and hasattr(module, "set_attention_slice"):
+            module.set_attention_slice("auto")  # (an IP-Adapter's processors are kept: its base is sliced)
         if isinstance(value, Model | Vae) and self.uses_channels_last(device):
             module.to(memory_format=torch.channels_last)
         if isinstance(value, Model) and self.compile:
