@@ -76,3 +76,27 @@ def test_an_sd3_kohya_lora_patches_the_fused_original_weights(
     expected = convert_sd3_transformer_checkpoint_to_diffusers(original)
     base = StableDiffusion3Pipeline.from_pretrained(files["folder"]).transformer.state_dict()
     _close(ours(graph_runner, "sd3", files["lora_kohya"], tmp_path), expected, base)
+
+
+def test_a_flux_kohya_lora_on_linear1_splits_onto_q_k_v_and_the_mlp(
+    graph_runner: Runner, sd3_flux_files, tool, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+    from test_sd3_flux_files import diffusers_flux_converter
+
+    files = sd3_flux_files["flux"]
+    base = FluxPipeline.from_pretrained(files["folder"]).transformer
+    lora = tool("make_tiny_sd3_flux_files.py").kohya_lora(base, "flux", 7)  # linear1 included
+    assert any("linear1" in k for k in lora)
+    file = tmp_path / "flux-linear1.safetensors"
+    save_file(lora, file)
+    original = load_file(files["transformer"])
+    for key in [k for k in lora if k.endswith(".lora_down.weight")]:
+        stem = key.removesuffix(".lora_down.weight")
+        target = next(
+            k for k in original if "lora_unet_" + k.removesuffix(".weight").replace(".", "_") == stem
+        )
+        scale = float(lora[stem + ".alpha"]) / lora[key].shape[0]
+        original[target] = original[target] + STRENGTH * scale * lora[stem + ".lora_up.weight"] @ lora[key]
+    expected = diffusers_flux_converter(dict(base.config))(original)
+    _close(ours(graph_runner, "flux", file, tmp_path), expected, base.state_dict())
