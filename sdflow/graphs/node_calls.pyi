@@ -101,12 +101,28 @@ _LoadCheckpoint_prediction = Literal[
     "epsilon",
     "v_prediction",
 ]
+_LoadDiffusionModel_weight_dtype = Literal[
+    "default",
+    "fp8_e4m3fn",
+    "fp8_e5m2",
+    "fp16",
+    "bf16",
+    "fp32",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
     "green",
     "blue",
     "alpha",
+]
+_LoadTextEncoders_kind = Literal[
+    "sd3",
+    "flux",
+]
+_LoadVAE_latent_format = Literal[
+    "sd3",
+    "flux",
 ]
 _ModelSamplingDiscrete_sampling = Literal[
     "eps",
@@ -408,6 +424,11 @@ class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     @property
     def control_net(self) -> Output[ControlNet]: ...
 
+class LoadDiffusionModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type LoadDiffusionModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class LoadIPAdapterNode(NodeHandle, Linkable[IPAdapter]):
     """Handle of a node of type LoadIPAdapter: its attributes are its outputs."""
     @property
@@ -431,6 +452,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadTextEncodersNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type LoadTextEncoders: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
 
 class LoadUpscaleModelNode(NodeHandle, Linkable[UpscaleModel]):
     """Handle of a node of type LoadUpscaleModel: its attributes are its outputs."""
@@ -1513,6 +1539,28 @@ class NodeCalls:
                 config describes it; empty: the detected family's config shipped with sdflow
         """
 
+    def LoadDiffusionModel(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        weight_dtype: _LoadDiffusionModel_weight_dtype | Input = "default",
+        config: str | Input = "",
+    ) -> LoadDiffusionModelNode:
+        """Load a diffusion transformer file alone (SD3, Flux dev / schnell): safetensors, fp8 or .gguf.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            file: a transformer .safetensors (any float dtype, fp8 too) or .gguf file: a path, or a name in
+                the model folders' diffusion_models (unet) folders
+            weight_dtype: how the weights are kept: default = the run's dtype; fp8_*: 8-bit storage, each
+                layer cast to the run's dtype while it computes; fp16/bf16/fp32: that dtype. GGUF files stay
+                quantized
+            config: a diffusers folder (or 'builtin:NAME') whose transformer and scheduler configs describe
+                the file; empty: from the file's shapes and the family's shipped scheduler config
+        """
+
     def LoadIPAdapter(
         self,
         *,
@@ -1587,6 +1635,26 @@ class NodeCalls:
             invert: swap repaint and keep (1 - mask)
         """
 
+    def LoadTextEncoders(
+        self,
+        *,
+        id: str | None = None,
+        files: list[str] | Input,
+        kind: _LoadTextEncoders_kind | Input = "flux",
+        config: str | Input = "",
+    ) -> LoadTextEncodersNode:
+        """Load text encoder files (clip_l, clip_g, t5xxl) as one Clip for SD3 or Flux.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            files: the encoder files, any order (each told by its keys): Flux clip_l + t5xxl, SD3 clip_l +
+                clip_g + t5xxl; paths or names in the model folders' text_encoders (clip) folders
+            kind: the family whose encoders these are
+            config: a diffusers folder (or 'builtin:NAME') with the encoders' configs and tokenizers; empty:
+                the full-size configs shipped with sdflow (T5's tokenizer then from t5_tokenizer/ beside it)
+        """
+
     def LoadUpscaleModel(
         self,
         *,
@@ -1610,6 +1678,8 @@ class NodeCalls:
         id: str | None = None,
         file: str | Input,
         allow_pickle: bool | Input = False,
+        config: str | Input = "",
+        latent_format: _LoadVAE_latent_format | Input = "flux",
     ) -> LoadVAENode:
         """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
 
@@ -1620,6 +1690,10 @@ class NodeCalls:
                 or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
                 a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose VAE config describes it;
+                empty: its shapes, with SD 1.x's config for the rest
+            latent_format: a 16-channel VAE file's latent scaling and shift, which its weights do not tell:
+                Flux's (ae.safetensors) or SD3's
         """
 
     def MaskBlend(
