@@ -11,16 +11,21 @@ model at its own size, plain and accelerated, compared by SSIM (and PSNR) on the
 
 One line per method: ``METHOD speedup X.XX ssim Y.YYY``. Methods measured here: ``tome``
 (TomePatchModel, ratio ``--tome-ratio``; speed of one call at ``--size``) and ``deepcache`` (DeepCache,
-interval ``--interval``; speed of a whole ``--steps``-call loop at ``--loop-size``, as per picture).
-Not yet measured here: tinyvae, oneshot (see docs/speed.md).
+interval ``--interval``; speed of a whole ``--steps``-call loop at ``--loop-size``, as per picture),
+``tinyvae`` (speed of one decode at ``--size``: SD1.5's AutoencoderKL vs a full-size TAESD, both
+random; fidelity: the shapes picture's latent decoded by ``builtin:shapes-taesd`` against the shapes
+VAE; measured: ``tinyvae speedup 12.98 ssim 0.881`` at 768, 13.38 at 512, PSNR 29.8 dB) and ``oneshot``
+(benchmarks/oneshot.py; see docs/speed.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,6 +34,7 @@ import torch
 
 from sdflow.golden.compare import psnr, ssim
 from sdflow.graphs import loads
+from sdflow.models.vae import SD_VAE_CONFIG
 from sdflow.nodes.library.deep_cache import deep_cache_unet
 from sdflow.nodes.library.tome_patch_model import tome_unet
 from sdflow.runner import Runner
@@ -50,6 +56,11 @@ nodes:
   denoised: {type: DenoiseLoop, model: !link cached, positive: !link positive, negative: !link negative,
              latent: !link noised, cfg: 5.0}
   decoded: {type: VAEDecode, vae: !link ckpt.vae, latent: !link denoised}
+"""
+# the same picture's latent decoded by the tiny autoencoder distilled from the shapes VAE
+TINY_DECODE = """
+  tiny: {type: LoadVAE, file: builtin:shapes-taesd}
+  tiny_decoded: {type: VAEDecode, vae: !link tiny, latent: !link denoised}
 """
 
 
@@ -73,16 +84,44 @@ def unet_call_seconds(unet: torch.nn.Module, size: int, calls: int = 1) -> float
 
 
 def speedup(plain: torch.nn.Module, fast: torch.nn.Module, size: int, rounds: int, calls: int = 1) -> float:
-    unet_call_seconds(plain, size), unet_call_seconds(fast, size)  # warm-up
+    return paired_speedup(
+        lambda: unet_call_seconds(plain, size, calls), lambda: unet_call_seconds(fast, size, calls), rounds
+    )
+
+
+def paired_speedup(plain: Callable[[], float], fast: Callable[[], float], rounds: int) -> float:
+    """Median over ``rounds`` of plain / fast seconds, the two alternating in order, after a warm-up."""
+    plain(), fast()  # warm-up
     ratios = []
     for round_ in range(rounds):
-        order = (plain, fast) if round_ % 2 == 0 else (fast, plain)
-        seconds = {id(unet): unet_call_seconds(unet, size, calls) for unet in order}
-        ratios.append(seconds[id(plain)] / seconds[id(fast)])
-        print(
-            f"  round {round_ + 1}: plain {seconds[id(plain)]:.2f} s, accelerated {seconds[id(fast)]:.2f} s"
-        )
+        order = ((plain, "plain"), (fast, "fast")) if round_ % 2 == 0 else ((fast, "fast"), (plain, "plain"))
+        seconds = {name: timed() for timed, name in order}
+        ratios.append(seconds["plain"] / seconds["fast"])
+        print(f"  round {round_ + 1}: plain {seconds['plain']:.2f} s, accelerated {seconds['fast']:.2f} s")
     return statistics.median(ratios)
+
+
+def full_size_vaes() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """SD1.5's AutoencoderKL and a full-size TAESD (AutoencoderTiny's default config), random, in memory."""
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    torch.manual_seed(0)
+    config = {k: v for k, v in json.loads(SD_VAE_CONFIG.read_text()).items() if not k.startswith("_")}
+    return AutoencoderKL.from_config(config).eval(), AutoencoderTiny().eval()
+
+
+def tiny_vae_speedup(size: int, rounds: int) -> float:
+    full, tiny = full_size_vaes()
+    return paired_speedup(lambda: decode_seconds(full, size), lambda: decode_seconds(tiny, size), rounds)
+
+
+def decode_seconds(vae: torch.nn.Module, size: int) -> float:
+    """Seconds for one decode of a ``size``-pixel picture's latent."""
+    latent = torch.randn(1, 4, size // 8, size // 8)
+    start = time.perf_counter()
+    with torch.no_grad():
+        vae.decode(latent)
+    return time.perf_counter() - start
 
 
 def fidelity(runner: Runner, **accelerated: float) -> tuple[float, float]:
@@ -94,10 +133,18 @@ def fidelity(runner: Runner, **accelerated: float) -> tuple[float, float]:
     return ssim(images[0], images[1]), psnr(images[0], images[1])
 
 
+def tiny_fidelity(runner: Runner) -> tuple[float, float]:
+    """The plain picture decoded by the shapes VAE and by builtin:shapes-taesd, compared."""
+    workflow = loads(FIDELITY + TINY_DECODE, "accel_tiny.yaml")
+    result = runner.run(workflow, outputs=["decoded", "tiny_decoded"])
+    full, tiny = (result[f"{node}.image"].pixels.numpy() for node in ("decoded", "tiny_decoded"))
+    return ssim(full, tiny), psnr(full, tiny)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    methods = "comma-separated: tome, deepcache, oneshot"
-    parser.add_argument("--methods", default="tome,deepcache", help=methods)
+    methods = "comma-separated: tome, deepcache, tinyvae, oneshot"
+    parser.add_argument("--methods", default="tome,deepcache,tinyvae", help=methods)
     parser.add_argument("--size", type=int, default=768, help="pixels per side for the speed figure")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -117,7 +164,7 @@ def main() -> None:
             print(oneshot.describe(figures))
             lines.append(f"oneshot speedup {figures['speedup']:.2f} ssim {figures['ssim']:.3f}")
             continue
-        plain = full_size_unet()
+        plain = full_size_unet() if method in ("tome", "deepcache") else None
         if method == "tome":
             print(f"tome: one UNet call at {args.size}x{args.size}, full-size random SD1.5 UNet")
             ratio = speedup(plain, tome_unet(plain, args.tome_ratio), args.size, args.rounds)
@@ -128,6 +175,10 @@ def main() -> None:
             fast = deep_cache_unet(plain, args.interval, 0)
             ratio = speedup(plain, fast, args.loop_size, args.rounds, args.steps)
             similarity, peak = fidelity(runner, interval=args.interval)
+        elif method == "tinyvae":
+            print(f"tinyvae: one decode at {args.size}x{args.size}, random SD1.5 VAE vs full-size TAESD")
+            ratio = tiny_vae_speedup(args.size, args.rounds)
+            similarity, peak = tiny_fidelity(runner)
         else:
             raise SystemExit(f"unknown or not yet implemented method: {method}")
         del plain

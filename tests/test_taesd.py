@@ -11,6 +11,8 @@ from safetensors.torch import save_file
 
 from sdflow.errors import NodeError
 from sdflow.graphs import loads
+from sdflow.models import resolver, taesd
+from sdflow.models.families import SD2, SD15, SDXL, SDXL_REFINER
 from sdflow.runner import Runner
 
 SHIFT = 1  # the original decoder's first module is a Clamp
@@ -132,3 +134,46 @@ nodes:
 """
     image = runner.run(loads(text, "d.yaml"), outputs=["decoded"])["decoded.image"]
     assert image.size == (64, 64)
+
+
+APPROX = "ComfyUI/models/vae_approx/"
+
+
+def test_previews_find_the_family_decoder_in_vae_approx(tiny, model_folders):
+    decoder = model_folders(APPROX + "taesd_decoder.safetensors", tiny["decoder"])
+    assert taesd.find(SD15) == decoder and taesd.find(SD2) == decoder
+    assert taesd.find(SDXL) is None  # SDXL's latents need TAESDXL
+    xl = model_folders(APPROX + "taesdxl_decoder.safetensors", tiny["decoder"])
+    assert taesd.find(SDXL) == xl and taesd.find(SDXL_REFINER) == xl
+
+
+def test_previews_find_a_pickle_decoder_only_when_pickles_are_allowed(tiny, model_folders):
+    pickled = model_folders(APPROX + "taesd_decoder.pth", tiny["decoder"])
+    assert taesd.find(SD15) is None
+    assert taesd.find(SD15, allow_pickle=True) == pickled
+
+
+def test_previews_find_an_autoencoder_tiny_folder_named_for_the_family(tiny, model_folders):
+    for file in tiny["folder"].iterdir():
+        model_folders(APPROX + "taesdxl/" + file.name, file)
+    assert taesd.find(SDXL).name == "taesdxl" and taesd.find(SD15) is None
+
+
+def test_a_builtin_model_previews_with_the_tiny_vae_distilled_from_its_own_vae(tiny, model_folders):
+    decoder = model_folders(APPROX + "taesd_decoder.safetensors", tiny["decoder"])
+    distilled = resolver.builtin("vae", "builtin:shapes-taesd")
+    for name in ("shapes", "shapes-xl"):
+        assert taesd.find(SD15, teacher=resolver.builtin("checkpoints", f"builtin:{name}")) == distilled
+    assert taesd.find(SD15, teacher=distilled.parent / "shapes" / "vae") == distilled
+    # another model's VAE (another latent space): the user's TAESD for the family
+    assert taesd.find(SD15, teacher=resolver.builtin("checkpoints", "builtin:tiny-sd15")) == decoder
+
+
+def test_a_preview_is_the_tiny_decode_in_0_1(runner, tiny):
+    vae = vae_of(runner, tiny["folder"]).vae
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2)) * 2
+    with torch.no_grad():
+        expected = vae.decode(latent).sample.clamp(-1, 1) / 2 + 0.5
+    preview = taesd.decode_preview(vae, latent)
+    assert preview.shape == (1, 3, 64, 64) and torch.allclose(preview, expected, atol=1e-6)
+    assert preview.min() < 0.2 and preview.max() > 0.8  # not a constant picture

@@ -103,6 +103,7 @@ class Family:
         (-0.2120, -0.2616, -0.7177),
     )
     latent_rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    tiny_vae: str = "taesd"  # the stem of its latent space's TAESD files in vae_approx (ComfyUI's names)
 
     @property
     def text_encoders(self) -> int:
@@ -194,6 +195,7 @@ SDXL = Family(
     penultimate=True,
     time_ids=SIZE_IDS,
     **_SDXL_RGB,
+    tiny_vae="taesdxl",
 )
 SDXL_REFINER = Family(
     "sdxl_refiner",
@@ -204,6 +206,7 @@ SDXL_REFINER = Family(
     penultimate=True,
     time_ids=AESTHETIC_IDS,
     **_SDXL_RGB,
+    tiny_vae="taesdxl",
 )
 
 
@@ -340,6 +343,7 @@ SD3 = FlowFamily(
     text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256),
     transformer="sd3",
     **_SD3_RGB,
+    tiny_vae="taesd3",
 )
 FLUX = FlowFamily(
     "flux",
@@ -355,6 +359,7 @@ FLUX = FlowFamily(
     linear_sigmas=True,
     default_guidance=3.5,
     **_FLUX_RGB,
+    tiny_vae="taef1",
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER, SD3, FLUX)}

@@ -3,12 +3,14 @@
 LoadCheckpoint, LoadLoRA, LoadVAE and embeddings all resolve here: an existing path (relative to the
 workflow's folder or the working folder), else a name in the configured model folders
 (``sdflow.models.folders``), else ModelNotFound saying where it looked and which names are close.
-Checkpoints also take ``builtin:NAME`` and a hub id ``org/name`` (needs network).
+Checkpoints also take ``builtin:NAME`` and a hub id ``org/name`` (needs network); ControlNets and VAEs
+take ``builtin:NAME`` too.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +19,12 @@ from sdflow.models.folders import WEIGHT_SUFFIXES, ModelNotFound, config_file, k
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
-# kind -> (the file a built-in folder of that kind holds, the kind's name in messages)
-BUILTIN_KINDS = {
-    "checkpoints": ("model_index.json", "checkpoint"),
-    "controlnet": ("config.json", "ControlNet"),
+# kind -> (the file a built-in folder of that kind holds, the kind's name in messages, the diffusers
+# classes its config.json may name: empty for any)
+BUILTIN_KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "checkpoints": ("model_index.json", "checkpoint", ()),
+    "controlnet": ("config.json", "ControlNet", ("ControlNetModel", "T2IAdapter")),
+    "vae": ("config.json", "VAE", ("AutoencoderKL", "AutoencoderTiny", "ConsistencyDecoderVAE")),
 }
 
 
@@ -74,12 +78,21 @@ def checkpoint(spec: str) -> CheckpointSource:
     return CheckpointSource("file", str(path))
 
 
+def config_folder(spec: str) -> Path:
+    """The diffusers folder (or built-in) a node's ``config`` field names, for the configs and
+    tokenizers a single file lacks (ModelNotFound if it is no such folder)."""
+    source = checkpoint(spec)
+    if source.kind != "folder":
+        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
+    return source.path
+
+
 def builtin(kind: str, spec: str) -> Path:
     """The folder shipped inside the package that ``builtin:NAME`` names (ModelNotFound listing them)."""
     name = spec[len(BUILTIN_PREFIX) :]
-    marker, what = BUILTIN_KINDS[kind]
+    what = BUILTIN_KINDS[kind][1]
     folder = BUILTIN_ROOT / name
-    if not (folder / marker).is_file():
+    if not _is_builtin(kind, folder):
         known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names(kind)) or "none"
         raise ModelNotFound(f"no built-in {what} '{name}' (built-ins: {known})")
     return folder
@@ -89,8 +102,21 @@ def builtin_names(kind: str = "checkpoints") -> list[str]:
     """Names of the models of ``kind`` shipped inside the package."""
     if not BUILTIN_ROOT.is_dir():
         return []
-    marker = BUILTIN_KINDS[kind][0]
-    return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / marker).is_file())
+    return sorted(p.name for p in BUILTIN_ROOT.iterdir() if _is_builtin(kind, p))
+
+
+def _is_builtin(kind: str, folder: Path) -> bool:
+    """Whether ``folder`` holds a built-in model of ``kind``: its marker file, naming one of the kind's
+    classes when the kind lists some (a ControlNet and a VAE folder both hold a config.json)."""
+    marker, _, classes = BUILTIN_KINDS[kind]
+    if not (folder / marker).is_file():
+        return False
+    if not classes:
+        return True
+    try:
+        return json.loads((folder / marker).read_text(encoding="utf-8")).get("_class_name") in classes
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def _on_disk(kind: str, spec: str, base: Path | None = None) -> Path | None:

@@ -108,16 +108,21 @@ def make_dataset(count: int, seed: int = 0, image_size: int = IMAGE_SIZE) -> tup
     return images, captions
 
 
+def _nearest(pixels: np.ndarray) -> np.ndarray:
+    """The nearest named colour of each of the (N, 3) ``pixels``, as indexes into ``COLOR_NAMES``."""
+    palette = np.array(list(COLORS.values()), dtype=np.float32)
+    return ((pixels.astype(np.float32)[:, None, :] - palette[None]) ** 2).sum(-1).argmin(1)
+
+
 def nearest_colors(image: np.ndarray) -> np.ndarray:
     """Each pixel's nearest named colour, as an index into ``COLOR_NAMES`` (an (H, W) array)."""
-    palette = np.array(list(COLORS.values()), dtype=np.float32)
-    pixels = image.reshape(-1, 3).astype(np.float32)
-    return ((pixels[:, None, :] - palette[None]) ** 2).sum(-1).argmin(1).reshape(image.shape[:-1])
+    return _nearest(image.reshape(-1, 3)).reshape(image.shape[:-1])
 
 
 def nearest_color_counts(image: np.ndarray) -> dict[str, int]:
-    """Count the pixels of an (H, W, 3) uint8 image by their nearest named colour, most frequent first."""
-    counts = np.bincount(nearest_colors(image).ravel(), minlength=len(COLORS))
+    """Count the pixels of an image (any shape with RGB last, or flat RGB values) by their nearest named
+    colour, most frequent first."""
+    counts = np.bincount(_nearest(np.asarray(image).reshape(-1, 3)), minlength=len(COLORS))
     order = np.argsort(-counts, kind="stable")
     return {COLOR_NAMES[i]: int(counts[i]) for i in order if counts[i] > 0}
 
