@@ -31,6 +31,7 @@ def pipeline_images(pipe: Any, config: dict[str, Any], sampler: str, seed: int, 
     """``pipe``'s numpy output (batch, height, width, 3) with the scheduler ``sampler`` names made from
     ``config`` (the checkpoint's own), its generator seeded with ``seed``."""
     cls, overrides = SAMPLERS[sampler]
+    aligned(pipe)  # the weights where sdflow keeps its own (see aligned)
     pipe.scheduler = cls.from_config(config, **overrides)
     kwargs.setdefault("output_type", "np")
     return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images
