@@ -276,3 +276,42 @@ def test_clip_text_encode_sd3_imports_as_clip_encode_with_its_t5_text() -> None:
     conversion_workflow, _ = converted(graph_json)
     fields = by_type(conversion_workflow, "CLIPEncode").fields
     assert (fields["text"], fields["t5_text"]) == ("a cat", "a bird")
+
+
+def comfy_simple_flow_sigmas(shift: float, steps: int) -> list[float]:
+    """ComfyUI's `simple` schedule on a flow model, from its 1,000-entry table (ModelSamplingDiscreteFlow:
+    sigma(t) = shift t / (1 + (shift - 1) t), t = 1/1000 ... 1), taken every 1000/steps from the end."""
+    table = [shift * (t / 1000) / (1 + (shift - 1) * (t / 1000)) for t in range(1, 1001)]
+    stride = len(table) / steps
+    return [table[-(1 + int(x * stride))] for x in range(steps)]
+
+
+@pytest.mark.parametrize("steps", [3, 4, 10])
+def test_simple_sigmas_on_sd3_are_comfyuis_simple_schedule(graph_runner: Runner, steps: int) -> None:
+    text = graph("tiny-sd3", schedule={"sigmas": "simple"})
+    inputs = {**INPUTS, "steps": steps}
+    result = graph_runner.run(loads(text, "w.yaml"), inputs=inputs, outputs=["schedule"])
+    ours = result["schedule.schedule"].make("cpu", (8, 8)).sigmas[:-1]
+    theirs = comfy_simple_flow_sigmas(3.0, steps)  # tiny-sd3's shift
+    assert ours.tolist() == pytest.approx(theirs, abs=1e-6)
+    default = graph_runner.run(loads(graph("tiny-sd3"), "w.yaml"), inputs=inputs, outputs=["schedule"])
+    assert not torch.equal(ours, default["schedule.schedule"].make("cpu", (8, 8)).sigmas[:-1])
+
+
+def test_simple_sigmas_on_flux_are_the_flux_pipelines_schedule(graph_runner: Runner) -> None:
+    # diffusers' Flux pipeline passes linspace(1, 1/steps, steps): ComfyUI's `simple` where steps divide
+    # 1,000, so the same picture
+    text = graph("tiny-flux", schedule={"sigmas": "simple"})
+    simple = decoded_pixels(graph_runner, text, {"steps": 4})
+    pipe = FluxPipeline.from_pretrained(str(BUILTIN / "tiny-flux"))
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    theirs = pipe(PROMPT, height=64, width=64, num_inference_steps=4, generator=generator, output_type="np")
+    assert max_diff(simple, theirs.images) <= LEVEL
+
+
+def test_a_flow_sampler_without_a_sigma_table_refuses_simple(graph_runner: Runner) -> None:
+    text = graph("tiny-sd3", schedule={"sigmas": "simple"})
+    with pytest.raises(UserError) as caught:
+        graph_runner.run(loads(text, "w.yaml"), inputs={**INPUTS, "sampler": "heun"})
+    assert "'simple'" in str(caught.value) and caught.value.location.field == "sigmas"

@@ -205,6 +205,22 @@ FLOW_SAMPLERS: dict[str, tuple[type, Any]] = {
 }
 
 
+# ComfyUI's schedules on a flow model, as the unshifted sigmas the scheduler then shifts (by its
+# ``shift``, or by resolution): `simple` takes every (1000 / steps)-th of the model's 1,000 sigmas
+# t/1000 from the top (for steps that divide 1,000: linspace(1, 1/steps, steps), what diffusers' Flux
+# pipeline passes). Only schedulers that take a sigma table (flow Euler) have them.
+FLOW_SCHEDULES: dict[str, tuple[str, ...]] = {"euler": ("simple",)}
+FLOW_TABLE = 1000
+
+
+def flow_sigmas(name: str, steps: int) -> tuple[float, ...]:
+    """The unshifted sigmas of ComfyUI's schedule ``name`` on a flow model, for ``steps`` steps."""
+    if name != "simple":
+        raise ValueError(f"no flow-matching '{name}' schedule")
+    stride = FLOW_TABLE / steps
+    return tuple((FLOW_TABLE - int(i * stride)) / FLOW_TABLE for i in range(steps))
+
+
 def flow_scheduler(sampler: str, config: dict[str, Any]) -> tuple[type, dict[str, Any]]:
     """The scheduler class and config for ``sampler`` on a flow-matching checkpoint (ValueError for a
     sampler diffusers has no flow-matching version of, or that cannot follow the config's shift)."""

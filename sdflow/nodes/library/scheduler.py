@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from sdflow.models.flow import flow_sigmas
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.samplers import (
@@ -92,6 +93,9 @@ class Scheduler(Node):
                 self.sampler, self.steps, cls, config, self.model.is_inpainting, family=family
             )
             return {"schedule": schedule}
+        if family.flow:  # scheduler_for let through only a flow schedule this sampler takes
+            table = flow_sigmas(self.sigmas, self.steps)
+            return {"schedule": Schedule(self.sampler, self.steps, cls, config, sigmas=table, family=family)}
         problem = refusal(self.sampler, cls, self.sigmas)
         if problem:
             raise ctx.error(problem, "sigmas")

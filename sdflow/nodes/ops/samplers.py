@@ -138,10 +138,12 @@ def scheduler_for(
     flow-matching ``family`` (SD3, Flux) takes the flow-matching samplers (``flow.FLOW_SAMPLERS``)
     with the checkpoint's shift, and its own sigmas only (Refused otherwise)."""
     if family is not None and family.flow:
-        if sigmas != "default":
+        if sigmas not in ("default", *flow.FLOW_SCHEDULES.get(sampler, ())):
+            takes = ", ".join(("default", *flow.FLOW_SCHEDULES.get(sampler, ())))
             raise Refused(
                 "sigmas",
-                f"{family} is a flow-matching model: its schedule has no '{sigmas}' sigmas, use default",
+                f"{family} is a flow-matching model: sampler '{sampler}' has no '{sigmas}' sigmas here, "
+                f"use {takes}",
             )
         try:
             return flow.flow_scheduler(sampler, base_config)
