@@ -109,13 +109,13 @@ def create_app(
     preview_every: int = 0,
     cors: list[str] | None = None,
     make_worker: Callable[..., Any] | None = None,
-    sync: str = "full",
+    sync: str = "normal",
 ) -> Starlette:
     """The server app on ``data_dir``'s queue; ``make_runner(output_dir)`` makes the worker's Runner,
     ``worker=False`` queues jobs without running them; ``make_worker`` replaces the in-process worker
     (``--workers N``: Ray). ``cors``: origins allowed to call from a browser (none by default)."""
     settings = settings_for(
-        data_dir, max_body=max_body, allow_pickle=allow_pickle, preview_every=preview_every
+        data_dir, max_body=max_body, allow_pickle=allow_pickle, preview_every=preview_every, sync=sync
     )
 
     @contextlib.asynccontextmanager
