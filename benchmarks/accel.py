@@ -14,7 +14,7 @@ One line per method: ``METHOD speedup X.XX ssim Y.YYY``. Methods measured here: 
 interval ``--interval``; speed of a whole ``--steps``-call loop at ``--loop-size``, as per picture),
 ``tinyvae`` (speed of one decode at ``--size``: SD1.5's AutoencoderKL vs a full-size TAESD, both
 random; fidelity: the shapes picture's latent decoded by ``builtin:shapes-taesd`` against the shapes
-VAE; measured ``--size 512``: ``tinyvae speedup 13.38 ssim 0.881``, PSNR 29.8 dB) and ``oneshot``
+VAE; measured: ``tinyvae speedup 12.98 ssim 0.881`` at 768, 13.38 at 512, PSNR 29.8 dB) and ``oneshot``
 (benchmarks/oneshot.py; see docs/speed.md).
 """
 

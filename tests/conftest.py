@@ -99,6 +99,15 @@ def single_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, tu
 
 
 @pytest.fixture(scope="session")
+def sd3_flux_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, dict[str, Path]]:
+    """The tiny SD3 and Flux built-ins as the files users have (all-in-one, split, fp8, GGUF, LoRAs),
+    written once per session by tools/make_tiny_sd3_flux_files.py: family -> name -> path."""
+    if not all((BUILTIN / f"tiny-{family}" / "model_index.json").is_file() for family in ("sd3", "flux")):
+        pytest.skip("the tiny SD3 / Flux built-ins are not there (tools/make_tiny_sd3_flux.py)")
+    return tool("make_tiny_sd3_flux_files.py").make_all(tmp_path_factory.mktemp("sd3_flux_files"))
+
+
+@pytest.fixture(scope="session")
 def vision_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Path]:
     """tools/make_tiny_ip_adapters.py's tiny image encoder and IP-Adapters (names: encoder, encoder_file,
     root, sd15-plain, sd15-plus, sd15-plus-bin, sdxl-plain, sdxl-plus), an unCLIP folder (unclip) and

@@ -187,7 +187,7 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
     document["10"] = json.loads(json.dumps(document["3"]))
     document["10"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
     document["11"] = json.loads(json.dumps(document["3"]))
-    document["11"]["inputs"].update(sampler_name="euler", scheduler="exponential")
+    document["11"]["inputs"].update(sampler_name="euler", scheduler="align_your_steps")
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(document))
     with pytest.raises(ConversionError) as caught:
@@ -202,7 +202,11 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
         in message
     )
     assert "only, not 'euler_ancestral' (diffusers has no Karras sigmas for it)" in message
-    assert "node 11 (KSampler): unknown scheduler 'exponential' (sdflow maps: normal, karras)" in message
+    assert (
+        "node 11 (KSampler): unknown scheduler 'align_your_steps' (sdflow maps: "
+        "normal, karras, exponential, sgm_uniform, simple, "
+        "ddim_uniform, beta, linear_quadratic, kl_optimal)" in message
+    )
 
 
 @pytest.mark.parametrize(

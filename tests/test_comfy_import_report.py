@@ -59,18 +59,22 @@ def test_unsupported_types_come_first_one_line_each_with_their_node_ids(tmp_path
 
 
 def test_refused_settings_are_checked_even_when_some_node_types_are_unknown(tmp_path):
-    found = problems(tmp_path, txt2img(**CUSTOM, **{"3": {"scheduler": "beta"}}))
+    found = problems(tmp_path, txt2img(**CUSTOM, **{"3": {"scheduler": "align_your_steps"}}))
     assert found[:2] == [
         "unsupported ComfyUI node FaceDetailer (nodes 20, 22)",
         "unsupported ComfyUI node WildcardEncode (node 21)",
     ]
-    assert found[2:] == ["node 3 (KSampler): unknown scheduler 'beta' (sdflow maps: normal, karras)"]
+    assert found[2:] == [
+        "node 3 (KSampler): unknown scheduler 'align_your_steps' (sdflow maps: "
+        "normal, karras, exponential, sgm_uniform, simple, "
+        "ddim_uniform, beta, linear_quadratic, kl_optimal)"
+    ]
 
 
 def test_every_problem_of_one_node_is_reported(tmp_path):
     found = problems(
         tmp_path,
-        txt2img(**{"3": {"sampler_name": "restart", "scheduler": "beta", "denoise": 1.5, "cfg": "x"}}),
+        txt2img(**{"3": {"sampler_name": "restart", "scheduler": "ays", "denoise": 1.5, "cfg": "x"}}),
     )
     topics = sorted(line.split(": ")[1].split(" ")[1] for line in found)
     assert topics == ["'cfg'", "must", "sampler_name", "scheduler"]
@@ -99,9 +103,11 @@ def test_the_command_prints_one_problem_per_line(tmp_path, capsys):
     assert all(line.startswith(f"error: {tmp_path / 'w.json'}: ") for line in lines)
     assert not any("\\n" in line for line in lines)
     assert lines[0].endswith("unsupported ComfyUI node FaceDetailer (nodes 20, 22)")
-    assert lines[2].endswith("node 3 (KSampler): unknown sampler_name 'restart' (sdflow maps: euler, "
-                             "euler_ancestral, heun, dpmpp_2m, ddim, uni_pc, lms, uni_pc_bh2, dpmpp_2m_sde, "
-                             "dpmpp_3m_sde, dpmpp_sde, dpm_2, dpm_2_ancestral, deis, lcm)")  # fmt: skip
+    assert lines[2].endswith(
+        "node 3 (KSampler): unknown sampler_name 'restart' (sdflow maps: euler, euler_ancestral, heun, "
+        "dpmpp_2m, ddim, ddpm, uni_pc, lms, uni_pc_bh2, dpmpp_2m_sde, dpmpp_2m_sde_gpu, dpmpp_3m_sde, "
+        "dpmpp_3m_sde_gpu, dpmpp_sde, dpmpp_sde_gpu, dpm_2, dpm_2_ancestral, deis, lcm)"
+    )
 
 
 def test_the_supported_node_list_is_not_printed(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from lora_workflows import lora_txt2img
-from references import pipeline_images
+from references import aligned, pipeline_images
 from safetensors.torch import save_file
 
 from sdflow.cli import main
@@ -67,7 +67,7 @@ def pixels(result, node: str = "decoded") -> np.ndarray:
 
 def diffusers_image(*fused: tuple[Path, float, float]) -> np.ndarray:
     """diffusers' txt2img after load_lora_weights + fuse_lora of each (file, unet scale, te scale)."""
-    pipe = StableDiffusionPipeline.from_pretrained(str(CHECKPOINT))
+    pipe = aligned(StableDiffusionPipeline.from_pretrained(str(CHECKPOINT)))
     pipe.set_progress_bar_config(disable=True)
     for file, unet_scale, te_scale in fused:
         pipe.load_lora_weights(str(file))

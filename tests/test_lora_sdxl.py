@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from lora_workflows import lora_error, lora_node, lora_txt2img
-from references import pipeline_images
+from references import aligned, pipeline_images
 
 from sdflow.graphs import loads
 from sdflow.models import lora, weights
@@ -121,7 +121,7 @@ def test_strength_clip_alone_patches_both_encoders_and_not_the_unet(
 
 
 def diffusers_image(file: Path | None = None, strength_model: float = 1.0, strength_clip: float = 1.0):
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(BASE))
+    pipe = aligned(StableDiffusionXLPipeline.from_pretrained(str(BASE)))
     pipe.set_progress_bar_config(disable=True)
     if file is not None:
         fused(pipe, file, strength_model, strength_clip)
@@ -224,3 +224,17 @@ def test_kohya_sdxl_unet_layers_by_flattened_diffusers_names_patch_the_same_laye
     by_diffusers, unmatched_too = lora.match(lora.parse(renamed).for_target("unet"), unet, "unet")
     assert unmatched == unmatched_too == []
     assert by_ldm.keys() == by_diffusers.keys() and len(by_ldm) == 37
+
+
+def test_the_base_encoders_still_give_their_own_hidden_states_after_a_patched_copy_ran(
+    runner: Runner, loras: dict[str, Path]
+) -> None:
+    # transformers 5 hooks a model's layers on its first run to record hidden states (SDXL reads the
+    # penultimate ones): the patched copy's hooks must not land on the base's layers, nor the base's
+    # on the copy's, or every layer is recorded twice and the wrong states come back
+    def positive(run: Runner, file: str | None) -> torch.Tensor:
+        return run.run(loads(workflow(file), "w.yaml"), outputs=["positive"])["positive.conditioning"].embeds
+
+    alone = positive(Runner(device="cpu", dtype="fp32"), None)
+    positive(runner, str(loras["peft"]))  # the patched copy runs first
+    assert torch.equal(positive(runner, None), alone)

@@ -13,12 +13,11 @@ from sdflow.nodes.types import (
     Latent,
     Mask,
     Model,
-    Sampler,
     SavedFiles,
     Schedule,
-    Sigmas,
     Vae,
 )
+from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
 from sdflow.nodes.types_upscale import UpscaleModel
 from sdflow.nodes.types_vision import ClipVision, ClipVisionOutput, IPAdapter
 
@@ -44,6 +43,10 @@ _CLIPVisionEncode_crop = Literal[
 _ConditioningSetMask_set_cond_area = Literal[
     "default",
     "mask bounds",
+]
+_DualCFGGuider_style = Literal[
+    "regular",
+    "nested",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -98,12 +101,28 @@ _LoadCheckpoint_prediction = Literal[
     "epsilon",
     "v_prediction",
 ]
+_LoadDiffusionModel_weight_dtype = Literal[
+    "default",
+    "fp8_e4m3fn",
+    "fp8_e5m2",
+    "fp16",
+    "bf16",
+    "fp32",
+]
 _LoadMask_channel = Literal[
     "luminance",
     "red",
     "green",
     "blue",
     "alpha",
+]
+_LoadTextEncoders_kind = Literal[
+    "sd3",
+    "flux",
+]
+_LoadVAE_latent_format = Literal[
+    "sd3",
+    "flux",
 ]
 _ModelSamplingDiscrete_sampling = Literal[
     "eps",
@@ -178,10 +197,20 @@ class ApplyIPAdapterNode(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class BasicGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type BasicGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
+
 class BasicSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type BasicScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class CFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type CFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
 
 class CLIPEncodeNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type CLIPEncode: its attributes are its outputs."""
@@ -278,6 +307,16 @@ class DenoiseLoopNode(NodeHandle, Linkable[Latent]):
     @property
     def latent(self) -> Output[Latent]: ...
 
+class DisableNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type DisableNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
+class DualCFGGuiderNode(NodeHandle, Linkable[Guider]):
+    """Handle of a node of type DualCFGGuider: its attributes are its outputs."""
+    @property
+    def guider(self) -> Output[Guider]: ...
+
 class EmptyLatentNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type EmptyLatent: its attributes are its outputs."""
     @property
@@ -292,6 +331,11 @@ class FluxGuidanceNode(NodeHandle, Linkable[Conditioning]):
     """Handle of a node of type FluxGuidance: its attributes are its outputs."""
     @property
     def conditioning(self) -> Output[Conditioning]: ...
+
+class HypernetworkLoaderNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type HypernetworkLoader: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
 
 class ImageInvertNode(NodeHandle, Linkable[Image]):
     """Handle of a node of type ImageInvert: its attributes are its outputs."""
@@ -314,6 +358,15 @@ class ImageToMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type ImageToMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class InstructPixToPixConditioningNode(NodeHandle):
+    """Handle of a node of type InstructPixToPixConditioning: its attributes are its outputs."""
+    @property
+    def positive(self) -> Output[Conditioning]: ...
+    @property
+    def negative(self) -> Output[Conditioning]: ...
+    @property
+    def latent(self) -> Output[Latent]: ...
 
 class KSamplerSelectNode(NodeHandle, Linkable[Sampler]):
     """Handle of a node of type KSamplerSelect: its attributes are its outputs."""
@@ -371,6 +424,11 @@ class LoadControlNetNode(NodeHandle, Linkable[ControlNet]):
     @property
     def control_net(self) -> Output[ControlNet]: ...
 
+class LoadDiffusionModelNode(NodeHandle, Linkable[Model]):
+    """Handle of a node of type LoadDiffusionModel: its attributes are its outputs."""
+    @property
+    def model(self) -> Output[Model]: ...
+
 class LoadIPAdapterNode(NodeHandle, Linkable[IPAdapter]):
     """Handle of a node of type LoadIPAdapter: its attributes are its outputs."""
     @property
@@ -394,6 +452,11 @@ class LoadMaskNode(NodeHandle, Linkable[Mask]):
     """Handle of a node of type LoadMask: its attributes are its outputs."""
     @property
     def mask(self) -> Output[Mask]: ...
+
+class LoadTextEncodersNode(NodeHandle, Linkable[Clip]):
+    """Handle of a node of type LoadTextEncoders: its attributes are its outputs."""
+    @property
+    def clip(self) -> Output[Clip]: ...
 
 class LoadUpscaleModelNode(NodeHandle, Linkable[UpscaleModel]):
     """Handle of a node of type LoadUpscaleModel: its attributes are its outputs."""
@@ -460,6 +523,11 @@ class ModelSamplingSD3Node(NodeHandle, Linkable[Model]):
     @property
     def model(self) -> Output[Model]: ...
 
+class RandomNoiseNode(NodeHandle, Linkable[Noise]):
+    """Handle of a node of type RandomNoise: its attributes are its outputs."""
+    @property
+    def noise(self) -> Output[Noise]: ...
+
 class RepeatLatentBatchNode(NodeHandle, Linkable[Latent]):
     """Handle of a node of type RepeatLatentBatch: its attributes are its outputs."""
     @property
@@ -469,6 +537,20 @@ class SDTurboSchedulerNode(NodeHandle, Linkable[Sigmas]):
     """Handle of a node of type SDTurboScheduler: its attributes are its outputs."""
     @property
     def sigmas(self) -> Output[Sigmas]: ...
+
+class SamplerCustomNode(NodeHandle):
+    """Handle of a node of type SamplerCustom: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
+
+class SamplerCustomAdvancedNode(NodeHandle):
+    """Handle of a node of type SamplerCustomAdvanced: its attributes are its outputs."""
+    @property
+    def latent(self) -> Output[Latent]: ...
+    @property
+    def denoised(self) -> Output[Latent]: ...
 
 class SaveImageNode(NodeHandle, Linkable[SavedFiles]):
     """Handle of a node of type SaveImage: its attributes are its outputs."""
@@ -597,6 +679,22 @@ class NodeCalls:
             end_percent: fraction of the steps where it ends [>= 0.0, <= 1.0]
         """
 
+    def BasicGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        conditioning: Linkable[Conditioning],
+    ) -> BasicGuiderNode:
+        """Guide a custom sampler by one conditioning alone, without CFG (ComfyUI's BasicGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            conditioning: what to draw
+        """
+
     def BasicScheduler(
         self,
         *,
@@ -615,6 +713,26 @@ class NodeCalls:
             scheduler: the schedule, by ComfyUI's name
             steps: steps the sigmas take [>= 1, <= 500]
             denoise: the share of the schedule to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def CFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg: float | Input = 8.0,
+    ) -> CFGGuiderNode:
+        """Guide a custom sampler by classifier-free guidance (ComfyUI's CFGGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            positive: what to draw
+            negative: what to steer away from
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
         """
 
     def CLIPEncode(
@@ -1010,6 +1128,44 @@ class NodeCalls:
                 [>= 0.0, <= 1.0]
         """
 
+    def DisableNoise(
+        self,
+        *,
+        id: str | None = None,
+    ) -> DisableNoiseNode:
+        """No starting noise: the sampler denoises the latent as it is (ComfyUI's DisableNoise).
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+        """
+
+    def DualCFGGuider(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        cond1: Linkable[Conditioning],
+        cond2: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        cfg_conds: float | Input = 8.0,
+        cfg_cond2_negative: float | Input = 8.0,
+        style: _DualCFGGuider_style | Input = "regular",
+    ) -> DualCFGGuiderNode:
+        """Guide a custom sampler by two conditionings and a negative (ComfyUI's DualCFGGuider).
+
+        Returns the node; its outputs: guider (Guider).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            cond1: the conditioning steered towards, from cond2
+            cond2: the middle conditioning, steered towards from negative
+            negative: what to steer away from
+            cfg_conds: scale of cond1 against cond2 [>= 0.0, <= 100.0]
+            cfg_cond2_negative: scale of cond2 against negative [>= 0.0, <= 100.0]
+            style: ComfyUI's combination style
+        """
+
     def EmptyLatent(
         self,
         *,
@@ -1060,6 +1216,27 @@ class NodeCalls:
         Fields:
             conditioning: conditioning from a Flux clip
             guidance: the distilled guidance (Flux-dev: 3.5) [>= 0.0, <= 100.0]
+        """
+
+    def HypernetworkLoader(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        file: str | Input,
+        strength: float | Input = 1.0,
+        allow_pickle: bool | Input = False,
+    ) -> HypernetworkLoaderNode:
+        """Apply an A1111 hypernetwork to a model's attention layers (ComfyUI's HypernetworkLoader).
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            model: the model to patch; left unchanged
+            file: the hypernetwork (ComfyUI's hypernetwork_name): a path, or a name in the model folders'
+                hypernetworks folders; .pt files are pickles and need allow_pickle
+            strength: scale of the shift (0 = none) [>= -10.0, <= 10.0]
+            allow_pickle: read a pickle (.pt) file, with torch.load(weights_only=True)
         """
 
     def ImageInvert(
@@ -1136,6 +1313,26 @@ class NodeCalls:
         Fields:
             image: the picture to read the channel from
             channel: which channel becomes the mask
+        """
+
+    def InstructPixToPixConditioning(
+        self,
+        *,
+        id: str | None = None,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        vae: Linkable[Vae],
+        pixels: Linkable[Image],
+    ) -> InstructPixToPixConditioningNode:
+        """Attach the image to edit to both conditionings, for an InstructPix2Pix model (ComfyUI's node).
+
+        Returns the node; its outputs: positive (Conditioning), negative (Conditioning), latent (Latent).
+
+        Fields:
+            positive: the edit instruction
+            negative: what to steer away from
+            vae: the VAE, from LoadCheckpoint
+            pixels: the image to edit; cropped to multiples of 8 about its centre
         """
 
     def KSamplerSelect(
@@ -1342,6 +1539,28 @@ class NodeCalls:
                 config describes it; empty: the detected family's config shipped with sdflow
         """
 
+    def LoadDiffusionModel(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        weight_dtype: _LoadDiffusionModel_weight_dtype | Input = "default",
+        config: str | Input = "",
+    ) -> LoadDiffusionModelNode:
+        """Load a diffusion transformer file alone (SD3, Flux dev / schnell): safetensors, fp8 or .gguf.
+
+        Returns the node; its outputs: model (Model).
+
+        Fields:
+            file: a transformer .safetensors (any float dtype, fp8 too) or .gguf file: a path, or a name in
+                the model folders' diffusion_models (unet) folders
+            weight_dtype: how the weights are kept: default = the run's dtype; fp8_*: 8-bit storage, each
+                layer cast to the run's dtype while it computes; fp16/bf16/fp32: that dtype. GGUF files stay
+                quantized
+            config: a diffusers folder (or 'builtin:NAME') whose transformer and scheduler configs describe
+                the file; empty: from the file's shapes and the family's shipped scheduler config
+        """
+
     def LoadIPAdapter(
         self,
         *,
@@ -1416,6 +1635,26 @@ class NodeCalls:
             invert: swap repaint and keep (1 - mask)
         """
 
+    def LoadTextEncoders(
+        self,
+        *,
+        id: str | None = None,
+        files: list[str] | Input,
+        kind: _LoadTextEncoders_kind | Input = "flux",
+        config: str | Input = "",
+    ) -> LoadTextEncodersNode:
+        """Load text encoder files (clip_l, clip_g, t5xxl) as one Clip for SD3 or Flux.
+
+        Returns the node; its outputs: clip (Clip).
+
+        Fields:
+            files: the encoder files, any order (each told by its keys): Flux clip_l + t5xxl, SD3 clip_l +
+                clip_g + t5xxl; paths or names in the model folders' text_encoders (clip) folders
+            kind: the family whose encoders these are
+            config: a diffusers folder (or 'builtin:NAME') with the encoders' configs and tokenizers; empty:
+                the full-size configs shipped with sdflow (T5's tokenizer then from t5_tokenizer/ beside it)
+        """
+
     def LoadUpscaleModel(
         self,
         *,
@@ -1439,6 +1678,8 @@ class NodeCalls:
         id: str | None = None,
         file: str | Input,
         allow_pickle: bool | Input = False,
+        config: str | Input = "",
+        latent_format: _LoadVAE_latent_format | Input = "flux",
     ) -> LoadVAENode:
         """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's.
 
@@ -1449,6 +1690,10 @@ class NodeCalls:
                 or a diffusers VAE folder (AutoencoderKL, ConsistencyDecoderVAE, AutoencoderTiny): a path, or
                 a name in the model folders' vae (VAE) folders
             allow_pickle: also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)
+            config: for a single file: a diffusers folder (or 'builtin:NAME') whose VAE config describes it;
+                empty: its shapes, with SD 1.x's config for the rest
+            latent_format: a 16-channel VAE file's latent scaling and shift, which its weights do not tell:
+                Flux's (ae.safetensors) or SD3's
         """
 
     def MaskBlend(
@@ -1757,6 +2002,20 @@ class NodeCalls:
             shift: the schedule shift (1 = none) [>= 0.0, <= 100.0]
         """
 
+    def RandomNoise(
+        self,
+        *,
+        id: str | None = None,
+        noise_seed: int | Input = 0,
+    ) -> RandomNoiseNode:
+        """Seeded starting noise for SamplerCustomAdvanced (ComfyUI's RandomNoise).
+
+        Returns the node; its outputs: noise (Noise).
+
+        Fields:
+            noise_seed: the noise seed [>= 0, <= 9223372036854775807]
+        """
+
     def RepeatLatentBatch(
         self,
         *,
@@ -1789,6 +2048,58 @@ class NodeCalls:
             model: the model whose training noise schedule to use
             steps: steps (Turbo models take 1-4) [>= 1, <= 10]
             denoise: the share of the ladder to run (img2img) [>= 0.0, <= 1.0]
+        """
+
+    def SamplerCustom(
+        self,
+        *,
+        id: str | None = None,
+        model: Linkable[Model],
+        add_noise: bool | Input = True,
+        noise_seed: int | Input = 0,
+        cfg: float | Input = 8.0,
+        positive: Linkable[Conditioning],
+        negative: Linkable[Conditioning],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomNode:
+        """Denoise a latent down a Sigmas table with a sampler and CFG (ComfyUI's SamplerCustom).
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            model: the UNet, from LoadCheckpoint
+            add_noise: start from seeded noise; off: denoise the latent as it is
+            noise_seed: the noise seed (also the sampler's own noise) [>= 0, <= 9223372036854775807]
+            cfg: guidance scale; <= 1 disables guidance [>= 0.0, <= 100.0]
+            positive: what to draw
+            negative: what to steer away from
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
+        """
+
+    def SamplerCustomAdvanced(
+        self,
+        *,
+        id: str | None = None,
+        noise: Linkable[Noise],
+        guider: Linkable[Guider],
+        sampler: Linkable[Sampler],
+        sigmas: Linkable[Sigmas],
+        latent_image: Linkable[Latent],
+    ) -> SamplerCustomAdvancedNode:
+        """Denoise a latent down a Sigmas table with a noise, guider and sampler (ComfyUI's node).
+
+        Returns the node; its outputs: latent (Latent), denoised (Latent).
+
+        Fields:
+            noise: the starting noise, from RandomNoise or DisableNoise
+            guider: how each step is guided, from a guider node
+            sampler: the sampling algorithm, from KSamplerSelect
+            sigmas: the sigma table, from BasicScheduler, SplitSigmas, ...
+            latent_image: the latent to denoise (EmptyLatent for txt2img)
         """
 
     def SaveImage(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sdflow.models import detect, folder_load, resolver, singlefile, unclip
+from sdflow.models import detect, dit_checkpoint, folder_load, resolver, singlefile, unclip
 from sdflow.models.detect import UnknownFamily, UnknownLayout
 from sdflow.models.families import Family
 from sdflow.models.folder_configs import UnreadableConfig, listed
@@ -117,7 +117,8 @@ def check(source: CheckpointSource, allow_pickle: bool = False) -> None:
                 raise BadCheckpoint(pickle_refusal(path))
             return
         try:
-            detect.detection(path)
+            if dit_checkpoint.parts_of(path) is None:  # an SD3 / Flux file has no SD layout
+                detect.detection(path)
         except (OSError, WeightFileError, UnknownLayout) as exc:
             raise BadCheckpoint(f"{path}: {exc}") from None
     elif source.kind == "folder":
@@ -200,6 +201,8 @@ def load(
     options = options or LoadOptions()
     if source.kind == "file":
         check(source, options.allow_pickle)
+        if not is_pickle(source.path) and dit_checkpoint.parts_of(source.path) is not None:
+            return dit_checkpoint.load(source.path, device, dtype, options)
         return singlefile.load(source.path, device, dtype, options)
     if source.kind == "folder":
         check_folder(source.path, options.allow_pickle)

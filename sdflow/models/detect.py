@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdflow.models import resolver
+from sdflow.models.dit_detect import find_transformer
 from sdflow.models.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, SDXL_REFINER, Family
 from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
-from sdflow.models.weights import WeightReader, is_pickle
+from sdflow.models.weights import WeightReader, is_pickle, read_header
 
 Shapes = dict[str, tuple[int, ...]]
 UNET = "model.diffusion_model."
@@ -304,7 +305,8 @@ def checkpoint_family(spec: str) -> Family | None:
     try:
         source = resolver.checkpoint(spec)
         if source.kind == "file" and not is_pickle(source.path):
-            return detection(source.path).family
+            transformer = find_transformer(read_header(source.path).shapes())  # SD3 / Flux files
+            return FAMILIES[transformer.family] if transformer else detection(source.path).family
         if source.kind == "folder":
             return known_folder_family(source.path)
     except (LookupError, OSError, ValueError):  # not found, unreadable, unknown layout

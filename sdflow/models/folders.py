@@ -27,10 +27,15 @@ KINDS: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "t2i_adapter", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    # a diffusion model on its own (SD3 / Flux transformers), and text encoders on their own (ComfyUI's
+    # split layout; Forge's folder names after ComfyUI's)
+    "diffusion_models": ("diffusion_models", "unet", "Unet"),
+    "text_encoders": ("text_encoders", "clip", "text_encoder"),
     "clip_vision": ("clip_vision",),
     "ipadapter": ("ipadapter", "ipadapters"),
+    "hypernetworks": ("hypernetworks",),
 }
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".gguf")
 # folders that are one model (a diffusers checkpoint or component) rather than a sub-folder of models
 _MODEL_FOLDER_MARKERS = ("model_index.json", "config.json")
 

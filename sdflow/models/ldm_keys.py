@@ -22,8 +22,17 @@ class Source:
     """A module weight's key in the file, and the reshaping between the two layouts."""
 
     key: str
-    kind: str = "same"  # "same" | "squeeze" (conv 1x1 <-> linear) | "chunk" (fused q/k/v) | "transpose"
-    index: int = 0  # for "chunk": which third (q, k, v)
+    # "same" | "squeeze" (conv 1x1 <-> linear) | "chunk" (fused q/k/v) | "transpose" | "rows" (one
+    # run of rows of a fused tensor whose parts differ in size) | "swap" (halves stored the other way
+    # round: the original AdaLN's shift, scale against diffusers' scale, shift)
+    kind: str = "same"
+    index: int = 0  # for "chunk": which third (q, k, v); for "rows": the first row
+    total: int = 0  # for "rows": the fused tensor's row count
+
+    @property
+    def fused(self) -> bool:
+        """Several module weights share this one file tensor."""
+        return self.kind in ("chunk", "rows")
 
     def file_shape(self, module_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape this weight has in the file."""
@@ -31,18 +40,32 @@ class Source:
             return (*module_shape, 1, 1)
         if self.kind == "chunk":
             return (module_shape[0] * 3, *module_shape[1:])
+        if self.kind == "rows":
+            return (self.total, *module_shape[1:])
         if self.kind == "transpose":
             return tuple(reversed(module_shape))
         return module_shape
 
+    def start(self, module_shape: tuple[int, ...]) -> int:
+        """For a fused tensor: the first of this weight's rows."""
+        return self.index * module_shape[0] if self.kind == "chunk" else self.index
+
     def to_module(self, tensor: torch.Tensor, module_shape: tuple[int, ...]) -> torch.Tensor:
         """The file's tensor reshaped for the module (views where possible: no copy)."""
-        if self.kind == "chunk":
-            size = module_shape[0]
-            return tensor[self.index * size : (self.index + 1) * size]
+        if self.fused:
+            start = self.start(module_shape)
+            return tensor[start : start + module_shape[0]]
         if self.kind == "transpose":
             return tensor.t().contiguous()
+        if self.kind == "swap":
+            return swap_halves(tensor)
         return tensor.reshape(module_shape)
+
+
+def swap_halves(tensor: torch.Tensor) -> torch.Tensor:
+    """The two halves of the first dimension exchanged (its own inverse)."""
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first])
 
 
 Mapping = Callable[[str], Source | None]

@@ -11,7 +11,14 @@ import torch
 
 from sdflow.models.detect import LAYOUTS, Layout
 from sdflow.models.families import Family
-from sdflow.models.ldm_keys import Mapping, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.ldm_keys import (
+    Mapping,
+    clip_mapping,
+    openclip_mapping,
+    swap_halves,
+    unet_mapping,
+    vae_mapping,
+)
 
 
 class NoLayout(ValueError):
@@ -30,7 +37,7 @@ def to_file(module: torch.nn.Module, mapping: Mapping, dtype: torch.dtype | None
     """A module's weights under their single-file names and shapes, on the CPU (in ``dtype`` for
     floating-point weights, if given)."""
     out: dict[str, torch.Tensor] = {}
-    fused: dict[str, list[torch.Tensor | None]] = {}
+    fused: dict[str, dict[int, torch.Tensor]] = {}
     for name, tensor in module.state_dict().items():
         source = mapping(name)
         if source is None:
@@ -38,11 +45,14 @@ def to_file(module: torch.nn.Module, mapping: Mapping, dtype: torch.dtype | None
         value = tensor.detach().cpu()
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
-        if source.kind == "chunk":
-            parts = fused.setdefault(source.key, [None, None, None])
-            parts[source.index] = value
-            if all(p is not None for p in parts):
-                out[source.key] = torch.cat(parts)  # type: ignore[arg-type]
+        if source.fused:  # pieces of one tensor: written once all its rows are there
+            parts = fused.setdefault(source.key, {})
+            parts[source.start(tuple(value.shape))] = value
+            rows = source.file_shape(tuple(value.shape))[0]
+            if sum(p.shape[0] for p in parts.values()) == rows:
+                out[source.key] = torch.cat([parts[start] for start in sorted(parts)])
+        elif source.kind == "swap":
+            out[source.key] = swap_halves(value).contiguous()
         elif source.kind == "transpose":
             out[source.key] = value.t().contiguous()
         else:

@@ -25,12 +25,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from sdflow.models import lycoris
-from sdflow.models.ldm_keys import unet_mapping
+from sdflow.models.dit_keys import flux_mapping, sd3_mapping
+from sdflow.models.ldm_keys import Source, swap_halves, unet_mapping
+
+_DIT_MAPPINGS = {"SD3Transformer2DModel": sd3_mapping, "FluxTransformer2DModel": flux_mapping}
 
 TARGETS = ("unet", "text_encoder", "text_encoder_2")
 
@@ -65,7 +68,13 @@ _KOHYA_PREFIXES = {
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
 }
-_DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
+# SD3 / Flux LoRAs name the denoiser "transformer": it is the model's, as a UNet is
+_DIFFUSERS_PREFIXES = {
+    "unet.": "unet",
+    "transformer.": "unet",
+    "text_encoder.": "text_encoder",
+    "text_encoder_2.": "text_encoder_2",
+}
 
 
 class LoraError(ValueError):
@@ -236,23 +245,64 @@ def _peft_adapters(metadata: dict[str, str]) -> dict[str, _PeftAdapter]:
 
 def match(layers: list[Layer], root: torch.nn.Module, what: str) -> tuple[dict[str, list[Layer]], list[str]]:
     """(module path -> the layers updating it, names of layers that match no module of ``root``). A
-    shape that does not fit its module is a LoraError: the LoRA was made for another model family."""
+    shape that does not fit its module is a LoraError: the LoRA was made for another model family.
+    A kohya layer on an SD3 / Flux original-layout module fused from several (q, k, v in one ``qkv``)
+    updates each of them with its rows."""
     index = _module_index(root)
+    fused = _fused_index(root)
     found: dict[str, list[Layer]] = {}
     unmatched: list[str] = []
-    for layer in layers:
-        path = index.get(("flat", layer.name) if layer.flat else ("dotted", layer.name))
-        if path is None:
-            unmatched.append(layer.name)
-            continue
-        weight = tuple(root.get_submodule(path).weight.shape)
-        if layer.shape not in (weight, lycoris.flat_size(weight)):
-            raise LoraError(
-                f"{what} layer {layer.name}: the LoRA's update is {layer.shape} but the model's "
-                f"weight is {weight} (a LoRA for another model family?)"
-            )
-        found.setdefault(path, []).append(layer)
+    for whole in layers:
+        pieces = fused.get(whole.name, []) if whole.flat else []
+        if pieces:
+            targets = [
+                (path, _rows(whole, source, root.get_submodule(path).weight.shape)) for path, source in pieces
+            ]
+        else:
+            targets = [(index.get(("flat", whole.name) if whole.flat else ("dotted", whole.name)), whole)]
+        for path, layer in targets:
+            if path is None:
+                unmatched.append(layer.name)
+                continue
+            weight = tuple(root.get_submodule(path).weight.shape)
+            if layer.shape not in (weight, lycoris.flat_size(weight)):
+                raise LoraError(
+                    f"{what} layer {layer.name}: the LoRA's update is {layer.shape} but the model's "
+                    f"weight is {weight} (a LoRA for another model family?)"
+                )
+            found.setdefault(path, []).append(layer)
     return found, unmatched
+
+
+def _rows(layer: Layer, source: Source, shape: torch.Size) -> Layer:
+    """The part of a fused module's update that falls on one diffusers module (rows of ``up``)."""
+    if not isinstance(layer, LoraLayer):
+        raise LoraError(
+            f"layer {layer.name}: LoHa / LoKr updates of fused SD3 / Flux layers are not supported"
+        )
+    if source.kind == "swap":
+        return replace(layer, up=swap_halves(layer.up))
+    if not source.fused:
+        return layer
+    start = source.start(tuple(shape))
+    return replace(layer, up=layer.up[start : start + shape[0]])
+
+
+def _fused_index(root: torch.nn.Module) -> dict[str, list[tuple[str, Source]]]:
+    """For an SD3 / Flux denoiser: each original-layout module's flat kohya name -> the diffusers
+    modules it is made of and where they lie in it (empty for other models)."""
+    inner = getattr(root, "transformer", None)
+    mapping = _DIT_MAPPINGS.get(type(inner).__name__)
+    if mapping is None:
+        return {}
+    table = mapping(dict(inner.config), "")
+    index: dict[str, list[tuple[str, Source]]] = {}
+    for path, module in inner.named_modules():
+        source = table(path + ".weight") if isinstance(module, torch.nn.Linear) else None
+        if source is not None:
+            flat = source.key.removesuffix(".weight").replace(".", "_")
+            index.setdefault(flat, []).append(("transformer." + path, source))
+    return index
 
 
 def delta(layers: list[Layer], weight: torch.Tensor) -> torch.Tensor:
@@ -269,13 +319,15 @@ def _module_index(root: torch.nn.Module) -> dict[tuple[str, str], str]:
     matched with and without transformers' ``text_model.`` wrapper (transformers 5 dropped it); UNet
     layers by their diffusers names and, flat, by their original LDM names (``input_blocks_4_1_...``)."""
     config = getattr(root, "config", None)
-    is_unet = config is not None and "down_block_types" in config
+    is_unet = getattr(config, "down_block_types", None) is not None  # (a denoiser wrapper: a namespace)
     ldm = unet_mapping(dict(config), prefix="") if is_unet else None
     index: dict[tuple[str, str], str] = {}
     for path, module in root.named_modules():
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
             continue
         names = [path]
+        if path.startswith("transformer.") and hasattr(root, "transformer"):  # an SD3 / Flux denoiser
+            names.append(path[len("transformer.") :])
         if path.startswith("text_model."):
             names.append(path[len("text_model.") :])
         elif path.startswith(("encoder.", "embeddings.", "final_layer_norm")):

@@ -31,10 +31,16 @@ def patched_copy(root: torch.nn.Module, deltas: dict[str, Delta], strength: floa
 
 def shallow(module: torch.nn.Module) -> torch.nn.Module:
     """A new module object sharing ``module``'s children, parameters and buffers (in new dicts, so
-    replacing one in the copy leaves the original's in place)."""
+    replacing one in the copy leaves the original's in place), and its hooks in hook tables of its own:
+    a hook added later to either stays on that one (transformers 5 adds its hidden-state recorders to
+    a model on its first run; shared tables would give a base and its patched copy each other's, and
+    both would record every layer twice)."""
     twin = copy.copy(module)
     twin._modules = copy.copy(module._modules)
     twin._parameters = copy.copy(module._parameters)
+    for name, table in vars(module).items():
+        if name.startswith("_") and "hooks" in name and isinstance(table, dict):
+            setattr(twin, name, copy.copy(table))
     return twin
 
 
@@ -53,10 +59,5 @@ def owned(root: torch.nn.Module, fresh: set[int], name: str) -> torch.nn.Module:
 
 
 def hookable_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A ``shallow`` copy with hook tables of its own, so hooks added to it leave ``module`` alone."""
-    twin = shallow(module)
-    twin._forward_pre_hooks = type(module._forward_pre_hooks)(module._forward_pre_hooks)
-    twin._forward_pre_hooks_with_kwargs = type(module._forward_pre_hooks_with_kwargs)(
-        module._forward_pre_hooks_with_kwargs
-    )
-    return twin
+    """A ``shallow`` copy, whose hook tables are its own: hooks added to it leave ``module`` alone."""
+    return shallow(module)

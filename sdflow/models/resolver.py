@@ -78,6 +78,15 @@ def checkpoint(spec: str) -> CheckpointSource:
     return CheckpointSource("file", str(path))
 
 
+def config_folder(spec: str) -> Path:
+    """The diffusers folder (or built-in) a node's ``config`` field names, for the configs and
+    tokenizers a single file lacks (ModelNotFound if it is no such folder)."""
+    source = checkpoint(spec)
+    if source.kind != "folder":
+        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
+    return source.path
+
+
 def builtin(kind: str, spec: str) -> Path:
     """The folder shipped inside the package that ``builtin:NAME`` names (ModelNotFound listing them)."""
     name = spec[len(BUILTIN_PREFIX) :]

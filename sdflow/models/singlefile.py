@@ -159,7 +159,7 @@ def fill_weights(
     state = {}
     for name, (source, tensor) in plan_weights(module, mapping, reader.shapes, what).items():
         target = dtype if tensor.is_floating_point() else tensor.dtype
-        if source.kind == "chunk":  # q, k and v share one fused tensor: read it once
+        if source.fused:  # q, k and v (and an MLP) share one fused tensor: read it once
             if source.key not in fused:
                 fused[source.key] = reader.read(source.key, target, device)
             raw = fused[source.key]

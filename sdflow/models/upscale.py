@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sdflow.models.weights import WeightFileError, is_pickle, pickle_refusal, read_all
+from sdflow.models.weights import WeightFileError, is_pickle, pickle_refusal, read_all, unpickled
 
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
@@ -148,12 +148,9 @@ def _state_dict(path: Path, allow_pickle: bool) -> dict[str, Any]:
     if not allow_pickle:
         raise UpscaleModelError(pickle_refusal(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise UpscaleModelError(f"'{path.name}' could not be read as a weights-only pickle: {exc}") from None
-    if not isinstance(state, dict):
-        raise UpscaleModelError(f"'{path.name}' holds a {type(state).__name__}, not a state dict")
-    return state
+        return unpickled(path)
+    except WeightFileError as exc:
+        raise UpscaleModelError(str(exc)) from None
 
 
 def describe(path: Path) -> str:

@@ -18,7 +18,9 @@ import torch
 
 from sdflow.models import taesd, weights
 
-SD_VAE_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15" / "vae" / "config.json"
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SD_VAE_CONFIG = CONFIGS / "sd15" / "vae" / "config.json"
+LATENT_16 = 16  # SD3's and Flux's VAEs (their configs in configs/sd3, configs/flux)
 CLASSES = ("AutoencoderKL", "ConsistencyDecoderVAE", "AutoencoderTiny")
 # prefixes a VAE carries inside a full checkpoint (LDM) or a diffusers pipeline file
 _PREFIXES = ("first_stage_model.", "vae.")
@@ -28,9 +30,18 @@ class VaeError(ValueError):
     """The file or folder is not a VAE we can load."""
 
 
-def load(path: Path, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False) -> torch.nn.Module:
+def load(
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    allow_pickle: bool = False,
+    config: Path | None = None,
+    latent_format: str = "flux",
+) -> torch.nn.Module:
     """The VAE at ``path`` (file or folder), on ``device``, in ``dtype`` unless its config asks for
-    fp32 under fp16 (``force_upcast``), as LoadCheckpoint does."""
+    fp32 under fp16 (``force_upcast``), as LoadCheckpoint does. For a single file, ``config`` (a
+    diffusers folder or VAE folder) gives the config instead of its shapes; a 16-channel VAE's latent
+    scaling and shift (not in its shapes) are SD3's or Flux's by ``latent_format``."""
     if path.is_dir():
         vae = _from_folder(path, dtype)
     elif _is_tiny(path, allow_pickle):
@@ -39,7 +50,7 @@ def load(path: Path, device: torch.device, dtype: torch.dtype, allow_pickle: boo
         except taesd.TinyVaeError as exc:
             raise VaeError(str(exc)) from None
     else:
-        vae = _from_file(path, dtype, allow_pickle)
+        vae = _from_file(path, dtype, allow_pickle, config, latent_format)
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -80,7 +91,18 @@ def _from_folder(path: Path, dtype: torch.dtype) -> torch.nn.Module:
         raise VaeError(f"cannot load the VAE in {folder}: {_first_line(exc)}") from None
 
 
-def _from_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> torch.nn.Module:
+def _given_config(folder: Path) -> dict:
+    """The VAE config of a diffusers pipeline folder or VAE folder."""
+    file = source(folder) / "config.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VaeError(f"cannot read the VAE config {file}: {exc}") from None
+
+
+def _from_file(
+    path: Path, dtype: torch.dtype, allow_pickle: bool, given: Path | None = None, latent_format: str = "flux"
+) -> torch.nn.Module:
     """Build the AutoencoderKL empty and read each weight straight from the file into it (once)."""
     from diffusers import AutoencoderKL
 
@@ -101,9 +123,12 @@ def _from_file(path: Path, dtype: torch.dtype, allow_pickle: bool) -> torch.nn.M
                 f"or the diffusers layout (encoder.down_blocks.0...); found {sample}..."
             )
         try:
-            config = config_from_shapes(shapes, ldm)
+            config = _given_config(given) if given is not None else config_from_shapes(shapes, ldm)
         except KeyError as exc:
             raise VaeError(f"not a complete VAE: no {exc.args[0]} in it") from None
+        if given is None and config["latent_channels"] == LATENT_16:  # SD3's / Flux's latent space
+            family_config = json.loads((CONFIGS / latent_format / "vae" / "config.json").read_text())
+            config |= {k: family_config[k] for k in ("scaling_factor", "shift_factor", "force_upcast")}
         vae = singlefile.build_empty(AutoencoderKL.from_config, config)
         mapping = vae_mapping(config, prefix) if ldm else (lambda name: Source(prefix + name))
         try:

@@ -230,6 +230,18 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def unpickled(path: Path) -> dict[Any, Any]:
+    """A pickle's whole dict, nesting kept (hypernetworks, RealESRGAN's 'params_ema'), read by torch's
+    weights-only unpickler (tensors and plain containers only); WeightFileError for anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise WeightFileError(f"'{path.name}' could not be read as a weights-only pickle: {exc}") from None
+    if not isinstance(state, dict):
+        raise WeightFileError(f"'{path.name}' holds a {type(state).__name__}, not a state dict")
+    return state
+
+
 def read_all(path: Path, allow_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(every tensor on the CPU, the header metadata) of a small weight file such as a LoRA or a VAE."""
     with WeightReader(path, allow_pickle) as reader:

@@ -205,6 +205,7 @@ class Conditioning(Port):
     guidance: float | None = None  # Flux's distilled guidance (FluxGuidance); None: the family's default
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
+    concat: torch.Tensor | None = None  # channels beside the latent: ComfyUI's concat_latent_image
 
     @property
     def pieces(self) -> tuple[Conditioning, ...]:
@@ -265,20 +266,6 @@ class Schedule(Port):
         else:
             scheduler.set_timesteps(self.steps, device=device, **extra)
         return scheduler
-
-
-@dataclass(frozen=True, eq=False)
-class Sigmas(Port):
-    """A sigma table, highest noise first, usually ending in 0 (ComfyUI's SIGMAS)."""
-
-    values: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Sampler(Port):
-    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
-
-    name: str
 
 
 @dataclass(frozen=True, eq=False)

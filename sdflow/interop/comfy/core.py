@@ -94,14 +94,19 @@ def _order(graph: ComfyGraph, source: str) -> list[ComfyNode]:
     return [graph.nodes[n] for n in nx.lexicographical_topological_sort(dag, key=_natural)]
 
 
+# The node types holding a seed (and its field), and those guided by a positive and a negative.
+SEEDED = {"AddNoise": "seed", "RandomNoise": "noise_seed", "SamplerCustom": "noise_seed"}
+GUIDED = ("DenoiseLoop", "SamplerCustom", "CFGGuider")
+
+
 def promote_inputs(workflow: Workflow) -> None:
     """Make the values people change most workflow inputs, for `--set`: each sampler's seed
-    (``seed``, or ``seed_<node>`` with several samplers) and, with one sampler, its prompts."""
-    noises = [spec for spec in workflow.nodes.values() if spec.type == "AddNoise"]
+    (``seed``, or ``seed_<node>`` with several samplers) and, with one sampler or guider, its prompts."""
+    noises = [spec for spec in workflow.nodes.values() if spec.type in SEEDED]
     for spec in noises:
         name = "seed" if len(noises) == 1 else f"seed_{spec.id.removeprefix('noise_')}"
-        _promote(workflow, spec, "seed", name, "int")
-    loops = [spec for spec in workflow.nodes.values() if spec.type == "DenoiseLoop"]
+        _promote(workflow, spec, SEEDED[spec.type], name, "int")
+    loops = [spec for spec in workflow.nodes.values() if spec.type in GUIDED]
     if len(loops) == 1:
         positive, negative = (_prompt_node(workflow, loops[0].fields[f], f) for f in ("positive", "negative"))
         _promote(workflow, workflow.nodes[positive], "text", "prompt", "str")

@@ -35,3 +35,11 @@ def conditioning_average(c: Converter, node: ComfyNode) -> list[Port]:
     weight = c.number(node, "conditioning_to_strength", 1.0, float)
     nid = c.add("average", node.id, "ConditioningAverage", first=first, second=second, weight=weight)
     return [Port(Link(nid, "conditioning"))]
+
+
+@handler("InstructPixToPixConditioning", widgets=())
+def instruct_pix_to_pix(c: Converter, node: ComfyNode) -> list[Port]:
+    """InstructPixToPixConditioning: the same inputs and outputs (positive, negative, latent)."""
+    fields = {name: c.port(node, name).link for name in ("positive", "negative", "vae", "pixels")}
+    nid = c.add("ip2p", node.id, "InstructPixToPixConditioning", **fields)
+    return [Port(Link(nid, output)) for output in ("positive", "negative", "latent")]

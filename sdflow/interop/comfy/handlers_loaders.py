@@ -46,3 +46,17 @@ def lora(c: Converter, node: ComfyNode) -> list[Port]:
 def vae_loader(c: Converter, node: ComfyNode) -> list[Port]:
     """LoadVAE."""
     return [Port(Link(c.add("vae", node.id, "LoadVAE", file=str(c.const(node, "vae_name"))), "vae"))]
+
+
+@handler("HypernetworkLoader", widgets=("hypernetwork_name", "strength"))
+def hypernetwork(c: Converter, node: ComfyNode) -> list[Port]:
+    """HypernetworkLoader, ``hypernetwork_name`` -> ``file`` (a .pt needs --allow-pickle to run)."""
+    nid = c.add(
+        "hypernetwork",
+        node.id,
+        "HypernetworkLoader",
+        model=c.port(node, "model").link,
+        file=str(c.const(node, "hypernetwork_name")),
+        strength=c.number(node, "strength", 1.0, float),
+    )
+    return [Port(Link(nid, "model"))]

@@ -10,48 +10,63 @@ from sdflow.graphs.model import Link
 from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import CONTROL, handler
 from sdflow.nodes.fields import MAX_SEED
+from sdflow.nodes.ops.samplers import SAMPLERS as SAMPLER_CLASSES
 from sdflow.nodes.ops.samplers import supports_karras
+from sdflow.nodes.ops.sigma_schedules import SCHEDULES, refusal
 
-# ComfyUI sampler -> sdflow sampler; the `karras` scheduler is the Scheduler's `sigmas: karras`.
+# ComfyUI sampler -> sdflow sampler (the _gpu variants only draw their noise on the GPU).
 SAMPLERS = {
     "euler": "euler",
     "euler_ancestral": "euler_ancestral",
     "heun": "heun",
     "dpmpp_2m": "dpmpp_2m",
     "ddim": "ddim",
+    "ddpm": "ddpm",
     "uni_pc": "unipc",
     "lms": "lms",
     "uni_pc_bh2": "uni_pc_bh2",
     "dpmpp_2m_sde": "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu": "dpmpp_2m_sde",
     "dpmpp_3m_sde": "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
     "dpmpp_sde": "dpmpp_sde",
+    "dpmpp_sde_gpu": "dpmpp_sde",
     "dpm_2": "dpm_2",
     "dpm_2_ancestral": "dpm_2_ancestral",
     "deis": "deis",
     "lcm": "lcm",
 }
-SCHEDULERS = ("normal", "karras")
+# ComfyUI scheduler -> the Scheduler's sigmas: `normal` is the sampler's own spacing, `karras`
+# diffusers' Karras sigmas; the others are ComfyUI's tables, computed as ComfyUI does.
+SCHEDULERS = {name: name for name in SCHEDULES if name != "sd_turbo"} | {"normal": "default"}
 
 
 def sampler_fields(c: Converter, node: ComfyNode) -> dict[str, str]:
     """The Scheduler's sampler (and sigmas) for the node's (sampler_name, scheduler) pair; each name
-    sdflow cannot map is refused, naming the choices."""
+    sdflow cannot map, and each pair diffusers cannot run, is refused, naming the choices."""
     sampler, scheduler = str(c.const(node, "sampler_name")), str(c.const(node, "scheduler"))
-    fields = {"sampler": SAMPLERS.get(sampler, "euler")}
-    if sampler not in SAMPLERS:
+    ours = SAMPLERS.get(sampler)
+    fields = {"sampler": ours or "euler"}
+    if ours is None:
         c.refuse(node, f"unknown sampler_name '{sampler}' (sdflow maps: {', '.join(SAMPLERS)})")
-    if scheduler not in SCHEDULERS:
+    sigmas = SCHEDULERS.get(scheduler)
+    if sigmas is None:
         c.refuse(node, f"unknown scheduler '{scheduler}' (sdflow maps: {', '.join(SCHEDULERS)})")
-    elif scheduler == "karras" and sampler in SAMPLERS:
-        if supports_karras(SAMPLERS[sampler]):
+    elif sigmas == "karras" and ours is not None:
+        if supports_karras(ours):
             fields["sigmas"] = "karras"
         else:
-            karras = ", ".join(name for name, ours in SAMPLERS.items() if supports_karras(ours))
+            karras = ", ".join(name for name, mapped in SAMPLERS.items() if supports_karras(mapped))
             c.refuse(
                 node,
                 f"scheduler 'karras' is supported with {karras} only, not '{sampler}' "
                 "(diffusers has no Karras sigmas for it)",
             )
+    elif sigmas != "default" and ours is not None:
+        problem = refusal(ours, SAMPLER_CLASSES[ours][0], sigmas)
+        if problem:
+            c.refuse(node, f"scheduler '{scheduler}': {problem}")
+        fields["sigmas"] = sigmas
     return fields
 
 

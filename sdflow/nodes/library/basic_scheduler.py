@@ -10,7 +10,8 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.flow_models import no_sigma_tables
 from sdflow.nodes.ops.sigma_schedules import denoised_sigmas
-from sdflow.nodes.types import Model, Sigmas
+from sdflow.nodes.types import Model
+from sdflow.nodes.types_sampling import Sigmas
 
 ScheduleName = Literal[
     "normal",

@@ -10,7 +10,8 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.flow_models import no_sigma_tables
 from sdflow.nodes.ops.samplers import scheduler_for
 from sdflow.nodes.ops.sigma_schedules import table_fields
-from sdflow.nodes.types import Model, Sampler, Schedule, Sigmas
+from sdflow.nodes.types import Model, Schedule
+from sdflow.nodes.types_sampling import Sampler, Sigmas
 
 
 class CustomSchedule(Node):

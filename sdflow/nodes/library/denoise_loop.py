@@ -10,21 +10,16 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, image_prompt, regions
+from sdflow.nodes.ops import control, guidance, image_prompt, regions
+from sdflow.nodes.ops.guidance import Guidance
 from sdflow.nodes.ops.placement import placement
-from sdflow.nodes.ops.samplers import seed_noise_sampler
+from sdflow.nodes.ops.samplers import denoised_estimate, seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
 from sdflow.nodes.ops.split import END_ALIASES, EndPoint, chosen, conflicts, describe
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Conditioning, Cut, Latent, Model
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
-
-
-def guided(prediction: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance over a batch laid out [uncond..., cond...]."""
-    uncond, cond = prediction.chunk(2)
-    return uncond + scale * (cond - uncond)
 
 
 class DenoiseLoop(Node):
@@ -70,6 +65,13 @@ class DenoiseLoop(Node):
         return conflicts(constants, "end_at", END_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        latent, _ = self.sample(ctx, guidance.cfg(self.positive, self.negative, self.cfg))
+        return {"latent": latent}
+
+    def sample(self, ctx: RunContext, guide: Guidance) -> tuple[Latent, torch.Tensor]:
+        """The denoised latent, guided as ``guide`` says (this node's cfg for DenoiseLoop itself, a
+        Guider's rule for the custom samplers), and the last step's estimate of the clean latent
+        (ComfyUI's denoised_output)."""
         state = self.latent.noise
         if self.latent.cut is not None:
             raise ctx.error(
@@ -79,7 +81,7 @@ class DenoiseLoop(Node):
             )
         if state is None:
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
-        self._check_families(ctx)
+        self._check_families(ctx, guide)
         unet = self.model.unet
         scheduler = state.schedule.make(ctx.device, tuple(self.latent.samples.shape[-2:]))
         if hasattr(scheduler, "set_begin_index"):
@@ -99,20 +101,22 @@ class DenoiseLoop(Node):
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
         seed_noise_sampler(scheduler, [generator] * self.latent.samples.shape[0])
 
-        guide = self.cfg > 1.0
+        sides = guide.sides
         device, dtype = placement(unet)  # the execution device under model offload
         x = self.latent.samples.to(device, dtype)
-        embeds = self._embeddings(x.shape[0], guide, ctx).to(device, dtype)
-        added = self._added_cond_kwargs(x, guide, device, dtype)
-        extra = self._inpainting_channels(x, guide, ctx)
+        embeds = self._embeddings(x.shape[0], sides, ctx).to(device, dtype)
+        added = self._added_cond_kwargs(x, sides, device, dtype)
+        extra = self._extra_channels(x, sides, ctx)
         mask = self._blend_mask(x, ctx)
-        halves = [self.negative, self.positive] if guide else [self.positive]
+        halves = [side for side, _ in sides]
         controls = control.plan(halves, x.shape[0], tuple(x.shape[-2:]))
         regional = any(half.regional for half in halves)
         if regional and controls:
             message = "ControlNets with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "positive")
-        images = image_prompt.feed(self.model, x.shape[0], guide, device, dtype)
+        images = image_prompt.feed(self.model, x.shape[0], guide.guiding, device, dtype)
+        if images is not None and len(sides) > 2:
+            raise ctx.error("IP-Adapters with a DualCFGGuider are not supported yet", "model")
         if regional and images is not None:
             message = "IP-Adapters with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "model")
@@ -124,17 +128,18 @@ class DenoiseLoop(Node):
             message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
-        sides = self._regional_sides(x, guide) if regional else []
+        pieces = self._regional_sides(x, sides) if regional else []
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
         # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
         # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
         stepped = end is not None and not isinstance(end, float)
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
-        guided_count = round(self.cfg_end * len(timesteps)) if guide else 0
+        guided_count = round(self.cfg_end * len(timesteps)) if guide.guiding else 0
         if controls and guided_count < len(timesteps):
             raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
-        batch = x.shape[0]
+        batch, copies = x.shape[0], len(sides)
+        denoised = x
 
         def blended(x: torch.Tensor, index: int) -> torch.Tensor:
             """Keep the original outside the mask, re-noised to the *next* timestep, as diffusers."""
@@ -149,16 +154,16 @@ class DenoiseLoop(Node):
             for index, t in enumerate(timesteps):
                 guiding = index < guided_count
                 if regional:
-                    prediction = self._regional(x, t, scheduler, extra, sides, guiding)
+                    prediction = self._regional(x, t, scheduler, extra, pieces, guiding)
                 else:
-                    model_input = torch.cat([x, x]) if guiding else x
+                    model_input = torch.cat([x] * copies) if guiding else x
                     model_input = scheduler.scale_model_input(model_input, t)
                     residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
                         control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
                         if controls
                         else {}
                     )
-                    rows = slice(None) if guiding or not guide else slice(batch, None)  # positive half alone
+                    rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
                     text = embeds[rows]
@@ -174,8 +179,10 @@ class DenoiseLoop(Node):
                         **({} if labels is None else {"class_labels": labels[rows]}),
                     )[0]
                 if guiding:
-                    prediction = guided(prediction, self.cfg)
-                x = blended(scheduler.step(prediction, t, x, **step_kwargs, return_dict=False)[0], index)
+                    prediction = guide.combine(list(prediction.chunk(copies)))
+                output = scheduler.step(prediction, t, x, **step_kwargs)
+                x = blended(output.prev_sample, index)
+                denoised = denoised_estimate(scheduler, output, x)
                 ctx.step(index + 1, len(timesteps), x)
         latent = self.latent.with_(
             samples=x,
@@ -183,13 +190,14 @@ class DenoiseLoop(Node):
             rng_state=generator.get_state(),
             cut=cut,
         )
-        return {"latent": latent}
+        return latent, denoised
 
-    def _regional_sides(self, x: torch.Tensor, guide: bool) -> list[tuple[list[regions.Prepared], dict]]:
-        """Each CFG side's pieces (areas and weights) and each piece's UNet text inputs, made once per
-        loop: [negative, positive] when guiding, else [positive]."""
+    def _regional_sides(
+        self, x: torch.Tensor, sides: tuple[tuple[Conditioning, bool], ...]
+    ) -> list[tuple[list[regions.Prepared], dict]]:
+        """Each guidance side's pieces (areas and weights) and each piece's UNet text inputs, made once
+        per loop, in batch order."""
         batch, size = x.shape[0], (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
-        sides = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
         prepared = []
         for side, negative in sides:
             pieces = regions.prepare(side, tuple(x.shape[-2:]), x)
@@ -236,11 +244,12 @@ class DenoiseLoop(Node):
             )
         return count
 
-    def _check_families(self, ctx: RunContext) -> None:
-        """Conditioning must come from a text encoder of the model's own family."""
+    def _check_families(self, ctx: RunContext, guide: Guidance) -> None:
+        """Conditioning must come from a text encoder of the model's own family (positive first)."""
         family = self.model.family
-        for name in ("positive", "negative"):
-            conditioning: Conditioning = getattr(self, name)
+        last = len(guide.sides) - 1
+        for index, (conditioning, _) in reversed(list(enumerate(guide.sides))):
+            name = "positive" if index == last else "negative"
             if conditioning.family != family:
                 raise ctx.error(
                     f"this conditioning was encoded by a {conditioning.family} text encoder but the model "
@@ -256,12 +265,11 @@ class DenoiseLoop(Node):
             )
 
     def _added_cond_kwargs(
-        self, x: torch.Tensor, guide: bool, device: torch.device, dtype: torch.dtype
+        self, x: torch.Tensor, sides: tuple, device: torch.device, dtype: torch.dtype
     ) -> dict[str, torch.Tensor] | None:
         """The family's extra UNet inputs (SDXL: pooled text embeds and time ids), in batch order."""
-        parts = [(self.negative, True), (self.positive, False)] if guide else [(self.positive, False)]
         size = (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
-        return self.model.family.added_cond_kwargs(parts, x.shape[0], size, device, dtype)
+        return self.model.family.added_cond_kwargs(list(sides), x.shape[0], size, device, dtype)
 
     @classmethod
     def run_batch(cls, nodes: list[Node], ctx: RunContext) -> list[dict[str, Any]] | None:
@@ -276,22 +284,26 @@ class DenoiseLoop(Node):
         for loop in loops:
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
-            loop._check_families(ctx)
+            loop._check_families(ctx, guidance.cfg(loop.positive, loop.negative, loop.cfg))
             if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
                 return None  # predicted piece by piece, each on its own
+            if loop.positive.concat is not None or loop.negative.concat is not None:
+                return None  # an image latent beside the latent (InstructPix2Pix)
             if loop.positive.controls or loop.negative.controls:
                 return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
             if loop.model.image_prompts or loop.model.image_noising is not None:
                 return None  # IP-Adapter tokens and unCLIP class labels: each runs on its own
             x = loop.latent.samples
-            if loop._added_cond_kwargs(x, loop.cfg > 1.0, x.device, x.dtype) is not None:
+            sides = guidance.cfg(loop.positive, loop.negative, loop.cfg).sides
+            if loop._added_cond_kwargs(x, sides, x.device, x.dtype) is not None:
                 return None
         return run_together(loops, ctx)
 
-    def _inpainting_channels(self, x: torch.Tensor, guide: bool, ctx: RunContext) -> torch.Tensor | None:
-        """For a 9-channel UNet: [mask, masked-image latent] per batch item (twice when guiding)."""
+    def _extra_channels(self, x: torch.Tensor, sides: tuple, ctx: RunContext) -> torch.Tensor | None:
+        """What the UNet reads next to the latent, per side in batch order: a 9-channel inpainting
+        UNet's [mask, masked-image latent]; the image latent a conditioning carries (InstructPix2Pix)."""
         if not self.model.is_inpainting:
-            return None
+            return self._concat_channels(x, sides, ctx)
         masked_image = self.latent.masked_image
         if self.latent.noise_mask is None or masked_image is None:
             raise ctx.error(
@@ -301,7 +313,31 @@ class DenoiseLoop(Node):
         mask = _batch_of(self._checked_mask(x, ctx), x.shape[0])
         masked = _batch_of(masked_image.value(), x.shape[0])
         extra = torch.cat([mask.to(x.device, x.dtype), masked.to(x.device, x.dtype)], dim=1)
-        return torch.cat([extra, extra]) if guide else extra
+        return torch.cat([extra] * len(sides))
+
+    def _concat_channels(self, x: torch.Tensor, sides: tuple, ctx: RunContext) -> torch.Tensor | None:
+        """Each side's image latent (ComfyUI's concat_latent_image), for a UNet reading more channels
+        than the latent has; None for a plain UNet."""
+        wanted = self.model.unet.config.in_channels - x.shape[1]
+        if wanted <= 0:
+            return None
+        parts = []
+        for index, (side, _) in enumerate(sides):
+            name = "positive" if index == len(sides) - 1 else "negative"
+            if side.concat is None or side.concat.shape[1] != wanted:
+                raise ctx.error(
+                    f"this UNet reads {wanted} channels besides the latent's {x.shape[1]}: give it "
+                    "conditioning carrying an image latent (InstructPixToPixConditioning)",
+                    name,
+                )
+            if side.concat.shape[-2:] != x.shape[-2:]:
+                raise ctx.error(
+                    f"the conditioning's image latent is {tuple(side.concat.shape[-2:])} but the latent "
+                    f"is {tuple(x.shape[-2:])}: use the latent InstructPixToPixConditioning gives",
+                    name,
+                )
+            parts.append(_batch_of(side.concat, x.shape[0]).to(x.device, x.dtype))
+        return torch.cat(parts)
 
     def _blend_mask(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor | None:
         """The noise mask a 4-channel model blends with after every step (None: no blending)."""
@@ -320,16 +356,15 @@ class DenoiseLoop(Node):
             )
         return mask
 
-    def _embeddings(self, batch: int, guide: bool, ctx: RunContext) -> torch.Tensor:
-        """Conditioning repeated to the latent batch; negative first when guiding. A long prompt on
-        one side is met by empty-prompt chunks on the other (as A1111 and ComfyUI pad)."""
-        parts = {"negative": self.negative, "positive": self.positive}
-        if not guide:
-            del parts["negative"]
-        tokens = max(p.tokens for p in parts.values())
-        empty = next((p.empty for p in parts.values() if p.empty is not None), None)
+    def _embeddings(self, batch: int, sides: tuple, ctx: RunContext) -> torch.Tensor:
+        """Each side's conditioning repeated to the latent batch, in batch order. A long prompt on
+        one side is met by empty-prompt chunks on the others (as A1111 and ComfyUI pad)."""
+        parts = [side for side, _ in sides]
+        tokens = max(p.tokens for p in parts)
+        empty = next((p.empty for p in parts if p.empty is not None), None)
         embeds = []
-        for name, part in parts.items():
+        for index, part in enumerate(parts):
+            name = "positive" if index == len(parts) - 1 else "negative"
             try:
                 part = part.padded_to(tokens, empty)
             except ValueError as exc:

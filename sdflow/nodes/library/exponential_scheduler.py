@@ -10,7 +10,7 @@ from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.library.karras_scheduler import SD_SIGMA_MAX, SD_SIGMA_MIN
 from sdflow.nodes.ops.sigma_schedules import exponential
-from sdflow.nodes.types import Sigmas
+from sdflow.nodes.types_sampling import Sigmas
 
 
 class ExponentialScheduler(Node):

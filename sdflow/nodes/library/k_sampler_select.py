@@ -9,7 +9,7 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.samplers import SAMPLERS, SamplerName, unavailable
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Sampler
+from sdflow.nodes.types_sampling import Sampler
 
 
 class KSamplerSelect(Node):

@@ -9,7 +9,7 @@ from pydantic import Field
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
 from sdflow.nodes.ops.sigma_schedules import karras
-from sdflow.nodes.types import Sigmas
+from sdflow.nodes.types_sampling import Sigmas
 
 SD_SIGMA_MAX, SD_SIGMA_MIN = 14.614642, 0.0291675  # ComfyUI's defaults: SD's training range
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -82,7 +81,7 @@ class LoadCheckpoint(Node):
                 return [("checkpoint", str(exc))]
             if constants.get("config"):
                 try:
-                    _config_folder(constants["config"])
+                    resolver.config_folder(constants["config"])
                 except ModelNotFound as exc:
                     return [("config", str(exc))]
         return []
@@ -97,7 +96,7 @@ class LoadCheckpoint(Node):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         try:
-            config = _config_folder(self.config) if self.config else None
+            config = resolver.config_folder(self.config) if self.config else None
         except ModelNotFound as exc:
             raise ctx.error(str(exc), "config") from None
         options = LoadOptions(self.prediction, config, self.allow_pickle or ctx.allow_pickle)
@@ -128,10 +127,3 @@ class LoadCheckpoint(Node):
             "vae": Vae(loaded.vae),
             "clip_vision": vision,
         }
-
-
-def _config_folder(spec: str) -> Path:
-    source = resolver.checkpoint(spec)
-    if source.kind != "folder":
-        raise ModelNotFound(f"'{spec}' is not a diffusers folder with configs")
-    return source.path

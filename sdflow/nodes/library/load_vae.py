@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from sdflow.models import resolver, weights
 from sdflow.models import vae as vae_files
-from sdflow.models import weights
+from sdflow.models.folders import ModelNotFound
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Vae
@@ -17,7 +18,7 @@ from sdflow.nodes.types import Vae
 class LoadVAE(ModelFileNode):
     """Load a VAE: a single file (LDM or diffusers layout) or a diffusers folder, to replace a model's."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     outputs: ClassVar[dict[str, type]] = {"vae": Vae}
     cache: ClassVar[str] = "model"
     kind: ClassVar[str] = "vae"
@@ -33,6 +34,20 @@ class LoadVAE(ModelFileNode):
     allow_pickle: bool = Field(
         False, description="also read pickle files (.pt/.ckpt/.bin), with torch.load(weights_only=True)"
     )
+    config: str = Field(
+        "",
+        description=(
+            "for a single file: a diffusers folder (or 'builtin:NAME') whose VAE config describes it; "
+            "empty: its shapes, with SD 1.x's config for the rest"
+        ),
+    )
+    latent_format: Literal["sd3", "flux"] = Field(
+        "flux",
+        description=(
+            "a 16-channel VAE file's latent scaling and shift, which its weights do not tell: Flux's "
+            "(ae.safetensors) or SD3's"
+        ),
+    )
 
     @classmethod
     def read_from(cls, path: Path) -> Path:
@@ -41,7 +56,11 @@ class LoadVAE(ModelFileNode):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         path = self.resolved(ctx)
         try:
-            vae = vae_files.load(path, ctx.device, ctx.dtype, self.allow_pickle or ctx.allow_pickle)
+            config = resolver.config_folder(self.config) if self.config else None
+            allow = self.allow_pickle or ctx.allow_pickle
+            vae = vae_files.load(path, ctx.device, ctx.dtype, allow, config, self.latent_format)
+        except ModelNotFound as exc:
+            raise ctx.error(str(exc), "config") from None
         except (weights.WeightFileError, vae_files.VaeError) as exc:
             raise ctx.error(f"{path.name}: {exc}", "file") from None
         return {"vae": Vae(vae, sampling_decoder=type(vae).__name__ == "ConsistencyDecoderVAE")}

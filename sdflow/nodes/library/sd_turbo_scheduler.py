@@ -8,7 +8,8 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.ops.sigma_schedules import TURBO_TIMESTEPS, denoised_sigmas
-from sdflow.nodes.types import Model, Sigmas
+from sdflow.nodes.types import Model
+from sdflow.nodes.types_sampling import Sigmas
 
 
 class SDTurboScheduler(Node):

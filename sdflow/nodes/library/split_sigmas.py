@@ -8,7 +8,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.types import Sigmas
+from sdflow.nodes.types_sampling import Sigmas
 
 
 class SplitSigmas(Node):

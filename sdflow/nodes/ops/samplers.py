@@ -172,3 +172,21 @@ def seed_noise_sampler(scheduler: Any, generators: list[torch.Generator]) -> Non
         seeds = [int(torch.randint(0, BROWNIAN_SEEDS, [], generator=g)) for g in generators]
         scheduler.noise_sampler_seed = seeds
         scheduler.noise_sampler = None
+
+
+def denoised_estimate(scheduler: Any, output: Any, sample: torch.Tensor) -> torch.Tensor:
+    """The clean latent a scheduler step estimated (ComfyUI's x0 preview, SamplerCustom's
+    denoised_output): the step's own ``pred_original_sample`` (``denoised`` for LCM), else the data
+    prediction a multistep solver keeps (DPM-Solver++, UniPC), else the step's result ``sample``."""
+    for name in ("pred_original_sample", "denoised"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    config = scheduler.config
+    predicts_data = getattr(config, "algorithm_type", "") in ("dpmsolver++", "sde-dpmsolver++") or getattr(
+        config, "predict_x0", False
+    )
+    kept = getattr(scheduler, "model_outputs", None)
+    if predicts_data and kept and kept[-1] is not None:
+        return kept[-1]
+    return sample
