@@ -15,7 +15,7 @@ temporary data folder, running examples/txt2img.yaml (64x64, `builtin:shapes`):
    ``Runner.run`` time in the server (its report's seconds): what the server adds to a warm Runner
    (HTTP, validation, the queue, events); the goal is <= 5 ms. The paired difference of the two
    sides is printed too, but it mixes in two processes' run times on a shared CPU.
-   ``--sync normal`` runs the server with accepted jobs written but not synced to disk.
+   ``--sync full`` runs the server with accepted jobs synced to disk (default normal: written).
 3. one-shot: a seed-only job on the warm server beside `sdflow run` of the same workflow in a new
    process (imports, model loading and all), and their ratio.
 """
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1, help="denoising steps of the load-test jobs")
     parser.add_argument("--pairs", type=int, default=15)
-    parser.add_argument("--sync", choices=["full", "normal"], default="full", help="the server's --sync")
+    parser.add_argument("--sync", choices=["full", "normal"], default="normal", help="the server's --sync")
     parser.add_argument("--one-shot-steps", type=int, default=20, help="steps of the seed-only comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -233,3 +233,28 @@ def test_the_queue_commits_accepted_jobs_synced_or_not_as_asked(tmp_path: Path) 
         assert JobQueue(tmp_path / sync).get(job_id).state == "queued"
     with pytest.raises(ValueError, match="sync"):
         JobQueue(tmp_path / "x", "off; DROP TABLE jobs")
+
+
+def test_the_servers_sync_option_reaches_the_queue(tmp_path: Path) -> None:
+    for options, expected in (({}, "NORMAL"), ({"sync": "full"}, "FULL")):
+        with _client(tmp_path / expected, **options) as client:
+            assert client.app.state.queue.sync == expected
+
+
+def test_an_accepted_job_runs_from_the_plan_its_validation_made(tmp_path: Path, monkeypatch) -> None:
+    from sdflow.runner.core import executor
+
+    planned = []
+    plan_steps = executor.plan_steps
+    monkeypatch.setattr(executor, "plan_steps", lambda *a, **k: planned.append(1) or plan_steps(*a, **k))
+    data = tmp_path / "data"
+    with _client(data, worker=True) as client:
+        job = _wait(client, client.post("/api/jobs", json={"workflow": TXT2IMG, "inputs": FAST}).json()["id"])
+        assert job["state"] == "finished" and len(job["outputs"]) == 1
+        assert planned == []  # the runner did not validate and plan the job again
+    queue = JobQueue(data)
+    before_restart = queue.submit(TXT2IMG, {**FAST, "seed": 6})[0]  # no plan kept for it
+    queue.close()
+    with _client(data, worker=True) as client:
+        job = _wait(client, before_restart)
+    assert job["state"] == "finished" and planned == [1]

@@ -62,6 +62,7 @@ class Model(Port):
     family: Family = SD15
     image_prompts: tuple[Any, ...] = ()  # ApplyIPAdapter's ImagePrompts, in the UNet's slot order
     image_noising: Any = None  # an unCLIP UNet's (sdflow.models.unclip.ImageNoising): reads class labels
+    source: str | None = None  # the checkpoint's diffusers folder, if it is one (previews match its VAE)
 
     @property
     def is_inpainting(self) -> bool:

@@ -109,13 +109,13 @@ def create_app(
     preview_every: int = 0,
     cors: list[str] | None = None,
     make_worker: Callable[..., Any] | None = None,
-    sync: str = "full",
+    sync: str = "normal",
 ) -> Starlette:
     """The server app on ``data_dir``'s queue; ``make_runner(output_dir)`` makes the worker's Runner,
     ``worker=False`` queues jobs without running them; ``make_worker`` replaces the in-process worker
     (``--workers N``: Ray). ``cors``: origins allowed to call from a browser (none by default)."""
     settings = settings_for(
-        data_dir, max_body=max_body, allow_pickle=allow_pickle, preview_every=preview_every
+        data_dir, max_body=max_body, allow_pickle=allow_pickle, preview_every=preview_every, sync=sync
     )
 
     @contextlib.asynccontextmanager
@@ -131,7 +131,7 @@ def create_app(
                 settings,
                 make_runner=_sandboxed(make_runner, settings),
                 hub=state.hub,
-                preview=_previewer() if preview_every else None,
+                preview=_previewer(settings) if preview_every else None,
             )
             state.worker.start()
         try:
@@ -175,7 +175,8 @@ def _sandboxed(make_runner: Callable[[str], Any] | None, settings: Any) -> Calla
     return make
 
 
-def _previewer() -> Callable[[Any], dict[str, str] | None]:
-    from sdflow.serve.preview import preview_picture
+def _previewer(settings: Any) -> Callable[[Any], dict[str, str] | None]:
+    """Previews by the step's model: its tiny autoencoder if found, else its family's factors."""
+    from sdflow.serve.preview import Previewer
 
-    return preview_picture
+    return Previewer(settings.allow_pickle)

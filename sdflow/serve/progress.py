@@ -28,7 +28,7 @@ class JobRun:
         self,
         job_id: str,
         hub: EventHub | None,
-        preview: Callable[[Any], dict[str, str] | None] | None = None,
+        preview: Callable[[StepProgress], dict[str, str] | None] | None = None,
         preview_every: int = 0,
     ) -> None:
         self.job_id = job_id
@@ -98,6 +98,6 @@ class JobRun:
             return
         if event.index % every and event.index != event.total:
             return
-        picture = self.preview(event.latent)
+        picture = self.preview(event)
         if picture is not None:
             self.publish("preview", node=event.node_id, step=event.index, total=event.total, **picture)

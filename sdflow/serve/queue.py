@@ -108,7 +108,7 @@ def _job(row: tuple[Any, ...]) -> Job:
 class JobQueue:
     """Jobs in ``DATA/queue.sqlite``; opening it puts jobs left 'running' back in the queue."""
 
-    def __init__(self, data_dir: str | Path, sync: str = "full") -> None:
+    def __init__(self, data_dir: str | Path, sync: str = "normal") -> None:
         self.path = Path(data_dir) / "queue.sqlite"
         self.sync = sync.upper()  # how accepting a job commits: FULL (synced) or NORMAL (see below)
         if self.sync not in ("FULL", "NORMAL"):
@@ -117,9 +117,10 @@ class JobQueue:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # Accepting a job syncs the disk (it survives a power loss) unless ``sync`` is "normal";
-        # state changes (claim, finish, cancel...) only reach the file, which a killed process cannot
-        # lose: after a power loss the worst case is a job run again, as after a SIGKILL mid-job.
+        # An accepted job is in the database file (WAL) before the reply: a killed process cannot lose
+        # it; ``sync="full"`` also syncs the disk, so it survives a power loss. State changes (claim,
+        # finish, cancel...) only reach the file: after a power loss the worst case is a job run
+        # again, as after a SIGKILL mid-job.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}

@@ -13,7 +13,7 @@ from sdflow.serve.files import output_url
 from sdflow.serve.queue import STATES, Job, JobQueue
 from sdflow.serve.settings import Settings
 from sdflow.serve.submission import Submission, read_submission
-from sdflow.serve.validation import problems
+from sdflow.serve.validation import check_job
 
 
 def _queue(request: Request) -> JobQueue:
@@ -32,11 +32,17 @@ def accept(state: Any, job: Submission) -> list[tuple[str, int]]:
     in a thread. Other route modules (the ComfyUI routes) submit through this too."""
     settings: Settings = state.settings
     sandbox = settings.sandbox()
+    plans = []
     for inputs in job.items:
-        errors = problems(job.workflow, inputs, sandbox, settings.inputs, settings.allow_pickle)
+        plan, errors = check_job(job.workflow, inputs, sandbox, settings.inputs, settings.allow_pickle)
         if errors:
             raise ApiError(422, "the workflow does not validate", errors=errors, inputs=inputs)
+        plans.append(plan)
     accepted = state.queue.submit_many(job.workflow, job.items, job.priority, job.webhook, job.rerun_of)
+    keep = getattr(state.worker, "keep", None)  # the in-process worker runs the plans as checked
+    if keep is not None:
+        for (job_id, _), plan in zip(accepted, plans, strict=True):
+            keep(job_id, plan)
     for job_id, position in accepted:
         state.hub.publish("queued", job=job_id, position=position)
     publish_queue(state)

@@ -20,7 +20,7 @@ class Settings:
     max_body: int = MAX_BODY
     allow_pickle: bool = False  # the server's --allow-pickle: pickle weights load, nodes may opt in
     preview_every: int = 0  # a preview picture every K denoising steps (0: none)
-    sync: str = "full"  # accepting a job: "full" syncs the disk (power-loss safe), "normal" does not
+    sync: str = "normal"  # accepting a job: "normal" writes it (kill-safe), "full" syncs it (power-loss safe)
 
     @property
     def outputs(self) -> Path:

@@ -7,12 +7,15 @@ import hashlib
 import pickle
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdflow.errors import UserError
 from sdflow.graphs.model import Workflow
 from sdflow.graphs.yaml_io import loads
 from sdflow.models.access import Sandbox
+
+if TYPE_CHECKING:
+    from sdflow.runner.core.plan import CheckedPlan
 
 WORKFLOW_FILE = "<workflow>"
 PARSED_KEPT = 64
@@ -54,20 +57,21 @@ def load_job(workflow_text: str, base_dir: str | Path | None = None) -> Workflow
     return workflow
 
 
-def problems(
+def check_job(
     workflow_text: str,
     inputs: dict[str, Any],
     sandbox: Sandbox | None = None,
     base_dir: str | Path | None = None,
     allow_pickle: bool = False,
-) -> list[dict[str, Any]]:
-    """Every error `sdflow validate` would report for this workflow and these inputs; [] when valid.
-    ``sandbox`` keeps the files it names to the server's folders."""
-    from sdflow.runner.core.plan import check
+) -> tuple[CheckedPlan | None, list[dict[str, Any]]]:
+    """(the checked plan, []) when the workflow and inputs pass `sdflow validate`, else (None, every
+    error it would report). ``sandbox`` keeps the files it names to the server's folders; the plan
+    runs with ``Runner.run_checked`` (no second validation when the job runs)."""
+    from sdflow.runner.core.plan import checked
 
     try:
-        workflow = load_job(workflow_text, base_dir)
-        check(workflow, inputs, allow_pickle=allow_pickle, sandbox=sandbox)
+        return checked(
+            load_job(workflow_text, base_dir), inputs, allow_pickle=allow_pickle, sandbox=sandbox
+        ), []
     except UserError as exc:
-        return [error_record(e) for e in getattr(exc, "errors", [exc])]
-    return []
+        return None, [error_record(e) for e in getattr(exc, "errors", [exc])]

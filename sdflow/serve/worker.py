@@ -3,6 +3,7 @@ event hub what happens; a cancel or a shutdown stops the running job at the next
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from sdflow.serve.validation import load_job
 from sdflow.serve.webhooks import Webhooks
 
 log = logging.getLogger("sdflow.serve")
+PLANS_KEPT = 1024  # checked plans of accepted jobs waiting to run (older ones are planned again)
 
 
 class Worker:
@@ -48,6 +50,15 @@ class Worker:
         self._lock = threading.Lock()
         self._current: JobRun | None = None
         self._doomed: set[str] = set()  # jobs cancelled while running (or being claimed)
+        self._plans: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+    def keep(self, job_id: str, plan: Any) -> None:
+        """The plan ``job_id`` was checked with when accepted: its run uses it instead of validating
+        and planning the job again (jobs from before a restart, or beyond PLANS_KEPT, plan again)."""
+        with self._lock:
+            self._plans[job_id] = plan
+            while len(self._plans) > PLANS_KEPT:
+                self._plans.popitem(last=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="sdflow-serve-worker", daemon=True)
@@ -110,13 +121,17 @@ class Worker:
                 run.cancel()
             if self._stop.is_set():
                 run.interrupt()
+            plan = self._plans.pop(job.id, None)
         run.publish("started", attempt=job.attempts)
         try:
             run.check()
             if self._runner is None:
                 self._runner = self._make_runner(self.output_dir)
                 self._runner.subscribe(self._listen)
-            result = self._runner.run(load_job(job.workflow, self.settings.inputs), job.inputs)
+            if plan is not None and hasattr(self._runner, "run_checked"):
+                result = self._runner.run_checked(plan)
+            else:
+                result = self._runner.run(load_job(job.workflow, self.settings.inputs), job.inputs)
         except JobCancelled:
             self.queue.cancelled(job.id)
             run.publish("cancelled")

@@ -116,7 +116,13 @@ class LoadCheckpoint(Node):
             vision_model, preprocess, noising = loaded.unclip
             vision = ClipVision(vision_model, preprocess, "image_encoder")
         return {
-            "model": Model(loaded.unet, loaded.scheduler_config, loaded.family, image_noising=noising),
+            "model": Model(
+                loaded.unet,
+                loaded.scheduler_config,
+                loaded.family,
+                image_noising=noising,
+                source=source.location if source.kind == "folder" else None,
+            ),
             "clip": Clip(loaded.tokenizer, loaded.text_encoder, loaded.family, **more),
             "vae": Vae(loaded.vae),
             "clip_vision": vision,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sdflow.models.families import Family
+
 
 @dataclass(frozen=True)
 class NodeStarted:
@@ -24,12 +26,16 @@ class NodeFinished:
 
 @dataclass(frozen=True)
 class StepProgress:
-    """One denoising step: ``index`` counts from 1 to ``total``; ``latent`` is the current sample."""
+    """One denoising step: ``index`` counts from 1 to ``total``; ``latent`` is the current sample.
+    ``family`` and ``source`` are the denoised model's (its family and checkpoint folder, when the
+    node has a model input): what a preview of the latent needs."""
 
     node_id: str
     index: int
     total: int
     latent: torch.Tensor
+    family: Family | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sdflow.runner.core.batch import groups, run_group
 from sdflow.runner.core.cache import LRUCache, ModelCache
 from sdflow.runner.core.events import Listener
 from sdflow.runner.core.metadata import text_chunks
-from sdflow.runner.core.plan import key_steps, plan_steps, resolve_inputs
+from sdflow.runner.core.plan import CheckedPlan, key_steps, plan_steps, resolve_inputs
 from sdflow.runner.core.report import RunReport
 from sdflow.runner.core.result import RunResult
 from sdflow.runner.core.steps import PreparedRun, StepExecutor
@@ -83,6 +83,13 @@ class Runner:
         started = time.perf_counter()
         return self.steps.run(self.prepare(workflow, inputs, outputs, output_dir), started)
 
+    def run_checked(self, plan: CheckedPlan, output_dir: str | None = None) -> RunResult:
+        """Run a plan ``sdflow.runner.core.plan.checked`` made (with this runner's ``allow_pickle`` and
+        ``sandbox``) without validating and planning it again; each plan runs once."""
+        started = time.perf_counter()
+        prepared = self.prepare(plan.workflow, plan.values, output_dir=output_dir, plan=plan)
+        return self.steps.run(prepared, started)
+
     def run_batch(
         self,
         workflow: Workflow,
@@ -132,10 +139,12 @@ class Runner:
         inputs: dict[str, Any] | None = None,
         outputs: Iterable[str] | None = None,
         output_dir: str | None = None,
+        plan: CheckedPlan | None = None,
     ) -> PreparedRun:
-        """Validate, resolve the inputs, plan and key the steps, in a new scope: the run, ready."""
-        graph = validate(workflow)
-        values = resolve_inputs(workflow, inputs or {})
+        """Validate, resolve the inputs, plan and key the steps, in a new scope: the run, ready (a
+        checked ``plan`` is only keyed)."""
+        graph = validate(workflow) if plan is None else None
+        values = plan.values if plan is not None else resolve_inputs(workflow, inputs or {})
         ctx = RunContext(
             device=self.device,
             dtype=self.dtype,
@@ -144,6 +153,9 @@ class Runner:
             allow_pickle=self.allow_pickle,
             scope=RunScope(sandbox=self.sandbox),
         )
-        steps = plan_steps(workflow, graph, values, outputs, ctx.scope, self.allow_pickle)
+        if graph is None:
+            steps = plan.steps
+        else:
+            steps = plan_steps(workflow, graph, values, outputs, ctx.scope, self.allow_pickle)
         key_steps(workflow, steps, ctx, self.environment)
         return PreparedRun(workflow, steps, ctx, RunResult(report=RunReport(inputs=values)))

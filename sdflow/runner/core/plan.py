@@ -61,6 +61,16 @@ def resolve_inputs(workflow: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+@dataclass
+class CheckedPlan:
+    """A workflow ``checked`` accepted, with what it planned: ``Runner.run_checked`` runs it without
+    validating and planning again (the server checks a job when it arrives and runs it later)."""
+
+    workflow: Workflow
+    values: dict[str, Any]
+    steps: list[Step]
+
+
 def check(
     workflow: Workflow,
     inputs: dict[str, Any] | None = None,
@@ -71,10 +81,21 @@ def check(
     """Everything ``Runner.run`` checks before running a node (graph, input values, constants, and
     prechecks such as a missing checkpoint), without a runner; returns the input values. ``sandbox``
     restricts the files it may name (a server's API job)."""
+    return checked(workflow, inputs, outputs, allow_pickle, sandbox).values
+
+
+def checked(
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    allow_pickle: bool = False,
+    sandbox: Sandbox | None = None,
+) -> CheckedPlan:
+    """``check``, keeping the plan for a runner with the same ``allow_pickle`` and ``sandbox``."""
     graph = validate(workflow)
     values = resolve_inputs(workflow, inputs or {})
-    plan_steps(workflow, graph, values, outputs, RunScope(sandbox=sandbox), allow_pickle)
-    return values
+    steps = plan_steps(workflow, graph, values, outputs, RunScope(sandbox=sandbox), allow_pickle)
+    return CheckedPlan(workflow, values, steps)
 
 
 def plan_steps(

@@ -15,7 +15,7 @@ import torch
 from sdflow.errors import NodeError, SdflowWarning, UserError
 from sdflow.graphs.model import Workflow
 from sdflow.nodes.base import Absent, FileWriter, Node, RunContext
-from sdflow.nodes.types import SavedFiles
+from sdflow.nodes.types import Model, SavedFiles
 from sdflow.runner.core.cache import LRUCache, ModelCache
 from sdflow.runner.core.events import Listener, NodeFinished, NodeStarted, NodeWarning, StepProgress
 from sdflow.runner.core.plan import Step, output_name
@@ -72,7 +72,7 @@ class StepExecutor:
         if values is None:
             status = "ran"
             node = cls.model_construct(**self._arguments(run, step))
-            ctx = self._context(run, step)
+            ctx = self._context(run, step, node)
             values = self._call(step, ctx, lambda: self._store(step, node.run(ctx)))
         seconds = time.perf_counter() - started
         run.result.report.nodes.append(NodeRecord(step.id, cls.type_name, status, round(seconds, 6)))
@@ -96,7 +96,7 @@ class StepExecutor:
         nodes = [cls.model_construct(**self._arguments(runs[i], steps[i])) for i in firsts]
         self._emit(NodeStarted(step.id, cls.type_name))
         started = time.perf_counter()
-        ctx = self._context(runs[0], step)
+        ctx = self._context(runs[0], step, nodes[0])
         outputs = self._call(step, ctx, lambda: cls.run_batch(nodes, ctx))
         if outputs is None:
             return set()
@@ -170,7 +170,7 @@ class StepExecutor:
             arguments[name] = value
         return arguments
 
-    def _context(self, run: PreparedRun, step: Step) -> RunContext:
+    def _context(self, run: PreparedRun, step: Step, node: Node) -> RunContext:
         """The RunContext of one node: model-loading nodes load where the acceleration says."""
         base = run.ctx
         device = base.device
@@ -183,7 +183,7 @@ class StepExecutor:
             output_dir=base.output_dir,
             metadata=base.metadata,
             generation=step.generation,
-            on_step=self._step_reporter(step.id),
+            on_step=self._step_reporter(step.id, node),
             locate=run.workflow.nodes[step.id].location,
             allow_pickle=base.allow_pickle,
             on_warning=self._warning_reporter(step, run),
@@ -191,10 +191,15 @@ class StepExecutor:
             scope=base.scope,
         )
 
-    def _step_reporter(self, node_id: str) -> Callable[[int, int, torch.Tensor], None] | None:
+    def _step_reporter(self, node_id: str, node: Node) -> Callable[[int, int, torch.Tensor], None] | None:
+        """The node's steps as StepProgress events, with its model's family and checkpoint folder."""
         if not self.resources.listeners:
             return None
-        return lambda index, total, latent: self._emit(StepProgress(node_id, index, total, latent))
+        model = next((value for value in vars(node).values() if isinstance(value, Model)), None)
+        family, source = (model.family, model.source) if model is not None else (None, None)
+        return lambda index, total, latent: self._emit(
+            StepProgress(node_id, index, total, latent, family, source)
+        )
 
     def _warning_reporter(self, step: Step, run: PreparedRun) -> Callable[[str], None]:
         """Warnings go into the report and to the listeners, or to Python's warnings if none listen."""
