@@ -141,18 +141,12 @@ def test_what_a_family_cannot_take_is_a_located_error(
     assert words in str(caught.value) and caught.value.location.field == field
 
 
-@pytest.mark.parametrize(
-    ("source", "node_id"),
-    [
-        ({"type": "BasicScheduler", "model": "!link ckpt.model", "scheduler": "simple", "steps": 2}, "table"),
-        ({"type": "KarrasScheduler", "steps": 2}, "custom"),
-    ],
-)
-def test_custom_sigma_tables_are_refused_for_flow_models(graph_runner: Runner, source: dict, node_id: str):
-    text = graph(
-        "tiny-flux",
+def table_graph(checkpoint: str, source: dict, sampler: str = "euler") -> str:
+    """The graph with its schedule from ``source`` (a Sigmas node) through KSamplerSelect + CustomSchedule."""
+    return graph(
+        checkpoint,
         table=source,
-        select={"type": "KSamplerSelect", "sampler_name": "euler"},
+        select={"type": "KSamplerSelect", "sampler_name": sampler},
         custom={
             "type": "CustomSchedule",
             "model": "!link ckpt.model",
@@ -161,9 +155,65 @@ def test_custom_sigma_tables_are_refused_for_flow_models(graph_runner: Runner, s
         },
         noised={"schedule": "!link custom"},
     )
-    with pytest.raises(UserError, match="custom sigma tables") as caught:
-        graph_runner.run(loads(text, "w.yaml"), inputs=INPUTS)
-    assert caught.value.location.node == node_id and caught.value.location.field == "model"
+
+
+def basic(scheduler: str, steps: int = STEPS, **fields) -> dict:
+    return {
+        "type": "BasicScheduler",
+        "model": "!link ckpt.model",
+        "scheduler": scheduler,
+        "steps": steps,
+        **fields,
+    }
+
+
+def comfy_flow_sigmas(name: str, shift: float, steps: int) -> list[float]:
+    """ComfyUI's simple / normal / sgm_uniform on a flow model of ``shift``, ending in 0."""
+    sigma = lambda t: shift * t / (1 + (shift - 1) * t)  # noqa: E731
+    if name == "simple":
+        return [*comfy_simple_flow_sigmas(shift, steps), 0.0]
+    low = 1000 * sigma(1 / 1000)  # timestep(sigma_min)
+    count = steps + 1 if name == "sgm_uniform" else steps
+    times = [1000 + (low - 1000) * i / (count - 1) for i in range(count)][:steps]
+    return [sigma(t / 1000) for t in times] + [0.0]
+
+
+@pytest.mark.parametrize("name", ["simple", "normal", "sgm_uniform"])
+def test_basic_scheduler_on_a_flow_model_is_comfyuis_table(graph_runner: Runner, name: str) -> None:
+    text = table_graph("tiny-sd3", basic(name, 5))
+    ours = graph_runner.run(loads(text, "w.yaml"), inputs=INPUTS, outputs=["table"])["table.sigmas"].values
+    assert ours.tolist() == pytest.approx(comfy_flow_sigmas(name, 3.0, 5), abs=1e-6)  # tiny-sd3's shift 3
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-sd3", "tiny-flux"])
+def test_a_basic_scheduler_table_draws_what_the_scheduler_draws(
+    graph_runner: Runner, checkpoint: str
+) -> None:
+    # the table is shifted once (by BasicScheduler), not again by the sampler: SamplerCustomAdvanced's
+    # BasicScheduler(simple) + euler is KSampler's euler + simple; Flux's table uses its 1024² shift
+    inputs = {**INPUTS, "steps": 4}
+    ours = decoded_pixels(graph_runner, table_graph(checkpoint, basic("simple", 4)), inputs)
+    changes: dict = {"schedule": {"sigmas": "simple"}}
+    if checkpoint == "tiny-flux":  # the Scheduler's shift fixed at 1024² too
+        fixed = {"type": "ModelSamplingFlux", "model": "!link ckpt.model", "width": 1024, "height": 1024}
+        changes = {"fixed": fixed, "schedule": {"sigmas": "simple", "model": "!link fixed"}}
+        changes["denoised"] = {"model": "!link fixed"}
+    theirs = decoded_pixels(graph_runner, graph(checkpoint, **changes), inputs)
+    assert max_diff(ours, theirs) <= 1e-5
+    plain = decoded_pixels(graph_runner, graph(checkpoint), inputs)
+    assert checkpoint == "tiny-flux" or max_diff(ours, plain) > 0  # SD3: simple is not the default
+
+
+@pytest.mark.parametrize(
+    ("source", "sampler", "field"),
+    [({"type": "KarrasScheduler", "steps": 2}, "euler", "sigmas"), (basic("simple"), "heun", "sampler")],
+)
+def test_what_a_flow_model_cannot_run_from_a_table_is_a_located_error(
+    graph_runner: Runner, source: dict, sampler: str, field: str
+) -> None:
+    with pytest.raises(UserError) as caught:
+        graph_runner.run(loads(table_graph("tiny-flux", source, sampler), "w.yaml"), inputs=INPUTS)
+    assert caught.value.location.node == "custom" and caught.value.location.field == field
 
 
 def test_flux_guidance_on_sd3_conditioning_is_a_located_error(graph_runner: Runner) -> None:

@@ -12,6 +12,7 @@ x = (1 - sigma) x0 + sigma n).
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -219,6 +220,44 @@ def flow_sigmas(name: str, steps: int) -> tuple[float, ...]:
         raise ValueError(f"no flow-matching '{name}' schedule")
     stride = FLOW_TABLE / steps
     return tuple((FLOW_TABLE - int(i * stride)) / FLOW_TABLE for i in range(steps))
+
+
+# ComfyUI's schedules a sigma table (BasicScheduler) can take on a flow model, and the fixed shift such a
+# table is computed with: the model's shift, or for a schedule that shifts by resolution, Flux's at its
+# largest size, exp(max_shift) (ComfyUI's default Flux sampling, shift 1.15 as mu).
+TABLE_SCHEDULES = ("simple", "normal", "sgm_uniform")
+
+
+def table_shift(config: dict[str, Any]) -> float:
+    if config.get("use_dynamic_shifting"):
+        return math.exp(config.get("max_shift", 1.15))
+    return float(config.get("shift", 1.0))
+
+
+def shift_sigmas(t: np.ndarray, shift: float) -> np.ndarray:
+    """A flow model's sigmas at unshifted times ``t``: shift t / (1 + (shift - 1) t)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sigma_table(config: dict[str, Any], name: str, steps: int) -> torch.Tensor:
+    """ComfyUI's ``name`` sigmas (ending in 0) on the flow model whose scheduler config is ``config``
+    (ValueError for a schedule flow models do not have here)."""
+    if name not in TABLE_SCHEDULES:
+        raise ValueError(
+            f"flow-matching models take the schedules {', '.join(TABLE_SCHEDULES)}, not '{name}'"
+        )
+    shift = table_shift(config)
+    if name == "simple":
+        t = np.array(flow_sigmas("simple", steps))
+    else:  # normal / sgm_uniform: even in timestep (= sigma x 1000), from 1 down to the smallest sigma
+        low = float(shift_sigmas(np.array(1 / FLOW_TABLE), shift))
+        t = np.linspace(1.0, low, steps + 1)[:-1] if name == "sgm_uniform" else np.linspace(1.0, low, steps)
+    return torch.tensor([*shift_sigmas(t, shift), 0.0], dtype=torch.float32)
+
+
+def table_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The scheduler config that runs a sigma table as given (the table is shifted already)."""
+    return {**config, "shift": 1.0, "use_dynamic_shifting": False}
 
 
 def flow_scheduler(sampler: str, config: dict[str, Any]) -> tuple[type, dict[str, Any]]:

@@ -8,8 +8,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops.flow_models import no_sigma_tables
-from sdflow.nodes.ops.sigma_schedules import denoised_sigmas
+from sdflow.nodes.ops.sigma_schedules import denoised_sigmas, flow_denoised
 from sdflow.nodes.types import Model
 from sdflow.nodes.types_sampling import Sigmas
 
@@ -28,7 +27,8 @@ ScheduleName = Literal[
 
 class BasicScheduler(Node):
     """ComfyUI's BasicScheduler: the sigmas of ``scheduler`` on the model's training schedule; below
-    denoise 1, the last steps + 1 of a steps / denoise schedule (none at 0)."""
+    denoise 1, the last steps + 1 of a steps / denoise schedule (none at 0). On SD3 / Flux: simple,
+    normal and sgm_uniform, with the model's shift."""
 
     version: ClassVar[int] = 1
     outputs: ClassVar[dict[str, type]] = {"sigmas": Sigmas}
@@ -39,9 +39,13 @@ class BasicScheduler(Node):
     denoise: float = Field(1.0, ge=0.0, le=1.0, description="the share of the schedule to run (img2img)")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        no_sigma_tables(self.model, ctx)
         try:
-            values = denoised_sigmas(self.model.scheduler_config, self.scheduler, self.steps, self.denoise)
+            if self.model.family.flow:
+                values = flow_denoised(self.model.scheduler_config, self.scheduler, self.steps, self.denoise)
+            else:
+                values = denoised_sigmas(
+                    self.model.scheduler_config, self.scheduler, self.steps, self.denoise
+                )
         except ValueError as exc:
             raise ctx.error(str(exc), "model") from None
         return {"sigmas": Sigmas(values)}

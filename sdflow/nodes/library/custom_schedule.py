@@ -6,8 +6,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from sdflow.models.flow import table_config
 from sdflow.nodes.base import Node, RunContext
-from sdflow.nodes.ops.flow_models import no_sigma_tables
+from sdflow.nodes.ops.flow_models import flow_table_sampler
 from sdflow.nodes.ops.samplers import scheduler_for
 from sdflow.nodes.ops.sigma_schedules import table_fields
 from sdflow.nodes.types import Model, Schedule
@@ -26,7 +27,9 @@ class CustomSchedule(Node):
     sigmas: Sigmas = Field(description="the sigma table, from BasicScheduler, SplitSigmas, ...")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        no_sigma_tables(self.model, ctx)
+        family = self.model.family
+        if family.flow:
+            return {"schedule": self._flow_schedule(ctx)}
         cls, config = scheduler_for(self.sampler.name, self.model.scheduler_config)
         try:
             fields = table_fields(cls, self.model.scheduler_config, self.sigmas.values)
@@ -35,3 +38,20 @@ class CustomSchedule(Node):
         steps = len(self.sigmas.values) - 1
         schedule = Schedule(self.sampler.name, steps, cls, config, self.model.is_inpainting, **fields)
         return {"schedule": schedule}
+
+    def _flow_schedule(self, ctx: RunContext) -> Schedule:
+        """A flow model's Euler over the table as given (already shifted: the scheduler shifts by 1)."""
+        flow_table_sampler(self.model, self.sampler.name, ctx)
+        values = [float(v) for v in self.sigmas.values]
+        if len(values) < 2 or values[-1] != 0.0 or not all(0.0 <= v <= 1.0 for v in values):
+            raise ctx.error(
+                f"{self.model.family} is flow-matching: its sigmas lie in [0, 1] and end in 0 "
+                "(BasicScheduler simple, normal or sgm_uniform on this model), not these",
+                "sigmas",
+            )
+        family = self.model.family
+        config = table_config(self.model.scheduler_config)
+        cls, config = scheduler_for(self.sampler.name, config, family=family)
+        return Schedule(
+            self.sampler.name, len(values) - 1, cls, config, sigmas=tuple(values[:-1]), family=family
+        )

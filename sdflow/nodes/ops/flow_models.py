@@ -1,6 +1,6 @@
 """Model patches and flow-matching models: the shift of their schedule (ModelSamplingSD3,
-ModelSamplingFlux), and the refusals of UNet-only patches (ToMe, DeepCache) and of custom sigma tables
-(BasicScheduler, CustomSchedule) for them."""
+ModelSamplingFlux), the refusals of UNet-only patches (ToMe, DeepCache), and which samplers run a
+custom sigma table (BasicScheduler, CustomSchedule) for them."""
 
 from __future__ import annotations
 
@@ -37,11 +37,13 @@ def unet_only(node: Any, model: Model, ctx: RunContext) -> None:
         )
 
 
-def no_sigma_tables(model: Model, ctx: RunContext) -> None:
-    """Refuse a custom sigma table for a flow-matching model (not supported yet)."""
-    if model.family.flow:
+def flow_table_sampler(model: Model, sampler: str, ctx: RunContext) -> None:
+    """Refuse a sampler that cannot run a sigma table on a flow-matching model (only flow Euler can)."""
+    from sdflow.models.flow import FLOW_SCHEDULES
+
+    if model.family.flow and sampler not in FLOW_SCHEDULES:
         raise ctx.error(
-            f"{model.family} is flow-matching: custom sigma tables are not supported for it yet; "
-            "use a Scheduler node (sampler euler, heun or dpmpp_2m)",
-            "model",
+            f"{model.family} is flow-matching: a custom sigma table runs with sampler "
+            f"{', '.join(FLOW_SCHEDULES)} only, not '{sampler}'",
+            "sampler",
         )

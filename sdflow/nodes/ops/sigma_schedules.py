@@ -198,6 +198,16 @@ def denoised_sigmas(scheduler_config: dict[str, Any], name: str, steps: int, den
     return calculate_sigmas(scheduler_config, name, total)[-(steps + 1) :]
 
 
+def flow_denoised(scheduler_config: dict[str, Any], name: str, steps: int, denoise: float) -> torch.Tensor:
+    """BasicScheduler's table on a flow-matching model (ValueError for a schedule it has not)."""
+    from sdflow.models.flow import sigma_table
+
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    return sigma_table(scheduler_config, name, total)[-(steps + 1) :]
+
+
 # Schedules whose sigmas are all training sigmas at whole timesteps: a scheduler that takes custom
 # timesteps (but not sigmas) runs them exactly.
 WHOLE_TIMESTEPS = ("simple", "ddim_uniform", "beta", "sd_turbo")
