@@ -117,15 +117,20 @@ async def post_prompt(request: Request) -> Response:
     except UserError as exc:
         return _refusal("invalid_prompt", "Invalid prompt", exc.message)
     submission = Submission(text, [{}], 1 if body.get("front") else 0)
+    client = None if client_id is None else str(client_id)
+    numbers: list[int] = []
+
+    def record(accepted: list[tuple[str, int]]) -> None:  # before the worker can start it: its node ids
+        [(job_id, _)] = accepted
+        numbers.append(_store(request).add(job_id, client, prompt, origins, outputs, extra))
+
     try:
-        [(job_id, _)] = await run_in_threadpool(accept, request.app.state, submission)
+        [(job_id, _)] = await run_in_threadpool(accept, request.app.state, submission, record)
     except ApiError as exc:
         if exc.status != 422:
             raise
         return _validation_refusal(prompt, origins, exc.body.get("errors") or [])
-    client = None if client_id is None else str(client_id)
-    number = await run_in_threadpool(_store(request).add, job_id, client, prompt, origins, outputs, extra)
-    return JSONResponse({"prompt_id": job_id, "number": number, "node_errors": {}})
+    return JSONResponse({"prompt_id": job_id, "number": numbers[0], "node_errors": {}})
 
 
 def _entry(found: ComfyPrompt | None, job: Job) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -26,10 +27,14 @@ def publish_queue(state: Any) -> None:
     state.hub.publish("queue", queued=counts["queued"], running=counts["running"], paused=state.queue.paused)
 
 
-def accept(state: Any, job: Submission) -> list[tuple[str, int]]:
+def accept(
+    state: Any, job: Submission, queued: Callable[[list[tuple[str, int]]], None] | None = None
+) -> list[tuple[str, int]]:
     """Validate every job of a submission like `sdflow validate` (422 with the located errors), then
-    queue them (on disk before this returns) and wake the worker: [(id, position)]. Blocking: call it
-    in a thread. Other route modules (the ComfyUI routes) submit through this too."""
+    queue them (on disk before this returns) and wake the worker: [(id, position)]. ``queued`` is
+    called with them before the worker can start one (what must be recorded first: a ComfyUI prompt's
+    node ids). Blocking: call it in a thread. Other route modules (the ComfyUI routes) submit through
+    this too."""
     settings: Settings = state.settings
     sandbox = settings.sandbox()
     plans = []
@@ -39,6 +44,8 @@ def accept(state: Any, job: Submission) -> list[tuple[str, int]]:
             raise ApiError(422, "the workflow does not validate", errors=errors, inputs=inputs)
         plans.append(plan)
     accepted = state.queue.submit_many(job.workflow, job.items, job.priority, job.webhook, job.rerun_of)
+    if queued is not None:
+        queued(accepted)
     keep = getattr(state.worker, "keep", None)  # the in-process worker runs the plans as checked
     if keep is not None:
         for (job_id, _), plan in zip(accepted, plans, strict=True):
