@@ -316,6 +316,7 @@ def test_the_stubs_type_every_field_of_every_node():
         "target_width": "int | Input | None",
         "target_height": "int | Input | None",
         "t5_text": "str | list[str] | Input | None",
+        "clip_g_text": "str | list[str] | Input | None",
         "t5_length": "int | Input | None",
         "aesthetic_score": "float | Input | None",
     }

@@ -325,7 +325,22 @@ def test_clip_text_encode_sd3_imports_as_clip_encode_with_its_t5_text() -> None:
     }
     conversion_workflow, _ = converted(graph_json)
     fields = by_type(conversion_workflow, "CLIPEncode").fields
-    assert (fields["text"], fields["t5_text"]) == ("a cat", "a bird")
+    assert (fields["text"], fields["clip_g_text"], fields["t5_text"]) == ("a cat", "a dog", "a bird")
+
+
+def test_sd3_prompts_per_encoder_are_the_pipelines_prompt_2_and_3(graph_runner: Runner) -> None:
+    texts = {"clip_g_text": '"a green square"', "t5_text": '"a yellow triangle"'}
+    ours = decoded_pixels(graph_runner, graph("tiny-sd3", positive=texts))
+    theirs = pipeline_image(
+        StableDiffusion3Pipeline,
+        "tiny-sd3",
+        prompt_2="a green square",
+        prompt_3="a yellow triangle",
+        guidance_scale=1.0,
+    )
+    assert max_diff(ours, theirs) <= LEVEL
+    only_t5 = decoded_pixels(graph_runner, graph("tiny-sd3", positive={"t5_text": texts["t5_text"]}))
+    assert max_diff(ours, only_t5) > 0  # CLIP-G read its own prompt
 
 
 def comfy_simple_flow_sigmas(shift: float, steps: int) -> list[float]:

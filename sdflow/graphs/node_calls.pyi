@@ -752,6 +752,7 @@ class NodeCalls:
         target_width: int | Input | None = None,
         target_height: int | Input | None = None,
         t5_text: str | list[str] | Input | None = None,
+        clip_g_text: str | list[str] | Input | None = None,
         t5_length: int | Input | None = None,
         aesthetic_score: float | Input | None = None,
     ) -> CLIPEncodeNode:
@@ -778,6 +779,7 @@ class NodeCalls:
             target_height: (SDXL) target height (base only) in pixels; null = the size of the picture being
                 denoised (diffusers' default) [>= 8, <= 16384]
             t5_text: (SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)
+            clip_g_text: (SD3) what the CLIP-G encoder reads instead of text (ComfyUI's clip_g prompt)
             t5_length: (SD3, Flux) T5 tokens; null = diffusers' default (SD3 256, Flux 512) [>= 1, <= 512]
             aesthetic_score: (SDXL refiner) aesthetic score; null = 6.0 as positive, 2.5 as negative
                 (diffusers) [>= 0.0, <= 10.0]

@@ -223,6 +223,7 @@ class JointText:
     pooled: tuple[int, ...]
     t5: int  # the T5 encoder
     t5_length: int  # T5 tokens (diffusers' max_sequence_length default: SD3 256, Flux 512)
+    clip_g: int | None = None  # the CLIP-G encoder (SD3), which may read a prompt of its own
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ SD3 = FlowFamily(
     latent_channels=16,
     denoiser_folder="transformer",
     denoiser_class="SD3Transformer2DModel",
-    text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256),
+    text=JointText(sequence=(0, 1), pooled=(0, 1), t5=2, t5_length=256, clip_g=1),
     transformer="sd3",
     **_SD3_RGB,
     tiny_vae="taesd3",

@@ -50,9 +50,11 @@ def encode_joint(
     vectors_for: Callable[[int, str], Vectors],
     t5_texts: list[str] | None = None,
     t5_length: int | None = None,
+    clip_g_prompts: list[list[Piece]] | None = None,
 ) -> Encoded:
     """Each prompt as ``recipe`` builds it, stacked as a batch (every row is as long: one CLIP chunk
-    and ``t5_length`` T5 tokens). ``t5_texts`` (one per prompt) replace what T5 reads."""
+    and ``t5_length`` T5 tokens). ``t5_texts`` (one per prompt) replace what T5 reads, and
+    ``clip_g_prompts`` what the recipe's CLIP-G reads."""
     length = t5_length or recipe.t5_length
     layer = Layer.of(True, clip_skip)
     rows, pooled_rows = [], []
@@ -61,7 +63,8 @@ def encode_joint(
         for index in sorted({*recipe.sequence, *recipe.pooled}):
             tokenizer, encoder = pairs[index]
             vectors = vectors_for(*embedding_slot(encoder))
-            clip[index] = encode(tokenizer, encoder, pieces, layer, method, vectors, 1, pooler=True)
+            read = clip_g_prompts[row] if clip_g_prompts and index == recipe.clip_g else pieces
+            clip[index] = encode(tokenizer, encoder, read, layer, method, vectors, 1, pooler=True)
         t5_tokenizer, t5 = pairs[recipe.t5]
         text = t5_texts[row] if t5_texts else plain_text(pieces)
         states = encode_t5(t5_tokenizer, t5, text, length)
@@ -84,6 +87,7 @@ def encode_family(
     max_chunks: int | None = None,
     t5_texts: list[str] | None = None,
     t5_length: int | None = None,
+    clip_g_prompts: list[list[Piece]] | None = None,
 ) -> Encoded:
     """The conditioning of ``prompts`` as ``family`` reads it: its JointText recipe (SD3, Flux), else
     every CLIP encoder joined along the features (SD 1.x/2.x, SDXL: ``encode_prompts``)."""
@@ -91,4 +95,6 @@ def encode_family(
     if recipe is None:
         layer = Layer.of(family.penultimate, clip_skip)
         return encode_prompts(pairs, prompts, layer, method, vectors_for, max_chunks)
-    return encode_joint(pairs, recipe, prompts, clip_skip, method, vectors_for, t5_texts, t5_length)
+    return encode_joint(
+        pairs, recipe, prompts, clip_skip, method, vectors_for, t5_texts, t5_length, clip_g_prompts
+    )

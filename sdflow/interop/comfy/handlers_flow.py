@@ -54,14 +54,15 @@ def clip_text_encode_flux(c: Converter, node: ComfyNode) -> list[Port]:
 
 @handler("CLIPTextEncodeSD3", widgets=("clip_l", "clip_g", "t5xxl", "empty_padding"))
 def clip_text_encode_sd3(c: Converter, node: ComfyNode) -> list[Port]:
-    """CLIPEncode (clip_l -> text, t5xxl -> t5_text); both CLIPs read clip_l (a different clip_g is noted)."""
+    """CLIPEncode (clip_l -> text, clip_g -> clip_g_text where it differs, t5xxl -> t5_text)."""
     clip_l, clip_g = str(c.const(node, "clip_l", "")), str(c.const(node, "clip_g", ""))
-    if clip_g and clip_g != clip_l:
-        c.notes.append(f"node {node.id} (CLIPTextEncodeSD3): CLIP-G reads clip_l's text, not its own clip_g")
+    own_g = {"clip_g_text": clip_g} if clip_g != clip_l else {}
     if str(c.const(node, "empty_padding", "none")) != "none":
         c.notes.append(
             f"node {node.id} (CLIPTextEncodeSD3): empty_padding is not mapped (T5 pads as diffusers)"
         )
     t5 = str(c.const(node, "t5xxl", ""))
-    nid = c.add("prompt", node.id, "CLIPEncode", clip=c.port(node, "clip").link, text=clip_l, t5_text=t5)
+    nid = c.add(
+        "prompt", node.id, "CLIPEncode", clip=c.port(node, "clip").link, text=clip_l, t5_text=t5, **own_g
+    )
     return [Port(Link(nid, "conditioning"))]

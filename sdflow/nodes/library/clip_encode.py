@@ -77,6 +77,10 @@ class CLIPEncode(Node):
         None,
         description="(SD3, Flux) what the T5 encoder reads instead of text's words (ComfyUI's t5xxl prompt)",
     )
+    clip_g_text: str | list[str] | None = Field(
+        None,
+        description="(SD3) what the CLIP-G encoder reads instead of text (ComfyUI's clip_g prompt)",
+    )
     t5_length: int | None = Field(
         None,
         ge=1,
@@ -127,6 +131,9 @@ class CLIPEncode(Node):
             t5_texts = None if self.t5_text is None else _prompts(self.t5_text)
             if t5_texts is not None and len(t5_texts) != len(prompts):
                 raise ctx.error(f"t5_text has {len(t5_texts)} prompts, text {len(prompts)}", "t5_text")
+            clip_g = None if self.clip_g_text is None else [parse(t) for t in _prompts(self.clip_g_text)]
+            if clip_g is not None and len(clip_g) != len(prompts):
+                raise ctx.error(f"clip_g_text has {len(clip_g)} prompts, text {len(prompts)}", "clip_g_text")
             encoded = encode_family(
                 family,
                 self.clip.pairs,
@@ -137,6 +144,7 @@ class CLIPEncode(Node):
                 max_chunks,
                 t5_texts,
                 self.t5_length,
+                clip_g,
             )
         except PromptError as exc:
             raise ctx.error(str(exc), "text") from None
@@ -166,6 +174,10 @@ class CLIPEncode(Node):
                 raise ctx.error(
                     f"{name} is read by SD3 and Flux only; this clip is {family}: leave it unset", name
                 )
+        if self.clip_g_text is not None and getattr(getattr(family, "text", None), "clip_g", None) is None:
+            raise ctx.error(
+                f"clip_g_text is read by SD3 only; this clip is {family}: leave it unset", "clip_g_text"
+            )
         defaults = {"crop_left": 0, "crop_top": 0}
         for name, time_id in reads.items():
             if getattr(self, name) != defaults.get(name) and time_id not in family.time_ids:
