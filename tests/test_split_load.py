@@ -178,3 +178,36 @@ def test_a_16_channel_vae_file_alone_takes_the_latent_scaling_asked_for(
         shipped["shift_factor"],
     )
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_flux_schnell_file_draws_the_flux_pipelines_schnell_picture(
+    graph_runner: Runner, sd3_flux_files
+) -> None:
+    """Schnell (no guidance embedding, no shift) from its file, described by the dev folder's configs."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    files = sd3_flux_files["flux"]
+    folder = files["folder"]
+    dev = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+    schnell = FluxTransformer2DModel.from_config({**dev.config, "guidance_embeds": False})
+    weights = {k: v for k, v in dev.state_dict().items() if not k.startswith("time_text_embed.guidance")}
+    schnell.load_state_dict(weights, strict=True)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        split_load.scheduler_config(FAMILIES["flux"], None, "schnell")
+    )
+    assert not scheduler.config.use_dynamic_shifting and scheduler.config.shift == 1.0
+    pipe = FluxPipeline.from_pretrained(folder, transformer=schnell, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    graph = _graph("flux", {"file": f'"{files["schnell"]}"'}, None)
+    ours = decoded_pixels(graph_runner, graph, {"seed": 4})
+    theirs = pipe(
+        "a red circle",
+        height=64,
+        width=64,
+        num_inference_steps=INPUTS["steps"],
+        generator=torch.Generator().manual_seed(4),
+        output_type="np",
+    ).images
+    assert max_diff(ours, theirs) <= 1 / 255
+    dev_picture = decoded_pixels(graph_runner, _graph("flux", {"file": f'"{files["transformer"]}"'}, None))
+    assert max_diff(ours, dev_picture) > 0.0  # no guidance embedding, another schedule

@@ -50,9 +50,22 @@ def config_root(family: Family, variant: str | None = None) -> Path:
 
 
 def scheduler_config(family: Family, config: Path | None, variant: str | None = None) -> dict[str, Any]:
-    """The scheduler config of the user's folder, else the one shipped for the family (variant)."""
+    """The scheduler config of the user's folder, else the one shipped for the family (variant).
+
+    A Flux file of the other variant than the folder's (a schnell transformer described by a dev folder)
+    samples with its own variant's shipped schedule: schnell has no shift, dev shifts by resolution."""
+    if config is not None and variant is not None and _folder_variant(family, config) not in (None, variant):
+        config = None
     path = (config or config_root(family, variant)) / "scheduler" / "scheduler_config.json"
     return read_json(path)
+
+
+def _folder_variant(family: Family, folder: Path) -> str | None:
+    """Flux: "dev" or "schnell" as the folder's transformer config says; None for other families."""
+    if family.name != "flux":
+        return None
+    config = read_json(folder / "transformer" / "config.json")
+    return "dev" if config.get("guidance_embeds") else "schnell"
 
 
 def read_json(path: Path) -> dict[str, Any]:
