@@ -5,6 +5,7 @@ attention_type "gated", its fuser and position-net weights randomised and saved 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 import torch
 from references import aligned
 from safetensors.torch import save_file
-from workflows import max_diff, picture_graph, picture_pipeline_call
+from workflows import comfy_converted, max_diff, picture_graph, picture_pipeline_call, spec_of_type
 
 from sdflow.errors import UserError
+from sdflow.formats.comfy_json import read
 from sdflow.graphs import loads
+from sdflow.interop.comfy import convert
 from sdflow.models import gligen
 from sdflow.models.ldm_keys import unet_mapping
 from sdflow.runner import Runner
@@ -222,3 +225,75 @@ def test_a_file_that_is_no_gligen_is_a_located_error(files, runner: Runner) -> N
         runner.run(loads(workflow(), "gligen.yaml"), inputs={"gligen": str(files["not_gligen"])})
     message = str(caught.value)
     assert "'gligen'" in message and "file" in message and "not a GLIGEN" in message
+
+
+# -- importing ComfyUI workflows -----------------------------------------------------------------
+
+
+def comfy_graph(files: dict[str, Path], boxes: bool = True) -> dict:
+    def node(kind: str, **inputs: Any) -> dict:
+        return {"class_type": kind, "inputs": inputs}
+
+    graph = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=str(TINY)),
+        "2": node("CLIPTextEncode", clip=["1", 1], text="a red circle and a green square"),
+        "3": node("CLIPTextEncode", clip=["1", 1], text="blurry"),
+        "4": node("GLIGENLoader", gligen_name=str(files["comfy"])),
+        "5": node(
+            "GLIGENTextBoxApply", conditioning_to=["2", 0], clip=["1", 1], gligen_textbox_model=["4", 0],
+            text="a red circle", width=32, height=24, x=8, y=16,
+        ),
+        "6": node(
+            "GLIGENTextBoxApply", conditioning_to=["5", 0], clip=["1", 1], gligen_textbox_model=["4", 0],
+            text="a green square", width=27, height=48, x=40, y=0,
+        ),
+        "7": node("EmptyLatentImage", width=64, height=64, batch_size=1),
+        "8": node(
+            "KSampler", model=["1", 0], positive=["6", 0] if boxes else ["2", 0], negative=["3", 0],
+            latent_image=["7", 0], seed=5, steps=4, cfg=5.0, sampler_name="ddim", scheduler="normal",
+            denoise=1.0,
+        ),
+        "9": node("VAEDecode", samples=["8", 0], vae=["1", 2]),
+    }  # fmt: skip
+    if not boxes:
+        del graph["4"], graph["5"], graph["6"]
+    return graph
+
+
+def test_comfy_gligen_nodes_import_with_their_boxes_and_run(files, runner: Runner) -> None:
+    conversion, text = comfy_converted(comfy_graph(files))
+    assert spec_of_type(conversion.workflow, "LoadGLIGEN").fields["file"] == str(files["comfy"])
+    first, second = sorted(
+        (s for s in conversion.workflow.nodes.values() if s.type == "GLIGENTextBoxApply"), key=lambda s: s.id
+    )
+    assert (first.fields["text"], first.fields["x"], first.fields["y"]) == ("a red circle", 8, 16)
+    assert (first.fields["width"], first.fields["height"]) == (32, 24)
+    assert second.fields["conditioning"].node == first.id and second.fields["width"] == 24  # 27 // 8 * 8
+    assert any("width 27 drawn as 24" in n for n in conversion.notes)
+    _, plain = comfy_converted(comfy_graph(files, boxes=False))
+
+    def drawn(yaml: str) -> np.ndarray:
+        return runner.run(loads(yaml, "c.yaml"), outputs=["decode_9"])["decode_9.image"].pixels.numpy()
+
+    assert max_diff(drawn(text), drawn(plain)) > 0.02  # imported, the boxes act
+
+
+def test_ui_format_gligen_nodes_name_their_widgets(files, tmp_path: Path) -> None:
+    def ui(node_id: int, kind: str, widgets: list, inputs: dict[str, int]) -> dict:
+        return {"id": node_id, "type": kind, "inputs": [{"name": k, "link": v} for k, v in inputs.items()],
+                "outputs": [], "widgets_values": widgets}  # fmt: skip
+
+    document = {
+        "nodes": [
+            ui(1, "CheckpointLoaderSimple", [str(TINY)], {}),
+            ui(2, "CLIPTextEncode", ["a red circle"], {"clip": 1}),
+            ui(3, "GLIGENLoader", [str(files["comfy"])], {}),
+            ui(4, "GLIGENTextBoxApply", ["a red circle", 16, 40, 8, 24],
+               {"conditioning_to": 2, "clip": 3, "gligen_textbox_model": 4}),
+        ],
+        "links": [[1, 1, 1, 2, 0, "*"], [2, 2, 0, 4, 0, "*"], [3, 1, 1, 4, 1, "*"], [4, 3, 0, 4, 2, "*"]],
+    }  # fmt: skip
+    path = tmp_path / "gligen_ui.json"
+    path.write_text(json.dumps(document))
+    box = spec_of_type(convert(read(path), str(path)).workflow, "GLIGENTextBoxApply").fields
+    assert [box[k] for k in ("text", "width", "height", "x", "y")] == ["a red circle", 16, 40, 8, 24]
