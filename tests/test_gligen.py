@@ -115,8 +115,32 @@ def pixels(runner: Runner, text: str, **inputs: Any) -> np.ndarray:
     return result["decoded.image"].pixels.permute(0, 2, 3, 1).numpy()
 
 
-def reference(files: dict[str, Path], boxes: list, beta: float) -> np.ndarray:
-    """StableDiffusionGLIGENPipeline on the tiny SD 1.5 with the gated UNet (boxes in 0..1)."""
+def plain_negative(unet: Any) -> None:
+    """``unet`` called as ComfyUI calls it for a negative without GLIGEN: the CFG batch's first half
+    (the negative) without the gated layers' inputs, the second with them."""
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    forward = unet.forward
+
+    def split(sample, t, encoder_hidden_states, cross_attention_kwargs=None, **kwargs):
+        half = sample.shape[0] // 2
+        grounding = {k: v[half:] for k, v in cross_attention_kwargs["gligen"].items()}
+        negative = forward(sample[:half], t, encoder_hidden_states[:half], **kwargs).sample
+        positive = forward(
+            sample[half:],
+            t,
+            encoder_hidden_states[half:],
+            cross_attention_kwargs={"gligen": grounding},
+            **kwargs,
+        ).sample
+        return UNet2DConditionOutput(sample=torch.cat([negative, positive]))
+
+    unet.forward = split
+
+
+def reference(files: dict[str, Path], boxes: list, beta: float, plain: bool = False) -> np.ndarray:
+    """StableDiffusionGLIGENPipeline on the tiny SD 1.5 with the gated UNet (boxes in 0..1); ``plain``:
+    its negative drawn without the gated layers (``plain_negative``)."""
     from diffusers import (
         DDIMScheduler,
         StableDiffusionGLIGENPipeline,
@@ -126,6 +150,8 @@ def reference(files: dict[str, Path], boxes: list, beta: float) -> np.ndarray:
 
     base = StableDiffusionPipeline.from_pretrained(str(TINY), safety_checker=None)
     unet = UNet2DConditionModel.from_pretrained(str(files["unet"]))
+    if plain:
+        plain_negative(unet)
     pipe = StableDiffusionGLIGENPipeline(
         vae=base.vae,
         text_encoder=base.text_encoder,
@@ -192,10 +218,11 @@ def test_every_step_grounded_matches_the_pipeline_at_beta_one(files, runner: Run
     assert max_diff(ours, theirs) <= PNG_LEVEL
 
 
-def test_comfys_plain_negative_differs_from_the_pipelines_null_one(files, runner: Runner) -> None:
+def test_comfys_defaults_draw_the_negative_without_the_gated_layers(files, runner: Runner) -> None:
     plain = pixels(runner, workflow(), gligen=str(files["comfy"]))
-    null = pixels(runner, workflow(extra=", unboxed: empty"), gligen=str(files["comfy"]))
-    assert max_diff(plain, null) > 0.005
+    assert max_diff(plain, reference(files, BOXES, beta=1.0, plain=True)) <= PNG_LEVEL
+    empty = pixels(runner, workflow(extra=", unboxed: empty"), gligen=str(files["comfy"]))
+    assert max_diff(plain, empty) > 0.005  # unlike the pipeline's own negative
 
 
 def test_beta_zero_draws_the_ungrounded_picture(files, runner: Runner) -> None:
