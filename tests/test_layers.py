@@ -35,6 +35,7 @@ SUBLAYERS = {
         **{
             "types": 0,
             "types_vision": 0,
+            "types_grounding": 0,
             "types_sampling": 0,
             "types_upscale": 0,
             "scope": 0,

@@ -17,6 +17,7 @@ from sdflow.nodes.types import (
     Schedule,
     Vae,
 )
+from sdflow.nodes.types_grounding import Gligen
 from sdflow.nodes.types_sampling import Guider, Noise, Sampler, Sigmas
 from sdflow.nodes.types_upscale import UpscaleModel
 from sdflow.nodes.types_vision import ClipVision, ClipVisionOutput, IPAdapter
@@ -47,6 +48,10 @@ _ConditioningSetMask_set_cond_area = Literal[
 _DualCFGGuider_style = Literal[
     "regular",
     "nested",
+]
+_GLIGENTextBoxApply_unboxed = Literal[
+    "plain",
+    "empty",
 ]
 _ImageScale_resample = Literal[
     "nearest",
@@ -332,6 +337,11 @@ class FluxGuidanceNode(NodeHandle, Linkable[Conditioning]):
     @property
     def conditioning(self) -> Output[Conditioning]: ...
 
+class GLIGENTextBoxApplyNode(NodeHandle, Linkable[Conditioning]):
+    """Handle of a node of type GLIGENTextBoxApply: its attributes are its outputs."""
+    @property
+    def conditioning(self) -> Output[Conditioning]: ...
+
 class HypernetworkLoaderNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type HypernetworkLoader: its attributes are its outputs."""
     @property
@@ -428,6 +438,11 @@ class LoadDiffusionModelNode(NodeHandle, Linkable[Model]):
     """Handle of a node of type LoadDiffusionModel: its attributes are its outputs."""
     @property
     def model(self) -> Output[Model]: ...
+
+class LoadGLIGENNode(NodeHandle, Linkable[Gligen]):
+    """Handle of a node of type LoadGLIGEN: its attributes are its outputs."""
+    @property
+    def gligen(self) -> Output[Gligen]: ...
 
 class LoadIPAdapterNode(NodeHandle, Linkable[IPAdapter]):
     """Handle of a node of type LoadIPAdapter: its attributes are its outputs."""
@@ -1220,6 +1235,42 @@ class NodeCalls:
             guidance: the distilled guidance (Flux-dev: 3.5) [>= 0.0, <= 100.0]
         """
 
+    def GLIGENTextBoxApply(
+        self,
+        *,
+        id: str | None = None,
+        conditioning: Linkable[Conditioning],
+        clip: Linkable[Clip],
+        gligen: Linkable[Gligen],
+        text: str | Input,
+        width: int | Input = 64,
+        height: int | Input = 64,
+        x: int | Input = 0,
+        y: int | Input = 0,
+        scheduled_sampling_beta: float | Input = 1.0,
+        unboxed: _GLIGENTextBoxApply_unboxed | Input = "plain",
+    ) -> GLIGENTextBoxApplyNode:
+        """Draw a phrase inside a box (pixels) of the picture, through a GLIGEN; chain for more boxes.
+
+        Returns the node; its outputs: conditioning (Conditioning).
+
+        Fields:
+            conditioning: the conditioning to draw with (ComfyUI's conditioning_to)
+            clip: the text encoder that encodes the phrase (the checkpoint's clip)
+            gligen: from LoadGLIGEN
+            text: the phrase drawn in the box (best: an object the prompt names)
+            width: box width, pixels [>= 8, <= 16384, multiple of 8]
+            height: box height, pixels [>= 8, <= 16384, multiple of 8]
+            x: the box's left edge, pixels [>= 0, <= 16384, multiple of 8]
+            y: the box's top edge, pixels [>= 0, <= 16384, multiple of 8]
+            scheduled_sampling_beta: the fraction of the steps, from the first, the box acts on (diffusers'
+                gligen_scheduled_sampling_beta, 0.3 in its pipeline; 1 = every step, as ComfyUI) [>= 0.0, <=
+                1.0]
+            unboxed: how DenoiseLoop draws a conditioning without boxes (the negative): 'plain' without the
+                gated layers, as ComfyUI; 'empty' through them with no objects (all null), as the diffusers
+                pipeline
+        """
+
     def HypernetworkLoader(
         self,
         *,
@@ -1561,6 +1612,22 @@ class NodeCalls:
                 quantized
             config: a diffusers folder (or 'builtin:NAME') whose transformer and scheduler configs describe
                 the file; empty: from the file's shapes and the family's shipped scheduler config
+        """
+
+    def LoadGLIGEN(
+        self,
+        *,
+        id: str | None = None,
+        file: str | Input,
+        allow_pickle: bool | Input = False,
+    ) -> LoadGLIGENNode:
+        """Load a GLIGEN text-box model (SD 1.x/2.x): gated layers that draw phrases inside boxes.
+
+        Returns the node; its outputs: gligen (Gligen).
+
+        Fields:
+            file: a GLIGEN .safetensors: a path or a name in the model folders' gligen folders
+            allow_pickle: also read pickle files (.ckpt/.pth/.bin), with torch.load(weights_only=True)
         """
 
     def LoadIPAdapter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdflow.models import clip_vision, controlnet, ip_adapter, upscale
+from sdflow.models import clip_vision, controlnet, gligen, ip_adapter, upscale
 from sdflow.models.detect import (
     VAE as VAE_PREFIX,
 )
@@ -31,6 +31,8 @@ def describe(kind: str, path: Path) -> str:
         return clip_vision.describe(path)
     if kind == "ipadapter" and path.is_file():
         return ip_adapter.describe(path)
+    if kind == "gligen" and path.is_file():
+        return gligen.describe(path)
     if kind == "vae" and path.is_dir():
         return _vae_folder(path)
     if path.is_dir():

@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "text_encoders": ("text_encoders", "clip", "text_encoder"),
     "clip_vision": ("clip_vision",),
     "ipadapter": ("ipadapter", "ipadapters"),
+    "gligen": ("gligen",),
     "hypernetworks": ("hypernetworks",),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth", ".gguf")

@@ -206,6 +206,7 @@ class Conditioning(Port):
     # a combination (ConditioningCombine): the conditionings DenoiseLoop predicts separately and blends
     parts: tuple[Conditioning, ...] = ()
     concat: torch.Tensor | None = None  # channels beside the latent: ComfyUI's concat_latent_image
+    boxes: tuple[Any, ...] = ()  # GLIGENTextBoxApply's GroundingBoxes, in the order applied
 
     @property
     def pieces(self) -> tuple[Conditioning, ...]:

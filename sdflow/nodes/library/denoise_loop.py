@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, guidance, image_prompt, regions
+from sdflow.nodes.ops import control, grounding, guidance, image_prompt, regions
 from sdflow.nodes.ops.guidance import Guidance
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import denoised_estimate, seed_noise_sampler
@@ -128,6 +128,12 @@ class DenoiseLoop(Node):
             message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "model")
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
+        try:
+            unet, boxes = grounding.feed(
+                unet, halves, x.shape[0], tuple(x.shape[-2:]), device, dtype, regional
+            )
+        except grounding.GroundingMismatch as exc:
+            raise ctx.error(str(exc), "positive") from None
         pieces = self._regional_sides(x, sides) if regional else []
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
@@ -177,6 +183,9 @@ class DenoiseLoop(Node):
                         return_dict=False,
                         **residuals,
                         **({} if labels is None else {"class_labels": labels[rows]}),
+                        cross_attention_kwargs=None
+                        if boxes is None
+                        else boxes.kwargs(rows, index, control_steps),
                     )[0]
                 if guiding:
                     prediction = guide.combine(list(prediction.chunk(copies)))
@@ -289,8 +298,8 @@ class DenoiseLoop(Node):
                 return None  # predicted piece by piece, each on its own
             if loop.positive.concat is not None or loop.negative.concat is not None:
                 return None  # an image latent beside the latent (InstructPix2Pix)
-            if loop.positive.controls or loop.negative.controls:
-                return None  # each runs on its own (controls keep diffusers' one-call-per-control batch)
+            if any(side.controls or side.boxes for side in (loop.positive, loop.negative)):
+                return None  # controls (diffusers' one call per control) and GLIGEN boxes run on their own
             if loop.model.image_prompts or loop.model.image_noising is not None:
                 return None  # IP-Adapter tokens and unCLIP class labels: each runs on its own
             x = loop.latent.samples
