@@ -173,7 +173,20 @@ def load_file(path: Path, config: Path | None) -> Any:
     from sdflow.models.loaded import LoadOptions
 
     source = resolver.checkpoint(str(path))
-    return checkpoints.load(source, torch.device("cpu"), torch.float32, LoadOptions(config=config))
+    options = LoadOptions(config=config, allow_pickle=path.suffix == ".ckpt")
+    return checkpoints.load(source, torch.device("cpu"), torch.float32, options)
+
+
+def test_an_unclip_ckpt_loads_as_its_safetensors_copy(vision_files, unclip_files, tmp_path) -> None:
+    """Stability ships .ckpt pickles (a dict with the state under 'state_dict'): read weights-only."""
+    path = tmp_path / "sd21-unclip-tiny.ckpt"
+    torch.save({"state_dict": read(unclip_files["full"]), "global_step": 1}, path)
+    folder = vision_files["unclip"]
+    ours, safe = load_file(path, folder), load_file(unclip_files["full"], folder)
+    for mine, other in ((ours.unet, safe.unet), (ours.unclip[0], safe.unclip[0])):
+        mine, other = mine.state_dict(), other.state_dict()
+        assert mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine)
+    assert torch.equal(ours.unclip[2].mean, safe.unclip[2].mean)
 
 
 def test_an_unclip_file_loads_the_folders_weights(vision_files, unclip_files) -> None:
@@ -387,3 +400,26 @@ def test_sdflow_models_lists_unclip_files_and_folders(
         == "SD 2.x unCLIP (48-wide image embeds) without its image encoder"
     )
     assert listed["unclip-folder"] == "diffusers folder, SD 2.x unCLIP"
+
+
+def test_checkpoint_save_writes_an_unclip_model_in_stabilitys_layout(vision_files, tmp_path) -> None:
+    from sdflow.models.detect import inspect
+
+    folder = vision_files["unclip"]
+    text = f"""
+version: 1
+nodes:
+  a: {{type: LoadCheckpoint, checkpoint: "{folder}"}}
+  save: {{type: CheckpointSave, model: !link a.model, clip: !link a.clip, vae: !link a.vae,
+         clip_vision: !link a.clip_vision, filename_prefix: unclip/saved}}
+"""
+    saver = Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
+    path = Path(saver.run(loads(text, "save.yaml"), outputs=["save"])["save.files"].paths[0])
+    assert inspect(path).label() == "SD 2.x unCLIP (48-wide image embeds)"
+    saved, reference = load_file(path, folder), load_file(folder, None)
+    for mine, other in ((saved.unet, reference.unet), (saved.unclip[0], reference.unclip[0])):
+        mine, other = mine.state_dict(), other.state_dict()
+        assert mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine)
+    for part in ("mean", "std"):
+        assert torch.equal(getattr(saved.unclip[2], part), getattr(reference.unclip[2], part))
+    assert torch.equal(saved.unclip[2].scheduler.alphas_cumprod, reference.unclip[2].scheduler.alphas_cumprod)
