@@ -34,7 +34,7 @@ class LoadCheckpoint(Node):
     vision model as ``clip_vision``; for any other checkpoint that output is not there, and a node
     linked to it stops with a located error."""
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3  # 3: unCLIP single files load their image side (were plain SD 2.x)
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae, "clip_vision": ClipVision}
     cache: ClassVar[str] = "model"
     # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
