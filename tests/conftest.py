@@ -125,3 +125,19 @@ def vision_files(tmp_path_factory: pytest.TempPathFactory, tool) -> dict[str, Pa
     found["other"] = out / "other.png"
     source.transpose(PILImage.ROTATE_90).resize((32, 32)).save(found["other"])
     return found
+
+
+@pytest.fixture(scope="session")
+def unclip_files(
+    vision_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tool
+) -> dict[str, Path]:
+    """The tiny unCLIP folder (vision_files' unclip) as SD 2.1 unCLIP single files in Stability's layout,
+    written by tools/make_single_files.py: full (with its normaliser's mean and std), bare (without
+    them, as Stability's own files), no-encoder (no embedder.*)."""
+    module = tool("make_single_files.py")
+    out, folder = tmp_path_factory.mktemp("unclip_files"), vision_files["unclip"]
+    return {
+        "full": module.write_unclip_file(folder, out / "unclip.safetensors"),
+        "bare": module.write_unclip_file(folder, out / "unclip-bare.safetensors", stats=False),
+        "no-encoder": module.write_unclip_file(folder, out / "unclip-vision.safetensors", encoder=False),
+    }

@@ -108,9 +108,11 @@ def test_the_simple_ipadapter_node_without_a_clip_vision_is_reported(vision_file
         comfy_converted(graph(vision_files, apply))
 
 
-def test_an_unclip_workflow_imports_and_runs(vision_files) -> None:
-    checkpoint = node("unCLIPCheckpointLoader", ckpt_name=str(vision_files["unclip"]))
-    comfy = graph(vision_files, {}, checkpoint, positive=["13", 0])
+def unclip_graph(files: dict[str, Path], checkpoint: Path) -> dict:
+    """unCLIPCheckpointLoader of ``checkpoint``, its CLIP vision output encoding the picture, and
+    unCLIPConditioning on the positive prompt."""
+    loader = node("unCLIPCheckpointLoader", ckpt_name=str(checkpoint))
+    comfy = graph(files, {}, loader, positive=["13", 0])
     comfy["12"] = node("CLIPVisionEncode", clip_vision=["1", 3], image=["4", 0], crop="center")
     comfy["13"] = node(
         "unCLIPConditioning",
@@ -119,12 +121,37 @@ def test_an_unclip_workflow_imports_and_runs(vision_files) -> None:
         strength=0.9,
         noise_augmentation=0.1,
     )
-    conversion, text = comfy_converted(comfy)
+    return comfy
+
+
+def test_an_unclip_workflow_imports_and_runs(vision_files) -> None:
+    conversion, text = comfy_converted(unclip_graph(vision_files, vision_files["unclip"]))
     fields = spec_of_type(conversion.workflow, "unCLIPConditioning").fields
     assert (fields["strength"], fields["noise_augmentation"]) == (0.9, 0.1)
     encode = spec_of_type(conversion.workflow, "CLIPVisionEncode")
     assert encode.fields["clip_vision"].output == "clip_vision"
     assert decoded(text).shape == (1, 3, 64, 64)
+
+
+def test_an_unclip_single_file_imports_and_draws_the_folders_picture(vision_files, unclip_files) -> None:
+    """unCLIPCheckpointLoader on an sd21-unclip-style single file: LoadCheckpoint of the file, whose
+    clip_vision is the file's embedder; it draws the folder's picture."""
+
+    def drawn(checkpoint: Path, config: Path | None = None) -> np.ndarray:
+        conversion, _ = comfy_converted(unclip_graph(vision_files, checkpoint))
+        loader = spec_of_type(conversion.workflow, "LoadCheckpoint")
+        assert loader.fields["checkpoint"] == str(checkpoint)
+        assert (
+            spec_of_type(conversion.workflow, "CLIPVisionEncode").fields["clip_vision"].output
+            == "clip_vision"
+        )
+        if config is not None:
+            loader.fields["config"] = str(config)  # tiny: not SD 2.1 unCLIP's sizes
+        result = Runner(device="cpu", dtype="fp32").run(conversion.workflow, outputs=["decode_9"])
+        return result["decode_9.image"].pixels.numpy()
+
+    from_file = drawn(unclip_files["full"], vision_files["unclip"])
+    assert np.abs(from_file - drawn(vision_files["unclip"])).max() <= 1 / 255
 
 
 def test_ui_format_vision_nodes_name_their_widgets(vision_files, tmp_path: Path) -> None:

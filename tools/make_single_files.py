@@ -12,6 +12,10 @@ From the built-in tiny weights (``sdflow/builtin/tiny-sd15*``) this writes, into
 - ``sdxl.safetensors`` / ``sdxl-refiner.safetensors``: Stability's SDXL layout (``conditioner.embedders.N``:
   the base's CLIP ViT-L then OpenCLIP bigG, the refiner's bigG alone) from ``tiny-sdxl*``.
 
+``write_unclip_file`` writes a StableUnCLIPImg2ImgPipeline folder (the tiny one of
+``tools/make_tiny_ip_adapters.py``) as an SD 2.1 unCLIP single file in Stability's layout (``label_emb``,
+``embedder.model.visual.*``, ``noise_augmentor.*``).
+
 Files are written through the same key tables sdflow reads them with (``sdflow.models.ldm_keys``),
 and tests check them against diffusers' own converter. ``python tools/make_single_files.py --out DIR``
 """
@@ -27,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from sdflow.models.detect import LAYOUTS
-from sdflow.models.ldm_write import checkpoint_state
+from sdflow.models.ldm_write import checkpoint_state, unclip_state
 from sdflow.models.loaded import text_encoder_class
 
 BUILTIN = Path(__file__).resolve().parent.parent / "sdflow" / "builtin"
@@ -38,6 +42,11 @@ def write_single_file(
     folder: Path, out: Path, family: str, metadata: dict[str, str] | None = None, dtype=torch.float32
 ) -> Path:
     """The diffusers ``folder`` as one single file of ``family``'s layout at ``out``."""
+    return _save(single_file_state(folder, family, dtype), out, metadata)
+
+
+def single_file_state(folder: Path, family: str, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """The UNet, VAE and text encoder(s) of the diffusers ``folder`` under ``family``'s single-file names."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig
 
@@ -48,10 +57,34 @@ def write_single_file(
     for part in layout.text_encoders:
         config = CLIPTextConfig.from_pretrained(folder, subfolder=part.component)
         texts.append(text_encoder_class(config).from_pretrained(folder, subfolder=part.component))
-    state = checkpoint_state(layout, unet, vae, texts, dtype)
+    return checkpoint_state(layout, unet, vae, texts, dtype)
+
+
+def _save(state: dict[str, torch.Tensor], out: Path, metadata: dict[str, str] | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, out, metadata=metadata)
     return out
+
+
+def write_unclip_file(folder: Path, out: Path, encoder: bool = True, stats: bool = True) -> Path:
+    """A StableUnCLIPImg2ImgPipeline ``folder`` (SD 2.x) as an unCLIP single file in Stability's layout
+    (sd21-unclip-h's): the SD 2.x parts with the UNet's class embedding as ``label_emb``, the image
+    encoder under ``embedder.model.visual.`` (unless not ``encoder``), the noise augmentor's schedule
+    and, with ``stats``, its normaliser's mean and std (Stability's files lack those)."""
+    from diffusers import DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
+    from transformers import CLIPVisionModelWithProjection
+
+    image_encoder = None
+    if encoder:
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder")
+    scheduler = DDPMScheduler.from_pretrained(folder / "image_noising_scheduler")
+    normalizer = StableUnCLIPImageNormalizer.from_pretrained(folder / "image_normalizer")
+    pair = (normalizer.mean, normalizer.std) if stats else None
+    state = single_file_state(folder, "sd2") | unclip_state(image_encoder, scheduler.betas, pair)
+    return _save(state, out)
 
 
 def make_sd2_folder(source: Path, out: Path, prediction: str) -> Path:

@@ -895,6 +895,7 @@ class NodeCalls:
         model: Linkable[Model],
         clip: Linkable[Clip],
         vae: Linkable[Vae],
+        clip_vision: Linkable[ClipVision] | None = None,
         filename_prefix: str | Input = "checkpoints/sdflow",
     ) -> CheckpointSaveNode:
         """Write model, CLIP and VAE as one .safetensors in the original (LDM) layout, which ComfyUI,
@@ -905,6 +906,7 @@ class NodeCalls:
             model: the UNet to save (merged, LoRA-patched or as loaded)
             clip: the text encoders to save, of the model's family
             vae: the VAE to save
+            clip_vision: an unCLIP model's image encoder to save with it (LoadCheckpoint's clip_vision)
             filename_prefix: file name start in the output folder, may include sub-folders:
                 PREFIX_00001.safetensors
         """

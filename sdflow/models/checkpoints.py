@@ -118,7 +118,9 @@ def check(source: CheckpointSource, allow_pickle: bool = False) -> None:
             return
         try:
             if dit_checkpoint.parts_of(path) is None:  # an SD3 / Flux file has no SD layout
-                detect.detection(path)
+                found = detect.detection(path)
+                if found.unclip is not None and found.unclip.problem is not None:
+                    raise BadCheckpoint(f"{path}: this unCLIP file cannot load: {found.unclip.problem}")
         except (OSError, WeightFileError, UnknownLayout) as exc:
             raise BadCheckpoint(f"{path}: {exc}") from None
     elif source.kind == "folder":

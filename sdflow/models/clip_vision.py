@@ -88,7 +88,7 @@ def load(
         if not (folder / "config.json").is_file():
             raise ClipVisionFileError(f"'{path}' is a folder without a config.json")
         model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
-        preprocess = _folder_preprocess(folder, model.config.image_size)
+        preprocess = folder_preprocess(folder, model.config.image_size)
     else:
         state, _ = weights.read_all(path, allow_pickle)
         state = vision_state(state, path)
@@ -138,7 +138,7 @@ def config_from(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def _folder_preprocess(folder: Path, image_size: int) -> Preprocess:
+def folder_preprocess(folder: Path, image_size: int) -> Preprocess:
     """The folder's preprocessor_config.json (or a sibling feature_extractor's), else CLIP's defaults
     at the model's image size (as diffusers' load_ip_adapter makes them)."""
     for candidate in (

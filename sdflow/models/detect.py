@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sdflow.models import resolver
 from sdflow.models.dit_detect import find_transformer
 from sdflow.models.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, SDXL_REFINER, Family
 from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
+from sdflow.models.unclip import MAX_NOISE_LEVEL
 from sdflow.models.weights import WeightReader, is_pickle, read_header
 
 Shapes = dict[str, tuple[int, ...]]
@@ -28,6 +29,16 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CONV_IN = UNET + "input_blocks.0.0.weight"
 PREDICTIONS = ("epsilon", "v_prediction")
+# SD 2.1 unCLIP files (Stability's sd21-unclip-h / -l): the UNet's class (adm) embedding reads
+# [image embeds, noise-level embedding]; the image encoder is the visual tower of an OpenCLIP ViT-H
+# (-h) or OpenAI CLIP ViT-L (-l) model, both in OpenCLIP's key names; the noise augmentor keeps its
+# DDPM schedule (its normaliser's data_mean / data_std are not saved by Stability's code)
+LABEL_EMB = UNET + "label_emb.0.0.weight"
+EMBEDDER = "embedder.model.visual."
+NOISE_AUGMENTOR = "noise_augmentor."
+# the known unCLIP image encoders by tower width: (variant, layers, embeds width)
+UNCLIP_ENCODERS = {1280: ("H", 32, 1024), 1024: ("L", 24, 768)}
+ENCODER = f"image encoder ({EMBEDDER}*)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Layout:
     text_encoders: tuple[TextEncoderPart, ...]
     unet_prefix: str = UNET
     vae_prefix: str = VAE
+    unclip: bool = False  # its files may be unCLIP models (class embedding and image encoder)
     # ComfyUI's heuristic for SD 2.x (768-v vs 512 eps): std of the last output block's first
     # transformer norm1 bias > 0.09 means v-prediction; only for 4-channel UNets.
     v_by_norm_std: bool = False
@@ -83,6 +95,7 @@ LAYOUTS: list[Layout] = [
         ("cond_stage_model.model.token_embedding.weight",),
         (TextEncoderPart("text_encoder", "cond_stage_model.model.", "openclip"),),
         v_by_norm_std=True,
+        unclip=True,
     ),
     Layout(
         SD15,
@@ -97,6 +110,72 @@ LAYOUTS: list[Layout] = [
 
 
 @dataclass(frozen=True)
+class UnclipFacts:
+    """What an unCLIP single file's header says of its image side."""
+
+    class_width: int  # the UNet's class-label width: 2 x the image embeds' width
+    encoder_width: int | None  # the image encoder's tower width (None: the file holds no encoder)
+    encoder_layers: int
+    problem: str | None = None  # what in the header keeps the image side from loading
+
+    @property
+    def embeds_width(self) -> int:
+        return self.class_width // 2
+
+    @property
+    def variant(self) -> str | None:
+        """'H' (OpenCLIP ViT-H, sd21-unclip-h), 'L' (OpenAI ViT-L, sd21-unclip-l) or None (another)."""
+        for width, (name, layers, embeds) in UNCLIP_ENCODERS.items():
+            tower = self.encoder_width is None or (self.encoder_width, self.encoder_layers) == (width, layers)
+            if self.embeds_width == embeds and tower:
+                return name
+        return None
+
+    def label(self) -> str:
+        """'unCLIP-H', 'unCLIP (48-wide image embeds)', '... without its image encoder'."""
+        text = f"unCLIP-{self.variant}" if self.variant else f"unCLIP ({self.embeds_width}-wide image embeds)"
+        return text if self.encoder_width is not None else text + " without its image encoder"
+
+
+def unclip_facts(shapes: Shapes) -> UnclipFacts | None:
+    """The unCLIP side of an SD 2.x file (None: its UNet reads no class labels)."""
+    label = shapes.get(LABEL_EMB)
+    if label is None or len(label) != 2:
+        return None
+    patch = shapes.get(EMBEDDER + "conv1.weight")
+    resblocks = EMBEDDER + "transformer.resblocks."
+    layers = len({k[len(resblocks) :].split(".")[0] for k in shapes if k.startswith(resblocks)})
+    facts = UnclipFacts(label[1], patch[0] if patch else None, layers)
+    return replace(facts, problem=_unclip_problem(shapes, facts))
+
+
+def _unclip_problem(shapes: Shapes, facts: UnclipFacts) -> str | None:
+    """What in the header keeps an unCLIP file's image side from loading (None: nothing seen)."""
+    if facts.class_width % 2:
+        return f"its UNet's class embedding reads {facts.class_width} values: unCLIP's are 2 x the embeds"
+    if facts.encoder_width is None and any(k.startswith(EMBEDDER) for k in shapes):
+        return f"its {ENCODER} is incomplete: no {EMBEDDER}conv1.weight"
+    projection = shapes.get(EMBEDDER + "proj")
+    if facts.encoder_width is not None and projection is None:
+        return f"its {ENCODER} is incomplete: no {EMBEDDER}proj (the image embeds' projection)"
+    if projection is not None and (len(projection) != 2 or projection[1] != facts.embeds_width):
+        return (
+            f"its {ENCODER} makes {projection[-1]}-wide image embeds ({EMBEDDER}proj {list(projection)}) "
+            f"but its UNet's class embedding reads {facts.embeds_width}-wide ones "
+            f"(label_emb.0.0.weight: {facts.class_width} = embeds + noise-level embedding)"
+        )
+    for name in ("data_mean", "data_std"):
+        shape = shapes.get(NOISE_AUGMENTOR + name)
+        if shape is not None and shape not in ((facts.embeds_width,), (1, facts.embeds_width)):
+            return f"{NOISE_AUGMENTOR}{name} is {list(shape)}, not the embeds' {facts.embeds_width} values"
+    for name in ("betas", "alphas_cumprod"):
+        shape = shapes.get(NOISE_AUGMENTOR + name)
+        if shape is not None and shape != (MAX_NOISE_LEVEL,):
+            return f"{NOISE_AUGMENTOR}{name} is {list(shape)}: the augmentation has {MAX_NOISE_LEVEL} levels"
+    return None
+
+
+@dataclass(frozen=True)
 class Detection:
     """What a single file holds: its layout, whether it inpaints, and the prediction if known."""
 
@@ -105,6 +184,7 @@ class Detection:
     prediction: str | None  # None: not decidable from the header alone
     reason: str  # why that prediction
     notes: list[str] = field(default_factory=list)
+    unclip: UnclipFacts | None = None  # an SD 2.1 unCLIP file's image side
 
     @property
     def family(self) -> Family:
@@ -115,8 +195,9 @@ class Detection:
         return self.in_channels == 9
 
     def label(self) -> str:
-        """'SD 2.x inpainting', 'SD 2.x (v_prediction)'..."""
+        """'SD 2.x inpainting', 'SD 2.x (v_prediction)', 'SD 2.x unCLIP-H'..."""
         text = self.family.label + (" inpainting" if self.inpainting else "")
+        text += f" {self.unclip.label()}" if self.unclip else ""
         return f"{text} ({self.prediction})" if self.prediction and self.prediction != "epsilon" else text
 
 
@@ -129,7 +210,8 @@ def detect(shapes: Shapes, metadata: dict[str, str] | None = None) -> Detection:
     for layout in LAYOUTS:
         if layout.matches(shapes):
             prediction, reason = prediction_from_header(shapes, metadata or {})
-            return Detection(layout, shapes[CONV_IN][1], prediction, reason)
+            unclip = unclip_facts(shapes) if layout.unclip else None
+            return Detection(layout, shapes[CONV_IN][1], prediction, reason, unclip=unclip)
     raise UnknownLayout(unknown_message(shapes))
 
 
@@ -186,6 +268,7 @@ _RECOGNISERS: list[tuple[str, Callable[[Shapes], bool]]] = [
     ("a CLIP text encoder (cond_stage_model.transformer.*)", _any_prefix("cond_stage_model.transformer.")),
     ("an OpenCLIP text encoder (cond_stage_model.model.*)", _any_prefix("cond_stage_model.model.")),
     ("SDXL-style text encoders (conditioner.embedders.*)", _any_prefix("conditioner.embedders.")),
+    ("an unCLIP image encoder (embedder.model.visual.*)", _any_prefix(EMBEDDER)),
     (
         "a LoRA (lora_* keys): load it with LoadLoRA",
         lambda s: any(".lora_" in k or k.startswith("lora_") or "lora_down" in k for k in s),
@@ -321,9 +404,13 @@ def known_folder_family(folder: Path) -> Family | None:
 
 
 def folder_label(folder: Path) -> str | None:
-    """'SD 1.x', 'SDXL refiner', 'SD 1.x inpainting'... for a diffusers folder, None if unknown."""
+    """'SD 1.x', 'SDXL refiner', 'SD 1.x inpainting', 'SD 2.x unCLIP'... for a diffusers folder, None
+    if unknown."""
     found = _folder_detection(str(folder), _stamps(folder))
-    return found[0].label + (" inpainting" if found[1] == 9 else "") if found else None
+    if found is None:
+        return None
+    family, channels, unclip = found
+    return family.label + (" inpainting" if channels == 9 else "") + (" unCLIP" if unclip else "")
 
 
 def _stamps(folder: Path) -> tuple[tuple[int, int] | None, ...]:
@@ -340,10 +427,12 @@ def _stamps(folder: Path) -> tuple[tuple[int, int] | None, ...]:
 @functools.lru_cache(maxsize=256)
 def _folder_detection(
     location: str, stamps: tuple[tuple[int, int] | None, ...]
-) -> tuple[Family, int | None] | None:
+) -> tuple[Family, int | None, bool] | None:
+    """(family, UNet input channels, an unCLIP UNet: a projection class embedding) of a folder."""
     try:
         facts = FolderFacts(location)
-        return _folder_family(facts), facts.in_channels
+        family = _folder_family(facts)
+        return family, facts.in_channels, family is SD2 and facts.unet.get("class_embed_type") == "projection"
     except (UnknownFamily, UnreadableConfig):
         return None
 

@@ -80,6 +80,9 @@ _UNET_TOP = {
     "time_embedding.linear_2": "time_embed.2",
     "add_embedding.linear_1": "label_emb.0.0",
     "add_embedding.linear_2": "label_emb.0.2",
+    # an unCLIP UNet's class embedding (the image embeds): the same label_emb Sequential as SDXL's adm
+    "class_embedding.linear_1": "label_emb.0.0",
+    "class_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -179,6 +182,20 @@ _OPENCLIP_TOP = {
 }
 
 
+def _openclip_block(prefix: str, name: str, layers: str) -> Source | None:
+    """One transformer layer's weight (``{layers}.N.part.weight`` in transformers' CLIP names) in
+    OpenCLIP's ``transformer.resblocks.N`` layout, where q, k and v are one fused ``in_proj``."""
+    m = re.fullmatch(rf"{re.escape(layers)}\.(\d+)\.(.+)\.(weight|bias)", name)
+    if m is None:
+        return None
+    block = f"{prefix}transformer.resblocks.{m[1]}"
+    if m[2] in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+        index = "qkv".index(m[2][len("self_attn.")])
+        return Source(f"{block}.attn.in_proj_{m[3]}", "chunk", index)
+    part = _OPENCLIP_LAYER.get(m[2])
+    return Source(f"{block}.{part}.{m[3]}") if part else None
+
+
 def openclip_mapping(prefix: str) -> Mapping:
     """transformers CLIPTextModel(WithProjection) names -> OpenCLIP's ``transformer.resblocks.N``
     layout, where q, k and v are one fused ``in_proj`` and the projection is stored transposed."""
@@ -189,14 +206,33 @@ def openclip_mapping(prefix: str) -> Mapping:
             return Source(prefix + _OPENCLIP_TOP[name])
         if name == "text_projection.weight":
             return Source(prefix + "text_projection", "transpose")
-        m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
-        if m is None:
-            return None
-        block = f"{prefix}transformer.resblocks.{m[1]}"
-        if m[2] in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-            index = "qkv".index(m[2][len("self_attn.")])
-            return Source(f"{block}.attn.in_proj_{m[3]}", "chunk", index)
-        part = _OPENCLIP_LAYER.get(m[2])
-        return Source(f"{block}.{part}.{m[3]}") if part else None
+        return _openclip_block(prefix, name, "encoder.layers")
+
+    return source
+
+
+_OPENCLIP_VISUAL_TOP = {
+    "vision_model.embeddings.class_embedding": "class_embedding",
+    "vision_model.embeddings.patch_embedding.weight": "conv1.weight",
+    "vision_model.embeddings.position_embedding.weight": "positional_embedding",
+    "vision_model.pre_layrnorm.weight": "ln_pre.weight",
+    "vision_model.pre_layrnorm.bias": "ln_pre.bias",
+    "vision_model.post_layernorm.weight": "ln_post.weight",
+    "vision_model.post_layernorm.bias": "ln_post.bias",
+}
+
+
+def openclip_vision_mapping(prefix: str) -> Mapping:
+    """transformers CLIPVisionModelWithProjection names -> the ``visual`` tower of an OpenCLIP (or
+    OpenAI CLIP: the same names) model under ``prefix``: ``conv1``, ``ln_pre``, ``transformer.resblocks.N``
+    with fused q/k/v, ``ln_post`` and the projection ``proj`` stored transposed. SD 2.1 unCLIP files keep
+    their image encoder so, under ``embedder.model.visual.``."""
+
+    def source(name: str) -> Source | None:
+        if name in _OPENCLIP_VISUAL_TOP:
+            return Source(prefix + _OPENCLIP_VISUAL_TOP[name])
+        if name == "visual_projection.weight":
+            return Source(prefix + "proj", "transpose")
+        return _openclip_block(prefix, name, "vision_model.encoder.layers")
 
     return source

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from sdflow.models.detect import LAYOUTS, Layout
+from sdflow.models.detect import EMBEDDER, LAYOUTS, NOISE_AUGMENTOR, Layout
 from sdflow.models.families import Family
 from sdflow.models.ldm_keys import (
     Mapping,
     clip_mapping,
     openclip_mapping,
+    openclip_vision_mapping,
     swap_halves,
     unet_mapping,
     vae_mapping,
@@ -97,4 +98,35 @@ def checkpoint_state(
             state |= to_file(text, clip_mapping(part.prefix), dtype)
             positions = text.config.max_position_embeddings
             state[f"{part.prefix}text_model.embeddings.position_ids"] = torch.arange(positions)[None]
+    return state
+
+
+def unclip_state(
+    image_encoder: torch.nn.Module | None,
+    betas: torch.Tensor,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """The image side of an SD 2.1 unCLIP file under Stability's names: the CLIP image encoder as an
+    OpenCLIP visual tower under ``embedder.model.visual.`` (none if None), the noise augmentor's
+    schedule buffers as Stability's ``register_schedule`` keeps them (from ``betas``, in float64
+    then stored as float32), and, if given, the normaliser's (mean, std) as ``data_mean`` /
+    ``data_std``, which Stability's own files lack."""
+    state = {} if image_encoder is None else to_file(image_encoder, openclip_vision_mapping(EMBEDDER), dtype)
+    betas = betas.double()
+    cumulative = torch.cumprod(1 - betas, dim=0)
+    buffers = {
+        "betas": betas,
+        "alphas_cumprod": cumulative,
+        "alphas_cumprod_prev": torch.cat([torch.ones(1, dtype=torch.float64), cumulative[:-1]]),
+        "sqrt_alphas_cumprod": cumulative.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1 - cumulative).sqrt(),
+        "log_one_minus_alphas_cumprod": (1 - cumulative).log(),
+        "sqrt_recip_alphas_cumprod": (1 / cumulative).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1 / cumulative - 1).sqrt(),
+    }
+    state |= {NOISE_AUGMENTOR + name: value.float().contiguous() for name, value in buffers.items()}
+    if stats is not None:
+        for name, value in zip(("data_mean", "data_std"), stats, strict=True):
+            state[NOISE_AUGMENTOR + name] = value.detach().float().cpu().reshape(1, -1).contiguous()
     return state

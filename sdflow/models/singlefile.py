@@ -48,12 +48,15 @@ def load(
         layout, folder = found.layout, config_folder(found.layout, options.config)
         chosen = resolve_prediction(found, options.prediction, reader)
 
-        unet_config = _read_json(folder / "unet" / "config.json")
+        unet_config = read_json(folder / "unet" / "config.json")
         unet_config["in_channels"] = found.in_channels
+        if found.unclip is not None:  # SD 2.1 unCLIP: the class embedding reads [embeds, level embedding]
+            unet_config["class_embed_type"] = "projection"
+            unet_config["projection_class_embeddings_input_dim"] = found.unclip.class_width
         unet = build_empty(UNet2DConditionModel.from_config, unet_config)
         fill_weights(unet, unet_mapping(unet_config, layout.unet_prefix), reader, dtype, device, "UNet")
 
-        vae_config = _read_json(folder / "vae" / "config.json")
+        vae_config = read_json(folder / "vae" / "config.json")
         vae_dtype = torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast") else dtype
         vae = build_empty(AutoencoderKL.from_config, vae_config)
         fill_weights(vae, vae_mapping(vae_config, layout.vae_prefix), reader, vae_dtype, device, "VAE")
@@ -68,10 +71,24 @@ def load(
             tokenizer_folder = folder / part.component.replace("text_encoder", "tokenizer")
             tokenizers.append(tokenizer_fixed(_tokenizer(tokenizer_folder), encoder))
 
-    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+        unclip = None
+        if found.unclip is not None:
+            from sdflow.models import unclip_file  # it builds on this module's helpers
+
+            unclip = unclip_file.load_parts(reader, found.unclip, options.config, device, dtype)
+
+    scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     scheduler_config["prediction_type"] = chosen
     return LoadedCheckpoint(
-        unet, vae, encoders[0], tokenizers[0], scheduler_config, layout.family, encoders[1:], tokenizers[1:]
+        unet,
+        vae,
+        encoders[0],
+        tokenizers[0],
+        scheduler_config,
+        layout.family,
+        encoders[1:],
+        tokenizers[1:],
+        unclip=unclip,
     )
 
 
@@ -89,7 +106,7 @@ def resolve_prediction(found: Detection, requested: str, reader: WeightReader) -
     return "epsilon"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -109,7 +126,7 @@ def build_empty(factory: Any, config: Any) -> torch.nn.Module:
 def _text_encoder(folder: Path) -> torch.nn.Module:
     from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig.from_dict(_read_json(folder / "config.json"))
+    config = CLIPTextConfig.from_dict(read_json(folder / "config.json"))
     return build_empty(text_encoder_class(config), config)
 
 

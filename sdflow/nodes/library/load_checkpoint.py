@@ -16,8 +16,12 @@ from sdflow.nodes.types import Clip, Model, Vae
 from sdflow.nodes.types_vision import ClipVision
 
 NO_CLIP_VISION = (
-    "only unCLIP checkpoints (a StableUnCLIPImg2ImgPipeline folder) bring a CLIP vision model: "
-    "load one with LoadCLIPVision"
+    "only unCLIP checkpoints (a StableUnCLIPImg2ImgPipeline folder, an sd21-unclip single file) bring a "
+    "CLIP vision model: load one with LoadCLIPVision"
+)
+NO_EMBEDDER = (
+    "this unCLIP file holds no image encoder (embedder.model.visual.*): load its CLIP vision model "
+    "(ViT-H for unCLIP-H, ViT-L for unCLIP-L) with LoadCLIPVision"
 )
 
 
@@ -25,11 +29,12 @@ class LoadCheckpoint(Node):
     """Load an SD 1.x/2.x, SDXL, SD3 or Flux checkpoint: a single file, a model-folder name, a folder or a
     built-in (SD3 and Flux: diffusers folders).
 
-    An unCLIP checkpoint (SD 2.1 unCLIP as a StableUnCLIPImg2ImgPipeline folder) also gives its CLIP
+    An unCLIP checkpoint (SD 2.1 unCLIP: a StableUnCLIPImg2ImgPipeline folder, or Stability's
+    sd21-unclip-h / -l single file with its image encoder under ``embedder.``) also gives its CLIP
     vision model as ``clip_vision``; for any other checkpoint that output is not there, and a node
     linked to it stops with a located error."""
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3  # 3: unCLIP single files load their image side (were plain SD 2.x)
     outputs: ClassVar[dict[str, type]] = {"model": Model, "clip": Clip, "vae": Vae, "clip_vision": ClipVision}
     cache: ClassVar[str] = "model"
     # a path next to the workflow file wins; otherwise the text is kept (a name, builtin:, hub id)
@@ -114,7 +119,10 @@ class LoadCheckpoint(Node):
         noising = None
         if loaded.unclip is not None:  # an unCLIP checkpoint: its image encoder and noise augmentation
             vision_model, preprocess, noising = loaded.unclip
-            vision = ClipVision(vision_model, preprocess, "image_encoder")
+            if vision_model is not None:
+                vision = ClipVision(vision_model, preprocess, "image_encoder")
+            else:  # a single file without its embedder: the augmentation reads another encoder's embeds
+                vision = Absent(NO_EMBEDDER)
         return {
             "model": Model(
                 loaded.unet,

@@ -149,7 +149,7 @@ def unclip_problem(model: Model, halves: list[Any]) -> str | None:
         return (
             "this UNet reads class labels (an unCLIP model) but its checkpoint has no image_encoder, "
             "image_normalizer and image_noising_scheduler to make them (a StableUnCLIPImg2ImgPipeline "
-            "folder has)"
+            "folder has, or an unCLIP single file its embedder and noise_augmentor)"
         )
     if not any(half.unclip for half in halves):
         return None
