@@ -317,7 +317,7 @@ def test_stabilitys_unclip_files_are_detected_and_fit_the_shipped_configs(varian
     from diffusers import UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from sdflow.models import singlefile, unclip_file
+    from sdflow.models import module_fill, singlefile, unclip_file
     from sdflow.models.detect import detect
     from sdflow.models.ldm_keys import openclip_vision_mapping, unet_mapping
 
@@ -327,7 +327,7 @@ def test_stabilitys_unclip_files_are_detected_and_fit_the_shipped_configs(varian
     folder = unclip_file.SHIPPED / f"image_encoder_{variant.lower()}"
     config = CLIPVisionConfig.from_dict(singlefile.read_json(folder / "config.json"))
     encoder = singlefile.build_empty(CLIPVisionModelWithProjection, config)
-    plan = singlefile.plan_weights(
+    plan = module_fill.plan_weights(
         encoder, openclip_vision_mapping("embedder.model.visual."), shapes, "encoder"
     )
     assert len(plan) == len(encoder.state_dict())  # every weight found, of its shape

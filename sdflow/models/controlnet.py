@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from sdflow.models.detect import control_family
 from sdflow.models.families import SD2, SD15, SDXL, Family
+from sdflow.models.family_hints import control_family
 from sdflow.models.ldm_keys import Mapping, Source, unet_mapping
-from sdflow.models.singlefile import build_empty, fill_weights
+from sdflow.models.module_fill import build_empty, fill_weights
 from sdflow.models.weights import WeightReader, is_pickle, pickle_refusal
 
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -9,15 +9,9 @@ from sdflow.models import clip_vision, controlnet, gligen, ip_adapter, upscale
 from sdflow.models.detect import (
     VAE as VAE_PREFIX,
 )
-from sdflow.models.detect import (
-    UnknownLayout,
-    detect,
-    embedding_family,
-    folder_label,
-    lora_family,
-    recognised,
-)
+from sdflow.models.detect import UnknownLayout, detect, folder_label, recognised
 from sdflow.models.dit_detect import transformer_parts
+from sdflow.models.family_hints import embedding_family, lora_family
 from sdflow.models.weights import WeightFileError, is_pickle, read_header
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdflow.models import resolver
 from sdflow.models.dit_detect import find_transformer
 from sdflow.models.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, SDXL_REFINER, Family
 from sdflow.models.folder_configs import FolderFacts, UnreadableConfig
-from sdflow.models.unclip import MAX_NOISE_LEVEL
+from sdflow.models.unclip_detect import EMBEDDER, UnclipFacts, unclip_facts
 from sdflow.models.weights import WeightReader, is_pickle, read_header
 
 Shapes = dict[str, tuple[int, ...]]
@@ -29,16 +29,6 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CONV_IN = UNET + "input_blocks.0.0.weight"
 PREDICTIONS = ("epsilon", "v_prediction")
-# SD 2.1 unCLIP files (Stability's sd21-unclip-h / -l): the UNet's class (adm) embedding reads
-# [image embeds, noise-level embedding]; the image encoder is the visual tower of an OpenCLIP ViT-H
-# (-h) or OpenAI CLIP ViT-L (-l) model, both in OpenCLIP's key names; the noise augmentor keeps its
-# DDPM schedule (its normaliser's data_mean / data_std are not saved by Stability's code)
-LABEL_EMB = UNET + "label_emb.0.0.weight"
-EMBEDDER = "embedder.model.visual."
-NOISE_AUGMENTOR = "noise_augmentor."
-# the known unCLIP image encoders by tower width: (variant, layers, embeds width)
-UNCLIP_ENCODERS = {1280: ("H", 32, 1024), 1024: ("L", 24, 768)}
-ENCODER = f"image encoder ({EMBEDDER}*)"
 
 
 @dataclass(frozen=True)
@@ -107,72 +97,6 @@ LAYOUTS: list[Layout] = [
         (TextEncoderPart("text_encoder", "cond_stage_model.transformer.", "clip"),),
     ),
 ]
-
-
-@dataclass(frozen=True)
-class UnclipFacts:
-    """What an unCLIP single file's header says of its image side."""
-
-    class_width: int  # the UNet's class-label width: 2 x the image embeds' width
-    encoder_width: int | None  # the image encoder's tower width (None: the file holds no encoder)
-    encoder_layers: int
-    problem: str | None = None  # what in the header keeps the image side from loading
-
-    @property
-    def embeds_width(self) -> int:
-        return self.class_width // 2
-
-    @property
-    def variant(self) -> str | None:
-        """'H' (OpenCLIP ViT-H, sd21-unclip-h), 'L' (OpenAI ViT-L, sd21-unclip-l) or None (another)."""
-        for width, (name, layers, embeds) in UNCLIP_ENCODERS.items():
-            tower = self.encoder_width is None or (self.encoder_width, self.encoder_layers) == (width, layers)
-            if self.embeds_width == embeds and tower:
-                return name
-        return None
-
-    def label(self) -> str:
-        """'unCLIP-H', 'unCLIP (48-wide image embeds)', '... without its image encoder'."""
-        text = f"unCLIP-{self.variant}" if self.variant else f"unCLIP ({self.embeds_width}-wide image embeds)"
-        return text if self.encoder_width is not None else text + " without its image encoder"
-
-
-def unclip_facts(shapes: Shapes) -> UnclipFacts | None:
-    """The unCLIP side of an SD 2.x file (None: its UNet reads no class labels)."""
-    label = shapes.get(LABEL_EMB)
-    if label is None or len(label) != 2:
-        return None
-    patch = shapes.get(EMBEDDER + "conv1.weight")
-    resblocks = EMBEDDER + "transformer.resblocks."
-    layers = len({k[len(resblocks) :].split(".")[0] for k in shapes if k.startswith(resblocks)})
-    facts = UnclipFacts(label[1], patch[0] if patch else None, layers)
-    return replace(facts, problem=_unclip_problem(shapes, facts))
-
-
-def _unclip_problem(shapes: Shapes, facts: UnclipFacts) -> str | None:
-    """What in the header keeps an unCLIP file's image side from loading (None: nothing seen)."""
-    if facts.class_width % 2:
-        return f"its UNet's class embedding reads {facts.class_width} values: unCLIP's are 2 x the embeds"
-    if facts.encoder_width is None and any(k.startswith(EMBEDDER) for k in shapes):
-        return f"its {ENCODER} is incomplete: no {EMBEDDER}conv1.weight"
-    projection = shapes.get(EMBEDDER + "proj")
-    if facts.encoder_width is not None and projection is None:
-        return f"its {ENCODER} is incomplete: no {EMBEDDER}proj (the image embeds' projection)"
-    if projection is not None and (len(projection) != 2 or projection[1] != facts.embeds_width):
-        return (
-            f"its {ENCODER} makes {projection[-1]}-wide image embeds ({EMBEDDER}proj {list(projection)}) "
-            f"but its UNet's class embedding reads {facts.embeds_width}-wide ones "
-            f"(label_emb.0.0.weight: {facts.class_width} = embeds + noise-level embedding)"
-        )
-    for name in ("data_mean", "data_std"):
-        shape = shapes.get(NOISE_AUGMENTOR + name)
-        if shape is not None and shape not in ((facts.embeds_width,), (1, facts.embeds_width)):
-            return f"{NOISE_AUGMENTOR}{name} is {list(shape)}, not the embeds' {facts.embeds_width} values"
-    for name in ("betas", "alphas_cumprod"):
-        shape = shapes.get(NOISE_AUGMENTOR + name)
-        if shape is not None and shape != (MAX_NOISE_LEVEL,):
-            return f"{NOISE_AUGMENTOR}{name} is {list(shape)}: the augmentation has {MAX_NOISE_LEVEL} levels"
-    return None
 
 
 @dataclass(frozen=True)
@@ -435,49 +359,3 @@ def _folder_detection(
         return family, facts.in_channels, family is SD2 and facts.unet.get("class_embed_type") == "projection"
     except (UnknownFamily, UnreadableConfig):
         return None
-
-
-# -- LoRAs and embeddings: the width of the text conditioning they were made for ------------------
-
-_KEY_PROJECTIONS = ("to_k", "k_proj", "attn2_to_k")  # a cross-attention key projection's names in LoRAs
-_BY_CONTEXT: dict[int, Family] = {f.context_dim: f for f in FAMILIES.values() if f.text_encoders == 1}
-
-
-def family_by_context(width: int) -> Family | None:
-    """The one-encoder family whose cross-attention reads conditioning ``width`` wide (768: SD 1.x)."""
-    return _BY_CONTEXT.get(width)
-
-
-def control_family(sdxl_embedding: bool, context_dim: int | None) -> Family:
-    """The family a ControlNet steers: SDXL with SDXL's added (text_time) embedding, else SD 2.x or
-    SD 1.x by its cross-attention width (a tiny model's other widths: SD 1.x, as for UNet folders)."""
-    if sdxl_embedding:
-        return SDXL
-    return SD2 if context_dim == SD2.context_dim else SD15
-
-
-def lora_family(shapes: Shapes) -> tuple[Family | None, int | None]:
-    """The family a LoRA targets, and the input width of the cross-attention key projection it was
-    told by (SDXL: by its second text encoder's keys; (None, None): nothing tells)."""
-    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in shapes):
-        return SDXL, None
-    for key, shape in shapes.items():
-        if (
-            "attn2" in key
-            and any(p in key for p in _KEY_PROJECTIONS)
-            and "lora_down" in key
-            and len(shape) == 2
-        ):
-            return family_by_context(shape[1]), shape[1]
-    return None, None
-
-
-def embedding_family(shapes: Shapes) -> tuple[Family | None, int | None]:
-    """The family a textual inversion was made for, and its vector count (None for SDXL's pair)."""
-    if "clip_g" in shapes and "clip_l" in shapes:
-        return SDXL, None
-    for shape in shapes.values():
-        family = family_by_context(shape[-1]) if shape else None
-        if family:
-            return family, shape[0] if len(shape) > 1 else 1
-    return None, None

@@ -21,7 +21,7 @@ from sdflow.models.dit_detect import Parts, find_parts
 from sdflow.models.families import FAMILIES, Family
 from sdflow.models.ldm_keys import vae_mapping
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions
-from sdflow.models.singlefile import build_empty, fill_weights
+from sdflow.models.module_fill import build_empty, fill_weights
 from sdflow.models.weights import WeightReader, read_header
 
 

@@ -3,7 +3,7 @@ fp8 included) or a ``.gguf`` quantized file, offline.
 
 The architecture comes from a diffusers folder the user names (its ``transformer/config.json``) or,
 for full-size models, from the file's shapes (``transformer_config``). Weights go straight from the
-file into the module built empty (``singlefile.fill_weights`` with the ``dit_keys`` tables), in:
+file into the module built empty (``module_fill.fill_weights`` with the ``dit_keys`` tables), in:
 - ``weight_dtype`` "default": the run's dtype (fp32 on the CPU, fp16 / bf16 on GPUs);
 - "fp8_e4m3fn" / "fp8_e5m2": stored in 8 bits, each layer cast to the run's dtype while it computes
   (diffusers' layerwise casting), as ComfyUI's weight_dtype does;
@@ -26,7 +26,7 @@ from sdflow.models import fit
 from sdflow.models.dit_detect import Parts, Transformer, find_parts
 from sdflow.models.dit_keys import flux_mapping, sd3_mapping
 from sdflow.models.ldm_keys import Mapping, swap_halves
-from sdflow.models.singlefile import build_empty, fill_weights
+from sdflow.models.module_fill import build_empty, fill_weights
 from sdflow.models.weights import WeightReader
 
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e5m2", "fp16", "bf16", "fp32")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sdflow.models.ldm_keys import Mapping, Source, clip_mapping
-from sdflow.models.singlefile import ArchitectureMismatch, build_empty, fill_weights
+from sdflow.models.module_fill import ArchitectureMismatch, build_empty, fill_weights
 from sdflow.models.weights import WeightFileError, WeightReader
 
 _WEIGHTS = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}

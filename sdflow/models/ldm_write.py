@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sdflow.models.detect import EMBEDDER, LAYOUTS, NOISE_AUGMENTOR, Layout
+from sdflow.models.detect import LAYOUTS, Layout
 from sdflow.models.families import Family
 from sdflow.models.ldm_keys import (
     Mapping,
@@ -20,6 +20,7 @@ from sdflow.models.ldm_keys import (
     unet_mapping,
     vae_mapping,
 )
+from sdflow.models.unclip_detect import EMBEDDER, NOISE_AUGMENTOR
 
 
 class NoLayout(ValueError):

@@ -8,24 +8,19 @@ user names), then read every weight straight from the file into the tensor the m
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdflow.models.detect import Detection, Layout, detect, norm_std_key
-from sdflow.models.ldm_keys import Mapping, Source, clip_mapping, openclip_mapping, unet_mapping, vae_mapping
+from sdflow.models.ldm_keys import clip_mapping, openclip_mapping, unet_mapping, vae_mapping
 from sdflow.models.loaded import LoadedCheckpoint, LoadOptions, text_encoder_class, tokenizer_fixed
-from sdflow.models.weights import WeightReader, is_aligned
+from sdflow.models.module_fill import build_empty, fill_weights, read_json
+from sdflow.models.weights import WeightReader
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 V_NORM_STD = 0.09  # ComfyUI's threshold for SD 2.x v-prediction
-
-
-class ArchitectureMismatch(ValueError):
-    """The file's weights do not fit the configs (missing keys or other shapes)."""
 
 
 def config_folder(layout: Layout, config: Path | None = None) -> Path:
@@ -106,23 +101,6 @@ def resolve_prediction(found: Detection, requested: str, reader: WeightReader) -
     return "epsilon"
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"missing config file {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
-
-
-def build_empty(factory: Any, config: Any) -> torch.nn.Module:
-    """``factory(config)`` with its parameters on the meta device (no memory, no random init)."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return factory(config)
-
-
 def _text_encoder(folder: Path) -> torch.nn.Module:
     from transformers import CLIPTextConfig
 
@@ -136,68 +114,3 @@ def _tokenizer(folder: Path) -> Any:
     if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"missing tokenizer file {folder / 'vocab.json'}")
     return CLIPTokenizer.from_pretrained(folder)
-
-
-def plan_weights(
-    module: torch.nn.Module, mapping: Mapping, shapes: dict[str, tuple[int, ...]], what: str
-) -> dict[str, tuple[Source, torch.Tensor]]:
-    """For each weight ``module`` still lacks, its source in the file, checked to exist and fit
-    (ArchitectureMismatch listing the first few that do not)."""
-    plan, missing, misfit = {}, [], []
-    for name, tensor in module.state_dict(keep_vars=True).items():
-        source = mapping(name)
-        found = shapes.get(source.key) if source is not None else None
-        if found is None:
-            if tensor.is_meta:
-                missing.append(source.key if source is not None else name)
-            continue
-        shape = tuple(tensor.shape)
-        expected = source.file_shape(shape)
-        fits = found == expected or (source.kind == "squeeze" and math.prod(found) == math.prod(shape))
-        if not fits:
-            misfit.append(f"{source.key} {list(found)} (expected {list(expected)})")
-            continue
-        plan[name] = (source, tensor)
-    if missing or misfit:
-        raise ArchitectureMismatch(_misfit_message(what, missing, misfit))
-    return plan
-
-
-def fill_weights(
-    module: torch.nn.Module,
-    mapping: Mapping,
-    reader: WeightReader,
-    dtype: torch.dtype,
-    device: torch.device,
-    what: str,
-) -> None:
-    """Read each of ``module``'s weights from the file into place (checked for fit first)."""
-    fused: dict[str, torch.Tensor] = {}
-    state = {}
-    for name, (source, tensor) in plan_weights(module, mapping, reader.shapes, what).items():
-        target = dtype if tensor.is_floating_point() else tensor.dtype
-        if source.fused:  # q, k and v (and an MLP) share one fused tensor: read it once
-            if source.key not in fused:
-                fused[source.key] = reader.read(source.key, target, device)
-            raw = fused[source.key]
-        else:
-            raw = reader.read(source.key, target, device)
-        value = source.to_module(raw, tuple(tensor.shape))
-        if not is_aligned(value):  # a q/k/v slice of a fused tensor: aligned like every other weight
-            value = value.clone()
-            reader.release(source.key)
-        state[name] = value
-    module.load_state_dict(state, strict=False, assign=True)
-    module.to(device).eval().requires_grad_(False)
-
-
-def _misfit_message(what: str, missing: list[str], misfit: list[str]) -> str:
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
-    if misfit:
-        parts.append(f"{len(misfit)} of another shape (e.g. {'; '.join(misfit[:3])})")
-    return (
-        f"the {what} weights do not fit the {what} config: {' and '.join(parts)}. The file may be a "
-        "different architecture: name a diffusers folder with matching configs in 'config'"
-    )

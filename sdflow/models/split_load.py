@@ -23,7 +23,8 @@ from sdflow.models.dit_keys import t5_mapping
 from sdflow.models.families import Family, TextEncoderSlot
 from sdflow.models.ldm_keys import clip_mapping
 from sdflow.models.loaded import tokenizer_fixed
-from sdflow.models.singlefile import CONFIGS, build_empty, fill_weights
+from sdflow.models.module_fill import build_empty, fill_weights
+from sdflow.models.singlefile import CONFIGS
 from sdflow.models.weights import WeightReader
 
 # the CLIP tokenizers shipped with SDXL's configs: CLIP-L's (pad <|endoftext|>) and bigG's (pad "!")

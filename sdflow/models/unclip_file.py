@@ -1,7 +1,7 @@
 """The image side of an SD 2.1 unCLIP single file (Stability's ``sd21-unclip-h`` / ``sd21-unclip-l``):
 its CLIP image encoder and its noise augmentation, as ``unclip.load_parts`` gives them for a folder.
 
-What the file holds (``detect.unclip_facts`` reads it from the header):
+What the file holds (``unclip_detect.unclip_facts`` reads it from the header):
 - ``embedder.model.visual.*``: the image encoder, the visual tower of OpenCLIP ViT-H/14 (-h) or of
   OpenAI's CLIP ViT-L/14 (-l), in OpenCLIP's names (``ldm_keys.openclip_vision_mapping``); read into a
   transformers CLIPVisionModelWithProjection built from a shipped config
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from sdflow.models import clip_vision
-from sdflow.models.detect import EMBEDDER, ENCODER, NOISE_AUGMENTOR, UnclipFacts
 from sdflow.models.ldm_keys import openclip_vision_mapping
-from sdflow.models.singlefile import build_empty, fill_weights, read_json
+from sdflow.models.module_fill import build_empty, fill_weights, read_json
 from sdflow.models.unclip import ImageNoising
+from sdflow.models.unclip_detect import EMBEDDER, ENCODER, NOISE_AUGMENTOR, UnclipFacts
 from sdflow.models.weights import WeightReader
 
 SHIPPED = Path(__file__).resolve().parent / "configs" / "sd2_unclip"

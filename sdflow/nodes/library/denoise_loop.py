@@ -183,9 +183,11 @@ class DenoiseLoop(Node):
                         return_dict=False,
                         **residuals,
                         **({} if labels is None else {"class_labels": labels[rows]}),
-                        cross_attention_kwargs=None
-                        if boxes is None
-                        else boxes.kwargs(rows, index, control_steps),
+                        **(
+                            {}
+                            if boxes is None
+                            else {"cross_attention_kwargs": boxes.kwargs(rows, index, control_steps)}
+                        ),
                     )[0]
                 if guiding:
                     prediction = guide.combine(list(prediction.chunk(copies)))

@@ -10,7 +10,7 @@ from pydantic import Field
 from sdflow.models import controlnet, resolver, weights
 from sdflow.models.families import Family
 from sdflow.models.folders import ModelNotFound
-from sdflow.models.singlefile import ArchitectureMismatch
+from sdflow.models.module_fill import ArchitectureMismatch
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.scope import RunScope

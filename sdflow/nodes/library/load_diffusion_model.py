@@ -10,7 +10,7 @@ from sdflow.models import dit_load, resolver, split_load
 from sdflow.models.families import FAMILIES, Family
 from sdflow.models.folders import ModelNotFound
 from sdflow.models.gguf_files import GgufUnavailable
-from sdflow.models.singlefile import ArchitectureMismatch
+from sdflow.models.module_fill import ArchitectureMismatch
 from sdflow.nodes.base import RunContext
 from sdflow.nodes.model_files import ModelFileNode
 from sdflow.nodes.types import Model

@@ -9,7 +9,7 @@ from pydantic import Field
 from sdflow.models import resolver, split_load
 from sdflow.models.families import FAMILIES, Family
 from sdflow.models.folders import ModelNotFound
-from sdflow.models.singlefile import ArchitectureMismatch
+from sdflow.models.module_fill import ArchitectureMismatch
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.model_files import content_fingerprint
 from sdflow.nodes.scope import RunScope
