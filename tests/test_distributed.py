@@ -141,6 +141,19 @@ def test_a_two_worker_sweep_equals_the_serial_sweep_pixel_for_pixel(pool, tmp_pa
     assert sum(r.report.status()["positive"] == "ran" for r in results) == 2
 
 
+def test_a_controlnet_sweep_on_two_workers_equals_the_serial_sweep(pool, tmp_path):
+    """ApplyControlNet's control travels with the conditioning to a worker as it does in one process."""
+    workflow = load(ROOT / "examples" / "controlnet.yaml")
+    workflow.inputs["steps"].default = 4
+    runs = [{"seed": seed, "strength": strength} for strength in (1.0, 0.5) for seed in (1, 2)]
+    results = run_many(workflow, runs, pool, output_dir=str(tmp_path / "ray"))
+    assert all(r.ok for r in results)
+    serial_files = serial(workflow, runs, tmp_path / "serial")
+    same_files([r.files for r in results], serial_files)
+    weaker = [Path(files[0]).read_bytes() for files in serial_files]
+    assert weaker[0] != weaker[2]  # the strength really reaches the loop
+
+
 def test_a_worker_killed_mid_run_has_its_run_retried_on_another(pool, trap, tmp_path):
     workflow = txt2img()
     runs = [{"seed": seed} for seed in range(10, 13)]
