@@ -173,6 +173,9 @@ class DenoiseLoop(Node):
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
                     text = embeds[rows]
+                    extras = {} if labels is None else {"class_labels": labels[rows]}
+                    if boxes is not None:  # GLIGEN (the SD3/Flux denoisers take no cross_attention_kwargs)
+                        extras["cross_attention_kwargs"] = boxes.kwargs(rows, index, control_steps)
                     prediction = unet(
                         model_input,
                         t,
@@ -182,12 +185,7 @@ class DenoiseLoop(Node):
                         added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
                         return_dict=False,
                         **residuals,
-                        **({} if labels is None else {"class_labels": labels[rows]}),
-                        **(
-                            {}
-                            if boxes is None
-                            else {"cross_attention_kwargs": boxes.kwargs(rows, index, control_steps)}
-                        ),
+                        **extras,
                     )[0]
                 if guiding:
                     prediction = guide.combine(list(prediction.chunk(copies)))
