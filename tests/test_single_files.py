@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sdflow
-from sdflow.models import checkpoints, resolver, singlefile
+from sdflow.models import checkpoints, module_fill, resolver, singlefile
 from sdflow.models.detect import LAYOUTS, UnknownLayout, detect, inspect
 from sdflow.models.families import SD2, SD15
 from sdflow.models.ldm_keys import clip_mapping, openclip_mapping, unet_mapping, vae_mapping
@@ -218,7 +218,7 @@ def test_unknown_layout_lists_what_was_recognised(single_files, tmp_path):
 
 def test_weights_of_another_architecture_are_named(single_files):
     file = single_files["sd15"][0]
-    with pytest.raises(singlefile.ArchitectureMismatch, match=r"UNet weights do not fit .*of another shape"):
+    with pytest.raises(module_fill.ArchitectureMismatch, match=r"UNet weights do not fit .*of another shape"):
         load(file, config=CONFIGS / "sd15")  # tiny weights, full-size configs
 
 

@@ -325,16 +325,16 @@ def test_stabilitys_unclip_files_are_detected_and_fit_the_shipped_configs(varian
     found = detect(shapes)
     assert found.label() == f"SD 2.x unCLIP-{variant}" and found.unclip.problem is None
     folder = unclip_file.SHIPPED / f"image_encoder_{variant.lower()}"
-    config = CLIPVisionConfig.from_dict(singlefile.read_json(folder / "config.json"))
-    encoder = singlefile.build_empty(CLIPVisionModelWithProjection, config)
+    config = CLIPVisionConfig.from_dict(module_fill.read_json(folder / "config.json"))
+    encoder = module_fill.build_empty(CLIPVisionModelWithProjection, config)
     plan = module_fill.plan_weights(
         encoder, openclip_vision_mapping("embedder.model.visual."), shapes, "encoder"
     )
     assert len(plan) == len(encoder.state_dict())  # every weight found, of its shape
     assert config.hidden_act == ("gelu" if variant == "H" else "quick_gelu")  # OpenCLIP's vs OpenAI's
-    unet_config = singlefile.read_json(singlefile.CONFIGS / "sd2" / "unet" / "config.json")
+    unet_config = module_fill.read_json(singlefile.CONFIGS / "sd2" / "unet" / "config.json")
     unet_config |= {"class_embed_type": "projection", "projection_class_embeddings_input_dim": 2 * embeds}
-    unet = singlefile.build_empty(UNet2DConditionModel.from_config, unet_config)
+    unet = module_fill.build_empty(UNet2DConditionModel.from_config, unet_config)
     mapping = unet_mapping(unet_config)
     for name, tensor in unet.class_embedding.state_dict().items():
         source = mapping("class_embedding." + name)

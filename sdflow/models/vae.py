@@ -106,7 +106,7 @@ def _from_file(
     """Build the AutoencoderKL empty and read each weight straight from the file into it (once)."""
     from diffusers import AutoencoderKL
 
-    from sdflow.models import singlefile
+    from sdflow.models import module_fill
     from sdflow.models.ldm_keys import Source, vae_mapping
 
     with weights.WeightReader(path, allow_pickle) as reader:
@@ -129,11 +129,11 @@ def _from_file(
         if given is None and config["latent_channels"] == LATENT_16:  # SD3's / Flux's latent space
             family_config = json.loads((CONFIGS / latent_format / "vae" / "config.json").read_text())
             config |= {k: family_config[k] for k in ("scaling_factor", "shift_factor", "force_upcast")}
-        vae = singlefile.build_empty(AutoencoderKL.from_config, config)
+        vae = module_fill.build_empty(AutoencoderKL.from_config, config)
         mapping = vae_mapping(config, prefix) if ldm else (lambda name: Source(prefix + name))
         try:
-            singlefile.fill_weights(vae, mapping, reader, _dtype(config, dtype), torch.device("cpu"), "VAE")
-        except singlefile.ArchitectureMismatch as exc:
+            module_fill.fill_weights(vae, mapping, reader, _dtype(config, dtype), torch.device("cpu"), "VAE")
+        except module_fill.ArchitectureMismatch as exc:
             raise VaeError(str(exc).split(". The file may be")[0]) from None
     return vae
 
