@@ -41,14 +41,16 @@ INIT_FILE = "init.png"
 
 @dataclass(frozen=True)
 class Case:
-    """One ComfyUI run: KSampler (txt2img, or img2img at ``denoise`` < 1 from the INIT picture), or
-    two KSamplerAdvanced passes split after step ``split``."""
+    """One ComfyUI run: KSampler (txt2img, or img2img at ``denoise`` < 1 from the INIT picture), two
+    KSamplerAdvanced passes split after step ``split``, or (``custom``) SamplerCustom with
+    KSamplerSelect and BasicScheduler."""
 
     sampler: str
     scheduler: str
     cfg: float = CFG
     denoise: float = 1.0
     split: int | None = None
+    custom: bool = False
 
     @property
     def name(self) -> str:
@@ -59,10 +61,14 @@ class Case:
             name = f"split-{self.split}/{name}"
         if self.cfg != CFG:
             name = f"cfg-{self.cfg}/{name}"
+        if self.custom:
+            name = f"custom/{name}"
         return name
 
     @property
     def kind(self) -> str:
+        if self.custom:
+            return "custom"
         return "split" if self.split is not None else "img2img" if self.denoise < 1.0 else "txt2img"
 
 
@@ -75,6 +81,9 @@ EXTRAS = (
     Case("euler", "normal", cfg=0.5),
     Case("dpmpp_2m", "karras", split=3),
     Case("euler_ancestral", "simple", split=2),
+    Case("dpmpp_2m_sde", "karras", custom=True),
+    Case("uni_pc", "normal", custom=True),
+    Case("euler_ancestral", "exponential", custom=True),
 )
 CASES = GRID + EXTRAS
 
@@ -103,7 +112,24 @@ def api_document(case: Case) -> dict[str, Any]:
     if case.kind == "img2img":
         document["10"] = _node("LoadImage", image=INIT_FILE)
         document["11"] = _node("VAEEncode", pixels=["10", 0], vae=["1", 2])
-    if case.kind == "split":
+    if case.kind == "custom":
+        document["12"] = _node("KSamplerSelect", sampler_name=case.sampler)
+        document["13"] = _node(
+            "BasicScheduler", model=["1", 0], scheduler=case.scheduler, steps=STEPS, denoise=1.0
+        )
+        document["5"] = _node(
+            "SamplerCustom",
+            model=["1", 0],
+            add_noise=True,
+            noise_seed=SEED,
+            cfg=case.cfg,
+            positive=["2", 0],
+            negative=["3", 0],
+            sampler=["12", 0],
+            sigmas=["13", 0],
+            latent_image=["4", 0],
+        )
+    elif case.kind == "split":
         split = {"noise_seed": SEED, "steps": STEPS, **common}
         document["6"] = _node(
             "KSamplerAdvanced",
