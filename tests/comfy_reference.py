@@ -36,7 +36,9 @@ SAMPLERS = (
 )
 SCHEDULES = ("normal", "karras", "exponential", "sgm_uniform", "simple")
 INIT = "euler/karras"  # the img2img cases start from this grid picture
-INIT_FILE = "init.png"
+INIT_FILE = "init.png"  # the INIT picture; with a transparent square (the inpainting mask) as well:
+HOLED_FILE = "holed.png"
+HOLE = slice(SIZE // 4, 3 * SIZE // 4)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Case:
     denoise: float = 1.0
     split: int | None = None
     custom: bool = False
+    inpaint: bool = False
 
     @property
     def name(self) -> str:
@@ -63,12 +66,16 @@ class Case:
             name = f"cfg-{self.cfg}/{name}"
         if self.custom:
             name = f"custom/{name}"
+        if self.inpaint:
+            name = f"inpaint/{name}"
         return name
 
     @property
     def kind(self) -> str:
         if self.custom:
             return "custom"
+        if self.inpaint:
+            return "inpaint"
         return "split" if self.split is not None else "img2img" if self.denoise < 1.0 else "txt2img"
 
 
@@ -84,6 +91,9 @@ EXTRAS = (
     Case("dpmpp_2m_sde", "karras", custom=True),
     Case("uni_pc", "normal", custom=True),
     Case("euler_ancestral", "exponential", custom=True),
+    Case("ddim", "normal", inpaint=True),
+    Case("dpmpp_2m", "karras", inpaint=True),
+    Case("uni_pc", "simple", inpaint=True),
 )
 CASES = GRID + EXTRAS
 
@@ -109,9 +119,11 @@ def api_document(case: Case) -> dict[str, Any]:
         "positive": ["2", 0],
         "negative": ["3", 0],
     }
-    if case.kind == "img2img":
-        document["10"] = _node("LoadImage", image=INIT_FILE)
+    if case.kind in ("img2img", "inpaint"):
+        document["10"] = _node("LoadImage", image=INIT_FILE if case.kind == "img2img" else HOLED_FILE)
         document["11"] = _node("VAEEncode", pixels=["10", 0], vae=["1", 2])
+    if case.kind == "inpaint":
+        document["14"] = _node("SetLatentNoiseMask", samples=["11", 0], mask=["10", 1])
     if case.kind == "custom":
         document["12"] = _node("KSamplerSelect", sampler_name=case.sampler)
         document["13"] = _node(
@@ -150,7 +162,7 @@ def api_document(case: Case) -> dict[str, Any]:
             **split,
         )
     else:
-        latent = ["11", 0] if case.kind == "img2img" else ["4", 0]
+        latent = {"img2img": ["11", 0], "inpaint": ["14", 0]}.get(case.kind, ["4", 0])
         document["5"] = _node(
             "KSampler", seed=SEED, steps=STEPS, denoise=case.denoise, latent_image=latent, **common
         )
@@ -163,7 +175,11 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
 
 
 def write_init(folder: Path, picture: np.ndarray) -> None:
+    """INIT_FILE, and HOLED_FILE: the same with its HOLE square transparent (LoadImage's mask)."""
     PILImage.fromarray(picture).save(folder / INIT_FILE)
+    alpha = np.full(picture.shape[:2], 255, dtype=np.uint8)
+    alpha[HOLE, HOLE] = 0
+    PILImage.fromarray(np.dstack([picture, alpha])).save(folder / HOLED_FILE)
 
 
 def imported(case: Case, folder: Path) -> Any:

@@ -40,7 +40,7 @@ def reference() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _run(runner, case: ref.Case, folder: Path, reference) -> tuple[np.ndarray, torch.Tensor]:
-    if case.kind == "img2img":
+    if case.kind in ("img2img", "inpaint"):
         ref.write_init(folder, reference[ref.INIT][0])
     workflow = ref.imported(case, folder)
     node = ref.decoded_id(workflow)
