@@ -20,6 +20,7 @@ from sdflow.interop.comfy import convert
 DATA = Path(__file__).resolve().parent / "data" / "comfy_reference.npz"
 CHECKPOINT = "builtin:shapes"
 PROMPT, NEGATIVE = "a red circle on a blue background", ""
+SECOND = "a green triangle on a white background"  # the area / combined prompt
 STEPS, CFG, SEED, SIZE = 6, 4.0, 42, 64
 SAMPLERS = (
     "euler",
@@ -54,6 +55,10 @@ class Case:
     split: int | None = None
     custom: bool = False
     inpaint: bool = False
+    # the positive ConditioningCombine'd with SECOND on (x, y, width, height) pixels at strength (or
+    # on the whole picture: None)
+    area: tuple[int, int, int, int, float] | None = None
+    combine: bool = False
 
     @property
     def name(self) -> str:
@@ -68,6 +73,10 @@ class Case:
             name = f"custom/{name}"
         if self.inpaint:
             name = f"inpaint/{name}"
+        if self.area is not None:
+            name = "area-" + "-".join(str(v) for v in self.area) + f"/{name}"
+        elif self.combine:
+            name = f"combine/{name}"
         return name
 
     @property
@@ -94,6 +103,10 @@ EXTRAS = (
     Case("ddim", "normal", inpaint=True),
     Case("dpmpp_2m", "karras", inpaint=True),
     Case("uni_pc", "simple", inpaint=True),
+    Case("euler", "normal", area=(32, 0, 32, 32, 1.0)),
+    Case("dpmpp_2m", "karras", area=(0, 0, 32, 64, 0.8)),
+    Case("euler_ancestral", "normal", area=(16, 16, 32, 32, 1.0)),
+    Case("heun", "simple", combine=True),
 )
 CASES = GRID + EXTRAS
 
@@ -124,6 +137,16 @@ def api_document(case: Case) -> dict[str, Any]:
         document["11"] = _node("VAEEncode", pixels=["10", 0], vae=["1", 2])
     if case.kind == "inpaint":
         document["14"] = _node("SetLatentNoiseMask", samples=["11", 0], mask=["10", 1])
+    if case.area is not None or case.combine:
+        document["20"] = _node("CLIPTextEncode", text=SECOND, clip=["1", 1])
+        second = ["20", 0]
+        if case.area is not None:
+            x, y, width, height, strength = case.area
+            area = {"width": width, "height": height, "x": x, "y": y, "strength": strength}
+            document["21"] = _node("ConditioningSetArea", conditioning=["20", 0], **area)
+            second = ["21", 0]
+        document["22"] = _node("ConditioningCombine", conditioning_1=["2", 0], conditioning_2=second)
+        common["positive"] = ["22", 0]
     if case.kind == "custom":
         document["12"] = _node("KSamplerSelect", sampler_name=case.sampler)
         document["13"] = _node(

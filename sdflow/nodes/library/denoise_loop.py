@@ -280,6 +280,8 @@ class DenoiseLoop(Node):
         """Each guidance side's pieces (areas and weights) and each piece's UNet text inputs, made once
         per loop, in batch order."""
         batch, size = x.shape[0], (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        paired = regions.opposite_areas([side for side, _ in sides], tuple(x.shape[-2:]))
+        sides = tuple((side, negative) for side, (_, negative) in zip(paired, sides, strict=True))
         prepared = []
         for side, negative in sides:
             pieces = regions.prepare(side, tuple(x.shape[-2:]), x)
