@@ -30,6 +30,11 @@ class DenoiseLoop(Node):
     4-channel UNet's result is blended after every step with the original latent re-noised to the
     next timestep (kept where the mask is 0); a 9-channel inpainting UNet instead reads the mask
     and the masked-image latent next to the latent at every step.
+
+    With a comfy-mode schedule (Scheduler ``mode: comfy``, what `sdflow import comfy` writes) the loop
+    is ComfyUI's instead: its k-diffusion sampler over its sigma table, the UNet wrapped as ComfyUI's
+    ModelSamplingDiscrete, CFG on the clean estimates, the sampler's noise seeded with AddNoise's
+    seed, and a noise mask blended at every model call (docs/samplers.md).
     """
 
     version: ClassVar[int] = 2
