@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     mode = "comfy" if argv[:2] == ["--mode", "comfy"] else "diffusers"
     if mode == "comfy":
-        samplers, schedules = list(COMFY_NAMES), list(COMFY_SCHEDULES) + ["linear_quadratic", "kl_optimal"]
+        samplers, schedules = list(COMFY_NAMES), [*COMFY_SCHEDULES, "linear_quadratic", "kl_optimal"]
     else:
         samplers = [name for name in typing.get_args(SamplerName) if name != "dpmpp_2m_karras"]
         schedules = list(typing.get_args(SigmasName))
