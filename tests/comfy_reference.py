@@ -107,6 +107,14 @@ EXTRAS = (
     Case("dpmpp_2m", "karras", area=(0, 0, 32, 64, 0.8)),
     Case("euler_ancestral", "normal", area=(16, 16, 32, 32, 1.0)),
     Case("heun", "simple", combine=True),
+    Case("dpm_2", "normal"),
+    Case("dpm_2", "karras"),
+    Case("dpm_2_ancestral", "karras"),
+    Case("dpm_2_ancestral", "simple"),
+    Case("lms", "karras"),
+    Case("lms", "exponential"),
+    Case("ddpm", "normal"),
+    Case("ddpm", "karras"),
 )
 CASES = GRID + EXTRAS
 

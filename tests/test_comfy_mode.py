@@ -94,12 +94,12 @@ def test_an_unsupported_sampler_in_comfy_mode_is_located(runner):
 version: 1
 nodes:
   ckpt: {type: LoadCheckpoint, checkpoint: "builtin:shapes"}
-  schedule: {type: Scheduler, model: !link ckpt.model, sampler: lms, steps: 4, mode: comfy}
+  schedule: {type: Scheduler, model: !link ckpt.model, sampler: deis, steps: 4, mode: comfy}
 """
     )
     with pytest.raises(Exception) as error:
         runner.run(workflow, outputs=["schedule"])
-    assert "node 'schedule', field 'sampler': sampler 'lms' has no comfy mode" in str(error.value)
+    assert "node 'schedule', field 'sampler': sampler 'deis' has no comfy mode" in str(error.value)
 
 
 COMFYUI = os.environ.get("SDFLOW_COMFYUI")

@@ -37,9 +37,14 @@ COMFY_NAMES = {
     "ddim": "ddim",
     "unipc": "uni_pc",
     "uni_pc_bh2": "uni_pc_bh2",
+    "dpm_2": "dpm_2",
+    "dpm_2_ancestral": "dpm_2_ancestral",
+    "lms": "lms",
+    "ddpm": "ddpm",
 }
 # KSampler computes one step more for these and drops the next-to-last sigma.
-DROPS_PENULTIMATE = ("unipc", "uni_pc_bh2")
+DROPS_PENULTIMATE = ("unipc", "uni_pc_bh2", "dpm_2", "dpm_2_ancestral")
+LMS_ORDER = 4
 UNIPC_LAST_SIGMA = 0.001  # UniPC ends at this sigma instead of 0
 MAX_DENOISE_TOLERANCE = 1e-5
 
@@ -164,6 +169,104 @@ def heun(
             guess = x + slope * dt
             slope_there = _slope(guess, following, denoise(guess, following))
             x = x + (slope + slope_there) / 2 * dt
+        progress(i, x, denoised)
+    return x
+
+
+def _midpoint(sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of two sigmas (halfway in log sigma)."""
+    return sigma.log().lerp(target.log(), 0.5).exp()
+
+
+def dpm_2(
+    denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, noise: Noises, progress: Progress
+) -> torch.Tensor:
+    """DPM-Solver-2 steps on Karras's ODE: the slope at the log-midpoint carries the whole step."""
+    for i in range(len(sigmas) - 1):
+        sigma, following = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        slope = _slope(x, sigma, denoised)
+        if following == 0:
+            x = x + slope * (following - sigma)
+        else:
+            middle = _midpoint(sigma, following)
+            halfway = x + slope * (middle - sigma)
+            x = x + _slope(halfway, middle, denoise(halfway, middle)) * (following - sigma)
+        progress(i, x, denoised)
+    return x
+
+
+def dpm_2_ancestral(
+    denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, noise: Noises, progress: Progress
+) -> torch.Tensor:
+    """dpm_2 down to the ancestral step's lower sigma, then fresh noise up to the next sigma."""
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i]
+        denoised = denoise(x, sigma)
+        down, up = _ancestral(sigma, sigmas[i + 1])
+        slope = _slope(x, sigma, denoised)
+        if down == 0:
+            x = x + slope * (down - sigma)
+        else:
+            middle = _midpoint(sigma, down)
+            halfway = x + slope * (middle - sigma)
+            x = x + _slope(halfway, middle, denoise(halfway, middle)) * (down - sigma)
+            x = x + noise.step(sigma, sigmas[i + 1]) * up
+        progress(i, x, denoised)
+    return x
+
+
+def _lms_weight(order: int, table: Any, i: int, j: int) -> float:
+    """The integral over [sigma_i, sigma_i+1] of the Lagrange basis polynomial of the j-th last point."""
+    from scipy import integrate
+
+    def basis(tau: float) -> float:
+        product = 1.0
+        for k in range(order):
+            if k != j:
+                product *= (tau - table[i - k]) / (table[i - j] - table[i - k])
+        return product
+
+    return integrate.quad(basis, table[i], table[i + 1], epsrel=1e-4)[0]
+
+
+def lms(
+    denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, noise: Noises, progress: Progress
+) -> torch.Tensor:
+    """Linear multistep (up to 4 slopes) in sigma; the last step to 0 jumps to the estimate."""
+    table = sigmas.detach().cpu().numpy()
+    slopes: list[torch.Tensor] = []
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, sigmas[i])
+        slopes = [*slopes, _slope(x, sigmas[i], denoised)][-LMS_ORDER:]
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            order = min(i + 1, LMS_ORDER)
+            weights = [_lms_weight(order, table, i, j) for j in range(order)]
+            x = x + sum(w * d for w, d in zip(weights, reversed(slopes), strict=False))
+        progress(i, x, denoised)
+    return x
+
+
+def ddpm(
+    denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, noise: Noises, progress: Progress
+) -> torch.Tensor:
+    """Ancestral DDPM posterior steps, taken in the variance-preserving space."""
+    for i in range(len(sigmas) - 1):
+        sigma, previous = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        eps = (x - denoised) / sigma
+        scaled = x / torch.sqrt(1.0 + sigma**2.0)
+        kept = 1 / ((sigma * sigma) + 1)
+        kept_previous = 1 / ((previous * previous) + 1)
+        alpha = kept / kept_previous
+        x = (1.0 / alpha).sqrt() * (scaled - (1 - alpha) * eps / (1 - kept).sqrt())
+        if previous > 0:
+            spread = ((1 - alpha) * (1.0 - kept_previous) / (1.0 - kept)).sqrt()
+            x = x + spread * noise.step(sigma, previous)
+        if previous != 0:
+            x = x * torch.sqrt(1.0 + previous**2.0)
         progress(i, x, denoised)
     return x
 
@@ -420,6 +523,10 @@ RUNS: dict[str, Callable[..., torch.Tensor]] = {
     "ddim": euler,  # ComfyUI's ddim is Euler (with other inpainting noise: see inpaint_noise)
     "unipc": uni_pc,
     "uni_pc_bh2": uni_pc_bh2,
+    "dpm_2": dpm_2,
+    "dpm_2_ancestral": dpm_2_ancestral,
+    "lms": lms,
+    "ddpm": ddpm,
 }
 
 
