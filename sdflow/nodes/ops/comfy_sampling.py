@@ -90,7 +90,6 @@ class Noises:
     def __init__(self, x: torch.Tensor, seed: int) -> None:
         self.x, self.seed = x, seed
         self._generator: torch.Generator | None = None
-        self._tree: Any = None
 
     def step(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         if self._generator is None:
