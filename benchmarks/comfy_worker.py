@@ -19,7 +19,8 @@ Modes:
 - ``--cold``: load and make one image (prompt "a photograph of an astronaut riding a horse", seed 1), print
   ``RESULT {"peak_rss": bytes}`` and exit 0. The caller times the whole process.
 - ``--serve``: load nothing up front, then read JSON lines from stdin, one job each:
-  ``{"prompt": str, "seed": int, "save_to": optional path}``. For each, print
+  ``{"prompt": str, "seed": int, "save_to": optional path, "sampler_name": optional (euler), "scheduler":
+  optional (normal)}``. For each, print
   ``RESULT {"seconds": s, "validate_seconds": v, "png": path}`` where ``seconds`` is the wall time of the
   executor call alone (``PromptExecutor.execute``; the first job includes loading the checkpoint, which
   ComfyUI does lazily), ``validate_seconds`` that of the validation before it, and ``png`` the image
@@ -141,8 +142,17 @@ class HeadlessServer:
         pass
 
 
-def workflow(checkpoint: str, prompt: str, seed: int, size: int, steps: int, cfg: float) -> dict:
-    """ComfyUI's default txt2img graph, API format."""
+def workflow(
+    checkpoint: str,
+    prompt: str,
+    seed: int,
+    size: int,
+    steps: int,
+    cfg: float,
+    sampler: str = "euler",
+    scheduler: str = "normal",
+) -> dict:
+    """ComfyUI's default txt2img graph, API format (euler / normal unless a job names others)."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["1", 1]}},
@@ -158,8 +168,8 @@ def workflow(checkpoint: str, prompt: str, seed: int, size: int, steps: int, cfg
                 "seed": seed,
                 "steps": steps,
                 "cfg": cfg,
-                "sampler_name": "euler",
-                "scheduler": "normal",
+                "sampler_name": sampler,
+                "scheduler": scheduler,
                 "denoise": 1.0,
             },
         },
@@ -215,9 +225,18 @@ class Comfy:
         )
         self.dtypes_logged = False
 
-    def run(self, prompt: str, seed: int, size: int, steps: int, cfg: float) -> tuple[float, float, Path]:
+    def run(
+        self,
+        prompt: str,
+        seed: int,
+        size: int,
+        steps: int,
+        cfg: float,
+        sampler: str = "euler",
+        scheduler: str = "normal",
+    ) -> tuple[float, float, Path]:
         """Validate and execute one job; returns (execute seconds, validate seconds, saved PNG)."""
-        graph = workflow(self.checkpoint, prompt, seed, size, steps, cfg)
+        graph = workflow(self.checkpoint, prompt, seed, size, steps, cfg, sampler, scheduler)
         prompt_id = str(uuid.uuid4())
         started = time.perf_counter()
         valid, error, outputs, node_errors = asyncio.run(
@@ -310,7 +329,13 @@ def main() -> int:
                 continue
             job = json.loads(line)
             seconds, validate_seconds, png = comfy.run(
-                job["prompt"], int(job["seed"]), args.size, args.steps, args.cfg
+                job["prompt"],
+                int(job["seed"]),
+                args.size,
+                args.steps,
+                args.cfg,
+                job.get("sampler_name", "euler"),
+                job.get("scheduler", "normal"),
             )
             if job.get("save_to"):
                 shutil.copyfile(png, job["save_to"])

@@ -117,14 +117,12 @@ def test_ksampler_schedules_become_the_schedulers_comfyui_sigmas(tmp_path, sched
 
 def test_a_ksampler_schedule_its_sampler_cannot_run_is_refused(tmp_path):
     document = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    document["3"]["inputs"].update(sampler_name="dpmpp_2m", scheduler="exponential")
+    document["3"]["inputs"].update(sampler_name="deis", scheduler="exponential")  # diffusers mode
     path = tmp_path / "w.json"
     path.write_text(json.dumps(document))
     with pytest.raises(ConversionError) as caught:
         imported(path)
-    assert "scheduler 'exponential': sampler 'dpmpp_2m' takes only schedules of whole timesteps" in str(
-        caught.value
-    )
+    assert "scheduler 'exponential': sampler 'deis' takes no custom schedule" in str(caught.value)
 
 
 def test_unknown_custom_sampling_names_are_refused_naming_the_choices(tmp_path):

@@ -73,7 +73,8 @@ def test_txt2img_becomes_scheduler_addnoise_and_denoiseloop():
         "checkpoint": "v1-5-pruned-emaonly.safetensors",  # resolved through the model folders when it runs
     }
     assert fields(conversion, "schedule_3") == {
-        "type": "Scheduler", "model": Link("checkpoint_4", "model"), "sampler": "euler", "steps": 20,
+        "type": "Scheduler", "model": Link("checkpoint_4", "model"), "sampler": "euler", "sigmas": "normal",
+        "mode": "comfy", "steps": 20,
     }  # fmt: skip
     assert fields(conversion, "noise_3") == {
         "type": "AddNoise",
@@ -170,7 +171,8 @@ def test_lora_clip_skip_and_vae_loader():
     }
     assert fields(conversion, "decode_9")["vae"] == Link("vae_6", "vae")
     assert fields(conversion, "schedule_8") == {
-        "type": "Scheduler", "model": Link("lora_2", "model"), "sampler": "heun", "steps": 30,
+        "type": "Scheduler", "model": Link("lora_2", "model"), "sampler": "heun", "sigmas": "normal",
+        "mode": "comfy", "steps": 30,
     }  # fmt: skip
     assert fields(conversion, "empty_7")["batch_size"] == 2
     text = dumps(conversion.workflow)
@@ -185,7 +187,7 @@ def _api_with(changes: dict[str, dict]) -> dict:
 def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
     document = _api_with({"3": {"sampler_name": "dpmpp_2s_ancestral", "scheduler": "normal"}})
     document["10"] = json.loads(json.dumps(document["3"]))
-    document["10"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
+    document["10"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")  # comfy mode runs it
     document["11"] = json.loads(json.dumps(document["3"]))
     document["11"]["inputs"].update(sampler_name="euler", scheduler="align_your_steps")
     path = tmp_path / "bad.json"
@@ -197,11 +199,7 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
         "node 3 (KSampler): unknown sampler_name 'dpmpp_2s_ancestral' (sdflow maps: euler, euler_ancestral"
         in message
     )
-    assert (
-        "node 10 (KSampler): scheduler 'karras' is supported with euler, heun, dpmpp_2m, uni_pc, lms, "
-        in message
-    )
-    assert "only, not 'euler_ancestral' (diffusers has no Karras sigmas for it)" in message
+    assert "node 10" not in message  # every ComfyUI sampler without Karras sigmas in diffusers has comfy mode
     assert (
         "node 11 (KSampler): unknown scheduler 'align_your_steps' (sdflow maps: "
         "normal, karras, exponential, sgm_uniform, simple, "
@@ -211,15 +209,28 @@ def test_unknown_samplers_and_schedulers_name_the_choices_all_at_once(tmp_path):
 
 @pytest.mark.parametrize(
     ("comfy", "ours"),
-    [("euler", "euler"), ("heun", "heun"), ("lms", "lms"), ("dpmpp_2m", "dpmpp_2m"), ("uni_pc", "unipc")],
+    [
+        ("euler", "euler"),
+        ("heun", "heun"),
+        ("lms", "lms"),
+        ("dpmpp_2m", "dpmpp_2m"),
+        ("uni_pc", "unipc"),
+        ("deis", "deis"),
+    ],
 )
 def test_the_karras_scheduler_maps_to_karras_sigmas_for_every_sampler_that_has_them(tmp_path, comfy, ours):
+    """karras and normal become the Scheduler's sigmas in comfy mode (ComfyUI's tables); deis, which
+    comfy mode lacks, runs in diffusers mode: normal is its own spacing there."""
     path = tmp_path / "karras.json"
     path.write_text(json.dumps(_api_with({"3": {"sampler_name": comfy, "scheduler": "karras"}})))
     schedule = fields(convert(read(path), str(path)), "schedule_3")
     assert (schedule["sampler"], schedule["sigmas"]) == (ours, "karras")
     path.write_text(json.dumps(_api_with({"3": {"sampler_name": comfy, "scheduler": "normal"}})))
-    assert "sigmas" not in fields(convert(read(path), str(path)), "schedule_3")
+    schedule = fields(convert(read(path), str(path)), "schedule_3")
+    if comfy == "deis":
+        assert "sigmas" not in schedule and "mode" not in schedule
+    else:
+        assert (schedule["sigmas"], schedule["mode"]) == ("normal", "comfy")
 
 
 def test_two_ksampler_advanced_passes_become_a_stopped_loop_and_a_resumed_one():

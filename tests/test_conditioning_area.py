@@ -37,7 +37,8 @@ def test_an_area_acts_on_its_cells_with_inner_edges_feathered():
     # the left half (x 0..63 px = 8 cells): its left, top and bottom edges touch the border
     out = predict(piece(0.0), piece(8.0, area=(0, 0, 64, 128)))[0, 0]
     assert torch.allclose(out[:, 8:], torch.zeros(16, 8))  # outside the area: the full piece alone
-    weights = torch.tensor([(t + 1) / 8 for t in range(8)]).flip(0)  # fading towards the inner edge
+    # fading towards the inner edge over min(8, 8 // 4) = 2 cells, as ComfyUI fades
+    weights = torch.tensor([1.0] * 6 + [1.0, 0.5])
     expected = 8.0 * weights / (1.0 + weights)
     assert torch.allclose(out[5, :8], expected)
 
@@ -111,3 +112,19 @@ def test_timestep_range_start_after_end_is_refused(tmp_path):
     runner = Runner(device="cpu", dtype="fp32", output_dir=str(tmp_path))
     with pytest.raises(UserError, match="after end"):
         runner.run(loads(text, "range.yaml"), outputs=["ranged"])
+
+
+def test_every_area_gets_an_opposite_on_the_other_side():
+    """ComfyUI pairs each area with one of the same area on the other CFG side: the smallest piece
+    there containing it (a whole-picture one failing that), with the area's region."""
+    negative = piece(0.0)
+    positive = Conditioning(
+        torch.zeros(1, 2, 4), parts=(piece(1.0), piece(2.0, area=(0, 0, 64, 64), strength=0.5))
+    )
+    paired_negative, paired_positive = regions.opposite_areas([negative, positive], (16, 16))
+    assert paired_positive is positive  # nothing on the negative has an area
+    added = paired_negative.pieces[-1]
+    assert len(paired_negative.pieces) == 2 and float(added.embeds.mean()) == 0.0
+    assert added.region.area == (0, 0, 64, 64) and added.region.strength == 0.5
+    again = regions.opposite_areas([paired_negative, positive], (16, 16))[0]
+    assert len(again.pieces) == 2  # an area the side already has is not added twice

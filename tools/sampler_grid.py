@@ -1,11 +1,14 @@
-"""Render docs/samplers.md's grid: the shapes model's txt2img picture for every sampler x schedule
+"""Render docs/samplers.md's grids: the shapes model's txt2img picture for every sampler x schedule
 (Scheduler `sampler` x `sigmas`), one cell each; a pair sdflow refuses is a grey cell with a cross.
 
 Run: python tools/sampler_grid.py   (a few minutes on a CPU; writes docs/gallery/sampler_grid.png)
+     python tools/sampler_grid.py --mode comfy   (comfy mode's samplers x ComfyUI's schedules:
+     docs/gallery/sampler_grid_comfy.png)
 """
 
 from __future__ import annotations
 
+import sys
 import typing
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from PIL import Image, ImageDraw
 
 import sdflow
 from sdflow.errors import SdflowError
+from sdflow.nodes.ops.comfy_sampling import COMFY_NAMES
 from sdflow.nodes.ops.samplers import SamplerName, SigmasName
+from sdflow.nodes.ops.sigma_schedules import COMFY_SCHEDULES
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "gallery" / "sampler_grid.png"
@@ -25,11 +30,13 @@ GREY, INK = (200, 200, 200), (0, 0, 0)
 PALETTE = 128  # colours: a third of the bytes of full RGB, the shapes' flat colours unharmed
 
 
-def workflow() -> sdflow.Workflow:
-    """examples/txt2img.yaml with the Scheduler's sigmas as an input too."""
+def workflow(mode: str) -> sdflow.Workflow:
+    """examples/txt2img.yaml with the Scheduler's sigmas as an input too, in ``mode``."""
     text = (ROOT / "examples" / "txt2img.yaml").read_text()
     text = text.replace("  sampler: ddim\n", "  sampler: ddim\n  sigmas: default\n")
-    text = text.replace("    steps: !input steps\n", "    steps: !input steps\n    sigmas: !input sigmas\n")
+    text = text.replace(
+        "    steps: !input steps\n", f"    steps: !input steps\n    sigmas: !input sigmas\n    mode: {mode}\n"
+    )
     return sdflow.loads(text, "sampler_grid.yaml")
 
 
@@ -47,12 +54,17 @@ def cell(runner: sdflow.Runner, graph: sdflow.Workflow, sampler: str, sigmas: st
     return picture.convert("RGB").resize((CELL, CELL), Image.NEAREST)
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    samplers = [name for name in typing.get_args(SamplerName) if name != "dpmpp_2m_karras"]
-    schedules = list(typing.get_args(SigmasName))
+    mode = "comfy" if argv[:2] == ["--mode", "comfy"] else "diffusers"
+    if mode == "comfy":
+        samplers, schedules = list(COMFY_NAMES), [*COMFY_SCHEDULES, "linear_quadratic", "kl_optimal"]
+    else:
+        samplers = [name for name in typing.get_args(SamplerName) if name != "dpmpp_2m_karras"]
+        schedules = list(typing.get_args(SigmasName))
+    out = OUT.with_name("sampler_grid_comfy.png") if mode == "comfy" else OUT
     runner = sdflow.Runner(device="cpu", dtype="fp32")
-    graph = workflow()
+    graph = workflow(mode)
     grid = Image.new("RGB", (LABEL_W + CELL * len(schedules), LABEL_H + CELL * len(samplers)), "white")
     draw = ImageDraw.Draw(grid)
     for column, sigmas in enumerate(schedules):
@@ -64,10 +76,10 @@ def main() -> None:
         for column, sigmas in enumerate(schedules):
             grid.paste(cell(runner, graph, sampler, sigmas), (LABEL_W + column * CELL, y))
         print(sampler, flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    grid.quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT).save(OUT, optimize=True)
-    print(OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    print(out)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

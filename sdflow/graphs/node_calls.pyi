@@ -66,6 +66,10 @@ _ImageToMask_channel = Literal[
     "blue",
     "alpha",
 ]
+_KSamplerSelect_mode = Literal[
+    "diffusers",
+    "comfy",
+]
 _KSamplerSelect_sampler_name = Literal[
     "ddim",
     "ddpm",
@@ -134,6 +138,10 @@ _ModelSamplingDiscrete_sampling = Literal[
     "v_prediction",
     "lcm",
     "x0",
+]
+_Scheduler_mode = Literal[
+    "diffusers",
+    "comfy",
 ]
 _Scheduler_sampler = Literal[
     "ddim",
@@ -1395,6 +1403,7 @@ class NodeCalls:
         *,
         id: str | None = None,
         sampler_name: _KSamplerSelect_sampler_name | Input = "euler",
+        mode: _KSamplerSelect_mode | Input = "diffusers",
     ) -> KSamplerSelectNode:
         """ComfyUI's KSamplerSelect: choose the sampling algorithm that runs a Sigmas table.
 
@@ -1402,6 +1411,7 @@ class NodeCalls:
 
         Fields:
             sampler_name: sampling algorithm (Scheduler's sampler names)
+            mode: diffusers' scheduler runs the sigmas, or comfy: as ComfyUI (Scheduler's mode)
         """
 
     def KarrasScheduler(
@@ -2197,6 +2207,7 @@ class NodeCalls:
         sampler: _Scheduler_sampler | Input = "euler",
         steps: int | Input = 20,
         sigmas: _Scheduler_sigmas | Input = "default",
+        mode: _Scheduler_mode | Input = "diffusers",
     ) -> SchedulerNode:
         """Pick a sampler and step count; AddNoise and DenoiseLoop both follow this schedule.
 
@@ -2212,6 +2223,10 @@ class NodeCalls:
                 schedule computed as ComfyUI does (normal, exponential, sgm_uniform, simple, ddim_uniform,
                 beta, linear_quadratic, kl_optimal, sd_turbo; see docs/samplers.md for which samplers take
                 them)
+            mode: diffusers: diffusers' scheduler for the sampler runs the steps; comfy: the sampler as
+                ComfyUI runs it (its sigma table, model wrapper, CFG and noise), for ComfyUI's picture from
+                the same seed (what `sdflow import comfy` writes; SD3 / Flux run as diffusers; see
+                docs/samplers.md)
         """
 
     def SplitSigmas(

@@ -244,8 +244,20 @@ class Schedule(Port):
     sigmas: tuple[float, ...] | None = None
     timesteps: tuple[int, ...] | None = None
     family: Family = SD15  # the model's: flow-matching families add set_timesteps arguments
+    # Comfy mode (sdflow.nodes.ops.comfy_sampling): the whole sigma table ComfyUI's sampler walks,
+    # ending in 0; None is diffusers mode (the scheduler class runs the steps).
+    comfy_sigmas: tuple[float, ...] | None = None
 
     latent_channels = property(lambda self: self.family.latent_channels)
+
+    @property
+    def mode(self) -> str:
+        return "diffusers" if self.comfy_sigmas is None else "comfy"
+
+    def comfy_table(self, device: torch.device | str) -> torch.Tensor:
+        """Comfy mode's sigma table, float32 on ``device``."""
+        assert self.comfy_sigmas is not None
+        return torch.tensor(self.comfy_sigmas, dtype=torch.float32, device=device)
 
     def make(self, device: torch.device | str, latent_size: tuple[int, int] | None = None) -> Any:
         """A fresh scheduler with its timesteps set (schedulers are stateful: one per loop), for a
@@ -278,6 +290,7 @@ class NoiseState(Port):
     noise: torch.Tensor
     clean: torch.Tensor
     rng_state: torch.Tensor
+    seed: int | None = None  # comfy mode: the sampler's own noise is seeded with the noise's seed
 
 
 @dataclass(frozen=True, eq=False)

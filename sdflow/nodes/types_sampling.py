@@ -18,9 +18,11 @@ class Sigmas(Port):
 
 @dataclass(frozen=True)
 class Sampler(Port):
-    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with."""
+    """A sampler chosen by name (KSamplerSelect), for a CustomSchedule to run Sigmas with; ``mode``
+    diffusers or comfy (Scheduler's mode)."""
 
     name: str
+    mode: str = "diffusers"
 
 
 @dataclass(frozen=True)

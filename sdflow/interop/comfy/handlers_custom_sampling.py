@@ -9,7 +9,7 @@ import typing
 from sdflow.formats.comfy_json import ComfyNode
 from sdflow.graphs.model import Link
 from sdflow.interop.comfy.context import Converter, Port
-from sdflow.interop.comfy.handlers_sampling import SAMPLERS
+from sdflow.interop.comfy.handlers_sampling import SAMPLERS, comfy_mode
 from sdflow.interop.comfy.handlers_utilities import same_named
 from sdflow.interop.comfy.registry import CONTROL, handler
 from sdflow.nodes.library.basic_scheduler import ScheduleName
@@ -31,9 +31,11 @@ def choice(c: Converter, node: ComfyNode, name: str, choices: tuple[str, ...], d
 
 @handler("KSamplerSelect", widgets=("sampler_name",))
 def k_sampler_select(c: Converter, node: ComfyNode) -> list[Port]:
-    """KSamplerSelect with the sampler's sdflow name."""
-    sampler = SAMPLERS[choice(c, node, "sampler_name", tuple(SAMPLERS), "euler")]
-    return [Port(Link(c.add("sampler", node.id, "KSamplerSelect", sampler_name=sampler), "sampler"))]
+    """KSamplerSelect with the sampler's sdflow name, in comfy mode where sdflow has ComfyUI's sampler."""
+    name = choice(c, node, "sampler_name", tuple(SAMPLERS), "euler")
+    mode = {"mode": "comfy"} if comfy_mode(name) else {}
+    added = c.add("sampler", node.id, "KSamplerSelect", sampler_name=SAMPLERS[name], **mode)
+    return [Port(Link(added, "sampler"))]
 
 
 @handler("BasicScheduler", widgets=("scheduler", "steps", "denoise"))

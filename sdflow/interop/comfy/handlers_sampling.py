@@ -10,6 +10,7 @@ from sdflow.graphs.model import Link
 from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import CONTROL, handler
 from sdflow.nodes.fields import MAX_SEED
+from sdflow.nodes.ops.comfy_sampling import COMFY_NAMES
 from sdflow.nodes.ops.samplers import SAMPLERS as SAMPLER_CLASSES
 from sdflow.nodes.ops.samplers import supports_karras
 from sdflow.nodes.ops.sigma_schedules import SCHEDULES, refusal
@@ -41,14 +42,23 @@ SAMPLERS = {
 SCHEDULERS = {name: name for name in SCHEDULES if name != "sd_turbo"} | {"normal": "default"}
 
 
+def comfy_mode(sampler: str) -> bool:
+    """Whether the importer runs ComfyUI's ``sampler`` in comfy mode (ComfyUI's own sampling): every
+    sampler comfy mode has; the others run in diffusers mode."""
+    return SAMPLERS.get(sampler) in COMFY_NAMES
+
+
 def sampler_fields(c: Converter, node: ComfyNode) -> dict[str, str]:
-    """The Scheduler's sampler (and sigmas) for the node's (sampler_name, scheduler) pair; each name
-    sdflow cannot map, and each pair diffusers cannot run, is refused, naming the choices."""
+    """The Scheduler's sampler, sigmas and mode for the node's (sampler_name, scheduler) pair: comfy
+    mode where sdflow has ComfyUI's sampler, diffusers mode otherwise. Each name sdflow cannot map,
+    and each pair diffusers cannot run, is refused, naming the choices."""
     sampler, scheduler = str(c.const(node, "sampler_name")), str(c.const(node, "scheduler"))
     ours = SAMPLERS.get(sampler)
     fields = {"sampler": ours or "euler"}
     if ours is None:
         c.refuse(node, f"unknown sampler_name '{sampler}' (sdflow maps: {', '.join(SAMPLERS)})")
+    if comfy_mode(sampler) and scheduler in SCHEDULERS:
+        return {**fields, "sigmas": scheduler, "mode": "comfy"}
     sigmas = SCHEDULERS.get(scheduler)
     if sigmas is None:
         c.refuse(node, f"unknown scheduler '{scheduler}' (sdflow maps: {', '.join(SCHEDULERS)})")
@@ -89,6 +99,7 @@ def sampling(
     strength_steps: tuple[int, float],
     resume_at: int | None = None,
     end_step: int | None = None,
+    start_at: int | None = None,
 ) -> list[Port]:
     """Scheduler, AddNoise and DenoiseLoop; ``resume_at`` continues a stopped latent at that step
     without noise, ``end_step`` stops after that step with the leftover noise."""
@@ -104,6 +115,9 @@ def sampling(
         noise_fields["strength"] = strength
     if resume_at is not None:
         noise_fields["start_at"] = resume_at
+    if sampler.get("mode") == "comfy" and strength < 1.0 and start_at is not None:
+        noise_fields.pop("strength")
+        noise_fields["start_at"] = start_at  # comfy mode noises to that step's sigma, as ComfyUI
     noised = c.add("noise", node.id, "AddNoise", **noise_fields)
     loop_fields: dict[str, Any] = {"end_at": end_step} if end_step is not None else {}
     denoised = c.add(
@@ -181,4 +195,4 @@ def ksampler_advanced(c: Converter, node: ComfyNode) -> list[Port]:
     if not add_noise:
         return sampling(c, node, seed, (steps, 1.0), resume_at=start, end_step=end_step)
     strength = 1.0 if start == 0 else round((steps - start) / steps, 6)
-    return sampling(c, node, seed, (steps, strength), end_step=end_step)
+    return sampling(c, node, seed, (steps, strength), end_step=end_step, start_at=start or None)

@@ -9,7 +9,9 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED, MAX_STEPS
+from sdflow.nodes.ops.comfy_sampling import noise_scale
 from sdflow.nodes.ops.schedule_window import start_at, start_index
+from sdflow.nodes.ops.sigma_schedules import TrainingSigmas
 from sdflow.nodes.ops.split import START_ALIASES, StartPoint, chosen, conflicts, resume_index
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Latent, NoiseState, Schedule
@@ -63,6 +65,8 @@ class AddNoise(Node):
         return conflicts(constants, "start_at", START_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.schedule.mode == "comfy":
+            return {"latent": self._comfy(ctx)}
         latent, clean = self.latent, _fitted(self.latent, self.schedule.latent_channels)
         scheduler = self.schedule.make(ctx.device, tuple(clean.shape[-2:]))
         start, field = chosen(self.__dict__, "start_at", START_ALIASES)
@@ -104,6 +108,47 @@ class AddNoise(Node):
                 masked_image=masked_image,
             )
         }
+
+    def _comfy(self, ctx: RunContext) -> Latent:
+        """Comfy mode: the latent plus the seed's noise times the first sigma to run (times
+        sqrt(1 + sigma^2) from full noise), as ComfyUI's KSampler starts; a latent a DenoiseLoop
+        stopped goes on as it is. The seed also seeds the sampler's own noise."""
+        latent, schedule = self.latent, self.schedule
+        start, field = chosen(self.__dict__, "start_at", START_ALIASES)
+        if isinstance(start, float):
+            raise ctx.error("in comfy mode start_at is a step (an int), not a fraction", field)
+        if self.seed is None:
+            raise ctx.error("comfy mode seeds ComfyUI's noise with a number: give a seed", "seed")
+        table = schedule.comfy_sigmas
+        assert table is not None
+        if latent.cut is not None:  # ComfyUI's add_noise disable: the latent as it is, no noise
+            first = start if start is not None else latent.cut.index
+            quiet = torch.zeros_like(latent.samples)
+            state = NoiseState(
+                schedule, first, quiet, latent.samples, self._generator(ctx).get_state(), self.seed
+            )
+            return latent.with_(noise=state, cut=None)
+        clean = _fitted(latent, schedule.latent_channels)
+        steps = len(table) - 1
+        first = start if start is not None else schedule.family.skipped_steps(steps, self.strength)
+        generator = self._generator(ctx)
+        noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(clean.device)
+        if first >= steps:
+            samples = clean
+        else:
+            sigma_max = TrainingSigmas(schedule.scheduler_config).sigma_max
+            samples = noise * noise_scale(table[first], sigma_max) + clean.float()
+        masked_image = latent.masked_image
+        if masked_image is not None and masked_image.latents is None:
+            masked_image = masked_image.drawn(generator)
+        state = NoiseState(schedule, first, noise, clean, generator.get_state(), self.seed)
+        return latent.with_(
+            samples=samples,
+            noise=state,
+            rng_state=generator.get_state(),
+            is_empty=False,
+            masked_image=masked_image,
+        )
 
     def _resumed(self, first: int, scheduler: Any, field: str, ctx: RunContext) -> Latent:
         """The latent as it is, set to continue at timestep index ``first`` of this schedule; nothing

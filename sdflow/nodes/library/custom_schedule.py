@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from sdflow.models.flow import table_config
 from sdflow.nodes.base import Node, RunContext
+from sdflow.nodes.library.scheduler import comfy_schedule
 from sdflow.nodes.ops.flow_models import flow_table_sampler
 from sdflow.nodes.ops.samplers import scheduler_for
 from sdflow.nodes.ops.sigma_schedules import table_fields
@@ -28,6 +30,8 @@ class CustomSchedule(Node):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         family = self.model.family
+        if self.sampler.mode == "comfy" and not family.flow:  # SD3 / Flux: as diffusers mode
+            return {"schedule": self._comfy_schedule(ctx)}
         if family.flow:
             return {"schedule": self._flow_schedule(ctx)}
         cls, config = scheduler_for(self.sampler.name, self.model.scheduler_config)
@@ -38,6 +42,14 @@ class CustomSchedule(Node):
         steps = len(self.sigmas.values) - 1
         schedule = Schedule(self.sampler.name, steps, cls, config, self.model.is_inpainting, **fields)
         return {"schedule": schedule}
+
+    def _comfy_schedule(self, ctx: RunContext) -> Schedule:
+        """Comfy mode: ComfyUI's sampler walks exactly these sigmas (SamplerCustom drops none)."""
+        values = tuple(float(v) for v in self.sigmas.values)
+        if len(values) < 2:
+            raise ctx.error(f"these sigmas hold no step ({len(values)} value(s); denoise 0?)", "sigmas")
+        schedule = comfy_schedule(self.model, self.sampler.name, "normal", 1, ctx)
+        return replace(schedule, steps=len(values) - 1, comfy_sigmas=values)
 
     def _flow_schedule(self, ctx: RunContext) -> Schedule:
         """A flow model's Euler over the table as given (already shifted: the scheduler shifts by 1)."""

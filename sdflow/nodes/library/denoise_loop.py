@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -10,14 +11,14 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import control, grounding, guidance, image_prompt, regions
+from sdflow.nodes.ops import comfy_model, comfy_sampling, control, grounding, guidance, image_prompt, regions
 from sdflow.nodes.ops.guidance import Guidance
 from sdflow.nodes.ops.placement import placement
 from sdflow.nodes.ops.samplers import denoised_estimate, seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
 from sdflow.nodes.ops.split import END_ALIASES, EndPoint, chosen, conflicts, describe
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Conditioning, Cut, Latent, Model
+from sdflow.nodes.types import Conditioning, Cut, Latent, Model, NoiseState
 
 LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
 
@@ -29,6 +30,11 @@ class DenoiseLoop(Node):
     4-channel UNet's result is blended after every step with the original latent re-noised to the
     next timestep (kept where the mask is 0); a 9-channel inpainting UNet instead reads the mask
     and the masked-image latent next to the latent at every step.
+
+    With a comfy-mode schedule (Scheduler ``mode: comfy``, what `sdflow import comfy` writes) the loop
+    is ComfyUI's instead: its k-diffusion sampler over its sigma table, the UNet wrapped as ComfyUI's
+    ModelSamplingDiscrete, CFG on the clean estimates, the sampler's noise seeded with AddNoise's
+    seed, and a noise mask blended at every model call (docs/samplers.md).
     """
 
     version: ClassVar[int] = 2
@@ -65,7 +71,9 @@ class DenoiseLoop(Node):
         return conflicts(constants, "end_at", END_ALIASES)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        latent, _ = self.sample(ctx, guidance.cfg(self.positive, self.negative, self.cfg))
+        state = self.latent.noise
+        comfy = state is not None and state.schedule.mode == "comfy"
+        latent, _ = self.sample(ctx, guidance.cfg(self.positive, self.negative, self.cfg, comfy=comfy))
         return {"latent": latent}
 
     def sample(self, ctx: RunContext, guide: Guidance) -> tuple[Latent, torch.Tensor]:
@@ -82,7 +90,8 @@ class DenoiseLoop(Node):
         if state is None:
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
         self._check_families(ctx, guide)
-        unet = self.model.unet
+        if state.schedule.mode == "comfy":
+            return self._sample_comfy(ctx, guide, state)
         scheduler = state.schedule.make(ctx.device, tuple(self.latent.samples.shape[-2:]))
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
@@ -101,13 +110,116 @@ class DenoiseLoop(Node):
         step_kwargs = {"generator": generator} if _takes(scheduler.step, "generator") else {}
         seed_noise_sampler(scheduler, [generator] * self.latent.samples.shape[0])
 
-        sides = guide.sides
-        device, dtype = placement(unet)  # the execution device under model offload
+        device, dtype = placement(self.model.unet)  # the execution device under model offload
         x = self.latent.samples.to(device, dtype)
+        control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
+        predict, controls = self._predictor(ctx, guide, x, control_steps)
+        mask = self._blend_mask(x, ctx)
+        if mask is not None:
+            original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
+        # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
+        # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
+        stepped = end is not None and not isinstance(end, float)
+        following = scheduler.timesteps[state.start_index :] if stepped else timesteps
+        guided_count = round(self.cfg_end * len(timesteps)) if guide.guiding else 0
+        if controls and guided_count < len(timesteps):
+            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
+        denoised = x
+
+        def blended(x: torch.Tensor, index: int) -> torch.Tensor:
+            """Keep the original outside the mask, re-noised to the *next* timestep, as diffusers."""
+            if mask is None:
+                return x
+            kept = original
+            if index < len(following) - 1:
+                kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
+            return (1 - mask) * kept + mask * x
+
+        with torch.inference_mode():
+            for index, t in enumerate(timesteps):
+                guiding = index < guided_count
+                predictions = predict(scheduler.scale_model_input(x, t), t, index, guiding)
+                prediction = guide.combine(predictions) if guiding else predictions[-1]
+                output = scheduler.step(prediction, t, x, **step_kwargs)
+                x = blended(output.prev_sample, index)
+                denoised = denoised_estimate(scheduler, output, x)
+                ctx.step(index + 1, len(timesteps), x)
+        latent = self.latent.with_(
+            samples=x,
+            noise=state if cut is not None else None,
+            rng_state=generator.get_state(),
+            cut=cut,
+        )
+        return latent, denoised
+
+    def _sample_comfy(
+        self, ctx: RunContext, guide: Guidance, state: NoiseState
+    ) -> tuple[Latent, torch.Tensor]:
+        """Comfy mode: ComfyUI's sampler over the schedule's sigma table, from the step AddNoise chose
+        to the end (or to end_at, a step), the UNet wrapped as ComfyUI wraps it (see comfy_model)."""
+        schedule = state.schedule
+        table = schedule.comfy_table("cpu")
+        steps = len(table) - 1
+        end, end_field = chosen(self.__dict__, "end_at", END_ALIASES)
+        if isinstance(end, float):
+            raise ctx.error("in comfy mode end_at is a step (an int), not a fraction", end_field)
+        last, cut = steps, None
+        if end is not None:
+            if end <= state.start_index:
+                raise ctx.error(
+                    f"{end_field} {end} is not after the step this latent starts at ({state.start_index}): "
+                    "nothing would be denoised",
+                    end_field,
+                )
+            if end < steps:
+                last, cut = end, Cut(end)
+        device, dtype = placement(self.model.unet)
+        x = self.latent.samples.to(device, torch.float32)
+        sigmas = table[state.start_index : last + 1].to(device)
+        predict, _ = self._predictor(ctx, guide, x.to(dtype), steps - state.start_index)
+        mask = None
+        if self.latent.noise_mask is not None:  # ComfyUI blends with the mask for every model
+            mask = self._checked_mask(x, ctx).to(device, torch.float32)
+        seed = state.seed if state.seed is not None else 0
+        run = len(sigmas) - 1
+        guided_count = round(self.cfg_end * run) if guide.guiding else 0
+        model = comfy_model.Wrapped(
+            predict,
+            guide,
+            schedule.scheduler_config,
+            dtype,
+            guided_count,
+            mask=mask,
+            clean=state.clean.to(device, torch.float32),
+            noise=comfy_sampling.inpaint_noise(schedule.sampler, state.noise.to(device, torch.float32), seed),
+        )
+        last_denoised = [x]
+
+        def progress(index: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+            model.index, last_denoised[0] = index + 1, denoised
+            ctx.step(index + 1, run, x)
+
+        with torch.inference_mode():
+            if run > 0:
+                noises = comfy_sampling.Noises(x, seed)
+                x = comfy_sampling.RUNS[schedule.sampler](model, x, sigmas, noises, progress)
+        latent = self.latent.with_(samples=x, noise=state if cut is not None else None, cut=cut)
+        return latent, last_denoised[0]
+
+    def _predictor(
+        self, ctx: RunContext, guide: Guidance, x: torch.Tensor, control_steps: int
+    ) -> tuple[Callable[[torch.Tensor, Any, int, bool], list[torch.Tensor]], list]:
+        """``predict(scaled, t, index, guiding)``: the UNet's predictions for the scaled latent at
+        timestep ``t`` of step ``index``, one per guidance side in batch order (the positive alone
+        when not guiding); and the ControlNets it applies. Everything the UNet reads besides the
+        latent (text, SDXL's extras, inpainting channels, controls, IP-Adapter tokens, unCLIP
+        labels, areas) is made here once per loop."""
+        sides = guide.sides
+        unet = self.model.unet
+        device, dtype = x.device, x.dtype
         embeds = self._embeddings(x.shape[0], sides, ctx).to(device, dtype)
         added = self._added_cond_kwargs(x, sides, device, dtype)
         extra = self._extra_channels(x, sides, ctx)
-        mask = self._blend_mask(x, ctx)
         halves = [side for side, _ in sides]
         controls = control.plan(halves, x.shape[0], tuple(x.shape[-2:]))
         regional = any(half.regional for half in halves)
@@ -127,7 +239,6 @@ class DenoiseLoop(Node):
         if regional and labels is not None:
             message = "unCLIP models with combined, area or timestep-range conditioning are not supported yet"
             raise ctx.error(message, "model")
-        control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
         try:
             unet, boxes = grounding.feed(
                 unet, halves, x.shape[0], tuple(x.shape[-2:]), device, dtype, regional
@@ -135,71 +246,38 @@ class DenoiseLoop(Node):
         except grounding.GroundingMismatch as exc:
             raise ctx.error(str(exc), "positive") from None
         pieces = self._regional_sides(x, sides) if regional else []
-        if mask is not None:
-            original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
-        # The timesteps after each step, for that blend: past a step cut the schedule goes on (the
-        # next pass continues it); past a fraction cut, as in diffusers, the original is kept clean.
-        stepped = end is not None and not isinstance(end, float)
-        following = scheduler.timesteps[state.start_index :] if stepped else timesteps
-        guided_count = round(self.cfg_end * len(timesteps)) if guide.guiding else 0
-        if controls and guided_count < len(timesteps):
-            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
         batch, copies = x.shape[0], len(sides)
-        denoised = x
 
-        def blended(x: torch.Tensor, index: int) -> torch.Tensor:
-            """Keep the original outside the mask, re-noised to the *next* timestep, as diffusers."""
-            if mask is None:
-                return x
-            kept = original
-            if index < len(following) - 1:
-                kept = scheduler.add_noise(original, noise, following[index + 1 : index + 2])
-            return (1 - mask) * kept + mask * x
+        def predict(scaled: torch.Tensor, t: Any, index: int, guiding: bool) -> list[torch.Tensor]:
+            if regional:
+                return list(self._regional(scaled, t, extra, pieces, guiding).chunk(copies if guiding else 1))
+            model_input = torch.cat([scaled] * copies) if guiding else scaled
+            residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
+                control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
+                if controls
+                else {}
+            )
+            rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
+            if extra is not None:
+                model_input = torch.cat([model_input, extra[rows]], dim=1)
+            text = embeds[rows]
+            extras = {} if labels is None else {"class_labels": labels[rows]}
+            if boxes is not None:  # GLIGEN (the SD3/Flux denoisers take no cross_attention_kwargs)
+                extras["cross_attention_kwargs"] = boxes.kwargs(rows, index, control_steps)
+            prediction = unet(
+                model_input,
+                t,
+                encoder_hidden_states=text
+                if images is None
+                else images.states(text, guiding, index, control_steps),
+                added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                return_dict=False,
+                **residuals,
+                **extras,
+            )[0]
+            return list(prediction.chunk(copies)) if guiding else [prediction]
 
-        with torch.inference_mode():
-            for index, t in enumerate(timesteps):
-                guiding = index < guided_count
-                if regional:
-                    prediction = self._regional(x, t, scheduler, extra, pieces, guiding)
-                else:
-                    model_input = torch.cat([x] * copies) if guiding else x
-                    model_input = scheduler.scale_model_input(model_input, t)
-                    residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
-                        control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
-                        if controls
-                        else {}
-                    )
-                    rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
-                    if extra is not None:
-                        model_input = torch.cat([model_input, extra[rows]], dim=1)
-                    text = embeds[rows]
-                    extras = {} if labels is None else {"class_labels": labels[rows]}
-                    if boxes is not None:  # GLIGEN (the SD3/Flux denoisers take no cross_attention_kwargs)
-                        extras["cross_attention_kwargs"] = boxes.kwargs(rows, index, control_steps)
-                    prediction = unet(
-                        model_input,
-                        t,
-                        encoder_hidden_states=text
-                        if images is None
-                        else images.states(text, guiding, index, control_steps),
-                        added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
-                        return_dict=False,
-                        **residuals,
-                        **extras,
-                    )[0]
-                if guiding:
-                    prediction = guide.combine(list(prediction.chunk(copies)))
-                output = scheduler.step(prediction, t, x, **step_kwargs)
-                x = blended(output.prev_sample, index)
-                denoised = denoised_estimate(scheduler, output, x)
-                ctx.step(index + 1, len(timesteps), x)
-        latent = self.latent.with_(
-            samples=x,
-            noise=state if cut is not None else None,
-            rng_state=generator.get_state(),
-            cut=cut,
-        )
-        return latent, denoised
+        return predict, controls
 
     def _regional_sides(
         self, x: torch.Tensor, sides: tuple[tuple[Conditioning, bool], ...]
@@ -207,6 +285,8 @@ class DenoiseLoop(Node):
         """Each guidance side's pieces (areas and weights) and each piece's UNet text inputs, made once
         per loop, in batch order."""
         batch, size = x.shape[0], (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
+        paired = regions.opposite_areas([side for side, _ in sides], tuple(x.shape[-2:]))
+        sides = tuple((side, negative) for side, (_, negative) in zip(paired, sides, strict=True))
         prepared = []
         for side, negative in sides:
             pieces = regions.prepare(side, tuple(x.shape[-2:]), x)
@@ -223,13 +303,12 @@ class DenoiseLoop(Node):
         return prepared
 
     def _regional(
-        self, x: torch.Tensor, t: Any, scheduler: Any, extra: torch.Tensor | None, sides: list, guiding: bool
+        self, scaled: torch.Tensor, t: Any, extra: torch.Tensor | None, sides: list, guiding: bool
     ) -> torch.Tensor:
-        """[negative, positive] (or positive) predictions, each from its pieces as ComfyUI blends
-        combined, area and timestep-range conditioning (``regions.predict``)."""
+        """[negative, positive] (or positive) predictions for the scaled latent, each from its pieces
+        as ComfyUI blends combined, area and timestep-range conditioning (``regions.predict``)."""
         unet = self.model.unet
-        scaled = scheduler.scale_model_input(x, t)
-        single = None if extra is None else extra[: x.shape[0]]
+        single = None if extra is None else extra[: scaled.shape[0]]
         predictions = []
         for pieces, inputs in sides if guiding else sides[-1:]:
 
@@ -293,6 +372,8 @@ class DenoiseLoop(Node):
         for loop in loops:
             if chosen(loop.__dict__, "end_at", END_ALIASES)[0] is not None or loop.latent.cut is not None:
                 return None
+            if loop.latent.noise is not None and loop.latent.noise.schedule.mode == "comfy":
+                return None  # comfy mode runs each loop as ComfyUI does, on its own
             loop._check_families(ctx, guidance.cfg(loop.positive, loop.negative, loop.cfg))
             if loop.cfg_end < 1.0 or loop.positive.regional or loop.negative.regional:
                 return None  # predicted piece by piece, each on its own

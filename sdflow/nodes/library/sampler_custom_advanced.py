@@ -41,13 +41,15 @@ def sample_custom(
         else:
             generator.manual_seed(noise.stream_seed)  # as ComfyUI seeds the sampler's noise
         samples = latent.samples
-        state = NoiseState(schedule, 0, torch.zeros_like(samples), samples, generator.get_state())
+        state = NoiseState(
+            schedule, 0, torch.zeros_like(samples), samples, generator.get_state(), noise.stream_seed
+        )
         noised = latent.with_(noise=state, rng_state=generator.get_state(), is_empty=False, cut=None)
     negative = guider.negative if guider.negative is not None else guider.positive
     loop = DenoiseLoop.model_construct(
         model=guider.model, positive=guider.positive, negative=negative, latent=noised, cfg=guider.cfg
     )
-    output, denoised = loop.sample(ctx, guidance.of(guider))
+    output, denoised = loop.sample(ctx, guidance.of(guider, comfy=schedule.mode == "comfy"))
     return {"latent": output, "denoised": output.with_(samples=denoised)}
 
 

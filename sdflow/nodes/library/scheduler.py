@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from sdflow.models.flow import flow_sigmas
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
+from sdflow.nodes.ops.comfy_sampling import comfy_problem, ksampler_sigmas
 from sdflow.nodes.ops.samplers import (
     SAMPLERS,
     Refused,
@@ -23,6 +24,28 @@ from sdflow.nodes.ops.samplers import (
 from sdflow.nodes.ops.sigma_schedules import SCHEDULES, TURBO_TIMESTEPS, calculate_sigmas, explicit, refusal
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types import Model, Schedule
+
+SamplingMode = Literal["diffusers", "comfy"]
+
+
+def comfy_schedule(model: Model, sampler: str, sigmas: str, steps: int, ctx: RunContext) -> Schedule:
+    """Comfy mode's Schedule: KSampler's sigma table for ``sigmas`` (default = normal) and ``steps``."""
+    problem = comfy_problem(sampler)
+    if problem:
+        raise ctx.error(problem, "sampler")
+    family = model.family
+    prediction = model.scheduler_config.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ctx.error(f"comfy mode runs eps and v_prediction models, not '{prediction}'", "mode")
+    try:
+        table = ksampler_sigmas(model.scheduler_config, sampler, sigmas, steps)
+    except ValueError as exc:
+        raise ctx.error(str(exc), "sigmas") from None
+    cls, config = scheduler_for("euler", model.scheduler_config)  # unused in comfy mode
+    values = tuple(float(sigma) for sigma in table)
+    return Schedule(
+        sampler, len(values) - 1, cls, config, model.is_inpainting, family=family, comfy_sigmas=values
+    )
 
 
 class Scheduler(Node):
@@ -50,9 +73,22 @@ class Scheduler(Node):
         ),
     )
 
+    mode: SamplingMode = Field(
+        "diffusers",
+        description=(
+            "diffusers: diffusers' scheduler for the sampler runs the steps; comfy: the sampler as "
+            "ComfyUI runs it (its sigma table, model wrapper, CFG and noise), for ComfyUI's picture "
+            "from the same seed (what `sdflow import comfy` writes; SD3 / Flux run as diffusers; see "
+            "docs/samplers.md)"
+        ),
+    )
+
     @classmethod
     def precheck(cls, constants: dict[str, Any], scope: RunScope) -> list[tuple[str, str]]:
         sampler = constants.get("sampler", "euler")
+        if constants.get("mode") == "comfy":
+            problem = comfy_problem(sampler) if isinstance(sampler, str) else None
+            return [("sampler", problem)] if problem else []
         if isinstance(sampler, str) and sampler not in SAMPLERS:
             return [("sampler", unavailable(sampler))]
         if constants.get("sigmas") == "karras" and isinstance(sampler, str) and not supports_karras(sampler):
@@ -75,6 +111,12 @@ class Scheduler(Node):
         return []
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        if self.mode == "comfy":
+            if not self.model.family.flow:
+                return {"schedule": comfy_schedule(self.model, self.sampler, self.sigmas, self.steps, ctx)}
+            # SD3 / Flux run as diffusers mode, ComfyUI's normal being the flow scheduler's own spacing
+            sigmas = "default" if self.sigmas == "normal" else self.sigmas
+            return self.model_copy(update={"mode": "diffusers", "sigmas": sigmas}).run(ctx)
         if self.sampler not in SAMPLERS:
             raise ctx.error(unavailable(self.sampler), "sampler")
         family = self.model.family

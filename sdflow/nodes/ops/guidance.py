@@ -34,9 +34,10 @@ def _alone(predictions: list[torch.Tensor]) -> torch.Tensor:
     return predictions[-1]
 
 
-def cfg(positive: Conditioning, negative: Conditioning, scale: float) -> Guidance:
-    """Classifier-free guidance; at scale <= 1 the positive alone (one UNet batch, as diffusers)."""
-    if scale <= 1.0:
+def cfg(positive: Conditioning, negative: Conditioning, scale: float, comfy: bool = False) -> Guidance:
+    """Classifier-free guidance; at scale <= 1 the positive alone (one UNet batch, as diffusers), in
+    comfy mode only at scale 1 (ComfyUI guides below 1 too)."""
+    if math.isclose(scale, 1.0) if comfy else scale <= 1.0:
         return Guidance(((positive, False),), _alone)
 
     def combine(predictions: list[torch.Tensor]) -> torch.Tensor:
@@ -78,10 +79,10 @@ def dual(guider: Guider) -> Guidance:
     return Guidance(((negative, True), (middle, False), (positive, False)), regular)
 
 
-def of(guider: Guider) -> Guidance:
-    """The guidance a Guider port stands for."""
+def of(guider: Guider, comfy: bool = False) -> Guidance:
+    """The guidance a Guider port stands for (``comfy``: as comfy mode guides, see cfg)."""
     if guider.middle is not None:
         return dual(guider)
     if guider.negative is None:
         return Guidance(((guider.positive, False),), _alone)
-    return cfg(guider.positive, guider.negative, guider.cfg)
+    return cfg(guider.positive, guider.negative, guider.cfg, comfy=comfy)

@@ -1,15 +1,16 @@
 """Predicting with combined, area, mask and timestep-range conditioning, as ComfyUI's sampler does.
 
 Each plain conditioning active at the step is evaluated on its area of the latent; its prediction is
-weighted (strength × its mask, or edges feathered over 8 cells where the area does not reach the
-latent's border), the weighted predictions are summed, and the sum is divided by the summed weights
-(parts of the latent no conditioning covers predict 0, as in ComfyUI).
+weighted (strength × its mask, or edges feathered where the area does not reach the latent's border:
+over min(8, a quarter of the area's side) cells), the weighted predictions are summed, and the sum is
+divided by the summed weights (parts of the latent no conditioning covers predict 0, as in ComfyUI).
+Every area of one CFG side is also predicted on the others (``opposite_areas``), as ComfyUI does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -80,17 +81,68 @@ def weight(
     mult = torch.full((1, 1, h, w), strength, device=like.device, dtype=like.dtype)
     if area is None:
         return mult
-    for t in range(min(FEATHER, h, w)):
-        fade = (t + 1) / FEATHER
+    cells = min(FEATHER, h // 4)  # ComfyUI fades over at most a quarter of the area's side
+    for t in range(cells):
+        fade = (1.0 / cells) * (t + 1)
         if top != 0:
             mult[..., t, :] *= fade
         if top + h < height:
             mult[..., h - 1 - t, :] *= fade
+    cells = min(FEATHER, w // 4)
+    for t in range(cells):
+        fade = (1.0 / cells) * (t + 1)
         if left != 0:
             mult[..., :, t] *= fade
         if left + w < width:
             mult[..., :, w - 1 - t] *= fade
     return mult
+
+
+def _inside(inner: Area, outer: Area) -> bool:
+    top, left, h, w = inner
+    o_top, o_left, o_h, o_w = outer
+    return top >= o_top and left >= o_left and top + h <= o_top + o_h and left + w <= o_left + o_w
+
+
+def opposite_areas(sides: list[Conditioning], size: tuple[int, int]) -> list[Conditioning]:
+    """Each side with, for every area piece of another side, a piece acting on that same area: the
+    side's smallest piece containing the area (a whole-picture one failing that), its embeddings with
+    the other piece's region; none where the side already has a piece of exactly that area. So every
+    area is predicted on both CFG sides, as ComfyUI's sampler pairs them (``sides`` in batch order,
+    positive last; ComfyUI pairs from the positive on)."""
+    pieces = [list(side.pieces) for side in sides]
+    order = list(reversed(range(len(sides))))
+    for k in order:
+        for piece in list(pieces[k]):
+            area = latent_area(piece.region, size)
+            if area is None:
+                continue
+            for other in order:
+                if other == k:
+                    continue
+                smallest, smallest_area = None, None
+                for candidate in pieces[other]:
+                    candidate_area = latent_area(candidate.region, size)
+                    if candidate_area is None:
+                        if smallest is None:
+                            smallest = candidate
+                    elif _inside(area, candidate_area) and (
+                        smallest is None
+                        or smallest_area is None
+                        or _cells(smallest_area) > _cells(candidate_area)
+                    ):
+                        smallest, smallest_area = candidate, candidate_area
+                if smallest is None or smallest_area == area:
+                    continue
+                pieces[other].append(replace(smallest, region=piece.region, parts=()))
+    return [
+        side if len(found) == len(side.pieces) else replace(side, parts=tuple(found))
+        for side, found in zip(sides, pieces, strict=True)
+    ]
+
+
+def _cells(area: Area) -> int:
+    return area[2] * area[3]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ class TrainingSigmas:
     """A checkpoint's training noise levels (ascending, one per training timestep)."""
 
     def __init__(self, scheduler_config: dict[str, Any]) -> None:
-        self.sigmas = training_sigmas(scheduler_config)
-        self.log_sigmas = self.sigmas.log()
+        exact = training_sigmas(scheduler_config, torch.float64)
+        self.sigmas = exact.float()
+        self.log_sigmas = exact.log().float()  # as ComfyUI: the log taken before rounding to float32
 
     @property
     def sigma_min(self) -> float:
@@ -50,7 +51,7 @@ class TrainingSigmas:
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
 
-def training_sigmas(config: dict[str, Any]) -> torch.Tensor:
+def training_sigmas(config: dict[str, Any], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Training sigmas from a diffusers scheduler config (ValueError for a beta schedule we lack)."""
     count = int(config.get("num_train_timesteps", 1000))
     start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
@@ -64,7 +65,7 @@ def training_sigmas(config: dict[str, Any]) -> torch.Tensor:
     else:
         raise ValueError(f"beta_schedule '{kind}' has no ComfyUI sigma table here (scaled_linear, linear)")
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).to(dtype)
 
 
 def _with_zero(values: list[float] | torch.Tensor) -> torch.Tensor:
