@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 import sdflow
 from sdflow.errors import SdflowError
-from sdflow.nodes.ops.comfy_sampling import COMFY_NAMES
+from sdflow.nodes.ops.comfy_tables import COMFY_NAMES
 from sdflow.nodes.ops.samplers import SamplerName, SigmasName
 from sdflow.nodes.ops.sigma_schedules import COMFY_SCHEDULES
 

@@ -10,7 +10,7 @@ from sdflow.graphs.model import Link
 from sdflow.interop.comfy.context import Converter, Port
 from sdflow.interop.comfy.registry import CONTROL, handler
 from sdflow.nodes.fields import MAX_SEED
-from sdflow.nodes.ops.comfy_sampling import COMFY_NAMES
+from sdflow.nodes.ops.comfy_tables import COMFY_NAMES
 from sdflow.nodes.ops.samplers import SAMPLERS as SAMPLER_CLASSES
 from sdflow.nodes.ops.samplers import supports_karras
 from sdflow.nodes.ops.sigma_schedules import SCHEDULES, refusal

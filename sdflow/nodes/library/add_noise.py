@@ -9,7 +9,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_SEED, MAX_STEPS
-from sdflow.nodes.ops.comfy_sampling import noise_scale
+from sdflow.nodes.ops.comfy_tables import noise_scale
 from sdflow.nodes.ops.schedule_window import start_at, start_index
 from sdflow.nodes.ops.sigma_schedules import TrainingSigmas
 from sdflow.nodes.ops.split import START_ALIASES, StartPoint, chosen, conflicts, resume_index

@@ -11,16 +11,15 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops import comfy_model, comfy_sampling, control, grounding, guidance, image_prompt, regions
+from sdflow.nodes.ops import comfy_loop, control, grounding, guidance, image_prompt, regions_unet
 from sdflow.nodes.ops.guidance import Guidance
 from sdflow.nodes.ops.placement import placement
+from sdflow.nodes.ops.regions_unet import LATENT_TO_PIXELS, repeat_to
 from sdflow.nodes.ops.samplers import denoised_estimate, seed_noise_sampler
 from sdflow.nodes.ops.schedule_window import end_count
 from sdflow.nodes.ops.split import END_ALIASES, EndPoint, chosen, conflicts, describe
 from sdflow.nodes.scope import RunScope
-from sdflow.nodes.types import Conditioning, Cut, Latent, Model, NoiseState
-
-LATENT_TO_PIXELS = 8  # every family's VAE: the picture size the time ids default to
+from sdflow.nodes.types import Conditioning, Cut, Latent, Model
 
 
 class DenoiseLoop(Node):
@@ -91,7 +90,7 @@ class DenoiseLoop(Node):
             raise ctx.error("this latent was never noised: pass it through AddNoise first", "latent")
         self._check_families(ctx, guide)
         if state.schedule.mode == "comfy":
-            return self._sample_comfy(ctx, guide, state)
+            return comfy_loop.sample(self, ctx, guide, state)
         scheduler = state.schedule.make(ctx.device, tuple(self.latent.samples.shape[-2:]))
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(state.start_index)
@@ -152,60 +151,6 @@ class DenoiseLoop(Node):
         )
         return latent, denoised
 
-    def _sample_comfy(
-        self, ctx: RunContext, guide: Guidance, state: NoiseState
-    ) -> tuple[Latent, torch.Tensor]:
-        """Comfy mode: ComfyUI's sampler over the schedule's sigma table, from the step AddNoise chose
-        to the end (or to end_at, a step), the UNet wrapped as ComfyUI wraps it (see comfy_model)."""
-        schedule = state.schedule
-        table = schedule.comfy_table("cpu")
-        steps = len(table) - 1
-        end, end_field = chosen(self.__dict__, "end_at", END_ALIASES)
-        if isinstance(end, float):
-            raise ctx.error("in comfy mode end_at is a step (an int), not a fraction", end_field)
-        last, cut = steps, None
-        if end is not None:
-            if end <= state.start_index:
-                raise ctx.error(
-                    f"{end_field} {end} is not after the step this latent starts at ({state.start_index}): "
-                    "nothing would be denoised",
-                    end_field,
-                )
-            if end < steps:
-                last, cut = end, Cut(end)
-        device, dtype = placement(self.model.unet)
-        x = self.latent.samples.to(device, torch.float32)
-        sigmas = table[state.start_index : last + 1].to(device)
-        predict, _ = self._predictor(ctx, guide, x.to(dtype), steps - state.start_index)
-        mask = None
-        if self.latent.noise_mask is not None:  # ComfyUI blends with the mask for every model
-            mask = self._checked_mask(x, ctx).to(device, torch.float32)
-        seed = state.seed if state.seed is not None else 0
-        run = len(sigmas) - 1
-        guided_count = round(self.cfg_end * run) if guide.guiding else 0
-        model = comfy_model.Wrapped(
-            predict,
-            guide,
-            schedule.scheduler_config,
-            dtype,
-            guided_count,
-            mask=mask,
-            clean=state.clean.to(device, torch.float32),
-            noise=comfy_sampling.inpaint_noise(schedule.sampler, state.noise.to(device, torch.float32), seed),
-        )
-        last_denoised = [x]
-
-        def progress(index: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-            model.index, last_denoised[0] = index + 1, denoised
-            ctx.step(index + 1, run, x)
-
-        with torch.inference_mode():
-            if run > 0:
-                noises = comfy_sampling.Noises(x, seed)
-                x = comfy_sampling.RUNS[schedule.sampler](model, x, sigmas, noises, progress)
-        latent = self.latent.with_(samples=x, noise=state if cut is not None else None, cut=cut)
-        return latent, last_denoised[0]
-
     def _predictor(
         self, ctx: RunContext, guide: Guidance, x: torch.Tensor, control_steps: int
     ) -> tuple[Callable[[torch.Tensor, Any, int, bool], list[torch.Tensor]], list]:
@@ -245,12 +190,13 @@ class DenoiseLoop(Node):
             )
         except grounding.GroundingMismatch as exc:
             raise ctx.error(str(exc), "positive") from None
-        pieces = self._regional_sides(x, sides) if regional else []
+        pieces = regions_unet.sides(self.model, x, sides) if regional else []
         batch, copies = x.shape[0], len(sides)
 
         def predict(scaled: torch.Tensor, t: Any, index: int, guiding: bool) -> list[torch.Tensor]:
             if regional:
-                return list(self._regional(scaled, t, extra, pieces, guiding).chunk(copies if guiding else 1))
+                predicted = regions_unet.predictions(self.model.unet, scaled, t, extra, pieces, guiding)
+                return list(predicted.chunk(copies if guiding else 1))
             model_input = torch.cat([scaled] * copies) if guiding else scaled
             residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
                 control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
@@ -278,47 +224,6 @@ class DenoiseLoop(Node):
             return list(prediction.chunk(copies)) if guiding else [prediction]
 
         return predict, controls
-
-    def _regional_sides(
-        self, x: torch.Tensor, sides: tuple[tuple[Conditioning, bool], ...]
-    ) -> list[tuple[list[regions.Prepared], dict]]:
-        """Each guidance side's pieces (areas and weights) and each piece's UNet text inputs, made once
-        per loop, in batch order."""
-        batch, size = x.shape[0], (x.shape[-1] * LATENT_TO_PIXELS, x.shape[-2] * LATENT_TO_PIXELS)
-        paired = regions.opposite_areas([side for side, _ in sides], tuple(x.shape[-2:]))
-        sides = tuple((side, negative) for side, (_, negative) in zip(paired, sides, strict=True))
-        prepared = []
-        for side, negative in sides:
-            pieces = regions.prepare(side, tuple(x.shape[-2:]), x)
-            inputs = {
-                id(ready.piece): {
-                    "encoder_hidden_states": _repeat_to(ready.piece.embeds, batch).to(x.device, x.dtype),
-                    "added_cond_kwargs": self.model.family.added_cond_kwargs(
-                        [(ready.piece, negative)], batch, size, x.device, x.dtype
-                    ),
-                }
-                for ready in pieces
-            }
-            prepared.append((pieces, inputs))
-        return prepared
-
-    def _regional(
-        self, scaled: torch.Tensor, t: Any, extra: torch.Tensor | None, sides: list, guiding: bool
-    ) -> torch.Tensor:
-        """[negative, positive] (or positive) predictions for the scaled latent, each from its pieces
-        as ComfyUI blends combined, area and timestep-range conditioning (``regions.predict``)."""
-        unet = self.model.unet
-        single = None if extra is None else extra[: scaled.shape[0]]
-        predictions = []
-        for pieces, inputs in sides if guiding else sides[-1:]:
-
-            def call(window: torch.Tensor, piece: Conditioning, inputs: dict = inputs) -> torch.Tensor:
-                return unet(window, t, return_dict=False, **inputs[id(piece)])[0]
-
-            predictions.append(
-                regions.predict(call, scaled, single, float(t), pieces, unet.config.out_channels)
-            )
-        return torch.cat(predictions)
 
     def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order
@@ -465,12 +370,8 @@ class DenoiseLoop(Node):
                     f"make the latent batch a multiple of the number of prompts",
                     name,
                 )
-            embeds.append(_repeat_to(part.embeds, batch))
+            embeds.append(repeat_to(part.embeds, batch))
         return torch.cat(embeds)
-
-
-def _repeat_to(embeds: torch.Tensor, batch: int) -> torch.Tensor:
-    return embeds if embeds.shape[0] == batch else embeds.repeat_interleave(batch // embeds.shape[0], 0)
 
 
 def _batch_of(tensor: torch.Tensor, batch: int) -> torch.Tensor:

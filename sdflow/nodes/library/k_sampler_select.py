@@ -8,7 +8,7 @@ from pydantic import Field
 
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.library.scheduler import SamplingMode
-from sdflow.nodes.ops.comfy_sampling import comfy_problem
+from sdflow.nodes.ops.comfy_tables import comfy_problem
 from sdflow.nodes.ops.samplers import SAMPLERS, SamplerName, unavailable
 from sdflow.nodes.scope import RunScope
 from sdflow.nodes.types_sampling import Sampler

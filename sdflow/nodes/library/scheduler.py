@@ -9,7 +9,7 @@ from pydantic import Field
 from sdflow.models.flow import flow_sigmas
 from sdflow.nodes.base import Node, RunContext
 from sdflow.nodes.fields import MAX_STEPS
-from sdflow.nodes.ops.comfy_sampling import comfy_problem, ksampler_sigmas
+from sdflow.nodes.ops.comfy_tables import comfy_problem, ksampler_sigmas
 from sdflow.nodes.ops.samplers import (
     SAMPLERS,
     Refused,
