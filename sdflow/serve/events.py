@@ -13,7 +13,7 @@ from typing import Any
 
 # The event types and their fields (besides "type", "seq" and "time", which every event has):
 #   queued {job, position}          started {job}            node_started {job, node, node_type}
-#   node_cached {job, node, node_type}                       step {job, node, step, total}
+#   node_cached {job, node, node_type, seconds}              step {job, node, step, total}
 #   node_finished {job, node, node_type, seconds}            output {job, node, file, url}
 #   preview {job, node, step, total, mime, image (base64)}   finished {job, seconds, outputs}
 #   failed {job, error}             cancelled {job}          requeued {job} (SIGTERM mid-run)
