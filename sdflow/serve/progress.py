@@ -10,7 +10,6 @@ from typing import Any
 
 from sdflow.runner.core.events import Event, NodeFinished, NodeStarted, StepProgress
 
-
 # what an event says of its node's state (GET /api/jobs/{id} ``nodes``)
 NODE_STATES = {"node_started": "running", "step": "running", "node_cached": "cached", "node_finished": "ran"}
 
