@@ -125,6 +125,11 @@ class RayWorker:
         self._thread = threading.Thread(target=self._loop, name="sdflow-serve-ray", daemon=True)
         self._thread.start()
 
+    @property
+    def idle(self) -> bool:
+        """No job is running on the workers."""
+        return not self._running
+
     def notify(self) -> None:
         self._wake.set()
 
@@ -248,6 +253,6 @@ class RayWorker:
                 url = output_url(self.settings.outputs, path)
                 self._publish("output", job.id, node=node, file=Path(path).name, url=url)
             self._publish("finished", job.id, seconds=round(report.seconds, 6), outputs=list(report.files))
-        finished = self.queue.get(job.id)
-        if finished is not None and finished.webhook:
-            self.webhooks.call(finished.webhook, finished.summary())
+        finished = self.queue.get(job.id) if job.webhook else None
+        if finished is not None:
+            self.webhooks.call(job.webhook, finished.summary())

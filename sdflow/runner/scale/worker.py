@@ -10,7 +10,7 @@ from typing import Any
 
 from sdflow.graphs.model import Workflow
 from sdflow.runner.core.events import Listener
-from sdflow.runner.scale.jobs import Job, attempt
+from sdflow.runner.scale.jobs import Failure, Job, attempt
 
 FOLLOW_SECONDS = 0.05  # how often a followed job's cancel flag is looked at while it emits nothing
 
@@ -102,7 +102,8 @@ class Worker:
         finally:  # the next job on this worker starts only once this one stopped
             stop.set()
             thread.join()
-        yield "value", value[0]
+        lost = Failure(f"the job's thread on {self.name} ended abruptly", "bug")
+        yield "value", value[0] if value else lost
 
     def pid(self) -> int:
         return os.getpid()
