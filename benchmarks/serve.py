@@ -14,7 +14,10 @@ temporary data folder, running examples/txt2img.yaml (64x64, `builtin:shapes`):
    The server's own overhead per job is its POST -> finished time minus that job's own
    ``Runner.run`` time in the server (its report's seconds): what the server adds to a warm Runner
    (HTTP, validation, the queue, events); the goal is <= 5 ms. The paired difference of the two
-   sides is printed too, but it mixes in two processes' run times on a shared CPU.
+   sides is printed too, but it mixes in two processes' run times on a shared CPU. On a machine
+   busy with other work these wall times mostly measure waits for a CPU; so the CPU time the
+   server process spent per job (all its threads, from /proc) minus the CPU time of the same job
+   on the Runner here is printed too: the server's own work per job, whatever else runs.
    ``--sync full`` runs the server with accepted jobs synced to disk (default normal: written).
 3. one-shot: a seed-only job on the warm server beside `sdflow run` of the same workflow in a new
    process (imports, model loading and all), and their ratio.
@@ -23,6 +26,7 @@ temporary data folder, running examples/txt2img.yaml (64x64, `builtin:shapes`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -105,7 +109,16 @@ def load_test(base: str, clients: int, jobs: int, steps: int) -> None:
         raise SystemExit("not every accepted job finished with its own file")
 
 
-def overhead(base: str, pairs: int, steps: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """The CPU time of every thread of process ``pid`` so far (Linux: /proc/PID/task/*/schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
+            total += int(stat.read_text().split()[0])
+    return total / 1e9
+
+
+def overhead(base: str, pairs: int, steps: int, pid: int) -> None:
     import websockets.sync.client as ws
 
     from sdflow.runner import Runner
@@ -115,6 +128,7 @@ def overhead(base: str, pairs: int, steps: int) -> None:
     workflow = load_job(TEXT, tempfile.mkdtemp())
     runner.run(workflow, {"seed": 1, "steps": steps})  # warm: checkpoint and prompts cached
     server, local, differences, own = [], [], [], []
+    server_cpu = local_cpu = 0.0
     ws_url = base.replace("http://", "ws://") + "/api/events"
     with httpx.Client(base_url=base, timeout=120) as http, ws.connect(ws_url) as socket:
         http.post("/api/jobs", json=job(2, steps))  # warm the server's runner too
@@ -126,10 +140,14 @@ def overhead(base: str, pairs: int, steps: int) -> None:
             for side in order:
                 began = time.perf_counter()
                 if side == 0:
+                    cpu = cpu_seconds(pid)
                     job_id = http.post("/api/jobs", json=job(seed, steps)).json()["id"]
                     _finished(socket)
+                    server_cpu += cpu_seconds(pid) - cpu
                 else:
+                    cpu = time.thread_time()  # torch runs on this thread (one torch thread)
                     runner.run(workflow, {"seed": seed + 100_000, "steps": steps})
+                    local_cpu += time.thread_time() - cpu
                 timings[side] = time.perf_counter() - began
             ran = http.get(f"/api/jobs/{job_id}").json()["report"]["seconds"]
             own.append((timings[0] - ran) * 1000)
@@ -145,6 +163,11 @@ def overhead(base: str, pairs: int, steps: int) -> None:
     print(
         f"  server's own overhead per job (POST -> finished event, minus the job's Runner.run time "
         f"inside the server): median {median:.2f} ms (goal <= 5 ms)"
+    )
+    own_cpu = (server_cpu - local_cpu) / pairs * 1000
+    print(
+        f"  CPU time per job: server process {server_cpu / pairs * 1000:.1f} ms, Runner here "
+        f"{local_cpu / pairs * 1000:.1f} ms: the server's own CPU per job {own_cpu:.2f} ms"
     )
 
 
@@ -214,7 +237,7 @@ def main() -> None:
                 while http.get(f"/api/jobs/{warm_id}").json()["state"] != "finished":
                     time.sleep(0.2)
             load_test(base, args.clients, args.jobs, args.steps)
-            overhead(base, args.pairs, args.steps)
+            overhead(base, args.pairs, args.steps, process.pid)
             one_shot(base, args.one_shot_steps)
         finally:
             process.terminate()

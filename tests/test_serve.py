@@ -258,3 +258,32 @@ def test_an_accepted_job_runs_from_the_plan_its_validation_made(tmp_path: Path, 
     with _client(data, worker=True) as client:
         job = _wait(client, before_restart)
     assert job["state"] == "finished" and planned == [1]
+
+
+def test_a_workflow_text_sent_again_skips_only_the_graph_check(tmp_path: Path, monkeypatch) -> None:
+    """The graph of a text the server checked before is not checked again (``Shape``), but every
+    job's inputs and files are: an input out of range, or a picture deleted since, is still 422."""
+    from PIL import Image
+
+    from sdflow.runner.core import plan
+    from tests.workflows import copy_image
+
+    graph_checks = []
+    validate = plan.validate
+    monkeypatch.setattr(plan, "validate", lambda workflow: graph_checks.append(1) or validate(workflow))
+    text = copy_image("kept-shape") + "\n# sent only here\n"
+    data = tmp_path / "data"
+    with _client(data) as client:
+        Image.new("RGB", (8, 8), "red").save(data / "inputs" / "a.png")
+        Image.new("RGB", (8, 8), "blue").save(data / "inputs" / "b.png")
+        first = client.post("/api/jobs", json={"workflow": text})
+        second = client.post("/api/jobs", json={"workflow": text, "inputs": {"path": "b.png"}})
+        (data / "inputs" / "a.png").unlink()
+        gone = client.post("/api/jobs", json={"workflow": text})
+        wrong = client.post("/api/jobs", json={"workflow": text, "inputs": {"path": 3}})
+        outside = client.post("/api/jobs", json={"workflow": text, "inputs": {"path": "/etc/passwd"}})
+    assert (first.status_code, second.status_code, graph_checks) == (201, 201, [1])
+    assert gone.status_code == 422 and "image file not found" in gone.json()["errors"][0]["message"]
+    assert gone.json()["errors"][0]["node"] == "picture"
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["message"]
+    assert outside.status_code == 422

@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -37,7 +37,7 @@ class FieldSpec:
     optional: bool  # None is allowed
     adapter: TypeAdapter | None  # None for port fields, which take links only
 
-    @property
+    @cached_property  # asked for every field of every node each time a workflow is planned
     def is_port(self) -> bool:
         """Port-typed fields take links only; they have no constant form."""
         return any(issubclass(t, Port) for t in self.accepted if isinstance(t, type))

@@ -25,7 +25,7 @@ from sdflow.serve.bodies import ApiError, json_body
 from sdflow.serve.comfy_nodes import object_info
 from sdflow.serve.comfy_store import ComfyPrompt, ComfyStore, store_of
 from sdflow.serve.queue import Job, JobQueue
-from sdflow.serve.routes_jobs import accept, publish_queue
+from sdflow.serve.routes_jobs import accepted_soon, publish_queue
 from sdflow.serve.settings import Settings
 from sdflow.serve.submission import Submission
 
@@ -125,7 +125,7 @@ async def post_prompt(request: Request) -> Response:
         numbers.append(_store(request).add(job_id, client, prompt, origins, outputs, extra))
 
     try:
-        [(job_id, _)] = await run_in_threadpool(accept, request.app.state, submission, record)
+        [(job_id, _)] = await accepted_soon(request.app.state, submission, record)
     except ApiError as exc:
         if exc.status != 422:
             raise

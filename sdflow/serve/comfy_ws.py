@@ -24,7 +24,7 @@ Message = dict[str, Any]
 
 def status(queue: Any) -> Message:
     """ComfyUI's status message: how many prompts wait or run."""
-    counts = queue.counts()
+    counts = queue.active()
     return _status(counts["queued"] + counts["running"])
 
 

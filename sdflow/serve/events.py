@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from typing import Any
 
 # The event types and their fields (besides "type", "seq" and "time", which every event has):
 #   queued {job, position}          started {job}            node_started {job, node, node_type}
-#   node_cached {job, node, node_type}                       step {job, node, step, total}
+#   node_cached {job, node, node_type, seconds}              step {job, node, step, total}
 #   node_finished {job, node, node_type, seconds}            output {job, node, file, url}
 #   preview {job, node, step, total, mime, image (base64)}   finished {job, seconds, outputs}
 #   failed {job, error}             cancelled {job}          requeued {job} (SIGTERM mid-run)
@@ -69,6 +68,7 @@ class EventHub:
         self._seq = 0
         self._history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         self._subscribers: dict[Subscription, asyncio.AbstractEventLoop] = {}
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Subscription, Any]]] = {}
         self._closed = False
 
     def publish(self, type: str, **fields: Any) -> dict[str, Any]:
@@ -78,8 +78,32 @@ class EventHub:
             event = {"type": type, "seq": self._seq, "time": round(time.time(), 3), **fields}
             self._history.append(event)
             for subscriber, loop in self._subscribers.items():
-                _deliver(loop, subscriber, event)
+                self._deliver(loop, subscriber, event)
         return event
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop, subscriber: Subscription, event: Any) -> None:
+        """Hand ``event`` to ``subscriber`` on its loop's thread (called with the lock held). Events
+        wait in one batch per loop, which the loop takes all at once: a burst from the worker (a
+        node's end, the next one's start, a step) wakes the loop once, not once per event."""
+        batch = self._pending.get(loop)
+        if batch is not None:  # the loop has not taken the batch yet: it takes this event too
+            batch.append((subscriber, event))
+            return
+        self._pending[loop] = [(subscriber, event)]
+        try:
+            if asyncio._get_running_loop() is loop:  # publishing on the loop itself: no wake-up needed
+                loop.call_soon(self._flush, loop)
+            else:
+                loop.call_soon_threadsafe(self._flush, loop)
+        except RuntimeError:  # a closed loop: its subscribers are gone
+            del self._pending[loop]
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``: offer the events waiting for its subscribers, in publish order."""
+        with self._lock:
+            batch = self._pending.pop(loop, [])
+        for subscriber, event in batch:
+            subscriber.offer(event)
 
     def subscribe(self, since: int | None = None, job: str | None = None) -> Subscription:
         """A new subscription on the running loop, optionally to one job's events; with ``since``,
@@ -115,11 +139,5 @@ class EventHub:
         with self._lock:
             self._closed = True
             for subscriber, loop in self._subscribers.items():
-                _deliver(loop, subscriber, None)
+                self._deliver(loop, subscriber, None)
             self._subscribers.clear()
-
-
-def _deliver(loop: asyncio.AbstractEventLoop, subscriber: Subscription, event: dict[str, Any] | None) -> None:
-    """Hand ``event`` to ``subscriber`` on its loop's thread; a closed loop just misses it."""
-    with contextlib.suppress(RuntimeError):  # a closed loop: the subscriber is gone
-        loop.call_soon_threadsafe(subscriber.offer, event)

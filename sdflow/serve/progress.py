@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sdflow.runner.core.events import Event, NodeFinished, NodeStarted, StepProgress
-from sdflow.serve.events import EventHub
+
+# what an event says of its node's state (GET /api/jobs/{id} ``nodes``)
+NODE_STATES = {"node_started": "running", "step": "running", "node_cached": "cached", "node_finished": "ran"}
 
 
 class JobCancelled(Exception):
@@ -27,10 +29,13 @@ class JobRun:
     def __init__(
         self,
         job_id: str,
-        hub: EventHub | None,
+        hub: Any,
         preview: Callable[[StepProgress], dict[str, str] | None] | None = None,
         preview_every: int = 0,
+        cancelled: threading.Event | None = None,
     ) -> None:
+        """``hub``: an EventHub, or anything with its ``publish(type, **fields)``; ``cancelled``: an
+        event that cancels the run once set (``cancel()`` sets it too)."""
         self.job_id = job_id
         self.hub = hub
         self.preview = preview
@@ -38,7 +43,7 @@ class JobRun:
         self.started = time.time()
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[str, Any]] = {}
-        self._cancelled = threading.Event()
+        self._cancelled = cancelled or threading.Event()
         self._interrupted = threading.Event()
 
     def cancel(self) -> None:
@@ -67,30 +72,33 @@ class JobRun:
         if self.hub is not None:
             self.hub.publish(type, job=self.job_id, **fields)
 
+    def record(self, type: str, **fields: Any) -> None:
+        """Publish one of the job's events, keeping the per-node progress it tells (the events of a
+        job on a Ray worker arrive here, made there by a JobRun of their own)."""
+        state = NODE_STATES.get(type)
+        if state is not None:
+            node = fields["node"]
+            with self._lock:
+                if type == "node_started":
+                    self._nodes[node] = {}
+                kept = self._nodes.setdefault(node, {})
+                kept["state"] = state
+                for name in ("node_type", "step", "total", "seconds"):
+                    if name in fields:
+                        kept["type" if name == "node_type" else name] = fields[name]
+        self.publish(type, **fields)
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, NodeStarted):
             self.check()
-            with self._lock:
-                self._nodes[event.node_id] = {"state": "running", "type": event.type}
-            self.publish("node_started", node=event.node_id, node_type=event.type)
+            self.record("node_started", node=event.node_id, node_type=event.type)
         elif isinstance(event, StepProgress):
-            with self._lock:
-                self._nodes.setdefault(event.node_id, {"state": "running"}).update(
-                    step=event.index, total=event.total
-                )
-            self.publish("step", node=event.node_id, step=event.index, total=event.total)
+            self.record("step", node=event.node_id, step=event.index, total=event.total)
             self._maybe_preview(event)
             self.check()
         elif isinstance(event, NodeFinished):
-            with self._lock:
-                state = self._nodes.setdefault(event.node_id, {"type": event.type})
-                state.update(state=event.status, seconds=round(event.seconds, 6))
-            if event.status == "cached":
-                self.publish("node_cached", node=event.node_id, node_type=event.type)
-            else:
-                self.publish(
-                    "node_finished", node=event.node_id, node_type=event.type, seconds=round(event.seconds, 6)
-                )
+            kind = "node_cached" if event.status == "cached" else "node_finished"
+            self.record(kind, node=event.node_id, node_type=event.type, seconds=round(event.seconds, 6))
 
     def _maybe_preview(self, event: StepProgress) -> None:
         every = self.preview_every

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_next ON jobs (state, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # columns added after the first release: (name, declaration); added to older databases on open
@@ -83,9 +84,25 @@ _COLUMNS = (
 )
 
 
+# one statement: the job numbered after the last one (jobs_seq), atomic without a transaction
 _INSERT = (
     "INSERT INTO jobs (id, seq, state, priority, workflow, inputs, created, webhook, rerun_of)"
-    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued', ?, ?, ?, ?, ?, ?) RETURNING seq"
+)
+
+
+_CLAIM = (
+    "UPDATE jobs SET state='running', started=?, attempts=attempts+1 WHERE id = ("
+    " SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1)"
+    " AND NOT EXISTS (SELECT 1 FROM meta WHERE key='paused' AND value='1')"
+    f" RETURNING {_COLUMNS}"
+)
+
+
+_ACTIVE = (
+    "SELECT (SELECT COUNT(*) FROM jobs WHERE state='queued'),"
+    " (SELECT COUNT(*) FROM jobs WHERE state='running'),"
+    " EXISTS (SELECT 1 FROM meta WHERE key='paused' AND value='1')"
 )
 
 
@@ -158,23 +175,26 @@ class JobQueue:
         webhook: str | None = None,
         rerun_of: str | None = None,
     ) -> list[tuple[str, int]]:
-        """One queued job per input dict of ``items`` (a sweep), all committed in one transaction."""
+        """One queued job per input dict of ``items`` (a sweep), all committed in one transaction
+        (one job: one statement)."""
         accepted = []
+        synced = self.sync != "NORMAL"  # the connection's own setting is NORMAL
+        several = len(items) > 1
         with self._lock:
-            self._db.execute(f"PRAGMA synchronous={self.sync}")
-            self._db.execute("BEGIN IMMEDIATE")
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
+            if synced:
+                self._db.execute(f"PRAGMA synchronous={self.sync}")
+            if several:
+                self._db.execute("BEGIN IMMEDIATE")
             for inputs in items:
-                seq += 1
                 job_id = uuid.uuid4().hex
-                self._db.execute(
-                    _INSERT,
-                    (job_id, seq, priority, workflow, json.dumps(inputs), time.time(), webhook, rerun_of),
-                )
-                accepted.append((job_id, self._position(priority, seq)))
-            self._db.execute("COMMIT")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        return accepted
+                values = (job_id, priority, workflow, json.dumps(inputs), time.time(), webhook, rerun_of)
+                [(seq,)] = self._db.execute(_INSERT, values).fetchall()  # all: the statement ends
+                accepted.append((job_id, seq))
+            if several:
+                self._db.execute("COMMIT")
+            if synced:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            return [(job_id, self._position(priority, seq)) for job_id, seq in accepted]
 
     def _position(self, priority: int, seq: int) -> int:
         ahead = self._db.execute(
@@ -199,26 +219,11 @@ class JobQueue:
         return [_job(row) for row in rows]
 
     def claim(self) -> Job | None:
-        """Mark the next queued job (highest priority, then oldest) running and return it, atomically;
-        None when none is queued or the queue is paused."""
+        """Mark the next queued job (highest priority, then oldest) running and return it, atomically
+        (one statement); None when none is queued or the queue is paused."""
         with self._lock:
-            if self._paused():
-                return None
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state='queued' ORDER BY priority DESC, seq LIMIT 1"
-            ).fetchone()
-            now = time.time()
-            if row:
-                self._db.execute(
-                    "UPDATE jobs SET state='running', started=?, attempts=attempts+1 WHERE id=?",
-                    (now, row[0]),
-                )
-            self._db.execute("COMMIT")
-        if not row:
-            return None
-        job = _job(row)
-        return replace(job, state="running", started=now, attempts=job.attempts + 1)
+            rows = self._db.execute(_CLAIM, (time.time(),)).fetchall()  # all: the statement ends, commits
+        return _job(rows[0]) if rows else None
 
     def requeue(self, job_id: str) -> None:
         """A running job goes back to the queue (the server stops mid-run); it runs again from the start."""
@@ -250,6 +255,13 @@ class JobQueue:
                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 ("1" if paused else "0",),
             )
+
+    def active(self) -> dict[str, int]:
+        """{queued, running: how many jobs, paused: 0 or 1}, in one query of index ranges (as quick
+        with a long history)."""
+        with self._lock:
+            queued, running, paused = self._db.execute(_ACTIVE).fetchone()
+        return {"queued": queued, "running": running, "paused": paused}
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""

@@ -1,10 +1,12 @@
 """`sdflow serve --workers N [--ray-address A]`: the server's jobs run on the Ray backend's workers
 (``runner.scale``), each a warm Runner; the queue stays in the server's database.
 
-One dispatcher thread claims a job for each idle Ray worker and collects the results: a worker
+One dispatcher thread claims a job for each idle Ray worker and follows it: the job is a Ray
+streaming generator (``Worker.follow``) whose items are the job's node, step and preview events,
+made on the worker by a JobRun as the in-process worker makes them, then its result. A worker
 captures its files and the server writes them (numbered, never over an earlier file), so a cancelled
-or interrupted job writes nothing. Node and step events stay on the workers: the hub hears started,
-output and finished | failed | cancelled."""
+or interrupted job writes nothing. A cancel (``ray.cancel`` of the generator) stops the job on its
+worker at the next step boundary."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import contextlib
 import functools
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sdflow.errors import UserError, internal_error, one_line
@@ -20,6 +25,7 @@ from sdflow.runner.scale.jobs import Failure, Job, render
 from sdflow.runner.scale.many import Completed, FileWriter
 from sdflow.serve.events import EventHub
 from sdflow.serve.files import output_url
+from sdflow.serve.progress import JobCancelled, JobRun
 from sdflow.serve.queue import Job as QueuedJob
 from sdflow.serve.queue import JobQueue
 from sdflow.serve.settings import Settings
@@ -30,10 +36,54 @@ log = logging.getLogger("sdflow.serve")
 POLL_SECONDS = 0.2
 
 
-def sandboxed_render(sandbox: Sandbox, runner: Any, job: Job) -> Any:
-    """``render`` on a Ray worker's runner, its files kept to the server's folders."""
+_PREVIEWERS: dict[bool, Any] = {}  # on a worker: its Previewer (by allow_pickle), made once
+
+
+class _Emitter:
+    """A worker-side JobRun's hub: its events go to the job's stream as (type, fields)."""
+
+    def __init__(self, emit: Callable[[Any], None]) -> None:
+        self.emit = emit
+
+    def publish(self, type: str, job: str = "", **fields: Any) -> None:
+        self.emit((type, fields))
+
+
+def followed_render(
+    sandbox: Sandbox,
+    preview_every: int,
+    allow_pickle: bool,
+    runner: Any,
+    job: Job,
+    emit: Callable[[Any], None],
+    stop: threading.Event,
+) -> Any:
+    """``render`` on a Ray worker's runner (``Worker.follow``), its files kept to the server's
+    folders; its events are emitted and it stops at the next step boundary once ``stop`` is set
+    (returning None: cancelled)."""
     runner.sandbox = sandbox
-    return render(runner, job)
+    preview = None
+    if preview_every:
+        from sdflow.serve.preview import Previewer
+
+        preview = _PREVIEWERS.setdefault(allow_pickle, Previewer(allow_pickle))
+    run = JobRun("", _Emitter(emit), preview, preview_every, cancelled=stop)
+    runner.listeners.append(run)
+    try:
+        return render(runner, job)
+    except JobCancelled:
+        return None
+    finally:
+        runner.listeners.remove(run)
+
+
+@dataclass
+class _Following:
+    """A job running on a Ray worker: the worker's name and the job's events so far (``run``)."""
+
+    job: QueuedJob
+    worker: str
+    run: JobRun
 
 
 class RayWorker:
@@ -60,11 +110,13 @@ class RayWorker:
         self.queue, self.settings, self.hub = queue, settings, hub
         self.webhooks = webhooks or Webhooks()
         self.writer = FileWriter(str(settings.outputs))
-        self._task = functools.partial(sandboxed_render, settings.sandbox())
+        self._task = functools.partial(
+            followed_render, settings.sandbox(), settings.preview_every, settings.allow_pickle
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._running: dict[Any, tuple[QueuedJob, str]] = {}  # object ref -> (job, worker name)
+        self._running: dict[Any, _Following] = {}  # the job's stream (a Ray ObjectRefGenerator) -> it
         self._doomed: set[str] = set()
         self._thread: threading.Thread | None = None
         self.error: str | None = None  # why the pool could not start, if it could not
@@ -72,6 +124,11 @@ class RayWorker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="sdflow-serve-ray", daemon=True)
         self._thread.start()
+
+    @property
+    def idle(self) -> bool:
+        """No job is running on the workers."""
+        return not self._running
 
     def notify(self) -> None:
         self._wake.set()
@@ -87,15 +144,16 @@ class RayWorker:
         """The running job ``job_id`` ends as cancelled, its files never written."""
         with self._lock:
             self._doomed.add(job_id)
-            refs = [ref for ref, (job, _) in self._running.items() if job.id == job_id]
-        for ref in refs:  # a worker busy with it is interrupted where Ray can
+            streams = [stream for stream, running in self._running.items() if running.job.id == job_id]
+        for stream in streams:  # its worker stops at the next step boundary
             with contextlib.suppress(Exception):
-                self.backend.ray.cancel(ref)
+                self.backend.ray.cancel(stream)
 
     def progress(self, job_id: str) -> dict[str, dict[str, Any]] | None:
-        """Per-node progress stays on the workers: {} for a job running here, else None."""
+        """The running job's per-node progress, or None when ``job_id`` is not running here."""
         with self._lock:
-            return {} if any(job.id == job_id for job, _ in self._running.values()) else None
+            runs = [running.run for running in self._running.values() if running.job.id == job_id]
+        return runs[0].nodes() if runs else None
 
     def _publish(self, type: str, job_id: str, **fields: Any) -> None:
         if self.hub is not None:
@@ -113,21 +171,21 @@ class RayWorker:
                 self._dispatch()
                 if self._running:
                     ready, _ = self.backend.ray.wait(list(self._running), num_returns=1, timeout=POLL_SECONDS)
-                    for ref in ready:
-                        self._collect(ref)
+                    for stream in ready:
+                        self._advance(stream)
                 else:
                     self._wake.wait(1.0)
                     self._wake.clear()
         finally:
-            for job, _ in self._running.values():
-                self.queue.requeue(job.id)
-                self._publish("requeued", job.id)
+            for running in self._running.values():
+                self.queue.requeue(running.job.id)
+                self._publish("requeued", running.job.id)
             self._running.clear()
             self.backend.close()
 
     def _dispatch(self) -> None:
         """A queued job for every idle worker."""
-        busy = {name for _, name in self._running.values()}
+        busy = {running.worker for running in self._running.values()}
         for name, actor in list(self.backend.actors.items()):
             if name in busy:
                 continue
@@ -141,26 +199,39 @@ class RayWorker:
                 self._ended(job, Failure(one_line(str(exc)), "user"))
                 continue
             output_dir = str(self.settings.outputs)
-            ref = actor.run.remote(self._task, workflow, job.inputs, None, output_dir)
+            follow = actor.follow.options(num_returns="streaming")
+            stream = follow.remote(self._task, workflow, job.inputs, None, output_dir)
             with self._lock:
-                self._running[ref] = (job, name)
+                self._running[stream] = _Following(job, name, JobRun(job.id, self.hub))
 
-    def _collect(self, ref: Any) -> None:
-        with self._lock:
-            job, name = self._running.pop(ref)
+    def _advance(self, stream: Any) -> None:
+        """The stream's next item: events are published, a result ends the job."""
+        running = self._running[stream]
         ray = self.backend.ray
         try:
-            value = ray.get(ref)
+            kind, item = ray.get(next(stream))
+        except StopIteration:
+            kind, item = "value", Failure("its worker sent no result", "cluster")
         except ray.exceptions.TaskCancelledError:
-            value = None
+            kind, item = "value", None
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError):
-            self.backend.lose(name)
-            self.queue.requeue(job.id)  # it runs again from the start on another worker
-            self._publish("requeued", job.id)
+            self._forget(stream)
+            self.backend.lose(running.worker)
+            self.queue.requeue(running.job.id)  # it runs again from the start on another worker
+            self._publish("requeued", running.job.id)
             return
         except ray.exceptions.RayError as exc:
-            value = Failure(one_line(internal_error(exc)), "cluster")
-        self._ended(job, value)
+            kind, item = "value", Failure(one_line(internal_error(exc)), "cluster")
+        if kind == "events":
+            for type, fields in item:
+                running.run.record(type, **fields)
+            return
+        self._forget(stream)
+        self._ended(running.job, item)
+
+    def _forget(self, stream: Any) -> None:
+        with self._lock:
+            del self._running[stream]
 
     def _ended(self, job: QueuedJob, value: Any) -> None:
         with self._lock:
@@ -176,10 +247,12 @@ class RayWorker:
             result = self.writer.finish(Completed(0, value, "", 1), job.inputs)
             report = result.report
             self.queue.finish(job.id, report.to_dict(), list(report.files))
-            for path in report.files:
+            by_node = [(node, path) for node, paths in report.saved.items() for path in paths]
+            unsaid = [(None, path) for path in report.files if not any(path == p for _, p in by_node)]
+            for node, path in by_node + unsaid:
                 url = output_url(self.settings.outputs, path)
-                self._publish("output", job.id, node=None, file=path.rsplit("/", 1)[-1], url=url)
+                self._publish("output", job.id, node=node, file=Path(path).name, url=url)
             self._publish("finished", job.id, seconds=round(report.seconds, 6), outputs=list(report.files))
-        finished = self.queue.get(job.id)
-        if finished is not None and finished.webhook:
-            self.webhooks.call(finished.webhook, finished.summary())
+        finished = self.queue.get(job.id) if job.webhook else None
+        if finished is not None:
+            self.webhooks.call(job.webhook, finished.summary())

@@ -52,6 +52,11 @@ class Worker:
         self._doomed: set[str] = set()  # jobs cancelled while running (or being claimed)
         self._plans: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
+    @property
+    def idle(self) -> bool:
+        """No job is running here."""
+        return self._current is None
+
     def keep(self, job_id: str, plan: Any) -> None:
         """The plan ``job_id`` was checked with when accepted: its run uses it instead of validating
         and planning the job again (jobs from before a restart, or beyond PLANS_KEPT, plan again)."""
@@ -149,7 +154,7 @@ class Worker:
             with self._lock:
                 self._current = None
                 self._doomed.discard(job.id)
-        self._ended(job.id)
+        self._ended(job)
 
     def _failed(self, run: JobRun, error: str) -> None:
         self.queue.fail(run.job_id, error)
@@ -166,11 +171,13 @@ class Worker:
                         run.publish("output", node=node, file=Path(path).name, url=url)
         run.publish("finished", seconds=round(result.report.seconds, 6), outputs=files)
 
-    def _ended(self, job_id: str) -> None:
-        """A job reached its end: its webhook (if any) is called, off this thread."""
-        job = self.queue.get(job_id)
-        if job is not None and job.webhook:
-            self.webhooks.call(job.webhook, job.summary())
+    def _ended(self, claimed: Job) -> None:
+        """A job reached its end: its webhook (if it has one) is called, off this thread."""
+        if not claimed.webhook:
+            return
+        job = self.queue.get(claimed.id)
+        if job is not None:
+            self.webhooks.call(claimed.webhook, job.summary())
 
 
 def _default_runner(output_dir: str) -> Any:

@@ -84,17 +84,36 @@ def check(
     return checked(workflow, inputs, outputs, allow_pickle, sandbox).values
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What checking a workflow finds before its input values matter: the validated graph and the
+    nodes the outputs need, in run order. It depends on the workflow alone (not its inputs, nor any
+    file), so a server keeps it for a workflow text it is sent again (``shape_of``; never mutated)."""
+
+    graph: nx.DiGraph
+    order: tuple[str, ...]
+
+
+def shape_of(workflow: Workflow, outputs: Iterable[str] | None = None) -> Shape:
+    """The workflow validated (WorkflowErrors listing every problem) and its run order for ``outputs``."""
+    graph = validate(workflow)
+    return Shape(graph, tuple(_order(workflow, graph, outputs)))
+
+
 def checked(
     workflow: Workflow,
     inputs: dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
     allow_pickle: bool = False,
     sandbox: Sandbox | None = None,
+    shape: Shape | None = None,
 ) -> CheckedPlan:
-    """``check``, keeping the plan for a runner with the same ``allow_pickle`` and ``sandbox``."""
-    graph = validate(workflow)
+    """``check``, keeping the plan for a runner with the same ``allow_pickle`` and ``sandbox``;
+    ``shape``: the workflow's ``shape_of(workflow, outputs)`` if known (else found here)."""
+    shape = shape or shape_of(workflow, outputs)
     values = resolve_inputs(workflow, inputs or {})
-    steps = plan_steps(workflow, graph, values, outputs, RunScope(sandbox=sandbox), allow_pickle)
+    scope = RunScope(sandbox=sandbox)
+    steps = plan_steps(workflow, shape.graph, values, outputs, scope, allow_pickle, shape.order)
     return CheckedPlan(workflow, values, steps)
 
 
@@ -105,16 +124,13 @@ def plan_steps(
     outputs: Iterable[str] | None,
     scope: RunScope,
     allow_pickle: bool = False,
+    order: Iterable[str] | None = None,
 ) -> list[Step]:
     """The nodes ``outputs`` need, in order, with constants resolved and checked (not yet keyed), and
     the model families along their links where known without loading (``family_check``); the
     prechecks share ``scope``. ``allow_pickle`` (the runner-wide opt-in) sets every ``allow_pickle``
-    field to True."""
-    targets = _targets(workflow, graph, outputs)
-    needed = set(targets)
-    for target in targets:
-        needed |= nx.ancestors(graph, target)
-    order = list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+    field to True. ``order``: the run order if known (``Shape.order``)."""
+    order = _order(workflow, graph, outputs) if order is None else order
     steps, errors = [], []
     with scope.active():
         for node_id in order:
@@ -166,6 +182,15 @@ def output_name(workflow: Workflow, link: Link) -> str:
     return next(iter(registry.get(workflow.nodes[link.node].type).outputs))
 
 
+def _order(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | None) -> list[str]:
+    """The nodes ``outputs`` need (the output nodes when None), upstream first."""
+    targets = _targets(workflow, graph, outputs)
+    needed = set(targets)
+    for target in targets:
+        needed |= nx.ancestors(graph, target)
+    return list(nx.lexicographical_topological_sort(graph.subgraph(needed)))
+
+
 def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | None) -> list[str]:
     if outputs is not None:
         targets = [o.partition(".")[0] for o in outputs]
@@ -178,7 +203,9 @@ def _targets(workflow: Workflow, graph: nx.DiGraph, outputs: Iterable[str] | Non
     return marked or [n for n in graph if graph.out_degree(n) == 0]
 
 
+@functools.cache
 def _defaults(cls: type[Node]) -> dict[str, Any]:
+    """The node type's constant fields' defaults (shared: copy before changing)."""
     return {n: f.default for n, f in fields_of(cls).items() if not f.required and not f.is_port}
 
 

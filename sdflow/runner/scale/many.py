@@ -164,7 +164,10 @@ class FileWriter:
             )
             WRITTEN[pending.token] = str(written)
         files = [WRITTEN.get(path, path) for path in value.report.files]
-        result.report = replace(value.report, files=files)
+        saved = {
+            node: [WRITTEN.get(path, path) for path in paths] for node, paths in value.report.saved.items()
+        }
+        result.report = replace(value.report, files=files, saved=saved)
         return result
 
     def _local(self, folder: str) -> str:
