@@ -136,9 +136,8 @@ class DenoiseLoop(Node):
         stepped = end is not None and not isinstance(end, float)
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
         guided_count = round(self.cfg_end * len(timesteps)) if guide.guiding else 0
-        if controls and guided_count < len(timesteps):
-            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
         batch, copies = x.shape[0], len(sides)
+        alone = control.positive_alone(controls, batch, copies)  # past cfg_end: the positive's only
         denoised = x
 
         def blended(x: torch.Tensor, index: int) -> torch.Tensor:
@@ -158,22 +157,24 @@ class DenoiseLoop(Node):
                 else:
                     model_input = torch.cat([x] * copies) if guiding else x
                     model_input = scheduler.scale_model_input(model_input, t)
+                    rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
+                    text = embeds[rows]
+                    added_rows = None if added is None else {k: v[rows] for k, v in added.items()}
+                    planned = controls if guiding else alone
                     residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
-                        control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
-                        if controls
+                        control.unet_kwargs(planned, model_input, t, text, added_rows, index, control_steps)
+                        if planned
                         else {}
                     )
-                    rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
                     if extra is not None:
                         model_input = torch.cat([model_input, extra[rows]], dim=1)
-                    text = embeds[rows]
                     prediction = unet(
                         model_input,
                         t,
                         encoder_hidden_states=text
                         if images is None
                         else images.states(text, guiding, index, control_steps),
-                        added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                        added_cond_kwargs=added_rows,
                         return_dict=False,
                         **residuals,
                         **({} if labels is None else {"class_labels": labels[rows]}),
