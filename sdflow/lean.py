@@ -13,6 +13,8 @@ only because it is installed, though no node of the workflow uses it, is kept ou
 - requests (about 0.2 s with urllib3): diffusers' loading helpers ``import requests`` for URLs, which
   sdflow never passes them (no downloads at run time); put off like scipy's modules.
 
+- The CPU's bf16 probe (about 0.15 s, sdflow.runner.devices.dtypes.cpu_speedup) is kept in
+  ``$XDG_CACHE_HOME/sdflow/figures.json`` per CPU model and torch version.
 - The garbage collector (about 2 s of CPU): importing these packages makes some 700,000 objects,
   and each full collection on the way scans all of them again (seven of them for the shipped
   example). It is paused while the command imports, and goes on (``settle``) before the first node
@@ -26,14 +28,18 @@ it off.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.abc
 import importlib.machinery
+import json
 import os
 import sys
+import tempfile
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 OFF_SWITCH = "SDFLOW_FULL_IMPORTS"
@@ -172,6 +178,35 @@ def settle() -> None:
         _gc_paused = False
         gc.freeze()
         gc.enable()
+
+
+def cache_dir() -> Path:
+    """Where the lean imports keep what they keep between runs: ``$XDG_CACHE_HOME/sdflow``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdflow"
+
+
+def write_kept(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; nothing when the cache folder is not writable."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
+            part.write(data)
+        os.replace(part.name, path)
+
+
+def kept_figure(key: str, measure: Callable[[], float]) -> float:
+    """A measured figure of this machine kept between runs under ``key`` (which names what it
+    depends on), measured the first time."""
+    path = cache_dir() / "figures.json"
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        figures = {}
+    if not isinstance(figures, dict) or not isinstance(figures.get(key), float):
+        figures = figures if isinstance(figures, dict) else {}
+        figures[key] = float(measure())
+        write_kept(path, json.dumps(figures, indent=1, sort_keys=True).encode())
+    return figures[key]
 
 
 def active() -> bool:

@@ -17,17 +17,13 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from sdflow import lean
+
 SCANNER = "create_import_structure_from_path"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdflow"
 
 
 def fingerprint(folder: str, version: str) -> str:
@@ -46,15 +42,11 @@ def kept(folder: str, version: str, build: Callable[[str], Any]) -> bytes:
     """The pickled index of ``folder``: the kept file if it still matches, else ``build(folder)``
     (written for the next run when the cache folder is writable)."""
     key = fingerprint(folder, version)
-    path = cache_dir() / f"transformers-index-{key[:32]}.pickle"
+    path = lean.cache_dir() / f"transformers-index-{key[:32]}.pickle"
     with contextlib.suppress(OSError):
         return path.read_bytes()
     data = pickle.dumps(build(folder), protocol=pickle.HIGHEST_PROTOCOL)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
-            part.write(data)
-        os.replace(part.name, path)
+    lean.write_kept(path, data)
     return data
 
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from sdflow import transformers_index
 from sdflow.cli import main
 from sdflow.nodes import registry
+from sdflow.runner.devices import dtypes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,3 +183,11 @@ def test_the_off_switch_keeps_the_full_imports(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_the_lean_run_kept_the_cpu_probe_figure(runs) -> None:
+    if not dtypes.native_on_cpu(torch.bfloat16):
+        pytest.skip("no native bf16 on this CPU: auto never probes it")
+    figures = json.loads((Path(runs["cache"]) / "sdflow" / "figures.json").read_text())
+    (key,) = [key for key in figures if key.startswith("cpu_speedup bf16")]
+    assert figures[key] > 0
