@@ -21,7 +21,8 @@ only because it is installed, though no node of the workflow uses it, is kept ou
   runs, the objects made so far frozen (``gc.freeze``): they are modules, classes and functions that
   live as long as the process.
 
-Only the console entry (``sdflow.cli.console``) turns this on, never a library import: tests and
+Only the `sdflow` command turns this on (``sdflow.cli`` when ``started_as_command``, before its own
+heavy imports, and ``sdflow.cli.console``), never a library import: tests and
 programs that use diffusers' peft integration beside sdflow keep it. ``SDFLOW_FULL_IMPORTS=1`` turns
 it off.
 """
@@ -150,6 +151,16 @@ def _tune_transformers(checks: types.ModuleType) -> None:
 
 
 _FINDER = _LeanFinder()
+
+
+def started_as_command() -> bool:
+    """Whether this process is the `sdflow` command, its package still being imported: the console
+    script, or ``python -m sdflow.cli`` (whose ``sys.argv[0]`` is "-m" while the package loads)."""
+    first = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if first in ("sdflow", "sdflow.exe", "sdflow-script.py"):
+        return True
+    given = list(getattr(sys, "orig_argv", ()))
+    return first == "-m" and given[given.index("-m") + 1 : given.index("-m") + 2] == ["sdflow.cli"]
 
 
 def enable() -> None:

@@ -191,3 +191,20 @@ def test_the_lean_run_kept_the_cpu_probe_figure(runs) -> None:
     figures = json.loads((Path(runs["cache"]) / "sdflow" / "figures.json").read_text())
     (key,) = [key for key in figures if key.startswith("cpu_speedup bf16")]
     assert figures[key] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "orig_argv", "command"),
+    [
+        (["/venv/bin/sdflow", "run"], ["/venv/bin/python", "/venv/bin/sdflow", "run"], True),
+        (["-m", "run"], ["/venv/bin/python", "-m", "sdflow.cli", "run"], True),
+        (["-m"], ["/venv/bin/python", "-m", "pytest"], False),
+        (["/venv/bin/pytest", "tests"], ["/venv/bin/python", "/venv/bin/pytest", "tests"], False),
+    ],
+)
+def test_only_the_sdflow_command_starts_lean(monkeypatch, argv, orig_argv, command) -> None:
+    from sdflow import lean
+
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    assert lean.started_as_command() is command
