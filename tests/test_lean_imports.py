@@ -69,6 +69,11 @@ facts = {
 import scipy.stats
 facts["beta_median"] = float(scipy.stats.beta.ppf(0.5, 2.0, 2.0))
 facts["stats_real"] = type(sys.modules["scipy.stats"]).__name__
+import inspect
+import torch._library.utils as torch_utils
+def named():
+    return [torch_utils.get_source(1), "%s:%d" % inspect.getframeinfo(sys._getframe(0))[:2]]
+facts["source"] = named()
 facts["code_scipy"] = main(["run", sys.argv[1], "--output-dir", sys.argv[2], "--quiet"])
 from sdflow.nodes import registry
 facts["catalogue"] = len(registry.all_types())
@@ -133,6 +138,11 @@ def test_a_lean_process_sees_no_peft_and_loads_no_unused_scipy_or_requests(runs)
 
 def test_the_garbage_collector_paused_for_the_imports_goes_on_for_the_run(runs) -> None:
     assert runs["facts"]["gc"] == [True, True]  # enabled again, the imported objects frozen
+
+
+def test_torch_names_a_registering_line_as_its_own_get_source_does(runs) -> None:
+    lean_name, torch_name = runs["facts"]["source"]
+    assert lean_name == torch_name and lean_name.startswith("<string>:")
 
 
 def test_a_put_off_module_is_the_real_one_once_read(runs) -> None:
