@@ -31,19 +31,15 @@ it off.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import importlib.abc
 import importlib.machinery
 import inspect
-import json
 import os
 import sys
-import tempfile
 import types
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 OFF_SWITCH = "SDFLOW_FULL_IMPORTS"
@@ -215,35 +211,6 @@ def settle() -> None:
         _gc_paused = False
         gc.freeze()
         gc.enable()
-
-
-def cache_dir() -> Path:
-    """Where the lean imports keep what they keep between runs: ``$XDG_CACHE_HOME/sdflow``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdflow"
-
-
-def write_kept(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; nothing when the cache folder is not writable."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
-            part.write(data)
-        os.replace(part.name, path)
-
-
-def kept_figure(key: str, measure: Callable[[], float]) -> float:
-    """A measured figure of this machine kept between runs under ``key`` (which names what it
-    depends on), measured the first time."""
-    path = cache_dir() / "figures.json"
-    try:
-        figures = json.loads(path.read_text())
-    except (OSError, ValueError):
-        figures = {}
-    if not isinstance(figures, dict) or not isinstance(figures.get(key), float):
-        figures = figures if isinstance(figures, dict) else {}
-        figures[key] = float(measure())
-        write_kept(path, json.dumps(figures, indent=1, sort_keys=True).encode())
-    return figures[key]
 
 
 def active() -> bool:

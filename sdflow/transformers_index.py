@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from sdflow import lean
+from sdflow import kept as keeping
 
 SCANNER = "create_import_structure_from_path"
 
@@ -42,11 +42,11 @@ def kept(folder: str, version: str, build: Callable[[str], Any]) -> bytes:
     """The pickled index of ``folder``: the kept file if it still matches, else ``build(folder)``
     (written for the next run when the cache folder is writable)."""
     key = fingerprint(folder, version)
-    path = lean.cache_dir() / f"transformers-index-{key[:32]}.pickle"
+    path = keeping.cache_dir() / f"transformers-index-{key[:32]}.pickle"
     with contextlib.suppress(OSError):
         return path.read_bytes()
     data = pickle.dumps(build(folder), protocol=pickle.HIGHEST_PROTOCOL)
-    lean.write_kept(path, data)
+    keeping.write_kept(path, data)
     return data
 
 

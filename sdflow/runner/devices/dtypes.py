@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sdflow import lean
+from sdflow import kept, lean
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHOICES = ("auto", *DTYPES)
@@ -99,7 +99,7 @@ def cpu_speedup(dtype: torch.dtype, repeats: int = 7) -> float:
     kept by sdflow.lean). Above 1 means ``dtype`` is faster."""
     if lean.active():
         key = f"cpu_speedup {dtype_name(dtype)} x{repeats} torch {torch.__version__} cpu {_cpu_model()}"
-        return lean.kept_figure(key, lambda: _probed_speedup(dtype, repeats))
+        return kept.kept_figure(key, lambda: _probed_speedup(dtype, repeats))
     return _probed_speedup(dtype, repeats)
 
 
