@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,21 +40,27 @@ def _env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def one_run(tree: Path, out: Path) -> tuple[float, float | None, Path]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(tree: Path, out: Path) -> tuple[float, float | None, Path, float]:
     """Wall seconds of one fresh `sdflow run` from ``tree``, its time to the first step (None where
-    the tree's report has none), and the picture it wrote."""
+    the tree's report has none), the picture it wrote, and the CPU seconds it used (user + system:
+    less swayed than the wall time by other work on a shared machine)."""
     report = out / f"report-{time.monotonic_ns()}.json"
     command = [sys.executable, "-m", "sdflow.cli", "run", EXAMPLE, "--output-dir", str(out), "--quiet"]
-    start = time.perf_counter()
+    cpu, start = _children_cpu(), time.perf_counter()
     done = subprocess.run(
         [*command, "--report", str(report)], cwd=tree, env=_env(tree), capture_output=True, text=True
     )
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"sdflow run failed in {tree}:\n{done.stderr}")
     picture = Path(done.stdout.split()[-1])
     seconds = json.loads(report.read_text()).get("seconds", {})
-    return wall, seconds.get("to_first_step"), picture
+    return wall, seconds.get("to_first_step"), picture, cpu
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -68,7 +75,7 @@ def floor_seconds(tree: Path) -> float:
 
 def measure(baseline: str, rounds: int) -> dict[str, float]:
     """Median figures over ``rounds`` alternating rounds; keys: speedup, ssim, wall, before, first_step,
-    floor."""
+    floor, cpu_speedup, cpu, cpu_before."""
     from sdflow.golden.compare import ssim
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -84,16 +91,24 @@ def measure(baseline: str, rounds: int) -> dict[str, float]:
             out.mkdir()
             one_run(ROOT, out), one_run(before_tree, out)  # warm the disk cache for both
             ratios, walls, befores, firsts, floors = [], [], [], [], []
+            cpu_ratios, cpus, cpu_befores = [], [], []
             for round_ in range(rounds):
                 trees = (ROOT, before_tree) if round_ % 2 == 0 else (before_tree, ROOT)
                 runs = {tree: one_run(tree, out) for tree in trees}
-                (after, first, picture), (before, _, old_picture) = runs[ROOT], runs[before_tree]
+                after, first, picture, cpu = runs[ROOT]
+                before, _, old_picture, cpu_before = runs[before_tree]
                 floors.append(floor_seconds(ROOT))
                 ratios.append(before / after)
                 walls.append(after)
                 befores.append(before)
                 firsts.append(first if first is not None else float("nan"))
-                print(f"  round {round_ + 1}: baseline {before:.2f} s, this tree {after:.2f} s")
+                cpu_ratios.append(cpu_before / cpu)
+                cpus.append(cpu)
+                cpu_befores.append(cpu_before)
+                print(
+                    f"  round {round_ + 1}: baseline {before:.2f} s (cpu {cpu_before:.2f} s), "
+                    f"this tree {after:.2f} s (cpu {cpu:.2f} s)"
+                )
             pixels = [_pixels(p) for p in (picture, old_picture)]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before_tree)], cwd=ROOT)
@@ -104,6 +119,9 @@ def measure(baseline: str, rounds: int) -> dict[str, float]:
         "before": statistics.median(befores),
         "first_step": statistics.median(firsts),
         "floor": statistics.median(floors),
+        "cpu_speedup": statistics.median(cpu_ratios),
+        "cpu": statistics.median(cpus),
+        "cpu_before": statistics.median(cpu_befores),
     }
 
 
@@ -111,7 +129,8 @@ def describe(figures: dict[str, float]) -> str:
     return (
         f"  one-shot wall {figures['before']:.2f} s -> {figures['wall']:.2f} s; first step done at "
         f"{figures['first_step']:.2f} s; import floor {figures['floor']:.2f} s "
-        f"({figures['floor'] / figures['wall']:.0%} of the wall time)"
+        f"({figures['floor'] / figures['wall']:.0%} of the wall time); cpu {figures['cpu_before']:.2f} s -> "
+        f"{figures['cpu']:.2f} s ({figures['cpu_speedup']:.2f}x)"
     )
 
 

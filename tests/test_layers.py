@@ -16,6 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdflow"
 LAYERS = {
     "errors": 0,
     "files": 0,
+    "kept": 0,
+    "transformers_index": 0,
+    "lean": 0,
     "formats": 1,
     "models": 2,
     "prompts": 3,

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sdflow import lean
 from sdflow.cli import bench, draw, golden, interop, models, nodes, run, serve
 from sdflow.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USER
 from sdflow.errors import DEBUG_HINT, UserError, internal_error, one_line
@@ -29,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.debug = debug  # for commands that report bugs of several runs themselves (--workers)
+    if not getattr(args, "settles_imports", False):
+        lean.settle()  # `run` does once its workflow's node modules are imported
     try:
         return args.handler(args)
     except UserError as exc:
@@ -49,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> NoReturn:
-    """The installed ``sdflow`` command: ``main()``, then leave at once (``exit_now``)."""
+    """The installed ``sdflow`` command: ``main()`` with the lean imports (sdflow.lean), then leave at
+    once (``exit_now``)."""
+    lean.enable()
     exit_now(main())
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sdflow import lean
 from sdflow.cli.clock import FirstStep
 from sdflow.cli.options import (
     ALLOW_PICKLE_HELP,
@@ -52,7 +53,7 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--report", metavar="FILE.json", help="write a JSON report of every run")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, settles_imports=True)
     add_scale_arguments(run)
 
     check = commands.add_parser("validate", help="check a workflow without running it")
@@ -69,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     combinations = sweep_combinations(workflow, args.sweep)
     for varied in combinations:  # every run is checked before the first one starts
         check(workflow, {**fixed, **varied}, allow_pickle=args.allow_pickle)
+    lean.settle()  # the node modules are imported: the garbage collector goes on (sdflow.lean)
     writable_folder(Path(args.output_dir), f"--output-dir {args.output_dir}")
     if args.report:
         writable_folder(Path(args.report).parent, f"--report {args.report}")

@@ -112,7 +112,7 @@ class DenoiseLoop(Node):
         device, dtype = placement(self.model.unet)  # the execution device under model offload
         x = self.latent.samples.to(device, dtype)
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
-        predict, controls = self._predictor(ctx, guide, x, control_steps)
+        predict = self._predictor(ctx, guide, x, control_steps)
         mask = self._blend_mask(x, ctx)
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
@@ -121,8 +121,6 @@ class DenoiseLoop(Node):
         stepped = end is not None and not isinstance(end, float)
         following = scheduler.timesteps[state.start_index :] if stepped else timesteps
         guided_count = round(self.cfg_end * len(timesteps)) if guide.guiding else 0
-        if controls and guided_count < len(timesteps):
-            raise ctx.error("cfg_end below 1 with a ControlNet is not supported yet", "cfg_end")
         denoised = x
 
         def blended(x: torch.Tensor, index: int) -> torch.Tensor:
@@ -153,10 +151,10 @@ class DenoiseLoop(Node):
 
     def _predictor(
         self, ctx: RunContext, guide: Guidance, x: torch.Tensor, control_steps: int
-    ) -> tuple[Callable[[torch.Tensor, Any, int, bool], list[torch.Tensor]], list]:
+    ) -> Callable[[torch.Tensor, Any, int, bool], list[torch.Tensor]]:
         """``predict(scaled, t, index, guiding)``: the UNet's predictions for the scaled latent at
-        timestep ``t`` of step ``index``, one per guidance side in batch order (the positive alone
-        when not guiding); and the ControlNets it applies. Everything the UNet reads besides the
+        timestep ``t`` of step ``index``, one per guidance side in batch order (the positive alone,
+        with the controls it carries, when not guiding: past cfg_end). Everything the UNet reads besides the
         latent (text, SDXL's extras, inpainting channels, controls, IP-Adapter tokens, unCLIP
         labels, areas) is made here once per loop."""
         sides = guide.sides
@@ -192,21 +190,24 @@ class DenoiseLoop(Node):
             raise ctx.error(str(exc), "positive") from None
         pieces = regions_unet.sides(self.model, x, sides) if regional else []
         batch, copies = x.shape[0], len(sides)
+        alone = control.positive_alone(controls, batch, copies)  # past cfg_end: the positive's only
 
         def predict(scaled: torch.Tensor, t: Any, index: int, guiding: bool) -> list[torch.Tensor]:
             if regional:
                 predicted = regions_unet.predictions(self.model.unet, scaled, t, extra, pieces, guiding)
                 return list(predicted.chunk(copies if guiding else 1))
             model_input = torch.cat([scaled] * copies) if guiding else scaled
+            rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
+            text = embeds[rows]
+            added_rows = None if added is None else {k: v[rows] for k, v in added.items()}
+            planned = controls if guiding else alone
             residuals = (  # a ControlNet reads the 4 latent channels, before any inpainting ones
-                control.unet_kwargs(controls, model_input, t, embeds, added, index, control_steps)
-                if controls
+                control.unet_kwargs(planned, model_input, t, text, added_rows, index, control_steps)
+                if planned
                 else {}
             )
-            rows = slice(None) if guiding else slice(batch * (copies - 1), None)  # the positive alone
             if extra is not None:
                 model_input = torch.cat([model_input, extra[rows]], dim=1)
-            text = embeds[rows]
             extras = {} if labels is None else {"class_labels": labels[rows]}
             if boxes is not None:  # GLIGEN (the SD3/Flux denoisers take no cross_attention_kwargs)
                 extras["cross_attention_kwargs"] = boxes.kwargs(rows, index, control_steps)
@@ -216,14 +217,14 @@ class DenoiseLoop(Node):
                 encoder_hidden_states=text
                 if images is None
                 else images.states(text, guiding, index, control_steps),
-                added_cond_kwargs=None if added is None else {k: v[rows] for k, v in added.items()},
+                added_cond_kwargs=added_rows,
                 return_dict=False,
                 **residuals,
                 **extras,
             )[0]
             return list(prediction.chunk(copies)) if guiding else [prediction]
 
-        return predict, controls
+        return predict
 
     def _steps_to(self, end_step: int, field: str, scheduler: Any, start: int, ctx: RunContext) -> int:
         """How many timesteps from index ``start`` reach the end of step ``end_step`` (a second-order

@@ -37,7 +37,7 @@ def sample(loop: Any, ctx: Any, guide: Guidance, state: NoiseState) -> tuple[Lat
     device, dtype = placement(loop.model.unet)
     x = loop.latent.samples.to(device, torch.float32)
     sigmas = table[state.start_index : last + 1].to(device)
-    predict, _ = loop._predictor(ctx, guide, x.to(dtype), steps - state.start_index)
+    predict = loop._predictor(ctx, guide, x.to(dtype), steps - state.start_index)
     mask = None
     if loop.latent.noise_mask is not None:  # ComfyUI blends with the mask for every model
         mask = loop._checked_mask(x, ctx).to(device, torch.float32)

@@ -5,7 +5,8 @@ as the UNet, with its picture resized by diffusers' control image processor; its
 the strength, are summed over the chained controls (MultiControlNetModel) and added to the UNet's skip
 connections. A T2I-Adapter's features are computed once and added inside the UNet's down blocks
 (``down_intrablock_additional_residuals``). Each control acts only on the batch rows (negative and/or
-positive half) whose conditioning carries it, and only in its start..end window of the steps.
+positive half) whose conditioning carries it, and only in its start..end window of the steps; a step
+that runs the positive alone (past DenoiseLoop's ``cfg_end``) runs the positive's controls alone.
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def plan(halves: list[Conditioning], batch: int, latent_size: tuple[int, int]) -
         rows = slice(carrying[0] * batch, (carrying[-1] + 1) * batch)
         planned.append(_prepared(entry, rows, batch, len(carrying), height, width))
     return planned
+
+
+def positive_alone(planned: list[PlannedControl], batch: int, copies: int) -> list[PlannedControl]:
+    """The controls of a step that runs the positive half alone (DenoiseLoop past ``cfg_end``): those
+    the positive carries, on its ``batch`` rows alone, as ``plan`` makes them for the positive alone."""
+    if copies == 1:
+        return planned
+    alone = []
+    for control in planned:
+        if control.rows.stop != batch * copies:  # carried by negative halves only
+            continue
+        image = None if control.image is None else control.image[-batch:]
+        features = None if control.features is None else [f[-batch:] for f in control.features]
+        alone.append(PlannedControl(control.entry, slice(0, batch), image=image, features=features))
+    return alone
 
 
 def _prepared(

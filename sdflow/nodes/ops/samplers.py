@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DEISMultistepScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    TCDScheduler,
-    UniPCMultistepScheduler,
-)
 from diffusers.utils import is_torchsde_available
 
 from sdflow.models import flow
@@ -71,35 +55,53 @@ KARRAS = "use_karras_sigmas"
 
 _DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 
-SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, {}),
-    "ddpm": (DDPMScheduler, {}),
+_SAMPLER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
     # PLMS, as Stable Diffusion ships it: the Runge-Kutta warm-up of a plain PNDMScheduler needs
     # at least 4 steps and crashes below that (and checkpoints whose config is DDIM's lack the flag).
-    "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
-    "lms": (LMSDiscreteScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, _DPMPP_2M),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {**_DPMPP_2M, KARRAS: True}),
-    "unipc": (UniPCMultistepScheduler, {}),
-    "uni_pc_bh2": (UniPCMultistepScheduler, {"solver_type": "bh2"}),
-    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-    "dpmpp_3m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
-    "dpmpp_2s": (DPMSolverSinglestepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpm_2": (KDPM2DiscreteScheduler, {}),
-    "dpm_2_ancestral": (KDPM2AncestralDiscreteScheduler, {}),
-    "deis": (DEISMultistepScheduler, {}),
-    "lcm": (LCMScheduler, {}),
-    "tcd": (TCDScheduler, {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", _DPMPP_2M),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {**_DPMPP_2M, KARRAS: True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "uni_pc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp_3m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    "dpmpp_2s": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
 }
 # DPMSolverSDEScheduler draws its noise from a torchsde Brownian tree (the optional `sde` extra); the
 # tree's seed comes from the loop's generator (see stochastic_seed), so a seed reproduces the picture.
 if is_torchsde_available():
-    from diffusers import DPMSolverSDEScheduler
+    _SAMPLER_CLASSES["dpmpp_sde"] = ("DPMSolverSDEScheduler", {})
 
-    SAMPLERS["dpmpp_sde"] = (DPMSolverSDEScheduler, {})
+
+class _Samplers(Mapping[str, tuple[type, dict[str, Any]]]):
+    """Sampler name -> (diffusers scheduler class, its settings). A scheduler's module is imported
+    when its entry is read, not before: several import scipy, which most workflows never need."""
+
+    def __getitem__(self, sampler: str) -> tuple[type, dict[str, Any]]:
+        class_name, settings = _SAMPLER_CLASSES[sampler]
+        import diffusers
+
+        return getattr(diffusers, class_name), settings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SAMPLER_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_SAMPLER_CLASSES)
+
+
+SAMPLERS = _Samplers()
 
 
 def unavailable(sampler: str) -> str:

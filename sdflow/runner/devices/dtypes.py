@@ -8,10 +8,14 @@ AVX512-FP16/AMX-FP16 for fp16); elsewhere it is emulated and one UNet call can t
 from __future__ import annotations
 
 import functools
+import hashlib
+import platform
 import time
 from dataclasses import dataclass
 
 import torch
+
+from sdflow import kept, lean
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHOICES = ("auto", *DTYPES)
@@ -91,7 +95,27 @@ def _cpu_warning(dtype: torch.dtype) -> str | None:
 def cpu_speedup(dtype: torch.dtype, repeats: int = 7) -> float:
     """fp32 time / ``dtype`` time of a UNet-sized convolution + matmul on one CPU thread, alternating
     the two and keeping each one's fastest run, so a busy machine disturbs both alike (about 0.1 s,
-    once per process). Above 1 means ``dtype`` is faster."""
+    once per process; with the `sdflow` command's lean imports, once per CPU model and torch version,
+    kept by sdflow.lean). Above 1 means ``dtype`` is faster."""
+    if lean.active():
+        key = f"cpu_speedup {dtype_name(dtype)} x{repeats} torch {torch.__version__} cpu {_cpu_model()}"
+        return kept.kept_figure(key, lambda: _probed_speedup(dtype, repeats))
+    return _probed_speedup(dtype, repeats)
+
+
+def _cpu_model() -> str:
+    """This CPU's model and feature flags, hashed (what the probe's figure depends on)."""
+    described = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags"))]
+        described = "".join(dict.fromkeys(lines))  # each distinct line once
+    except OSError:
+        pass
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def _probed_speedup(dtype: torch.dtype, repeats: int) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # kernel speed per core: threads waiting for a busy core would decide
     try:
