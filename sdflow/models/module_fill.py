@@ -72,7 +72,9 @@ def fill_weights(
     """Read each of ``module``'s weights from the file into place (checked for fit first)."""
     fused: dict[str, torch.Tensor] = {}
     state = {}
-    for name, (source, tensor) in plan_weights(module, mapping, reader.shapes, what).items():
+    plan = plan_weights(module, mapping, reader.shapes, what)
+    _forget_built(module, plan)
+    for name, (source, tensor) in plan.items():
         target = dtype if tensor.is_floating_point() else tensor.dtype
         if source.fused:  # q, k and v (and an MLP) share one fused tensor: read it once
             if source.key not in fused:
@@ -87,6 +89,26 @@ def fill_weights(
         state[name] = value
     module.load_state_dict(state, strict=False, assign=True)
     module.to(device).eval().requires_grad_(False)
+
+
+def _forget_built(module: torch.nn.Module, plan: dict[str, tuple[Source, torch.Tensor]]) -> None:
+    """Tensors the module computed when it was built (buffers such as SD3's position embedding, 57 MB
+    for SD3 medium in fp16) that the file replaces are made meta first, so that the computed and the
+    read copy are never both in memory (diffusers' loading does the same at a time when the weights
+    are not yet paged in)."""
+    for name, (source, tensor) in plan.items():
+        if tensor.is_meta:
+            continue
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        meta = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+        if leaf in owner._buffers:
+            owner._buffers[leaf] = meta
+        elif leaf in owner._parameters:
+            owner._parameters[leaf] = torch.nn.Parameter(meta, requires_grad=False)
+        else:
+            continue
+        plan[name] = (source, meta)
 
 
 def _misfit_message(what: str, missing: list[str], misfit: list[str]) -> str:
