@@ -202,6 +202,18 @@ def test_one_gpu_per_worker_where_the_cluster_has_gpus():
         RayBackend(workers=1, device="cuda")._gpus_per_worker({"CPU": 8})
 
 
+def test_cpu_workers_compute_in_the_dtype_this_process_settles_auto_to():
+    """A worker's own bf16 probe, measured under another load, could settle 'auto' otherwise."""
+    import torch
+
+    from sdflow.runner.devices.dtypes import choose_dtype, dtype_name
+
+    here = dtype_name(choose_dtype(torch.device("cpu"), "auto").dtype)
+    assert RayBackend(workers=2, device="cpu").worker_dtype() == here
+    assert RayBackend(workers=2, device="cpu", dtype="fp32").worker_dtype() == "fp32"
+    assert RayBackend(workers=2).worker_dtype() is None  # device auto: each worker's own hardware
+
+
 def test_a_pool_larger_than_the_cluster_is_refused_rather_than_left_waiting(pool):
     from sdflow.errors import UserError
 

@@ -124,10 +124,21 @@ class RayBackend:
             max_restarts=0,
             runtime_env={"env_vars": environment},
         )(Worker)
-        self.actors[name] = actor_class.remote(
-            name, self.device, self.dtype, self.cpus_per_worker, self.worker_listeners, self.allow_pickle
-        )
+        options = (self.cpus_per_worker, self.worker_listeners, self.allow_pickle)
+        self.actors[name] = actor_class.remote(name, self.device, self.worker_dtype(), *options)
         return name
+
+    def worker_dtype(self) -> str | None:
+        """The dtype the workers compute in: on CPU workers an 'auto' is settled here, once, as this
+        process settles it (the bf16 probe measured in one place), so every worker of a sweep and a
+        serial run on this machine compute alike, whatever load each worker's own probe would meet."""
+        if self.device != "cpu" or (self.dtype or "auto") != "auto":
+            return self.dtype
+        import torch
+
+        from sdflow.runner.devices.dtypes import choose_dtype, dtype_name
+
+        return dtype_name(choose_dtype(torch.device("cpu"), "auto").dtype)
 
     def lose(self, name: str) -> None:
         """Forget a dead worker; a replacement joins while the retry budget allows."""
