@@ -76,14 +76,16 @@ def fill_weights(
     _forget_built(module, plan)
     for name, (source, tensor) in plan.items():
         target = dtype if tensor.is_floating_point() else tensor.dtype
+        # a buffer (not a weight: no matrix product reads it) may stay the file's pages, unaligned
+        lazy = not isinstance(tensor, torch.nn.Parameter) and source.kind == "same"
         if source.fused:  # q, k and v (and an MLP) share one fused tensor: read it once
             if source.key not in fused:
                 fused[source.key] = reader.read(source.key, target, device)
             raw = fused[source.key]
         else:
-            raw = reader.read(source.key, target, device)
+            raw = reader.read(source.key, target, device, keep_unaligned=lazy)
         value = source.to_module(raw, tuple(tensor.shape))
-        if not is_aligned(value):  # a q/k/v slice of a fused tensor: aligned like every other weight
+        if not lazy and not is_aligned(value):  # a q/k/v slice of a fused tensor: aligned as every weight
             value = value.clone()
             reader.release(source.key)
         state[name] = value

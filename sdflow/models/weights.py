@@ -162,16 +162,22 @@ class WeightReader:
         self._state = None
 
     def read(
-        self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+        self,
+        name: str,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        keep_unaligned: bool = False,
     ) -> torch.Tensor:
-        """Tensor ``name`` on ``device`` in ``dtype`` (default: the file's)."""
+        """Tensor ``name`` on ``device`` in ``dtype`` (default: the file's). ``keep_unaligned``: an
+        unaligned tensor wanted as it is stays the mapped pages too (for buffers that no matrix
+        product reads, such as a position-embedding table of which a run reads a crop)."""
         device = torch.device(device)
         if self._state is not None:
             return self._state[name].to(device=device, dtype=dtype)
         info = self._header.tensors[name]
         mapped = self._mapped(info)
         if device.type == "cpu" and dtype in (None, info.dtype):
-            if is_aligned(mapped):
+            if keep_unaligned or is_aligned(mapped):
                 return mapped
             tensor = mapped.clone()
         else:
