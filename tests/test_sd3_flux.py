@@ -12,7 +12,7 @@ import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
 from workflows import decoded_pixels, max_diff, txt2img
 
-from sdflow.errors import UserError
+from sdflow.errors import SdflowWarning, UserError
 from sdflow.models import flow
 from sdflow.runner import Runner
 
@@ -120,3 +120,10 @@ def test_clip_skip_reads_the_clip_layer_the_sd3_pipeline_reads(graph_runner: Run
     ours = decoded_pixels(graph_runner, text, {"seed": 2})
     assert max_diff(ours, reference(sd3, "euler", 2, guidance_scale=1.0, clip_skip=1)) <= LEVEL
     assert max_diff(ours, decoded_pixels(graph_runner, SD3_GRAPH, {"seed": 2})) > 0.0
+
+
+def test_comfy_mode_on_a_flow_model_says_it_samples_in_diffusers_mode(graph_runner: Runner) -> None:
+    comfy = workflow("tiny-sd3", schedule={"mode": "comfy"})
+    with pytest.warns(SdflowWarning, match=r"schedule.*mode.*samples in diffusers mode"):
+        ours = decoded_pixels(graph_runner, comfy, {"seed": 3})
+    assert max_diff(ours, decoded_pixels(graph_runner, SD3_GRAPH, {"seed": 3})) == 0.0

@@ -115,6 +115,10 @@ class Scheduler(Node):
             if not self.model.family.flow:
                 return {"schedule": comfy_schedule(self.model, self.sampler, self.sigmas, self.steps, ctx)}
             # SD3 / Flux run as diffusers mode, ComfyUI's normal being the flow scheduler's own spacing
+            ctx.warn(
+                f"comfy mode runs the UNet families: {self.model.family.label} samples in diffusers mode",
+                "mode",
+            )
             sigmas = "default" if self.sigmas == "normal" else self.sigmas
             return self.model_copy(update={"mode": "diffusers", "sigmas": sigmas}).run(ctx)
         if self.sampler not in SAMPLERS:
