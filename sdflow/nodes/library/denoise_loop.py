@@ -112,7 +112,7 @@ class DenoiseLoop(Node):
         device, dtype = placement(self.model.unet)  # the execution device under model offload
         x = self.latent.samples.to(device, dtype)
         control_steps = len(scheduler.timesteps) - state.start_index  # the control windows' 100%
-        predict = self._predictor(ctx, guide, x, control_steps)
+        predict = self.predictor(ctx, guide, x, control_steps)
         mask = self._blend_mask(x, ctx)
         if mask is not None:
             original, noise = state.clean.to(x.device, x.dtype), state.noise.to(x.device, x.dtype)
@@ -149,7 +149,7 @@ class DenoiseLoop(Node):
         )
         return latent, denoised
 
-    def _predictor(
+    def predictor(
         self, ctx: RunContext, guide: Guidance, x: torch.Tensor, control_steps: int
     ) -> Callable[[torch.Tensor, Any, int, bool], list[torch.Tensor]]:
         """``predict(scaled, t, index, guiding)``: the UNet's predictions for the scaled latent at
@@ -306,7 +306,7 @@ class DenoiseLoop(Node):
                 "this is a 9-channel inpainting model: it needs a latent from VAEEncode with a mask",
                 "latent",
             )
-        mask = _batch_of(self._checked_mask(x, ctx), x.shape[0])
+        mask = _batch_of(self.checked_mask(x, ctx), x.shape[0])
         masked = _batch_of(masked_image.value(), x.shape[0])
         extra = torch.cat([mask.to(x.device, x.dtype), masked.to(x.device, x.dtype)], dim=1)
         return torch.cat([extra] * len(sides))
@@ -339,9 +339,9 @@ class DenoiseLoop(Node):
         """The noise mask a 4-channel model blends with after every step (None: no blending)."""
         if self.latent.noise_mask is None or self.model.is_inpainting:
             return None
-        return self._checked_mask(x, ctx).to(x.device, x.dtype)
+        return self.checked_mask(x, ctx).to(x.device, x.dtype)
 
-    def _checked_mask(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    def checked_mask(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         mask = self.latent.noise_mask
         assert mask is not None
         if mask.shape[-2:] != x.shape[-2:]:

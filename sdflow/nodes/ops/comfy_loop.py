@@ -37,10 +37,10 @@ def sample(loop: Any, ctx: Any, guide: Guidance, state: NoiseState) -> tuple[Lat
     device, dtype = placement(loop.model.unet)
     x = loop.latent.samples.to(device, torch.float32)
     sigmas = table[state.start_index : last + 1].to(device)
-    predict = loop._predictor(ctx, guide, x.to(dtype), steps - state.start_index)
+    predict = loop.predictor(ctx, guide, x.to(dtype), steps - state.start_index)
     mask = None
     if loop.latent.noise_mask is not None:  # ComfyUI blends with the mask for every model
-        mask = loop._checked_mask(x, ctx).to(device, torch.float32)
+        mask = loop.checked_mask(x, ctx).to(device, torch.float32)
     seed = state.seed if state.seed is not None else 0
     run = len(sigmas) - 1
     guided_count = round(loop.cfg_end * run) if guide.guiding else 0
